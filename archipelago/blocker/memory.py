@@ -1,0 +1,121 @@
+"""In-memory blocker for unit tests: the reference behaviour of the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from archipelago.blocker.base import (
+    Blocker,
+    LockInfo,
+    check_name,
+    check_range,
+    parse_owner,
+)
+from archipelago.errors import Locked, NotFound
+from archipelago.hashing import ZERO_HASH, block_hash, is_zero
+
+
+class MemoryBlocker(Blocker):
+    """Objects in a dict; locks in another. Shared state lives in this instance."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytearray] = {}
+        self._locks: dict[str, str] = {}
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zero fill past the end."""
+        check_name(name)
+        check_range(offset, size)
+        obj = self._objects.get(name, b"")
+        data = bytes(obj[offset : offset + size])
+        return data + bytes(size - len(data))
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
+        """Write, growing the object with zeros as needed."""
+        check_name(name)
+        check_range(offset, len(data))
+        obj = self._objects.setdefault(name, bytearray())
+        end = offset + len(data)
+        if len(obj) < end:
+            obj.extend(bytes(end - len(obj)))
+        obj[offset:end] = data
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Replace the whole object."""
+        check_name(name)
+        check_range(0, len(data))
+        self._objects[name] = bytearray(data)
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Copy src to dst."""
+        check_name(src)
+        check_name(dst)
+        if src not in self._objects:
+            raise NotFound(f"object {src!r} not found")
+        self._objects[dst] = bytearray(self._objects[src])
+
+    async def delete(self, name: str) -> None:
+        """Delete an object."""
+        check_name(name)
+        if self._objects.pop(name, None) is None:
+            raise NotFound(f"object {name!r} not found")
+
+    async def size(self, name: str) -> int:
+        """Object size."""
+        check_name(name)
+        try:
+            return len(self._objects[name])
+        except KeyError:
+            raise NotFound(f"object {name!r} not found") from None
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted names with the prefix."""
+        return sorted(n for n in self._objects if n.startswith(prefix))
+
+    async def flush(self) -> None:
+        """Nothing to persist."""
+
+    async def hash(self, name: str) -> str:
+        """Store a content-addressed copy and return its name."""
+        check_name(name)
+        if name not in self._objects:
+            raise NotFound(f"object {name!r} not found")
+        data = bytes(self._objects[name])
+        if is_zero(data):
+            return ZERO_HASH
+        content = block_hash(data)
+        # Stored without trailing zeros, as Pithos does; reads zero-fill them back.
+        self._objects.setdefault(content, bytearray(data.rstrip(b"\0")))
+        return content
+
+    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Take an exclusive lock."""
+        check_name(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            holder = self._locks.get(name)
+            if holder is None or holder == owner:
+                self._locks[name] = owner
+                return
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise Locked(f"{name!r} is locked by {holder}")
+            await asyncio.sleep(0.01)
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Release a lock."""
+        check_name(name)
+        holder = self._locks.get(name)
+        if holder is None:
+            return
+        if holder != owner and not force:
+            raise Locked(f"{name!r} is locked by {holder}")
+        del self._locks[name]
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Describe the holder."""
+        check_name(name)
+        holder = self._locks.get(name)
+        return None if holder is None else parse_owner(holder)
