@@ -1,0 +1,315 @@
+"""The seam between the NBD plugin and the volume service, and its "direct" backend.
+
+The plugin (plugin.py + exports.py) holds everything NBD-specific: capabilities,
+flags, extents encoding, scratch exports, refcounts, errno mapping. A backend only
+moves bytes and map operations. Two implementations are planned:
+
+- ``DirectBackend`` (here): runs the mapper library in-process, on one asyncio
+  (uvloop) loop in a background thread; nbdkit's worker threads submit coroutines
+  with ``run_coroutine_threadsafe`` and block on the future (GIL released).
+- a peer backend: the same methods, each sent as one request over the shared-memory
+  segment to the mapper peer.
+
+Every method is synchronous (called from nbdkit threads) and raises
+``archipelago.errors`` classes; ``vol`` is whatever ``open`` returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from archipelago.errors import ArchipelagoError, ConfigError, Locked
+
+T = TypeVar("T")
+
+#: How long a single backend call may take before the plugin reports EIO (seconds).
+CALL_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class VolumeSummary:
+    """What the plugin needs to know about a volume it does not have open."""
+
+    name: str
+    size: int
+    readonly: bool
+    kind: str
+    lock_stale: bool = False
+
+
+@dataclass(frozen=True)
+class Span:
+    """One extent: ``zero`` means it reads as zeros and nothing is stored (a hole)."""
+
+    offset: int
+    length: int
+    zero: bool
+
+
+class Backend(ABC):
+    """What the NBD plugin needs from the volume service (one per nbdkit process)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start background machinery; called in nbdkit's after_fork (post-daemonize)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Close every open volume and stop; called at nbdkit cleanup."""
+
+    @abstractmethod
+    def list_volumes(self) -> list[VolumeSummary]:
+        """Every volume and snapshot of the instance."""
+
+    @abstractmethod
+    def info(self, name: str) -> VolumeSummary:
+        """One volume's summary; NotFound if absent."""
+
+    @abstractmethod
+    def open(self, name: str) -> Any:
+        """Open a volume (taking its lock, breaking it only if stale); returns a handle."""
+
+    @abstractmethod
+    def close(self, vol: Any) -> None:
+        """Flush and close a volume opened by ``open`` (releases the lock)."""
+
+    @abstractmethod
+    def size(self, vol: Any) -> int:
+        """Exact size in bytes."""
+
+    @abstractmethod
+    def block_size(self, vol: Any) -> int:
+        """The map's block size (whole blocks zero/trim as map updates)."""
+
+    @abstractmethod
+    def can_write(self, vol: Any) -> bool:
+        """False for snapshots and other read-only maps."""
+
+    @abstractmethod
+    def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
+        """Fill all of ``buf`` from ``offset``."""
+
+    @abstractmethod
+    def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
+        """Write all of ``buf`` at ``offset``; durable on return if ``fua``."""
+
+    @abstractmethod
+    def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Make the range read as zeros (whole blocks become zero entries)."""
+
+    @abstractmethod
+    def trim(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Discard the range (reads back as zeros here)."""
+
+    @abstractmethod
+    def flush(self, vol: Any) -> None:
+        """Make acknowledged data and map entries durable."""
+
+    @abstractmethod
+    def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
+        """Ascending, contiguous spans covering at least ``offset``."""
+
+    @abstractmethod
+    def snapshot(self, volume: str, snap: str) -> None:
+        """Create read-only snapshot ``snap`` of ``volume``."""
+
+    @abstractmethod
+    def clone(self, source: str, new: str) -> None:
+        """Create writable ``new`` from read-only ``source`` (COW, no data copy)."""
+
+    @abstractmethod
+    def remove(self, name: str) -> None:
+        """Remove a volume or snapshot."""
+
+    @abstractmethod
+    def create(self, name: str, size: int) -> None:
+        """Create an empty volume (used by the ``create=`` config key)."""
+
+
+def _summary(info: Any) -> VolumeSummary:
+    return VolumeSummary(
+        name=info.name,
+        size=info.size,
+        readonly=info.readonly,
+        kind=info.kind,
+        lock_stale=bool(getattr(info, "lock_stale", False)),
+    )
+
+
+def make_blocker(kind: str, path: str | None) -> Any:
+    """Build the blocker named by the plugin's ``blocker=`` key."""
+    if kind == "memory":
+        from archipelago.blocker.memory import MemoryBlocker
+
+        return MemoryBlocker()
+    if kind == "file":
+        if not path:
+            raise ConfigError("blocker=file needs dir=DATA_DIR or blocker-path=PATH")
+        from archipelago.blocker.file import FileBlocker
+
+        return FileBlocker(path)
+    raise ConfigError(f"unknown blocker {kind!r} (use file or memory)")
+
+
+class DirectBackend(Backend):
+    """The mapper library on a private uvloop loop in one background thread."""
+
+    def __init__(self, blocker_kind: str, blocker_path: str | None) -> None:
+        self._blocker_kind = blocker_kind
+        self._blocker_path = blocker_path
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._mapper: Any = None
+
+    # -- loop plumbing -------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the loop thread, the blocker and the mapper (owner = this pid)."""
+        if self._loop is not None:
+            return
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # uvloop is a dependency; plain asyncio still works
+            loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="archipelago-nbd-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._call(self._make_mapper())
+
+    async def _make_mapper(self) -> None:
+        from archipelago.blocker.base import make_owner
+        from archipelago.mapper import Mapper
+
+        blocker = make_blocker(self._blocker_kind, self._blocker_path)
+        self._mapper = Mapper(blocker, make_owner("nbd"))
+
+    def stop(self) -> None:
+        """Close the mapper (flushes, releases locks) and stop the loop thread."""
+        if self._loop is None:
+            return
+        try:
+            if self._mapper is not None:
+                self._call(self._mapper.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop thread and wait for it (GIL released while waiting)."""
+        if self._loop is None:
+            coro.close()
+            raise ArchipelagoError("NBD backend not started")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(CALL_TIMEOUT)
+
+    # -- namespace -----------------------------------------------------------
+
+    def list_volumes(self) -> list[VolumeSummary]:
+        """Every volume and snapshot."""
+        return [_summary(i) for i in self._call(self._mapper.list())]
+
+    def info(self, name: str) -> VolumeSummary:
+        """One volume's summary."""
+        return _summary(self._call(self._mapper.info(name)))
+
+    def open(self, name: str) -> Any:
+        """Open, breaking the lock only when its holder is a dead process on this host."""
+        return self._call(self._open(name))
+
+    async def _open(self, name: str) -> Any:
+        try:
+            return await self._mapper.open(name)
+        except Locked:
+            info = await self._mapper.info(name)
+            if not getattr(info, "lock_stale", False):
+                raise
+            return await self._mapper.open(name, force=True)
+
+    def close(self, vol: Any) -> None:
+        """Flush and close."""
+        self._call(vol.close())
+
+    def snapshot(self, volume: str, snap: str) -> None:
+        """Snapshot via the mapper."""
+        self._call(self._mapper.snapshot(volume, snap))
+
+    def clone(self, source: str, new: str) -> None:
+        """Clone via the mapper."""
+        self._call(self._mapper.clone(source, new))
+
+    def remove(self, name: str) -> None:
+        """Remove via the mapper."""
+        self._call(self._mapper.remove(name))
+
+    def create(self, name: str, size: int) -> None:
+        """Create via the mapper."""
+        self._call(self._mapper.create(name, size))
+
+    # -- per-volume I/O --------------------------------------------------------
+
+    def size(self, vol: Any) -> int:
+        """Current size."""
+        return int(vol.info.size)
+
+    def block_size(self, vol: Any) -> int:
+        """Map block size."""
+        return int(vol.info.block_size)
+
+    def can_write(self, vol: Any) -> bool:
+        """Writable unless the map is read-only."""
+        return not vol.info.readonly
+
+    def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
+        """One copy: the mapper's bytes into nbdkit's buffer."""
+        data = self._call(vol.read(offset, len(buf)))
+        buf[:] = data
+
+    def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
+        """nbdkit's buffer is only valid during the call, and we wait, so no copy."""
+        self._call(vol.write(offset, buf, fua=fua))
+
+    def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Zero via the mapper (map update for whole blocks)."""
+        self._call(vol.zero(offset, count, fua=fua))
+
+    def trim(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Trim, then flush if FUA asked (the mapper's trim has no fua flag)."""
+        self._call(self._trim(vol, offset, count, fua))
+
+    async def _trim(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        await vol.trim(offset, count)
+        if fua:
+            await vol.flush()
+
+    def flush(self, vol: Any) -> None:
+        """Flush the volume."""
+        self._call(vol.flush())
+
+    def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
+        """The mapper's extents as spans."""
+        exts = self._call(vol.extents(offset, count))
+        return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
+
+
+def make_backend(kind: str, blocker_kind: str, blocker_path: str | None) -> Backend:
+    """Build the backend named by the plugin's ``backend=`` key."""
+    if kind == "direct":
+        return DirectBackend(blocker_kind, blocker_path)
+    raise ConfigError(f"unknown NBD backend {kind!r} (only 'direct' exists so far)")

@@ -1,0 +1,188 @@
+"""Exports of one nbdkit process: names, refcounted opens, scratch clones, errnos.
+
+Export name = volume name. ``VOL@scratch`` (``@`` never occurs in volume names)
+is a scratch export: the connection gets a private writable clone of VOL (of a
+temporary snapshot when VOL is writable), removed again on disconnect; COW is
+the mapper's. Every other connection to a volume shares one open ``Volume``
+(refcount), so the lock is taken by the first and released by the last.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from archipelago.errors import ArchipelagoError, NotFound
+from archipelago.nbd.backend import Backend, VolumeSummary
+
+log = logging.getLogger("archipelago.nbd")
+
+SCRATCH_SUFFIX = "@scratch"
+#: Temporary clones of scratch exports; hidden from list_exports, swept when stale.
+SCRATCH_PREFIX = "nbd-scratch."
+
+
+def errno_of(exc: BaseException) -> int:
+    """The errno an NBD client should see for ``exc``."""
+    if isinstance(exc, ArchipelagoError):
+        return int(exc.errno)
+    if isinstance(exc, OSError) and exc.errno:
+        return int(exc.errno)
+    if isinstance(exc, TimeoutError):
+        return errno.ETIMEDOUT
+    return errno.EIO
+
+
+def parse_export(name: str, default: str | None) -> tuple[str, bool]:
+    """Split an export name into (volume, scratch); the empty name means ``default``."""
+    scratch = name.endswith(SCRATCH_SUFFIX)
+    if scratch:
+        name = name[: -len(SCRATCH_SUFFIX)]
+    if not name:
+        if not default:
+            raise NotFound("no export name given and no default export configured")
+        name = default
+    return name, scratch
+
+
+@dataclass
+class _Open:
+    vol: Any
+    refs: int = 0
+
+
+@dataclass
+class Conn:
+    """One NBD connection: what it opened and what it must undo on close."""
+
+    export: str
+    volume: str
+    vol: Any
+    size: int
+    block_size: int
+    writable: bool
+    scratch: bool
+    cleanup: list[str] = field(default_factory=list)
+
+
+class ExportTable:
+    """Maps export names to open volumes for every connection of this process."""
+
+    def __init__(self, backend: Backend, default_export: str | None, allow_scratch: bool) -> None:
+        self.backend = backend
+        self.default_export = default_export
+        self.allow_scratch = allow_scratch
+        self._lock = threading.Lock()
+        self._open: dict[str, _Open] = {}
+        self._seq = itertools.count(1)
+
+    def list(self) -> list[VolumeSummary]:
+        """Volumes and snapshots clients may ask for (scratch clones hidden)."""
+        return [v for v in self.backend.list_volumes() if not v.name.startswith(SCRATCH_PREFIX)]
+
+    def sweep_scratch(self) -> None:
+        """Remove scratch clones left by an nbdkit that died (their lock is stale)."""
+        for v in self.backend.list_volumes():
+            if v.name.startswith(SCRATCH_PREFIX) and v.lock_stale:
+                try:
+                    self.backend.remove(v.name)
+                except ArchipelagoError as e:
+                    log.warning("could not remove stale scratch volume %s: %s", v.name, e)
+
+    def connect(self, export: str, client_readonly: bool) -> Conn:
+        """Open the export for one connection."""
+        volume, scratch = parse_export(export, self.default_export)
+        if scratch:
+            if not self.allow_scratch:
+                raise NotFound(f"scratch exports are disabled ({export!r})")
+            return self._connect_scratch(export, volume, client_readonly)
+        vol = self._acquire(volume)
+        try:
+            return self._conn(export, volume, vol, client_readonly, scratch=False, cleanup=[])
+        except BaseException:
+            self._release(volume)
+            raise
+
+    def _conn(
+        self, export: str, volume: str, vol: Any, ro: bool, scratch: bool, cleanup: list[str]
+    ) -> Conn:
+        b = self.backend
+        return Conn(
+            export=export,
+            volume=volume,
+            vol=vol,
+            size=b.size(vol),
+            block_size=b.block_size(vol),
+            writable=b.can_write(vol) and not ro,
+            scratch=scratch,
+            cleanup=cleanup,
+        )
+
+    def _connect_scratch(self, export: str, volume: str, ro: bool) -> Conn:
+        b = self.backend
+        src = b.info(volume)
+        tmp = f"{SCRATCH_PREFIX}{os.getpid()}.{next(self._seq)}"
+        cleanup: list[str] = []
+        try:
+            source = volume
+            if not src.readonly:
+                # Clones need a read-only origin; a writable volume is frozen first.
+                source = tmp + ".origin"
+                b.snapshot(volume, source)
+                cleanup.append(source)
+            b.clone(source, tmp)
+            cleanup.insert(0, tmp)  # the clone goes before its origin
+            vol = self._acquire(tmp)
+        except BaseException:
+            self._remove_all(cleanup)
+            raise
+        try:
+            return self._conn(export, tmp, vol, ro, scratch=True, cleanup=cleanup)
+        except BaseException:
+            self._release(tmp)
+            self._remove_all(cleanup)
+            raise
+
+    def disconnect(self, conn: Conn) -> None:
+        """Close the connection's volume if it was the last user; drop scratch clones."""
+        try:
+            self._release(conn.volume)
+        finally:
+            self._remove_all(conn.cleanup)
+
+    def _acquire(self, volume: str) -> Any:
+        with self._lock:
+            ent = self._open.get(volume)
+            if ent is None:
+                ent = _Open(self.backend.open(volume))
+                self._open[volume] = ent
+            ent.refs += 1
+            return ent.vol
+
+    def _release(self, volume: str) -> None:
+        with self._lock:
+            ent = self._open.get(volume)
+            if ent is None:
+                return
+            ent.refs -= 1
+            if ent.refs > 0:
+                return
+            del self._open[volume]
+            self.backend.close(ent.vol)
+
+    def _remove_all(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.backend.remove(name)
+            except ArchipelagoError as e:
+                log.warning("could not remove scratch volume %s: %s", name, e)
+
+    def open_volumes(self) -> dict[str, int]:
+        """Volume name -> number of connections (for tests and status)."""
+        with self._lock:
+            return {k: v.refs for k, v in self._open.items()}
