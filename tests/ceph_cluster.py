@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""A throwaway single-host Ceph cluster for tests and benchmarks.
+
+Usage (run with /work/main/.venv/bin/python or /usr/bin/python3, as root):
+
+  ceph_cluster.py up DIR [--store memstore|bluestore] [--size-mb N] [--auth cephx|none]
+                         [--watch-pid PID]   -> last stdout line: DIR/ceph.conf
+  ceph_cluster.py down DIR [--keep]          -> kill every daemon, wait, remove the state
+  ceph_cluster.py osd-stop DIR [--graceful]  -> SIGKILL (or SIGTERM) the OSD
+  ceph_cluster.py osd-start DIR              -> start the OSD again, wait until it is up
+  ceph_cluster.py status DIR                 -> pids and `rados -p archipelago ls` check
+
+One mon and one OSD (no mgr) on 127.0.0.1 with a free port, cephx on by default,
+all state under DIR. Pools "archipelago-test" and "archipelago" (size 1) exist when
+`up` returns. Daemons run in the foreground of their own sessions with pids in
+DIR/run/*.pid; `down` kills by pid file, so it also cleans up after a crashed `up`.
+With --watch-pid a detached watchdog runs `down` as soon as that process dies.
+memstore keeps data only while the OSD runs (an OSD restart loses it); bluestore on a
+sparse file under DIR survives osd-stop/osd-start.
+
+Only the standard library and Ceph's own python3-rados binding are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+POOLS = ("archipelago-test", "archipelago")
+PG_NUM = 16
+_CREATED = ("ceph.conf", "keyring", "monmap", "cluster.json", "mon.a", "osd.0", "run", "log")
+
+
+def _key() -> str:
+    """A cephx secret in ceph-authtool's format (CryptoKey: type, created, len, bytes)."""
+    secret = os.urandom(16)
+    return base64.b64encode(struct.pack("<hiih", 1, int(time.time()), 0, 16) + secret).decode()
+
+
+def _free_port() -> int:
+    """A free loopback port whose next 99 ports serve as the OSD's private bind range."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 100 < 65535:
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _conf(d: Path, port: int, store: str, size_mb: int, auth: str) -> str:
+    """ceph.conf text: loopback only, size-1 pools allowed, everything under d."""
+    store_conf = (
+        f"osd objectstore = memstore\nmemstore device bytes = {size_mb << 20}\n"
+        if store == "memstore"
+        else f"osd objectstore = bluestore\nbluestore block size = {size_mb << 20}\n"
+        "bluestore fsck on mkfs = false\nbluestore block create = true\n"
+        "osd op num shards = 1\nbluestore cache autotune = false\n"
+        "bluestore cache size = 134217728\n"
+    )
+    return f"""[global]
+fsid = {uuid.uuid4()}
+mon host = [v2:127.0.0.1:{port}]
+public addr = 127.0.0.1
+public network = 127.0.0.0/8
+ms bind ipv4 = true
+ms bind ipv6 = false
+ms bind port min = {port + 1}
+ms bind port max = {port + 99}
+run dir = {d}/run
+keyring = {d}/keyring
+auth cluster required = {auth}
+auth service required = {auth}
+auth client required = {auth}
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = {PG_NUM}
+osd pool default pgp num = {PG_NUM}
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
+mon max pg per osd = 1000
+mon data avail warn = 2
+mon data avail crit = 1
+log to stderr = false
+err to stderr = false
+
+[mon]
+mon data = {d}/$name
+paxos propose interval = 0.05
+admin socket = {d}/run/$name.asok
+log file = {d}/log/$name.log
+pid file = {d}/run/$name.pid
+
+[osd]
+osd data = {d}/$name
+osd memory target = 1073741824
+admin socket = {d}/run/$name.asok
+log file = {d}/log/$name.log
+pid file = {d}/run/$name.pid
+{store_conf}"""
+
+
+def _run(cmd: list[str], timeout: float = 60) -> str:
+    """Run a Ceph tool with a timeout; raise with its output on failure."""
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr or p.stdout}")
+    return p.stdout
+
+
+def _spawn(d: Path, name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Start a daemon in the foreground of its own session; record its pid."""
+    log = open(d / "log" / f"{name}.stderr", "ab")  # noqa: SIM115 -- handed to the child
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    log.close()
+    (d / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _connect(conf: Path, timeout: int = 20):  # noqa: ANN202 -- rados.Rados
+    import rados  # Ceph's own binding (python3-rados), not a third-party package
+
+    cl = rados.Rados(conffile=str(conf), conf={
+        "client_mount_timeout": str(timeout), "rados_mon_op_timeout": str(timeout),
+        "rados_osd_op_timeout": str(timeout)})
+    cl.connect(timeout=timeout)
+    return cl
+
+
+def _mon(cl, cmd: dict, timeout: int = 20) -> str:  # noqa: ANN001
+    ret, out, err = cl.mon_command(json.dumps(cmd), b"", timeout=timeout)
+    if ret != 0:
+        raise RuntimeError(f"mon command {cmd['prefix']} failed ({ret}): {err}")
+    return out.decode()
+
+
+def _start_osd(d: Path) -> int:
+    # glibc's dynamic mmap threshold otherwise parks freed 4 MiB buffers (doc: pitfalls).
+    return _spawn(d, "osd.0", ["ceph-osd", "-f", "-i", "0", "-c", str(d / "ceph.conf")],
+                  env={"MALLOC_MMAP_THRESHOLD_": "131072"})
+
+
+def _wait_osd_up(cl, deadline: float) -> None:  # noqa: ANN001
+    while True:
+        if json.loads(_mon(cl, {"prefix": "osd stat", "format": "json"})).get("num_up_osds") == 1:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("OSD did not come up (see log/osd.0.log)")
+        time.sleep(0.05)
+
+
+def _probe(cl, deadline: float) -> None:  # noqa: ANN001
+    """The data path is the readiness probe: a put blocks until the PG is active."""
+    for pool in POOLS:
+        io = cl.open_ioctx(pool)
+        try:
+            while True:
+                try:
+                    io.write_full("ceph-cluster-probe", b"probe")
+                    io.remove_object("ceph-cluster-probe")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            io.close()
+
+
+def up(d: Path, store: str = "memstore", size_mb: int = 0, auth: str = "cephx",
+       watch_pid: int | None = None, timeout: float = 60) -> Path:
+    """Create and start the cluster; return the ceph.conf path once pools accept I/O."""
+    d = d.resolve()
+    if (d / "run").exists():
+        down(d)  # leftovers of an earlier run in the same directory
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (d / "run").mkdir(mode=0o700)
+    (d / "log").mkdir(mode=0o700)
+    size_mb = size_mb or (2048 if store == "memstore" else 10240)
+    port = _free_port()
+    conf = d / "ceph.conf"
+    conf.write_text(_conf(d, port, store, size_mb, auth))
+    conf.chmod(0o600)
+    osd_caps = 'caps mon = "allow profile osd"\n\tcaps osd = "allow *"\n\tcaps mgr = "allow profile osd"'
+    keyring = (f'[mon.]\n\tkey = {_key()}\n\tcaps mon = "allow *"\n'
+               f'[client.admin]\n\tkey = {_key()}\n\tcaps mon = "allow *"\n\tcaps osd = "allow *"\n'
+               f'\tcaps mgr = "allow *"\n[osd.0]\n\tkey = {_key()}\n\t{osd_caps}\n')
+    (d / "keyring").write_text(keyring)
+    (d / "keyring").chmod(0o600)
+    (d / "cluster.json").write_text(json.dumps({"port": port, "store": store, "auth": auth}))
+    deadline = time.monotonic() + timeout
+    try:
+        fsid = next(ln.split("=")[1].strip() for ln in conf.read_text().splitlines()
+                    if ln.startswith("fsid"))
+        _run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a",
+              f"[v2:127.0.0.1:{port}]", str(d / "monmap")])
+        _run(["ceph-mon", "--mkfs", "-i", "a", "-c", str(conf), "--monmap", str(d / "monmap"),
+              "--keyring", str(d / "keyring")])
+        _spawn(d, "mon.a", ["ceph-mon", "-f", "-i", "a", "-c", str(conf)])
+        if watch_pid:
+            _spawn(d, "watchdog", [sys.executable, os.path.abspath(__file__), "_watch", str(d),
+                                   str(watch_pid)])
+        cl = _connect(conf)
+        try:
+            osd_uuid = str(uuid.uuid4())
+            _mon(cl, {"prefix": "osd new", "uuid": osd_uuid, "id": 0})
+            (d / "osd.0").mkdir(mode=0o700)
+            mkfs = subprocess.Popen(
+                ["ceph-osd", "--mkfs", "-i", "0", "--osd-uuid", osd_uuid, "-c", str(conf)],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # Pools are created while the OSD formats its store.
+            for pool in POOLS:
+                _mon(cl, {"prefix": "osd pool create", "pool": pool, "pg_num": PG_NUM,
+                          "pgp_num": PG_NUM})
+                app = "rbd" if pool == "archipelago-test" else "archipelago"
+                _mon(cl, {"prefix": "osd pool application enable", "pool": pool, "app": app,
+                          "yes_i_really_mean_it": True})
+            out, _ = mkfs.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            if mkfs.returncode != 0:
+                raise RuntimeError(f"ceph-osd --mkfs failed: {out}")
+            _start_osd(d)
+            _wait_osd_up(cl, deadline)
+            _probe(cl, deadline)
+        finally:
+            cl.shutdown()
+    except BaseException:
+        down(d, keep=True)
+        raise
+    return conf
+
+
+def _pid_is_ours(pid: int, d: Path) -> bool:
+    """A recycled pid must not be killed: the process must mention our directory."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return str(d) in cmdline
+
+
+def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10) -> None:
+    """Signal the named daemons by pid file and wait for them to exit (SIGKILL fallback)."""
+    pids = []
+    for name in names:
+        f = d / "run" / f"{name}.pid"
+        try:
+            pid = int(f.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid != os.getpid() and _pid_is_ours(pid, d):
+            try:
+                os.kill(pid, sig)
+                pids.append(pid)
+            except ProcessLookupError:
+                pass
+        f.unlink(missing_ok=True)
+    end = time.monotonic() + wait
+    for pid in pids:
+        while _pid_is_ours(pid, d) and not _zombie(pid):
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                end = time.monotonic() + 5
+            time.sleep(0.02)
+        _reap(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def down(d: Path, keep: bool = False) -> None:
+    """Kill every daemon recorded under d, wait for them, and remove the cluster state."""
+    d = d.resolve()
+    if (d / "run").is_dir():
+        names = sorted(p.stem for p in (d / "run").glob("*.pid"))
+        # The OSD first and alone: it tells the mon it is going down, and waits 5 s
+        # (osd_mon_shutdown_timeout) when the mon is already dead.
+        _kill(d, [n for n in names if n.startswith("osd")])
+        _kill(d, [n for n in names if not n.startswith("osd")])
+    if not keep:
+        for name in _CREATED:
+            p = d / name
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def osd_stop(d: Path, graceful: bool = False) -> None:
+    """Stop the OSD: SIGKILL (a crash) by default, SIGTERM with graceful."""
+    _kill(d.resolve(), ["osd.0"], signal.SIGTERM if graceful else signal.SIGKILL)
+
+
+def osd_start(d: Path, timeout: float = 60) -> None:
+    """Start the OSD again and wait until the pools accept I/O."""
+    d = d.resolve()
+    _start_osd(d)
+    cl = _connect(d / "ceph.conf")
+    try:
+        deadline = time.monotonic() + timeout
+        _wait_osd_up(cl, deadline)
+        _probe(cl, deadline)
+    finally:
+        cl.shutdown()
+
+
+def _watch(d: Path, pid: int) -> None:
+    """Watchdog: tear the cluster down when the watched process exits."""
+    while (d / "run").is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            down(d)
+            return
+        except PermissionError:
+            pass
+        time.sleep(0.5)
+
+
+def status(d: Path) -> int:
+    """Print daemon pids and check that `rados ls` works on every pool."""
+    d = d.resolve()
+    ok = True
+    for f in sorted((d / "run").glob("*.pid")) if (d / "run").is_dir() else []:
+        pid = int(f.read_text().split()[0])
+        alive = _pid_is_ours(pid, d) and not _zombie(pid)
+        ok &= alive or f.stem == "watchdog"
+        print(f"{f.stem}: pid {pid} {'running' if alive else 'DEAD'}")
+    for pool in POOLS:
+        try:
+            _run(["timeout", "20", "rados", "-c", str(d / "ceph.conf"), "-p", pool, "ls"], 30)
+            print(f"pool {pool}: ok")
+        except Exception as e:  # noqa: BLE001 -- report, do not crash
+            ok = False
+            print(f"pool {pool}: {e}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("up")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--store", choices=("memstore", "bluestore"), default="memstore")
+    p.add_argument("--size-mb", type=int, default=0,
+                   help="memstore bytes (default 2048) or bluestore file size (default 10240)")
+    p.add_argument("--auth", choices=("cephx", "none"), default="cephx")
+    p.add_argument("--watch-pid", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("down")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--keep", action="store_true", help="keep logs and data")
+    p = sub.add_parser("osd-stop")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--graceful", action="store_true")
+    p = sub.add_parser("osd-start")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("status")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("_watch")
+    p.add_argument("dir", type=Path)
+    p.add_argument("pid", type=int)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "up":
+            t0 = time.monotonic()
+            conf = up(a.dir, a.store, a.size_mb, a.auth, a.watch_pid, a.timeout)
+            print(f"cluster up in {time.monotonic() - t0:.1f}s ({a.store})", file=sys.stderr)
+            print(conf)
+        elif a.cmd == "down":
+            down(a.dir, a.keep)
+        elif a.cmd == "osd-stop":
+            osd_stop(a.dir, a.graceful)
+        elif a.cmd == "osd-start":
+            osd_start(a.dir)
+        elif a.cmd == "status":
+            return status(a.dir)
+        elif a.cmd == "_watch":
+            _watch(a.dir.resolve(), a.pid)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        print(f"ceph_cluster {a.cmd}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
