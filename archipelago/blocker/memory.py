@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 
 from archipelago.blocker.base import (
     Blocker,
@@ -16,14 +17,23 @@ from archipelago.errors import Locked, NotFound
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
 
+@dataclass
+class MemoryStore:
+    """The state of a memory blocker; share one between blockers to "reopen" a store."""
+
+    objects: dict[str, bytearray] = field(default_factory=dict)
+    locks: dict[str, str] = field(default_factory=dict)
+
+
 class MemoryBlocker(Blocker):
-    """Objects in a dict; locks in another. Shared state lives in this instance."""
+    """Objects in a dict; locks in another. State lives in ``store`` (a fresh one by default)."""
 
     kind = "memory"
 
-    def __init__(self) -> None:
-        self._objects: dict[str, bytearray] = {}
-        self._locks: dict[str, str] = {}
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
+        self._objects = self.store.objects
+        self._locks = self.store.locks
 
     async def read(self, name: str, offset: int, size: int) -> bytes:
         """Read with zero fill past the end."""

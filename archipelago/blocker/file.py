@@ -1,0 +1,475 @@
+"""Local-file blocker, the embedded default: one file per object under a fan-out tree.
+
+Layout under ``path``: ``objects/ab/cd/<name>`` (ab/cd from a hash of the name),
+``locks/<name>`` (one file per held lock, holding the owner string) and ``tmp/``
+(temp files named ``<pid>.<random>``; ones left by dead processes are swept on open).
+New names appear only by rename/link of a complete temp file, so a crash never
+exposes a half-written object. With ``fsync`` (the default) data is fdatasync'ed on
+FUA and flush, and directories are fsync'ed once a new name in them must be durable.
+All blocking calls run in a small private thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from archipelago.blocker.base import (
+    Blocker,
+    LockInfo,
+    check_name,
+    check_range,
+    parse_owner,
+)
+from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
+from archipelago.hashing import ZERO_HASH
+
+T = TypeVar("T")
+_COPY_CHUNK = 8 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileBlocker(Blocker):
+    """Objects as files in a directory tree (see module doc)."""
+
+    kind = "file"
+
+    def __init__(self, path: str, fsync: bool = True, threads: int = 4) -> None:
+        self.root = os.path.abspath(path)
+        self.fsync = fsync
+        self._objects = os.path.join(self.root, "objects")
+        self._locks = os.path.join(self.root, "locks")
+        self._tmp = os.path.join(self.root, "tmp")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="file-blocker")
+        self._mutex = threading.Lock()
+        self._dirty_files: set[str] = set()
+        self._dirty_dirs: set[str] = set()
+        self._closed = False
+        try:
+            for d in (self.root, self._objects, self._locks, self._tmp):
+                os.makedirs(d, mode=0o700, exist_ok=True)
+            self._sweep_tmp()
+        except OSError as e:
+            self._pool.shutdown(wait=False)
+            raise from_errno(e.errno, f"file blocker at {self.root}: {e.strerror}") from e
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise ArchipelagoError("file blocker is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except OSError as e:
+            raise from_errno(e.errno, f"{fn.__name__.strip('_')}: {e.strerror}") from e
+
+    def _path(self, name: str) -> str:
+        h = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
+        return os.path.join(self._objects, h[:2], h[2:4], name)
+
+    def _sweep_tmp(self) -> None:
+        """Remove temp files whose writer process is gone (a crash before rename)."""
+        for entry in os.listdir(self._tmp):
+            pid_text = entry.partition(".")[0]
+            if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
+                try:
+                    os.unlink(os.path.join(self._tmp, entry))
+                except FileNotFoundError:
+                    pass
+
+    def _mktemp(self) -> tuple[str, int]:
+        tmp = os.path.join(self._tmp, f"{os.getpid()}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return tmp, fd
+
+    def _ensure_parent(self, path: str) -> str:
+        """Create the fan-out directories of ``path``; new ones are dirty in their parent."""
+        d = os.path.dirname(path)
+        if not os.path.isdir(d):
+            for sub in (os.path.dirname(d), d):
+                try:
+                    os.mkdir(sub, 0o700)
+                    self._note_dir(os.path.dirname(sub))
+                except FileExistsError:
+                    pass
+        return d
+
+    def _note_dir(self, d: str) -> None:
+        with self._mutex:
+            self._dirty_dirs.add(d)
+
+    def _note_file(self, path: str) -> None:
+        with self._mutex:
+            self._dirty_files.add(path)
+
+    def _sync_dir(self, d: str) -> None:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_dirs_now(self, *dirs: str) -> None:
+        """Sync ``dirs`` plus any pending fan-out parents (a new name must be reachable)."""
+        with self._mutex:
+            pending = set(self._dirty_dirs)
+            self._dirty_dirs.clear()
+        for d in sorted(pending | set(dirs), key=len, reverse=True):
+            self._sync_dir(d)
+
+    @staticmethod
+    def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+        mv = memoryview(data).cast("B")
+        while mv:
+            n = os.pwrite(fd, mv, offset)
+            mv = mv[n:]
+            offset += n
+
+    def _publish(self, tmp: str, path: str, replace: bool, durable: bool) -> bool:
+        """Give the complete temp file its name; False if ``path`` appeared meanwhile."""
+        d = self._ensure_parent(path)
+        try:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            if durable:
+                self._sync_dirs_now(d)
+            else:
+                self._note_dir(d)
+                self._note_file(path)
+        return True
+
+    # -- data ---------------------------------------------------------------------
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zero fill for holes, short and absent objects."""
+        check_name(name)
+        check_range(offset, size)
+        return await self._run(self._read, self._path(name), offset, size)
+
+    def _read(self, path: str, offset: int, size: int) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return bytes(size)
+        try:
+            buf = bytearray(size)
+            mv = memoryview(buf)
+            done = 0
+            while done < size:
+                n = os.preadv(fd, [mv[done:]], offset + done)
+                if n == 0:
+                    break
+                done += n
+            return bytes(buf)
+        finally:
+            os.close(fd)
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
+        """pwrite into the object, creating it atomically when absent."""
+        check_name(name)
+        check_range(offset, len(data))
+        await self._run(self._write, self._path(name), offset, data, fua)
+
+    def _write(self, path: str, offset: int, data: bytes | memoryview, fua: bool) -> None:
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                tmp, fd = self._mktemp()
+                try:
+                    self._pwrite_all(fd, data, offset)
+                    if fua and self.fsync:
+                        os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                if self._publish(tmp, path, replace=False, durable=fua):
+                    return
+                continue  # someone created it first: write into theirs
+            try:
+                self._pwrite_all(fd, data, offset)
+                if self.fsync:
+                    if fua:
+                        os.fdatasync(fd)
+                    else:
+                        self._note_file(path)
+            finally:
+                os.close(fd)
+            return
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Atomically replace the whole object (temp file + rename)."""
+        check_name(name)
+        check_range(0, len(data))
+        await self._run(self._put, self._path(name), data, fua)
+
+    def _put(self, path: str, data: bytes | memoryview, fua: bool) -> None:
+        tmp, fd = self._mktemp()
+        try:
+            self._pwrite_all(fd, data, 0)
+            # Data before name, always: a crash must show the old or the new content.
+            if self.fsync:
+                os.fdatasync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        self._publish(tmp, path, replace=True, durable=fua)
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Copy src over dst in the kernel (copy_file_range), atomically replacing dst."""
+        check_name(src)
+        check_name(dst)
+        await self._run(self._copy, self._path(src), self._path(dst), fua)
+
+    def _copy(self, src: str, dst: str, fua: bool) -> None:
+        try:
+            sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"object {os.path.basename(src)!r} not found") from None
+        try:
+            tmp, dfd = self._mktemp()
+            try:
+                self._copy_range(sfd, dfd, os.fstat(sfd).st_size)
+                if self.fsync:
+                    os.fdatasync(dfd)
+            except BaseException:
+                os.close(dfd)
+                os.unlink(tmp)
+                raise
+            os.close(dfd)
+        finally:
+            os.close(sfd)
+        self._publish(tmp, dst, replace=True, durable=fua)
+
+    @staticmethod
+    def _copy_range(sfd: int, dfd: int, length: int) -> None:
+        """Copy ``length`` bytes from offset 0; falls back to read/write across filesystems."""
+        off = 0
+        while off < length:
+            want = min(_COPY_CHUNK, length - off)
+            try:
+                n = os.copy_file_range(sfd, dfd, want, off, off)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                n = os.pwrite(dfd, os.pread(sfd, want, off), off)
+            if n == 0:
+                break
+            off += n
+        os.ftruncate(dfd, length)
+
+    async def delete(self, name: str) -> None:
+        """Unlink the object; NotFound if absent."""
+        check_name(name)
+        await self._run(self._delete, self._path(name), name)
+
+    def _delete(self, path: str, name: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise NotFound(f"object {name!r} not found") from None
+        with self._mutex:
+            self._dirty_files.discard(path)
+        if self.fsync:
+            self._note_dir(os.path.dirname(path))
+
+    async def size(self, name: str) -> int:
+        """File size; NotFound if absent."""
+        check_name(name)
+        return await self._run(self._size, self._path(name), name)
+
+    def _size(self, path: str, name: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            raise NotFound(f"object {name!r} not found") from None
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Walk the fan-out tree; sorted names starting with ``prefix``."""
+        return await self._run(self._list, prefix)
+
+    def _list(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        for top in os.scandir(self._objects):
+            if not top.is_dir():
+                continue
+            for mid in os.scandir(top.path):
+                if not mid.is_dir():
+                    continue
+                out.extend(e.name for e in os.scandir(mid.path)
+                           if e.name.startswith(prefix) and not e.name.startswith("."))
+        return sorted(out)
+
+    async def flush(self) -> None:
+        """fdatasync every file written since the last flush, then the changed directories."""
+        await self._run(self._flush)
+
+    def _flush(self) -> None:
+        with self._mutex:
+            files, self._dirty_files = self._dirty_files, set()
+        for path in sorted(files):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # deleted or replaced since: nothing of ours left to sync
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        self._sync_dirs_now()
+
+    async def hash(self, name: str) -> str:
+        """Store a content-addressed copy (trailing zeros stripped, deduplicated)."""
+        check_name(name)
+        return await self._run(self._hash, self._path(name), name)
+
+    def _hash(self, path: str, name: str) -> str:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"object {name!r} not found") from None
+        try:
+            h = hashlib.sha256()
+            kept = 0  # bytes up to the last non-zero byte seen so far
+            pending = 0  # zero bytes after it, hashed only if data follows them
+            off = 0
+            while chunk := os.pread(fd, _READ_CHUNK, off):
+                stripped = chunk.rstrip(b"\0")
+                if stripped:
+                    h.update(bytes(pending))
+                    h.update(stripped)
+                    kept = off + len(stripped)
+                    pending = len(chunk) - len(stripped)
+                else:
+                    pending += len(chunk)
+                off += len(chunk)
+            if kept == 0:
+                return ZERO_HASH
+            content = h.hexdigest()
+            target = self._path(content)
+            if os.path.exists(target):
+                return content  # dedup: same name, same content
+            tmp, dfd = self._mktemp()
+            try:
+                self._copy_range(fd, dfd, kept)
+                if self.fsync:
+                    os.fdatasync(dfd)
+            finally:
+                os.close(dfd)
+            # link, not replace: a concurrent hasher of equal content may win; both are fine.
+            self._publish(tmp, target, replace=False, durable=True)
+            return content
+        finally:
+            os.close(fd)
+
+    # -- locks --------------------------------------------------------------------
+
+    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Create locks/<name> holding ``owner`` (link of a complete temp file)."""
+        check_name(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            holder = await self._run(self._try_lock, name, owner)
+            if holder is None or holder == owner:
+                return
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise Locked(f"{name!r} is locked by {holder}")
+            await asyncio.sleep(0.02)
+
+    def _read_lock(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self._locks, name), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _try_lock(self, name: str, owner: str) -> str | None:
+        """None when taken now, else the current holder."""
+        tmp, fd = self._mktemp()
+        try:
+            self._pwrite_all(fd, owner.encode(), 0)
+            if self.fsync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        try:
+            while True:
+                try:
+                    os.link(tmp, os.path.join(self._locks, name))
+                    break
+                except FileExistsError:
+                    holder = self._read_lock(name)
+                    if holder is not None:
+                        return holder
+                    # Released between our link and our read: try again.
+        finally:
+            os.unlink(tmp)
+        if self.fsync:
+            self._sync_dir(self._locks)
+        return None
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Remove the lock; Locked if another owner holds it and not ``force``."""
+        check_name(name)
+        await self._run(self._unlock, name, owner, force)
+
+    def _unlock(self, name: str, owner: str, force: bool) -> None:
+        holder = self._read_lock(name)
+        if holder is None:
+            return
+        if holder != owner and not force:
+            raise Locked(f"{name!r} is locked by {holder}")
+        try:
+            os.unlink(os.path.join(self._locks, name))
+        except FileNotFoundError:
+            return
+        if self.fsync:
+            self._sync_dir(self._locks)
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Holder of the lock (None if free), stale when its process is gone."""
+        check_name(name)
+        holder = await self._run(self._read_lock, name)
+        return None if holder is None else parse_owner(holder)
+
+    async def close(self) -> None:
+        """Flush pending writes and stop the thread pool."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            self._pool.shutdown(wait=True)

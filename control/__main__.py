@@ -1,0 +1,7 @@
+"""`python -m control` is the same as `archip`."""
+
+import sys
+
+from control.cli import main
+
+sys.exit(main())
