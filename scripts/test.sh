@@ -1,0 +1,45 @@
+#!/bin/bash
+# README command (2): install everything, start a throwaway Ceph, run every test and ruff.
+# Exits non-zero on any failure, including "no tests collected" (pytest exit code 5).
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/test_config.py -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh
+
+ceph_dir=""
+cleanup() {
+  if [ -n "$ceph_dir" ]; then
+    .venv/bin/python tests/ceph_cluster.py down "$ceph_dir" >&2 || true
+    rm -rf "$ceph_dir"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -f tests/ceph_cluster.py ]; then
+  ceph_dir=$(mktemp -d /tmp/archipelago-ceph.XXXXXX)
+  # --watch-pid: a watchdog tears the cluster down even if this shell is killed.
+  conf=$(.venv/bin/python tests/ceph_cluster.py up "$ceph_dir" --watch-pid $$ | tail -n 1)
+  if [ ! -f "$conf" ]; then
+    echo "test.sh: ceph_cluster.py up did not print a ceph.conf path (got '$conf')" >&2
+    exit 1
+  fi
+  export ARCHIPELAGO_CEPH_CONF="$conf"
+else
+  echo "test.sh: tests/ceph_cluster.py absent: RADOS tests will be skipped" >&2
+fi
+
+rc=0
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests: failing" >&2
+  rc=1
+fi
+ruff_rc=0
+.venv/bin/ruff check --no-cache . || ruff_rc=$?
+if [ "$rc" -ne 0 ] || [ "$ruff_rc" -ne 0 ]; then
+  echo "test.sh: FAILED (pytest exit $rc, ruff exit $ruff_rc)" >&2
+  exit 1
+fi
+echo "test.sh: all tests and ruff passed" >&2
