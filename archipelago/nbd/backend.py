@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,30 +141,15 @@ def _summary(info: Any) -> VolumeSummary:
     )
 
 
-def make_blocker(kind: str, path: str | None) -> Any:
-    """Build the blocker named by the plugin's ``blocker=`` key."""
-    if kind == "memory":
-        from archipelago.blocker.memory import MemoryBlocker
-
-        return MemoryBlocker()
-    if kind == "file":
-        if not path:
-            raise ConfigError("blocker=file needs dir=DATA_DIR or blocker-path=PATH")
-        from archipelago.blocker.file import FileBlocker
-
-        return FileBlocker(path)
-    raise ConfigError(f"unknown blocker {kind!r} (use file or memory)")
-
-
 class DirectBackend(Backend):
     """The mapper library on a private uvloop loop in one background thread."""
 
-    def __init__(self, blocker_kind: str, blocker_path: str | None) -> None:
-        self._blocker_kind = blocker_kind
-        self._blocker_path = blocker_path
+    def __init__(self, make_blocker: Callable[[], Any]) -> None:
+        self._make_blocker = make_blocker
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._mapper: Any = None
+        self._blocker: Any = None
 
     # -- loop plumbing -------------------------------------------------------
 
@@ -195,8 +180,8 @@ class DirectBackend(Backend):
         from archipelago.blocker.base import make_owner
         from archipelago.mapper import Mapper
 
-        blocker = make_blocker(self._blocker_kind, self._blocker_path)
-        self._mapper = Mapper(blocker, make_owner("nbd"))
+        self._blocker = self._make_blocker()
+        self._mapper = Mapper(self._blocker, make_owner("nbd"))
 
     def stop(self) -> None:
         """Close the mapper (flushes, releases locks) and stop the loop thread."""
@@ -205,6 +190,7 @@ class DirectBackend(Backend):
         try:
             if self._mapper is not None:
                 self._call(self._mapper.close())
+                self._call(self._blocker.close())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
@@ -308,8 +294,8 @@ class DirectBackend(Backend):
         return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
 
-def make_backend(kind: str, blocker_kind: str, blocker_path: str | None) -> Backend:
+def make_backend(kind: str, make_blocker: Callable[[], Any]) -> Backend:
     """Build the backend named by the plugin's ``backend=`` key."""
     if kind == "direct":
-        return DirectBackend(blocker_kind, blocker_path)
+        return DirectBackend(make_blocker)
     raise ConfigError(f"unknown NBD backend {kind!r} (only 'direct' exists so far)")

@@ -2,7 +2,7 @@
 
 Config keys:
   dir=DATA_DIR          instance data dir (the file blocker lives under it)
-  blocker=file|memory   blocker kind (memory: a RAM-only instance, for tests)
+  blocker=file|rados|memory  override the instance's blocker (memory: RAM-only, for tests)
   blocker-path=PATH     file blocker root (overrides the one derived from dir=)
   backend=direct        how volumes are reached (direct: mapper in-process)
   default-export=NAME   volume served to clients that send an empty export name
@@ -22,7 +22,7 @@ import os
 import site
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import nbdkit
 
@@ -30,7 +30,7 @@ API_VERSION = 2
 
 _cfg: dict[str, Any] = {
     "dir": None,
-    "blocker": "file",
+    "blocker": "",
     "blocker-path": None,
     "backend": "direct",
     "default-export": None,
@@ -53,9 +53,16 @@ def _add_venv(path: str) -> None:
         site.addsitedir(str(sp))
 
 
-def _fail(exc: BaseException) -> None:
-    """Tell nbdkit which errno the client gets, then let the caller re-raise."""
+class NbdError(Exception):
+    """An expected failure, re-raised without the library's frames (one log line)."""
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """Tell nbdkit which errno the client gets, and raise (short for known errors)."""
     nbdkit.set_error(_errno_of(exc) if _errno_of else errno.EIO)
+    if type(exc).__module__ == "archipelago.errors":
+        raise NbdError(f"{type(exc).__name__}: {exc}") from None
+    raise exc
 
 
 def thread_model() -> int:
@@ -85,12 +92,12 @@ def config_complete() -> None:
     if root not in sys.path:
         sys.path.append(root)
     from archipelago.nbd.backend import make_backend
-    from archipelago.nbd.config import blocker_path
+    from archipelago.nbd.config import blocker_factory
     from archipelago.nbd.exports import ExportTable, errno_of
 
     _errno_of = errno_of
-    path = _cfg["blocker-path"] or blocker_path(_cfg["dir"], _cfg["blocker"])
-    backend = make_backend(_cfg["backend"], _cfg["blocker"], path)
+    blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
+    backend = make_backend(_cfg["backend"], blocker)
     scratch = str(_cfg["scratch"]).lower() in ("1", "yes", "true", "on")
     _table = ExportTable(backend, _cfg["default-export"], scratch)
 
@@ -120,7 +127,6 @@ def list_exports(readonly: bool, is_tls: bool) -> list[tuple[str, str]]:
         return [(v.name, f"{v.kind} {v.size} bytes") for v in _table.list()]
     except Exception as e:
         _fail(e)
-        raise
 
 
 def default_export(readonly: bool, is_tls: bool) -> str:
@@ -134,7 +140,6 @@ def open(readonly: bool) -> Any:  # noqa: A001 - nbdkit's callback name
         return _table.connect(nbdkit.export_name(), readonly)
     except Exception as e:
         _fail(e)
-        raise
 
 
 def close(h: Any) -> None:
@@ -221,7 +226,6 @@ def pread(h: Any, buf: memoryview, offset: int, flags: int) -> None:
         _table.backend.pread(h.vol, buf, offset)
     except Exception as e:
         _fail(e)
-        raise
 
 
 def pwrite(h: Any, buf: memoryview, offset: int, flags: int) -> None:
@@ -230,7 +234,6 @@ def pwrite(h: Any, buf: memoryview, offset: int, flags: int) -> None:
         _table.backend.pwrite(h.vol, buf, offset, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
         _fail(e)
-        raise
 
 
 def flush(h: Any, flags: int) -> None:
@@ -239,7 +242,6 @@ def flush(h: Any, flags: int) -> None:
         _table.backend.flush(h.vol)
     except Exception as e:
         _fail(e)
-        raise
 
 
 def trim(h: Any, count: int, offset: int, flags: int) -> None:
@@ -248,7 +250,6 @@ def trim(h: Any, count: int, offset: int, flags: int) -> None:
         _table.backend.trim(h.vol, offset, count, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
         _fail(e)
-        raise
 
 
 def zero(h: Any, count: int, offset: int, flags: int) -> None:
@@ -260,7 +261,6 @@ def zero(h: Any, count: int, offset: int, flags: int) -> None:
         _table.backend.zero(h.vol, offset, count, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
         _fail(e)
-        raise
 
 
 def _whole_blocks(h: Any, offset: int, count: int) -> bool:
@@ -275,7 +275,6 @@ def extents(h: Any, count: int, offset: int, flags: int) -> list[tuple[int, int,
         spans = _table.backend.extents(h.vol, offset, count)
     except Exception as e:
         _fail(e)
-        raise
     hole = nbdkit.EXTENT_HOLE | nbdkit.EXTENT_ZERO
     out: list[tuple[int, int, int]] = []
     pos = offset

@@ -1,0 +1,149 @@
+"""`archip nbd serve|uri|stop`: export volumes over NBD with nbdkit and the archipelago plugin."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from archipelago.errors import ConfigError, InvalidArgument, NotRunning
+from archipelago.instance import Instance
+from archipelago.nbd import PLUGIN_PATH
+from control.context import get_config, get_instance, print_json, wants_json
+
+
+def parse_tcp(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT; only loopback addresses are accepted (never expose volumes)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"--tcp wants HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidArgument(f"--tcp must bind a loopback address (127.0.0.1 or ::1), got {host!r}")
+    return host, int(port)
+
+
+def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
+    """The nbdkit command line for ``archip nbd serve``."""
+    if shutil.which("nbdkit") is None:
+        raise ConfigError("nbdkit is not installed (apt-get install nbdkit nbdkit-plugin-python)")
+    cfg = get_config(args, inst)
+    cmd = ["nbdkit", "-t", str(args.threads or cfg.nbd.threads)]
+    if args.tcp:
+        host, port = parse_tcp(args.tcp)
+        cmd += ["-i", host, "-p", str(port)]
+    else:
+        cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
+    if args.foreground:
+        cmd += ["-f"]
+    else:
+        cmd += ["-P", str(inst.nbd_pid)]
+    cmd += ["python", str(PLUGIN_PATH), f"dir={inst.data_dir}", f"venv={sys.prefix}",
+            "backend=direct"]
+    default = args.default_export or cfg.nbd.default_export
+    if default:
+        cmd.append(f"default-export={default}")
+    if args.no_scratch:
+        cmd.append("scratch=no")
+    return cmd
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run nbdkit with the plugin (daemonized unless --foreground)."""
+    inst = get_instance(args).ensure()
+    cmd = nbdkit_command(inst, args)
+    where = args.tcp or args.socket or get_config(args, inst).nbd.socket
+    os.umask(0o077)  # the unix socket and pid/log files are private
+    if args.foreground:
+        print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr)
+        proc = subprocess.Popen(cmd)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            return 0
+    with open(inst.nbd_log, "ab") as log:
+        # nbdkit forks once its socket is listening; its parent exits then.
+        rc = subprocess.run(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                            timeout=120).returncode
+    if rc != 0:
+        tail = inst.nbd_log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise ConfigError(f"nbdkit failed (exit {rc}): " + " | ".join(tail))
+    if wants_json(args):
+        print_json({"listen": where, "pid_file": str(inst.nbd_pid), "log": str(inst.nbd_log)})
+    else:
+        print(f"nbdkit serving {inst.data_dir} on {where} (pid file {inst.nbd_pid})")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """Stop an nbdkit started by `archip nbd serve` (SIGTERM via its pid file)."""
+    inst = get_instance(args)
+    try:
+        pid = int(inst.nbd_pid.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        raise NotRunning("no nbdkit is running for this instance") from None
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    inst.nbd_pid.unlink(missing_ok=True)
+    print(f"stopped nbdkit (pid {pid})")
+    return 0
+
+
+def nbd_uri(volume: str, socket_path: str | os.PathLike[str]) -> str:
+    """The URI qemu, nbdcopy, nbdinfo and fio accept for ``volume``."""
+    return f"nbd+unix:///{volume}?socket={socket_path}"
+
+
+def _uri(args: argparse.Namespace) -> int:
+    """Print the nbd+unix:// URI of a volume."""
+    inst = get_instance(args)
+    path = args.socket or get_config(args, inst).nbd.socket
+    uri = nbd_uri(args.volume, path)
+    if wants_json(args):
+        print_json({"volume": args.volume, "uri": uri, "socket": str(path)})
+    else:
+        print(uri)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `archip nbd serve|uri|stop`."""
+    p = subparsers.add_parser("nbd", help="export volumes over NBD (nbdkit)")
+    sub = p.add_subparsers(title="nbd commands", metavar="COMMAND", parser_class=type(p))
+    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+
+    s = sub.add_parser("serve", help="run nbdkit exporting every volume")
+    s.add_argument("--socket", metavar="PATH", help="unix socket (default DATA_DIR/nbd.sock)")
+    s.add_argument("--tcp", metavar="HOST:PORT", help="listen on loopback TCP instead")
+    s.add_argument("--direct", action="store_true",
+                   help="run the mapper inside nbdkit (the only backend so far; default)")
+    s.add_argument("--foreground", action="store_true", help="stay in the foreground")
+    s.add_argument("--threads", type=int, default=0, help="nbdkit worker threads")
+    s.add_argument("--default-export", metavar="VOLUME", help="served to clients naming none")
+    s.add_argument("--no-scratch", action="store_true", help="refuse VOLUME@scratch exports")
+    s.set_defaults(func=_serve)
+
+    u = sub.add_parser("uri", help="print the NBD URI of a volume")
+    u.add_argument("volume")
+    u.add_argument("--socket", metavar="PATH", help="unix socket (default DATA_DIR/nbd.sock)")
+    u.set_defaults(func=_uri)
+
+    t = sub.add_parser("stop", help="stop the nbdkit started by `nbd serve`")
+    t.set_defaults(func=_stop)
