@@ -12,7 +12,6 @@ All blocking calls run in a small private thread pool, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import os
 import secrets
@@ -29,22 +28,18 @@ from archipelago.blocker.base import (
     check_range,
     parse_owner,
 )
+from archipelago.blocker.fileio import (
+    copy_range,
+    pid_alive,
+    pwrite_all,
+    read_zero_filled,
+    sync_dir,
+)
 from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
 from archipelago.hashing import ZERO_HASH
 
 T = TypeVar("T")
-_COPY_CHUNK = 8 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FileBlocker(Blocker):
@@ -90,16 +85,27 @@ class FileBlocker(Blocker):
         """Remove temp files whose writer process is gone (a crash before rename)."""
         for entry in os.listdir(self._tmp):
             pid_text = entry.partition(".")[0]
-            if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
+            if not pid_text.isdigit() or not pid_alive(int(pid_text)):
                 try:
                     os.unlink(os.path.join(self._tmp, entry))
                 except FileNotFoundError:
                     pass
 
-    def _mktemp(self) -> tuple[str, int]:
+    def _temp(self, fill: Callable[[int], object], sync: bool) -> str:
+        """A complete temp file written by ``fill(fd)``; removed again if anything fails."""
         tmp = os.path.join(self._tmp, f"{os.getpid()}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return tmp, fd
+        try:
+            try:
+                fill(fd)
+                if sync and self.fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
 
     def _ensure_parent(self, path: str) -> str:
         """Create the fan-out directories of ``path``; new ones are dirty in their parent."""
@@ -121,28 +127,13 @@ class FileBlocker(Blocker):
         with self._mutex:
             self._dirty_files.add(path)
 
-    def _sync_dir(self, d: str) -> None:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def _sync_dirs_now(self, *dirs: str) -> None:
         """Sync ``dirs`` plus any pending fan-out parents (a new name must be reachable)."""
         with self._mutex:
             pending = set(self._dirty_dirs)
             self._dirty_dirs.clear()
         for d in sorted(pending | set(dirs), key=len, reverse=True):
-            self._sync_dir(d)
-
-    @staticmethod
-    def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-        mv = memoryview(data).cast("B")
-        while mv:
-            n = os.pwrite(fd, mv, offset)
-            mv = mv[n:]
-            offset += n
+            sync_dir(d)
 
     def _publish(self, tmp: str, path: str, replace: bool, durable: bool) -> bool:
         """Give the complete temp file its name; False if ``path`` appeared meanwhile."""
@@ -175,25 +166,7 @@ class FileBlocker(Blocker):
         """Read with zero fill for holes, short and absent objects."""
         check_name(name)
         check_range(offset, size)
-        return await self._run(self._read, self._path(name), offset, size)
-
-    def _read(self, path: str, offset: int, size: int) -> bytes:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return bytes(size)
-        try:
-            buf = bytearray(size)
-            mv = memoryview(buf)
-            done = 0
-            while done < size:
-                n = os.preadv(fd, [mv[done:]], offset + done)
-                if n == 0:
-                    break
-                done += n
-            return bytes(buf)
-        finally:
-            os.close(fd)
+        return await self._run(read_zero_filled, self._path(name), offset, size)
 
     async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         """pwrite into the object, creating it atomically when absent."""
@@ -206,18 +179,12 @@ class FileBlocker(Blocker):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                tmp, fd = self._mktemp()
-                try:
-                    self._pwrite_all(fd, data, offset)
-                    if fua and self.fsync:
-                        os.fdatasync(fd)
-                finally:
-                    os.close(fd)
+                tmp = self._temp(lambda fd: pwrite_all(fd, data, offset), sync=fua)
                 if self._publish(tmp, path, replace=False, durable=fua):
                     return
                 continue  # someone created it first: write into theirs
             try:
-                self._pwrite_all(fd, data, offset)
+                pwrite_all(fd, data, offset)
                 if self.fsync:
                     if fua:
                         os.fdatasync(fd)
@@ -234,17 +201,8 @@ class FileBlocker(Blocker):
         await self._run(self._put, self._path(name), data, fua)
 
     def _put(self, path: str, data: bytes | memoryview, fua: bool) -> None:
-        tmp, fd = self._mktemp()
-        try:
-            self._pwrite_all(fd, data, 0)
-            # Data before name, always: a crash must show the old or the new content.
-            if self.fsync:
-                os.fdatasync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        # Data before name, always: a crash must show the old or the new content.
+        tmp = self._temp(lambda fd: pwrite_all(fd, data, 0), sync=True)
         self._publish(tmp, path, replace=True, durable=fua)
 
     async def copy(self, src: str, dst: str, fua: bool = False) -> None:
@@ -259,36 +217,11 @@ class FileBlocker(Blocker):
         except FileNotFoundError:
             raise NotFound(f"object {os.path.basename(src)!r} not found") from None
         try:
-            tmp, dfd = self._mktemp()
-            try:
-                self._copy_range(sfd, dfd, os.fstat(sfd).st_size)
-                if self.fsync:
-                    os.fdatasync(dfd)
-            except BaseException:
-                os.close(dfd)
-                os.unlink(tmp)
-                raise
-            os.close(dfd)
+            size = os.fstat(sfd).st_size
+            tmp = self._temp(lambda dfd: copy_range(sfd, dfd, size), sync=True)
         finally:
             os.close(sfd)
         self._publish(tmp, dst, replace=True, durable=fua)
-
-    @staticmethod
-    def _copy_range(sfd: int, dfd: int, length: int) -> None:
-        """Copy ``length`` bytes from offset 0; falls back to read/write across filesystems."""
-        off = 0
-        while off < length:
-            want = min(_COPY_CHUNK, length - off)
-            try:
-                n = os.copy_file_range(sfd, dfd, want, off, off)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                n = os.pwrite(dfd, os.pread(sfd, want, off), off)
-            if n == 0:
-                break
-            off += n
-        os.ftruncate(dfd, length)
 
     async def delete(self, name: str) -> None:
         """Unlink the object; NotFound if absent."""
@@ -381,13 +314,7 @@ class FileBlocker(Blocker):
             target = self._path(content)
             if os.path.exists(target):
                 return content  # dedup: same name, same content
-            tmp, dfd = self._mktemp()
-            try:
-                self._copy_range(fd, dfd, kept)
-                if self.fsync:
-                    os.fdatasync(dfd)
-            finally:
-                os.close(dfd)
+            tmp = self._temp(lambda dfd: copy_range(fd, dfd, kept), sync=True)
             # link, not replace: a concurrent hasher of equal content may win; both are fine.
             self._publish(tmp, target, replace=False, durable=True)
             return content
@@ -417,13 +344,7 @@ class FileBlocker(Blocker):
 
     def _try_lock(self, name: str, owner: str) -> str | None:
         """None when taken now, else the current holder."""
-        tmp, fd = self._mktemp()
-        try:
-            self._pwrite_all(fd, owner.encode(), 0)
-            if self.fsync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        tmp = self._temp(lambda fd: pwrite_all(fd, owner.encode(), 0), sync=True)
         try:
             while True:
                 try:
@@ -437,7 +358,7 @@ class FileBlocker(Blocker):
         finally:
             os.unlink(tmp)
         if self.fsync:
-            self._sync_dir(self._locks)
+            sync_dir(self._locks)
         return None
 
     async def unlock(self, name: str, owner: str, force: bool = False) -> None:
@@ -456,7 +377,7 @@ class FileBlocker(Blocker):
         except FileNotFoundError:
             return
         if self.fsync:
-            self._sync_dir(self._locks)
+            sync_dir(self._locks)
 
     async def lock_info(self, name: str) -> LockInfo | None:
         """Holder of the lock (None if free), stale when its process is gone."""
