@@ -1,0 +1,79 @@
+"""Account routes: HEAD (usage), GET (container listing), POST (meta and groups)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pithos_gw.auth import require_owner
+from pithos_gw.common import CONFIG, META, Target, fail, http_date, int_param, out_value, read_meta
+from pithos_gw.listing import iso, render
+from pithos_gw.meta import Account
+
+
+def account_headers(acc: Account) -> dict[str, str]:
+    """X-Account-* headers of an account."""
+    h = {"X-Account-Container-Count": str(acc.containers),
+         "X-Account-Bytes-Used": str(acc.bytes),
+         "X-Account-Policy-Quota": "0"}
+    if acc.mtime:
+        h["Last-Modified"] = http_date(acc.mtime)
+    for k, v in acc.meta.items():
+        h[k] = out_value(v)
+    for g, members in acc.groups.items():
+        h[f"X-Account-Group-{g}"] = ",".join(members)
+    return h
+
+
+async def handle(request: web.Request, t: Target) -> web.StreamResponse:
+    """Dispatch an account-level request."""
+    require_owner(t)
+    meta = request.app[META]
+    if request.method in ("HEAD", "GET"):
+        acc = await meta.account_get(t.account)
+        headers = account_headers(acc)
+        if request.method == "HEAD":
+            return web.Response(status=204, headers=headers)
+        return await listing(request, t, headers)
+    if request.method == "POST":
+        new_meta = read_meta(request, "X-Account-Meta-")
+        groups = _groups(request)
+        replace = "update" not in request.query
+        await meta.account_update(t.account, new_meta, groups if groups or replace else None,
+                                  replace)
+        return web.Response(status=202)
+    fail(405, "Method not allowed")
+
+
+def _groups(request: web.Request) -> dict[str, list[str]]:
+    cfg = request.app[CONFIG]
+    out: dict[str, list[str]] = {}
+    for k, v in request.headers.items():
+        if k.lower().startswith("x-account-group-"):
+            name = k[len("X-Account-Group-"):].lower()
+            members = [m.strip() for m in v.split(",") if m.strip()]
+            if not name or len(members) > cfg.max_group_members:
+                fail(400, "Bad group")
+            out[name] = members
+    if len(out) > cfg.max_groups:
+        fail(400, "Too many groups")
+    return out
+
+
+async def listing(request: web.Request, t: Target, headers: dict[str, str]) -> web.Response:
+    """The containers of an account (limit, marker, end_marker, prefix, format)."""
+    limit = int_param(request, "limit", request.app[CONFIG].container_listing_limit) or 0
+    limit = min(limit, request.app[CONFIG].container_listing_limit)
+    marker = request.query.get("marker", "")
+    end_marker = request.query.get("end_marker", "")
+    prefix = request.query.get("prefix", "")
+    items = []
+    for c in await request.app[META].container_list(t.account):
+        if (marker and c.name <= marker) or (end_marker and c.name >= end_marker):
+            continue
+        if not c.name.startswith(prefix):
+            continue
+        if len(items) >= limit:
+            break
+        items.append({"name": c.name, "count": c.count, "bytes": c.bytes,
+                      "last_modified": iso(c.mtime), "x_container_policy": c.policy})
+    return render(request, "account", t.account, "container", items, headers)

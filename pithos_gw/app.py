@@ -1,0 +1,160 @@
+"""The gateway application: one dispatcher over raw paths, one error middleware.
+
+Paths are parsed from the raw (still %-encoded) URL so that invalid UTF-8 and
+encoded slashes are seen exactly as the client sent them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from archipelago.blocker.base import Blocker
+from archipelago.errors import ArchipelagoError
+from pithos_gw import accounts, containers, objects, plankton, reads
+from pithos_gw.auth import auth_v1, authenticate
+from pithos_gw.common import BLOCKS, CONFIG, META, GatewayConfig, HttpError, Target, fail
+from pithos_gw.meta import MetaStore
+from pithos_gw.store import BlockStore
+
+log = logging.getLogger("pithos_gw")
+PREFIXES = ("/object-store/v1", "/v1")
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+            412: "Precondition Failed", 413: "Request Entity Too Large",
+            416: "Requested Range Not Satisfiable", 422: "Unprocessable Entity",
+            423: "Locked", 500: "Internal Server Error", 503: "Service Unavailable",
+            507: "Insufficient Storage"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    if status in (204, 304):
+        return web.Response(status=status, headers=headers)
+    reason = _REASONS.get(status, "Error")
+    text = message if message.startswith(reason) else f"{reason}: {message}"
+    return web.Response(status=status, text=text[:300] + "\n", headers=headers)
+
+
+@web.middleware
+async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn archipelago errors, HttpError and bad input into short Swift-style replies."""
+    try:
+        return await handler(request)
+    except HttpError as e:
+        return _error(e.status, e.message, e.headers)
+    except ArchipelagoError as e:
+        return _error(e.http_status, e.message)
+    except UnicodeDecodeError:
+        return _error(400, "Invalid UTF-8")
+    except web.HTTPException:
+        raise
+    except (ConnectionError, OSError) as e:
+        # The client went away (mid-upload or mid-download): nothing was recorded.
+        log.info("client connection lost: %s", e)
+        return _error(400, "Connection lost")
+    except Exception as e:  # noqa: BLE001 -- never let a traceback reach a user
+        if type(e).__name__ in ("ClientPayloadError", "PayloadEncodingError", "ContentLengthError"):
+            return _error(400, "Incomplete body")
+        log.exception("unexpected error on %s %s", request.method, request.rel_url)
+        return _error(500, "Internal error")
+
+
+async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Trans-Id"] = request.get("trans_id") or ("tx" + uuid.uuid4().hex)
+    response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
+
+
+def _seg(raw: str) -> str:
+    return unquote(raw, errors="strict")
+
+
+async def info(request: web.Request) -> web.Response:
+    """GET /info: the cluster constraints, Swift style."""
+    cfg = request.app[CONFIG]
+    doc = {"swift": {"max_file_size": cfg.max_file_size,
+                     "max_meta_name_length": cfg.max_meta_name_length,
+                     "max_meta_value_length": cfg.max_meta_value_length,
+                     "max_meta_count": cfg.max_meta_count,
+                     "max_meta_overall_size": cfg.max_meta_overall_size,
+                     "container_listing_limit": cfg.container_listing_limit,
+                     "account_listing_limit": cfg.container_listing_limit,
+                     "max_container_name_length": cfg.max_container_name_length,
+                     "max_object_name_length": cfg.max_object_name_length,
+                     "version": "archipelago"},
+           "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
+                      "etag": cfg.etag}}
+    return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route a request by its raw path."""
+    request["trans_id"] = "tx" + uuid.uuid4().hex
+    raw = request.rel_url.raw_path
+    if raw in ("/info", "/info/"):
+        return await info(request)
+    if raw.startswith(("/auth/v1.0", "/auth/v1")):
+        return await auth_v1(request)
+    if raw.startswith("/public/"):
+        return await reads.serve_public(request, _seg(raw[len("/public/"):]))
+    for ip in plankton.PREFIXES:
+        if raw == ip or raw.startswith(ip + "/"):
+            user = await authenticate(request)
+            parts = [_seg(p) for p in raw[len(ip):].split("/") if p]
+            return await plankton.handle(request, user, parts)
+    for p in PREFIXES:
+        if raw in (p, p + "/"):
+            if "X-Auth-User" in request.headers and "X-Auth-Token" not in request.headers:
+                return await auth_v1(request, p)
+            await authenticate(request)
+            return web.Response(status=204)
+        if raw.startswith(p + "/"):
+            return await _storage(request, raw[len(p) + 1:])
+    fail(404, "Not Found")
+
+
+async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
+    acct_raw, _, rest = rest.partition("/")
+    cont_raw, _, obj_raw = rest.partition("/")
+    account, container, obj = _seg(acct_raw), _seg(cont_raw), _seg(obj_raw)
+    if not account:
+        fail(404, "Not Found")
+    user = await authenticate(request)
+    t = Target(account, container, obj, user)
+    if not container:
+        return await accounts.handle(request, t)
+    if not obj:
+        return await containers.handle(request, t)
+    return await objects.handle(request, t)
+
+
+def make_app(blocker: Blocker, db_path: str | Path,
+             config: GatewayConfig | None = None) -> web.Application:
+    """Build the gateway over ``blocker`` with metadata in the SQLite file ``db_path``.
+
+    The caller owns the blocker (and closes it); the app opens and closes its
+    metadata store through cleanup_ctx.
+    """
+    app = web.Application(middlewares=[catch_errors], client_max_size=64 * 1024 * 1024)
+    app[BLOCKS] = BlockStore(blocker)
+    app[CONFIG] = config or GatewayConfig()
+    app[META] = MetaStore(db_path)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[META].open()
+        yield
+        await app[META].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(_trans_id)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+__all__ = ["make_app", "GatewayConfig", "Target"]

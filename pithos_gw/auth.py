@@ -1,0 +1,117 @@
+"""Authentication (v1 auth, tokens) and sharing-based access checks."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import quote
+
+from aiohttp import web
+
+from pithos_gw.common import META, HttpError, Target, fail
+
+
+def token_of(request: web.Request) -> str | None:
+    """The token from X-Auth-Token or the ?X-Auth-Token= parameter."""
+    return request.headers.get("X-Auth-Token") or request.query.get("X-Auth-Token")
+
+
+async def authenticate(request: web.Request) -> str:
+    """The account a request's token belongs to; 401 without a valid token."""
+    token = token_of(request)
+    if not token:
+        fail(401, "Unauthorized: no X-Auth-Token")
+    user = await request.app[META].user_by_token(token)
+    if user is None:
+        fail(401, "Unauthorized: invalid token")
+    return user
+
+
+async def auth_v1(request: web.Request, prefix: str = "/v1") -> web.Response:
+    """GET /auth/v1.0 with X-Auth-User/X-Auth-Key -> X-Storage-Url and X-Auth-Token."""
+    user = request.headers.get("X-Auth-User") or request.headers.get("X-Storage-User")
+    key = request.headers.get("X-Auth-Key") or request.headers.get("X-Storage-Pass")
+    if not user or not key:
+        fail(401, "Unauthorized: X-Auth-User and X-Auth-Key required")
+    meta = request.app[META]
+    account = user
+    stored = await meta.user_key(account)
+    if stored is None and ":" in user:
+        # Swift tempauth style "account:user": the account part names our user.
+        account = user.split(":", 1)[0]
+        stored = await meta.user_key(account)
+    if stored is None or not hmac.compare_digest(stored, key):
+        fail(401, "Unauthorized: bad credentials")
+    url = f"{request.scheme}://{request.host}{prefix}/{quote(account, safe='')}"
+    # The key doubles as the token, as in Pithos' v1 shim.
+    return web.Response(status=204, headers={"X-Storage-Url": url, "X-Auth-Token": stored,
+                                             "X-Storage-Token": stored})
+
+
+def parse_sharing(value: str) -> tuple[list[str], list[str]]:
+    """Parse ``read=a,b;write=c`` (empty -> no sharing); 400 when malformed."""
+    read: list[str] = []
+    write: list[str] = []
+    value = value.strip()
+    if not value:
+        return read, write
+    for part in value.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        kind, sep, who = part.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in ("read", "write"):
+            fail(400, "Bad X-Object-Sharing")
+        members = [m.strip() for m in who.split(",") if m.strip()]
+        if not members or len(members) > 256:
+            fail(400, "Bad X-Object-Sharing")
+        (read if kind == "read" else write).extend(members)
+    return sorted(set(read)), sorted(set(write))
+
+
+def format_sharing(read: list[str], write: list[str]) -> str:
+    """The X-Object-Sharing header value."""
+    parts = []
+    if read:
+        parts.append("read=" + ",".join(read))
+    if write:
+        parts.append("write=" + ",".join(write))
+    return ";".join(parts)
+
+
+async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
+    for e in entries:
+        if e == "*" or e == user:
+            return True
+        if ":" in e:
+            acct, _, group = e.partition(":")
+            acc = await request.app[META].account_get(acct)
+            if user in acc.groups.get(group, []):
+                return True
+    return False
+
+
+async def access(request: web.Request, t: Target) -> str | None:
+    """"owner", "write", "read" or None: what the requester may do with object ``t``."""
+    if t.owner:
+        return "owner"
+    read, write = await request.app[META].sharing_get(t.account, t.container, t.obj)
+    if write and await _member(request, t.user, write):
+        return "write"
+    if read and await _member(request, t.user, read):
+        return "read"
+    return None
+
+
+async def require(request: web.Request, t: Target, write: bool = False) -> str:
+    """403 unless the requester may read (or write) object ``t``."""
+    got = await access(request, t)
+    if got is None or (write and got == "read"):
+        raise HttpError(403, "Forbidden")
+    return got
+
+
+def require_owner(t: Target) -> None:
+    """403 unless the requester owns the account."""
+    if not t.owner:
+        fail(403, "Forbidden")

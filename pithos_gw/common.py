@@ -1,0 +1,192 @@
+"""Shared pieces of the gateway: config, app keys, the request target, header helpers."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import NoReturn
+from urllib.parse import quote, unquote
+
+from aiohttp import web
+
+from pithos_gw.meta import MetaStore, ObjectVersion
+from pithos_gw.store import BlockStore
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Gateway settings; ``etag`` is "md5" (Swift clients) or "merkle" (Pithos clients)."""
+
+    etag: str = "md5"
+    max_meta_count: int = 32
+    max_meta_name_length: int = 128
+    max_meta_value_length: int = 256
+    max_meta_overall_size: int = 4096
+    container_listing_limit: int = 10000
+    max_container_name_length: int = 256
+    max_object_name_length: int = 1024
+    max_file_size: int = 1 << 40
+    max_groups: int = 32
+    max_group_members: int = 32
+
+
+META = web.AppKey("meta", MetaStore)
+BLOCKS = web.AppKey("blocks", BlockStore)
+CONFIG = web.AppKey("config", GatewayConfig)
+
+
+class HttpError(Exception):
+    """An HTTP error answered with a short plain-text body."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 body: bytes | None = None, content_type: str = "text/plain") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.body = body
+        self.content_type = content_type
+
+
+def fail(status: int, message: str, headers: dict[str, str] | None = None) -> NoReturn:
+    """Raise an HttpError."""
+    raise HttpError(status, message, headers)
+
+
+@dataclass
+class Target:
+    """What a request addresses, and who asks."""
+
+    account: str
+    container: str = ""
+    obj: str = ""
+    user: str = ""
+
+    @property
+    def owner(self) -> bool:
+        """True when the requester owns the account."""
+        return self.user == self.account
+
+
+def http_date(ts: float) -> str:
+    """RFC 1123 date."""
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def parse_date(value: str | None) -> float | None:
+    """Parse an HTTP date (None if absent or malformed, as Swift ignores bad dates)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_until(request: web.Request) -> float | None:
+    """The ``until`` query parameter as a timestamp (seconds or HTTP date)."""
+    raw = request.query.get("until")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        ts = parse_date(raw)
+        if ts is None:
+            fail(400, "Bad until")
+        return ts
+
+
+def out_value(value: str) -> str:
+    """Header value for the wire (non-ASCII is %-encoded, as Pithos does)."""
+    return value if value.isascii() else quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+
+
+def norm_key(key: str) -> str:
+    """Pithos meta key normalisation: ``_`` -> ``-``, each word capitalised."""
+    return "-".join(w.capitalize() for w in key.replace("_", "-").split("-"))
+
+
+def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """User metadata headers with ``prefix`` (and the ``extra`` names), validated."""
+    cfg = request.app[CONFIG]
+    out: dict[str, str] = {}
+    total = 0
+    for k, v in request.headers.items():
+        lk = k.lower()
+        if lk.startswith(prefix.lower()):
+            name = k[len(prefix):]
+            if not name:
+                fail(400, "Metadata name cannot be empty")
+            if len(name) > cfg.max_meta_name_length:
+                fail(400, "Metadata name too long")
+            if len(v) > cfg.max_meta_value_length:
+                fail(400, "Metadata value too long")
+            total += len(name) + len(v)
+            out[prefix + norm_key(unquote(name))] = unquote(v.strip())
+        elif lk in extra:
+            out[norm_key(k)] = v.strip()
+    if len([k for k in out if k.startswith(prefix)]) > cfg.max_meta_count:
+        fail(400, "Too many metadata items")
+    if total > cfg.max_meta_overall_size:
+        fail(400, "Total metadata too large")
+    return out
+
+
+def check_container_name(request: web.Request, name: str) -> None:
+    """400 on a bad container name."""
+    if not name or "/" in name or "\0" in name:
+        fail(400, "Invalid container name")
+    if len(name) > request.app[CONFIG].max_container_name_length:
+        fail(400, "Container name too long")
+
+
+def check_object_name(request: web.Request, name: str) -> None:
+    """400 on a bad object name."""
+    if not name or "\0" in name:
+        fail(400, "Invalid object name")
+    if len(name) > request.app[CONFIG].max_object_name_length:
+        fail(400, "Object name too long")
+
+
+def etag_of(request: web.Request, v: ObjectVersion) -> str:
+    """The ETag an object answers with: its MD5, or the Merkle root in Pithos mode."""
+    if request.app[CONFIG].etag == "merkle" or not v.checksum:
+        return v.hash
+    return v.checksum
+
+
+def want_format(request: web.Request, default: str = "plain") -> str:
+    """``json``, ``xml`` or ``plain`` from ?format, else the Accept header."""
+    fmt = request.query.get("format")
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in ("json", "xml", "plain", "text"):
+            fail(400, "Invalid format")
+        return "plain" if fmt == "text" else fmt
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept:
+        return "json"
+    if "xml" in accept:
+        return "xml"
+    return default
+
+
+def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+    """A non-negative integer query parameter (400 if malformed)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        val = int(raw)
+    except ValueError:
+        fail(400, f"Invalid {name}")
+    if val < 0:
+        fail(400, f"Invalid {name}")
+    return val
+
+
+def now() -> float:
+    """Current time (one place to read the clock)."""
+    return time.time()

@@ -1,0 +1,158 @@
+"""Container routes: PUT, HEAD, GET (object listing), POST (meta or block upload), DELETE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from pithos_gw import hashmaps
+from pithos_gw.auth import access, format_sharing, require_owner
+from pithos_gw.common import (
+    BLOCKS,
+    CONFIG,
+    META,
+    Target,
+    check_container_name,
+    fail,
+    http_date,
+    int_param,
+    out_value,
+    parse_until,
+    read_meta,
+)
+from pithos_gw.listing import apply_delimiter, iso, render
+from pithos_gw.meta import Container, ObjectVersion
+
+
+def _policy(request: web.Request) -> dict[str, str]:
+    out: dict[str, str] = {}
+    v = request.headers.get("X-Container-Policy-Versioning")
+    if v is not None:
+        if v.lower() not in ("auto", "none", ""):
+            fail(400, "Bad versioning policy")
+        out["versioning"] = v.lower()
+    q = request.headers.get("X-Container-Policy-Quota")
+    if q is not None:
+        if q and not q.isdigit():
+            fail(400, "Bad quota policy")
+        out["quota"] = q
+    p = request.headers.get("X-Container-Policy-Project")
+    if p is not None:
+        out["project"] = p
+    return out
+
+
+def container_headers(request: web.Request, c: Container) -> dict[str, str]:
+    """X-Container-* headers (usage, block size and hash, policy, meta)."""
+    bs = request.app[BLOCKS].block_size
+    h = {"X-Container-Object-Count": str(c.count), "X-Container-Bytes-Used": str(c.bytes),
+         "X-Container-Block-Size": str(bs), "X-Container-Block-Hash": "sha256",
+         "X-Container-Policy-Versioning": c.policy.get("versioning", "auto"),
+         "X-Container-Policy-Quota": c.policy.get("quota", "0"),
+         "Last-Modified": http_date(c.mtime)}
+    for k, v in c.meta.items():
+        h[k] = out_value(v)
+    return h
+
+
+async def get_container(request: web.Request, t: Target,
+                        until: float | None = None) -> Container:
+    """The container ``t`` names, or 404."""
+    c = await request.app[META].container_get(t.account, t.container, until)
+    if c is None:
+        fail(404, "Container not found")
+    return c
+
+
+async def handle(request: web.Request, t: Target) -> web.StreamResponse:
+    """Dispatch a container-level request."""
+    check_container_name(request, t.container)
+    meta = request.app[META]
+    m = request.method
+    if m == "GET" and not t.owner:
+        return await shared_listing(request, t)
+    require_owner(t)
+    if m == "PUT":
+        created = await meta.container_put(t.account, t.container,
+                                           read_meta(request, "X-Container-Meta-"),
+                                           _policy(request))
+        return web.Response(status=201 if created else 202)
+    if m in ("HEAD", "GET"):
+        until = parse_until(request)
+        c = await get_container(request, t, until)
+        headers = container_headers(request, c)
+        if m == "HEAD":
+            return web.Response(status=204, headers=headers)
+        return await listing(request, t, headers, until)
+    if m == "POST":
+        await get_container(request, t)
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.startswith("application/octet-stream"):
+            return await hashmaps.upload_blocks(request, t)
+        await meta.container_update(t.account, t.container,
+                                    read_meta(request, "X-Container-Meta-"), _policy(request),
+                                    replace="update" not in request.query)
+        return web.Response(status=202)
+    if m == "DELETE":
+        await meta.container_delete(t.account, t.container)
+        return web.Response(status=204)
+    fail(405, "Method not allowed")
+
+
+def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
+    """One JSON listing entry."""
+    return {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
+            "last_modified": iso(v.mtime), "hash": v.checksum, "x_object_hash": v.hash,
+            "x_object_uuid": v.uuid, "x_object_version": v.serial,
+            "x_object_version_timestamp": f"{v.mtime:.6f}",
+            "x_object_modified_by": v.modified_by}
+
+
+async def _items(request: web.Request, t: Target, until: float | None,
+                 keep: Any = None) -> list[dict[str, Any]]:
+    cfg = request.app[CONFIG]
+    q = request.query
+    limit = min(int_param(request, "limit", cfg.container_listing_limit) or 0,
+                cfg.container_listing_limit)
+    prefix = q.get("prefix", "")
+    delimiter = q.get("delimiter") or None
+    path = q.get("path")
+    if path is not None:
+        prefix = path if not path or path.endswith("/") else path + "/"
+        delimiter = "/"
+    objs = await request.app[META].object_list(
+        t.account, t.container, prefix, q.get("marker") or None, q.get("end_marker") or None,
+        None if delimiter or keep else limit, until)
+    pairs = []
+    for v in objs:
+        if keep is not None and not await keep(v):
+            continue
+        pairs.append((v.name, object_item(request, v)))
+    return apply_delimiter(pairs, prefix, delimiter, limit)
+
+
+async def listing(request: web.Request, t: Target, headers: dict[str, str],
+                  until: float | None) -> web.Response:
+    """The owner's object listing."""
+    items = await _items(request, t, until)
+    return render(request, "container", t.container, "object", items, headers)
+
+
+async def shared_listing(request: web.Request, t: Target) -> web.Response:
+    """A non-owner sees only what is shared with them; 403 if nothing is (no existence leak)."""
+    meta = request.app[META]
+
+    async def keep(v: ObjectVersion) -> bool:
+        return await access(request, Target(t.account, t.container, v.name, t.user)) is not None
+
+    if await meta.container_get(t.account, t.container) is None:
+        fail(403, "Forbidden")
+    items = await _items(request, t, None, keep)
+    if not items:
+        fail(403, "Forbidden")
+    for it in items:
+        if "name" in it:
+            r, w = await meta.sharing_get(t.account, t.container, it["name"])
+            it["x_object_sharing"] = format_sharing(r, w)
+    return render(request, "container", t.container, "object", items, {})

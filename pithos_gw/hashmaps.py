@@ -1,0 +1,182 @@
+"""Pithos extensions: GET/PUT ?hashmap (409 missing-blocks loop), raw block upload, partial updates."""
+
+from __future__ import annotations
+
+import json
+import re
+from xml.sax.saxutils import quoteattr
+
+from aiohttp import web
+
+from archipelago.errors import InvalidArgument
+from archipelago.hashing import ZERO_HASH
+from pithos_gw.common import BLOCKS, CONFIG, META, Target, etag_of, fail, want_format
+from pithos_gw.meta import ObjectVersion
+from pithos_gw.store import check_hash, nblocks
+
+#: Largest hashmap body accepted (a 1 TiB object's map is ~17 MiB of JSON).
+MAX_HASHMAP_BODY = 64 * 1024 * 1024
+_RANGE_RE = re.compile(r"^bytes\s+(?:(\d+)-(\d*)|\*)/(\*|\d+)$")
+
+
+async def get_hashmap(request: web.Request, v: ObjectVersion,
+                      headers: dict[str, str]) -> web.Response:
+    """GET ?hashmap: block size, hash algorithm, bytes and ids (JSON, or XML on request)."""
+    bs = request.app[BLOCKS].block_size
+    headers = {k: val for k, val in headers.items() if k not in ("Content-Type", "Accept-Ranges")}
+    if want_format(request, "json") == "xml":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<object name={quoteattr(v.name)} '
+                f'bytes="{v.bytes}" block_size="{bs}" block_hash="sha256">'
+                + "".join(f"<hash>{h}</hash>" for h in v.hashes) + "</object>")
+        return web.Response(body=body.encode(), headers=headers, content_type="application/xml")
+    doc = {"block_size": bs, "block_hash": "sha256", "bytes": v.bytes, "hashes": v.hashes}
+    return web.Response(body=json.dumps(doc).encode(), headers=headers,
+                        content_type="application/json")
+
+
+def parse_hashmap(body: bytes, block_size: int) -> tuple[list[str], int]:
+    """Validate a hashmap document: (hashes, bytes); InvalidArgument -> 400."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("hashmap body is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("hashes"), list):
+        raise InvalidArgument("hashmap needs a 'hashes' list")
+    size = doc.get("bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidArgument("hashmap needs a non-negative integer 'bytes'")
+    if doc.get("block_size", block_size) != block_size:
+        raise InvalidArgument(f"block_size must be {block_size}")
+    if doc.get("block_hash", "sha256") != "sha256":
+        raise InvalidArgument("block_hash must be sha256")
+    hashes = [check_hash(h) for h in doc["hashes"]]
+    if len(hashes) != nblocks(size, block_size):
+        raise InvalidArgument("number of hashes does not match bytes")
+    if size == 0 and hashes != [ZERO_HASH]:
+        raise InvalidArgument("a 0-byte hashmap is exactly [sha256('')]")
+    return hashes, size
+
+
+async def _checksum(request: web.Request, hashes: list[str], size: int, root: str) -> str:
+    """MD5 for a map-assembled object: reused from an equal object, else read from blocks."""
+    if request.app[CONFIG].etag == "merkle":
+        return ""
+    known = await request.app[META].checksum_for(root, size)
+    if known:
+        return known
+    return await request.app[BLOCKS].md5_of(hashes, size)
+
+
+async def put_hashmap(request: web.Request, t: Target) -> web.Response:
+    """PUT ?hashmap: 409 with the missing ids, or 201 once every block is stored."""
+    from archipelago.hashing import merkle_root
+    from pithos_gw import objects, reads
+
+    if "Content-Type" not in request.headers:
+        fail(411, "Content-Type required")
+    clen = request.content_length
+    if clen is not None and clen > MAX_HASHMAP_BODY:
+        fail(413, "Hashmap too large")
+    body = await request.content.read(MAX_HASHMAP_BODY + 1)
+    if len(body) > MAX_HASHMAP_BODY:
+        fail(413, "Hashmap too large")
+    store = request.app[BLOCKS]
+    hashes, size = parse_hashmap(body, store.block_size)
+    reads.check_conditions(request, await objects.current(request, t))
+    missing = await store.missing(hashes)
+    if missing:
+        return web.Response(status=409, body=json.dumps(missing).encode(),
+                            content_type="application/json")
+    root = merkle_root(hashes)
+    md5 = await _checksum(request, hashes, size, root)
+    sent = request.headers.get("ETag")
+    if sent and md5 and sent.strip('"').lower() not in (md5, root):
+        fail(422, "Unprocessable Entity: ETag does not match the data")
+    meta = objects.read_meta(request, "X-Object-Meta-", objects._EXTRA)
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.startswith(("application/json", "application/octet-stream", "text/xml")):
+        ctype = request.headers.get("X-Object-Content-Type") or ""
+    v = await objects._record(request, t, hashes, size, md5, meta, objects._sharing(request),
+                              ctype=ctype or None)
+    return web.Response(status=201, headers=objects.reply_headers(request, v))
+
+
+async def upload_blocks(request: web.Request, t: Target) -> web.Response:
+    """POST raw data to a container: stored as 4 MiB blocks, reply = their ids."""
+    got = await request.app[BLOCKS].ingest(request.content.iter_any(),
+                                           limit=request.app[CONFIG].max_file_size)
+    return web.Response(status=202, body=json.dumps(got.hashes).encode(),
+                        content_type="application/json")
+
+
+def _content_range(value: str, size: int) -> tuple[int, int | None]:
+    """(offset, length or None) of a partial update's Content-Range."""
+    m = _RANGE_RE.match(value.strip())
+    if not m:
+        fail(416, "Bad Content-Range")
+    first, last, total = m.groups()
+    if total != "*" and int(total) != size:
+        fail(416, "Content-Range instance length differs from the object size")
+    if first is None:
+        return size, None
+    a = int(first)
+    if a > size:
+        fail(416, "Content-Range starts beyond the object")
+    if last:
+        b = int(last)
+        if b < a:
+            fail(416, "Bad Content-Range")
+        return a, b - a + 1
+    return a, None
+
+
+async def partial_update(request: web.Request, t: Target) -> web.Response:
+    """POST with Content-Range / X-Source-Object / X-Object-Bytes: rewrite part of the map."""
+    from archipelago.hashing import merkle_root
+    from pithos_gw import objects, reads
+
+    await objects._may_write(request, t)
+    meta = request.app[META]
+    store = request.app[BLOCKS]
+    v = await objects.current(request, t)
+    if v is None:
+        fail(404, "Object not found")
+    reads.check_conditions(request, v)
+    hashes, size = v.hashes, v.bytes
+    cr = request.headers.get("Content-Range")
+    src_name = request.headers.get("X-Source-Object")
+    if cr is None and src_name is not None:
+        fail(400, "Content-Range required")
+    if cr is not None:
+        offset, length = _content_range(cr, size)
+        if src_name is not None:
+            sc, so = objects._split_path(src_name)
+            src = Target(request.headers.get("X-Source-Account") or t.account, sc, so, t.user)
+            from pithos_gw.auth import access
+
+            if await access(request, src) is None:
+                fail(403, "Forbidden")
+            sv = await meta.object_get(src.account, src.container, src.obj,
+                                       objects._version_param(request, "X-Source-Version"))
+            if sv is None:
+                fail(404, "Source object not found")
+            length = sv.bytes if length is None else length
+            if length > sv.bytes:
+                fail(416, "Source object shorter than the range")
+            chunks = store.read_range(sv.hashes, sv.bytes, 0, length)
+        else:
+            chunks = request.content.iter_any()
+        hashes, size = await store.rewrite(hashes, size, offset, chunks, length)
+    nb = request.headers.get("X-Object-Bytes")
+    if nb is not None:
+        if not nb.isdigit():
+            fail(400, "Bad X-Object-Bytes")
+        hashes = await store.truncate(hashes, size, int(nb))
+        size = int(nb)
+    root = merkle_root(hashes)
+    md5 = await _checksum(request, hashes, size, root)
+    nv = await meta.object_put(t.account, t.container, t.obj, size=size, hashes=hashes,
+                               hash=root, checksum=md5, content_type=v.content_type,
+                               meta=v.meta, modified_by=t.user, uuid=v.uuid)
+    return web.Response(status=204, headers={"ETag": etag_of(request, nv),
+                                             "X-Object-Version": str(nv.serial)})

@@ -1,0 +1,271 @@
+"""Object routes: GET/HEAD, PUT (streamed), COPY/MOVE, POST (meta), DELETE."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from archipelago.hashing import merkle_root
+from pithos_gw import hashmaps, reads
+from pithos_gw.auth import access, parse_sharing, require
+from pithos_gw.common import (
+    BLOCKS,
+    CONFIG,
+    META,
+    Target,
+    check_container_name,
+    check_object_name,
+    etag_of,
+    fail,
+    http_date,
+    read_meta,
+)
+from pithos_gw.meta import ObjectVersion
+
+_EXTRA = ("content-encoding", "content-disposition", "x-object-manifest")
+
+
+def _version_param(request: web.Request, name: str = "version") -> int | None:
+    raw = request.query.get(name) if name == "version" else request.headers.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        fail(400, f"Bad {name}")
+
+
+async def current(request: web.Request, t: Target) -> ObjectVersion | None:
+    """The current version of ``t`` (or None)."""
+    return await request.app[META].object_get(t.account, t.container, t.obj)
+
+
+def reply_headers(request: web.Request, v: ObjectVersion) -> dict[str, str]:
+    """Headers of a 201/204 write reply."""
+    return {"ETag": etag_of(request, v), "X-Object-Version": str(v.serial),
+            "X-Object-Hash": v.hash, "Last-Modified": http_date(v.mtime)}
+
+
+async def handle(request: web.Request, t: Target) -> web.StreamResponse:
+    """Dispatch an object-level request."""
+    check_container_name(request, t.container)
+    check_object_name(request, t.obj)
+    m = request.method
+    if m in ("GET", "HEAD"):
+        return await get(request, t)
+    if m == "PUT":
+        return await put(request, t)
+    if m == "COPY" or m == "MOVE":
+        dest = request.headers.get("Destination")
+        if not dest:
+            fail(400, "Destination header required")
+        dc, do = _split_path(dest)
+        dst = Target(request.headers.get("Destination-Account") or t.account, dc, do, t.user)
+        return await copy_move(request, t, dst, m == "MOVE")
+    if m == "POST":
+        h = request.headers
+        if "Content-Range" in h or "X-Source-Object" in h or "X-Object-Bytes" in h:
+            return await hashmaps.partial_update(request, t)
+        return await post_meta(request, t)
+    if m == "DELETE":
+        return await delete(request, t)
+    fail(405, "Method not allowed")
+
+
+def _split_path(value: str) -> tuple[str, str]:
+    path = unquote(value, errors="strict").lstrip("/")
+    cont, _, obj = path.partition("/")
+    if not cont or not obj:
+        fail(400, "Bad copy or move path")
+    return cont, obj
+
+
+async def get(request: web.Request, t: Target) -> web.StreamResponse:
+    """GET/HEAD an object, a version, its version list or its hashmap."""
+    allowed = await access(request, t)
+    if allowed is None:
+        fail(403, "Forbidden")
+    if request.query.get("version") == "list":
+        return await reads.versions_list(request, t)
+    version = _version_param(request)
+    until = None
+    if "until" in request.query:
+        from pithos_gw.common import parse_until
+
+        until = parse_until(request)
+    v = await request.app[META].object_get(t.account, t.container, t.obj, version, until)
+    if v is None:
+        if request.headers.get("If-Match") is not None:
+            fail(412, "Precondition Failed")
+        fail(404, "Object not found")
+    headers = await reads.object_headers(request, t, v, allowed,
+                                         latest=version is None and until is None)
+    reads.check_conditions(request, v, headers)
+    if "hashmap" in request.query:
+        return await hashmaps.get_hashmap(request, v, headers)
+    return await reads.send_object(request, v, headers)
+
+
+async def _container_ok(request: web.Request, account: str, container: str) -> None:
+    if await request.app[META].container_get(account, container) is None:
+        fail(404, "Container not found")
+
+
+async def _may_write(request: web.Request, t: Target) -> None:
+    if not t.owner:
+        await require(request, t, write=True)
+
+
+async def put(request: web.Request, t: Target) -> web.StreamResponse:
+    """PUT data (streamed), a hashmap, or a copy/move (X-Copy-From, X-Move-From)."""
+    await _may_write(request, t)
+    await _container_ok(request, t.account, t.container)
+    if "hashmap" in request.query:
+        return await hashmaps.put_hashmap(request, t)
+    for hdr, move in (("X-Copy-From", False), ("X-Move-From", True)):
+        if hdr in request.headers:
+            sc, so = _split_path(request.headers[hdr])
+            src = Target(request.headers.get("X-Source-Account") or t.account, sc, so, t.user)
+            return await copy_move(request, src, t, move)
+    cfg = request.app[CONFIG]
+    clen = request.headers.get("Content-Length")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if clen is None and not chunked:
+        fail(411, "Length Required")
+    if clen is not None and (not clen.isdigit() or int(clen) > cfg.max_file_size):
+        fail(413 if clen.isdigit() else 400, "Bad Content-Length")
+    meta = read_meta(request, "X-Object-Meta-", _EXTRA)
+    sharing = _sharing(request)
+    old = await current(request, t)
+    reads.check_conditions(request, old)
+    got = await request.app[BLOCKS].ingest(request.content.iter_any(), limit=cfg.max_file_size)
+    if clen is not None and got.size != int(clen):
+        fail(400, "Body shorter than Content-Length")
+    sent = request.headers.get("ETag")
+    if sent and sent.strip('"').lower() != got.md5:
+        fail(422, "Unprocessable Entity: ETag does not match the data")
+    v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
+    return web.Response(status=201, headers=reply_headers(request, v))
+
+
+def _content_type(request: web.Request, name: str) -> str:
+    ctype = request.headers.get("Content-Type")
+    if ctype:
+        return ctype
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _sharing(request: web.Request) -> tuple[list[str], list[str]] | None:
+    raw = request.headers.get("X-Object-Sharing")
+    return None if raw is None else parse_sharing(raw)
+
+
+async def _record(request: web.Request, t: Target, hashes: list[str], size: int, md5: str,
+                  meta: dict[str, str], sharing: tuple[list[str], list[str]] | None,
+                  ctype: str | None = None, uuid: str | None = None) -> ObjectVersion:
+    """Write the metadata row of a new version whose blocks are stored already."""
+    root = merkle_root(hashes) if len(hashes) < 1024 else await asyncio.to_thread(
+        merkle_root, hashes)
+    v = await request.app[META].object_put(
+        t.account, t.container, t.obj, size=size, hashes=hashes, hash=root, checksum=md5,
+        content_type=ctype or _content_type(request, t.obj), meta=meta, modified_by=t.user,
+        uuid=uuid)
+    await _apply_sharing_public(request, t, sharing)
+    return v
+
+
+async def _apply_sharing_public(request: web.Request, t: Target,
+                                sharing: tuple[list[str], list[str]] | None) -> None:
+    meta = request.app[META]
+    if sharing is not None:
+        if not t.owner:
+            fail(403, "Only the owner may change sharing")
+        await meta.sharing_set(t.account, t.container, t.obj, *sharing)
+    pub = request.headers.get("X-Object-Public")
+    if pub is not None:
+        if not t.owner:
+            fail(403, "Only the owner may publish")
+        on = pub.strip().lower() in ("true", "yes", "1")
+        if pub.strip().lower() not in ("true", "yes", "1", "false", "no", "0", ""):
+            fail(400, "Bad X-Object-Public")
+        await meta.public_set(t.account, t.container, t.obj, on)
+
+
+async def copy_move(request: web.Request, src: Target, dst: Target,
+                    move: bool) -> web.StreamResponse:
+    """Copy or move an object: the new version reuses the source map, no data moves."""
+    check_container_name(request, dst.container)
+    check_object_name(request, dst.obj)
+    got = await access(request, src)
+    if got is None or (move and got == "read"):
+        fail(403, "Forbidden")
+    await _may_write(request, dst)
+    version = _version_param(request, "X-Source-Version") if not move else None
+    meta = request.app[META]
+    v = await meta.object_get(src.account, src.container, src.obj, version)
+    if v is None:
+        fail(404 if src.owner else 403, "Source object not found")
+    await _container_ok(request, dst.account, dst.container)
+    reads.check_conditions(request, await current(request, dst))
+    fresh = request.headers.get("X-Fresh-Metadata", "").lower() in ("true", "1", "yes")
+    new_meta = {} if fresh else dict(v.meta)
+    new_meta.update(read_meta(request, "X-Object-Meta-", _EXTRA))
+    ctype = v.content_type
+    if request.method != "PUT" and "ignore_content_type" not in request.query:
+        ctype = request.headers.get("Content-Type") or ctype
+    same = (src.account, src.container, src.obj) == (dst.account, dst.container, dst.obj)
+    nv = await _record(request, dst, v.hashes, v.bytes, v.checksum, new_meta, _sharing(request),
+                       ctype=ctype, uuid=v.uuid if move else None)
+    if move and not same:
+        await meta.object_delete(src.account, src.container, src.obj)
+    headers = reply_headers(request, nv)
+    headers["X-Copied-From"] = f"{src.container}/{src.obj}"
+    return web.Response(status=201, headers=headers)
+
+
+async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
+    """POST meta, sharing and public state (Swift replaces meta; ?update merges)."""
+    await _may_write(request, t)
+    v = await current(request, t)
+    if v is None:
+        fail(404, "Object not found")
+    reads.check_conditions(request, v)
+    new = read_meta(request, "X-Object-Meta-", _EXTRA)
+    only_perms = not new and ("X-Object-Sharing" in request.headers
+                              or "X-Object-Public" in request.headers)
+    if not only_perms:
+        if "update" in request.query:
+            merged = dict(v.meta)
+            for k, val in new.items():
+                if val:
+                    merged[k] = val
+                else:
+                    merged.pop(k, None)
+            new = merged
+        await request.app[META].object_set_meta(t.account, t.container, t.obj, new)
+    await _apply_sharing_public(request, t, _sharing(request))
+    return web.Response(status=202)
+
+
+async def delete(request: web.Request, t: Target) -> web.StreamResponse:
+    """DELETE an object (owner only); ?delimiter also deletes everything under it."""
+    if not t.owner:
+        fail(403, "Forbidden")
+    meta = request.app[META]
+    delim = request.query.get("delimiter")
+    if delim:
+        for v in await meta.object_list(t.account, t.container, t.obj + delim):
+            await meta.object_delete(t.account, t.container, v.name)
+    v = await current(request, t)
+    if v is None:
+        if delim:
+            return web.Response(status=204)
+        fail(404, "Object not found")
+    reads.check_conditions(request, v)
+    await meta.object_delete(t.account, t.container, t.obj)
+    return web.Response(status=204)
+
+

@@ -1,0 +1,175 @@
+"""Plankton (Glance v1 subset): images are registered Pithos objects, pure metadata.
+
+Image id = the object's UUID, checksum = its Merkle root. ``image_hashmap`` gives
+the map a volume is thin-cloned from (no block is copied).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from archipelago.errors import NotFound
+from pithos_gw.auth import access
+from pithos_gw.common import META, Target, fail, out_value
+from pithos_gw.meta import MetaStore
+
+PREFIXES = ("/image/v1.0/images", "/images")
+_FIELDS = ("name", "disk_format", "container_format", "is_public", "owner")
+_LIST_FIELDS = ("id", "name", "container_format", "disk_format", "size", "status", "checksum")
+
+
+async def image_hashmap(meta: MetaStore, image_id: str) -> tuple[list[str], int]:
+    """(block ids, bytes) of an image: the map of the object version it was registered from."""
+    img = await meta.image_get(image_id)
+    if img is None:
+        raise NotFound(f"image {image_id!r} not found")
+    a, c, o = img["_account"], img["_container"], img["_object"]
+    v = await meta.object_get(a, c, o, img["version"])
+    if v is None or v.hash != img["checksum"]:
+        v = await meta.object_get(a, c, o)
+    if v is None or v.hash != img["checksum"]:
+        raise NotFound(f"the object of image {image_id!r} is gone")
+    return v.hashes, v.bytes
+
+
+def _public(img: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in img.items() if not k.startswith("_")}
+
+
+def _headers_meta(request: web.Request) -> tuple[dict[str, Any], dict[str, str]]:
+    fields: dict[str, Any] = {}
+    props: dict[str, str] = {}
+    for k, v in request.headers.items():
+        lk = k.lower()
+        if lk.startswith("x-image-meta-property-"):
+            props[lk[len("x-image-meta-property-"):]] = v
+        elif lk.startswith("x-image-meta-"):
+            fields[lk[len("x-image-meta-"):].replace("-", "_")] = v
+    return fields, props
+
+
+def _bool(v: str) -> bool:
+    return v.strip().lower() in ("true", "1", "yes")
+
+
+async def _visible(request: web.Request, user: str, img: dict[str, Any]) -> bool:
+    if img["owner"] == user or img["is_public"]:
+        return True
+    t = Target(img["_account"], img["_container"], img["_object"], user)
+    return await access(request, t) is not None
+
+
+async def handle(request: web.Request, user: str, parts: list[str]) -> web.StreamResponse:
+    """Dispatch /images[/detail|/<id>]."""
+    m = request.method
+    if not parts:
+        if m == "POST":
+            return await register(request, user)
+        if m == "GET":
+            return await list_images(request, user, detail=False)
+    elif parts == ["detail"] and m == "GET":
+        return await list_images(request, user, detail=True)
+    elif len(parts) == 1:
+        meta = request.app[META]
+        img = await meta.image_get(parts[0])
+        if img is None or not await _visible(request, user, img):
+            fail(404, "Image not found")
+        if m in ("HEAD", "GET"):
+            headers = {f"X-Image-Meta-{k.replace('_', '-').title()}": out_value(str(v))
+                       for k, v in _public(img).items() if k != "properties"}
+            for k, v in img["properties"].items():
+                headers[f"X-Image-Meta-Property-{k}"] = out_value(str(v))
+            if m == "HEAD":
+                return web.Response(status=200, headers=headers)
+            return _json({"image": _public(img)}, headers=headers)
+        if img["owner"] != user:
+            fail(403, "Forbidden")
+        if m == "DELETE":
+            await meta.image_delete(img["id"])
+            return web.Response(status=204)
+        if m == "PUT":
+            return await update(request, img)
+    fail(405 if len(parts) <= 1 else 404, "Not supported")
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc).encode(), headers=headers,
+                        content_type="application/json")
+
+
+async def register(request: web.Request, user: str) -> web.Response:
+    """POST /images: register pithos://account/container/object as an image (no data moves)."""
+    fields, props = _headers_meta(request)
+    if "id" in fields:
+        fail(400, "Image id cannot be chosen")
+    name = fields.get("name")
+    loc = fields.get("location", "")
+    if not name:
+        fail(400, "X-Image-Meta-Name required")
+    if not loc.startswith("pithos://"):
+        fail(400, "X-Image-Meta-Location must be pithos://<account>/<container>/<object>")
+    acct, _, rest = loc[len("pithos://"):].partition("/")
+    cont, _, obj = rest.partition("/")
+    if not acct or not cont or not obj:
+        fail(400, "Bad image location")
+    meta = request.app[META]
+    t = Target(acct, cont, obj, user)
+    v = await meta.object_get(acct, cont, obj)
+    if v is None or await access(request, t) is None:
+        fail(400, "Image location is not a readable object")
+    if "size" in fields and (not fields["size"].isdigit() or int(fields["size"]) != v.bytes):
+        fail(400, "Image size does not match the object")
+    if "checksum" in fields and fields["checksum"].lower() != v.hash:
+        fail(400, "Image checksum must be the object's Merkle root")
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    img = {"id": v.uuid, "name": name, "location": loc, "size": v.bytes, "checksum": v.hash,
+           "disk_format": fields.get("disk_format", "diskdump"),
+           "container_format": fields.get("container_format", "bare"),
+           "is_public": _bool(fields.get("is_public", "false")), "owner": user,
+           "status": "available", "created_at": now, "updated_at": now, "deleted_at": "",
+           "mapfile": v.hash, "version": v.serial, "is_snapshot": False, "store": "pithos",
+           "properties": props, "_account": acct, "_container": cont, "_object": obj}
+    await meta.image_put(v.uuid, user, img)
+    return _json({"image": _public(img)})
+
+
+async def update(request: web.Request, img: dict[str, Any]) -> web.Response:
+    """PUT /images/<id>: change name, formats, visibility, properties."""
+    fields, props = _headers_meta(request)
+    for k in _FIELDS:
+        if k in fields and k != "owner":
+            img[k] = _bool(fields[k]) if k == "is_public" else fields[k]
+    purge = _bool(request.headers.get("X-Glance-Registry-Purge-Props", "false"))
+    img["properties"] = props if purge else {**img["properties"], **props}
+    img["updated_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    await request.app[META].image_put(img["id"], img["owner"], img)
+    return _json({"image": _public(img)})
+
+
+async def list_images(request: web.Request, user: str, detail: bool) -> web.Response:
+    """GET /images[/detail] with Glance v1 filters and sorting."""
+    q = request.query
+    out = []
+    for img in await request.app[META].image_list():
+        if not await _visible(request, user, img):
+            continue
+        if any(k in q and str(img.get(k)) != q[k]
+               for k in ("name", "container_format", "disk_format", "status")):
+            continue
+        try:
+            if "size_min" in q and img["size"] < int(q["size_min"]):
+                continue
+            if "size_max" in q and img["size"] > int(q["size_max"]):
+                continue
+        except ValueError:
+            fail(400, "Bad size filter")
+        out.append(_public(img) if detail else {k: img[k] for k in _LIST_FIELDS})
+    key = q.get("sort_key", "created_at")
+    if out and key not in out[0]:
+        key = "id"
+    out.sort(key=lambda i: (str(i.get(key)), i["id"]), reverse=q.get("sort_dir", "desc") == "desc")
+    return _json({"images": out})

@@ -1,0 +1,201 @@
+"""Object reads: headers, conditionals, ranges (single and multipart), versions, public URLs."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from pithos_gw.auth import format_sharing
+from pithos_gw.common import (
+    BLOCKS,
+    META,
+    HttpError,
+    Target,
+    etag_of,
+    fail,
+    http_date,
+    out_value,
+    parse_date,
+)
+from pithos_gw.meta import ObjectVersion
+
+_PUBLIC_HEADERS = ("ETag", "Content-Length", "Content-Type", "Content-Range", "Last-Modified",
+                   "Content-Encoding", "Content-Disposition", "Accept-Ranges")
+
+
+async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
+                         allowed: str = "owner", latest: bool = True) -> dict[str, str]:
+    """Headers describing an object version (sharing and public only on the latest)."""
+    meta = request.app[META]
+    h = {"ETag": etag_of(request, v), "Content-Type": v.content_type,
+         "Last-Modified": http_date(v.mtime), "X-Object-Hash": v.hash, "X-Object-UUID": v.uuid,
+         "X-Object-Version": str(v.serial), "X-Object-Version-Timestamp": f"{v.mtime:.6f}",
+         "X-Object-Modified-By": v.modified_by, "Accept-Ranges": "bytes",
+         "X-Timestamp": f"{v.mtime:.5f}"}
+    for k, val in v.meta.items():
+        h[k] = out_value(val)
+    if latest:
+        read, write = await meta.sharing_get(v.account, v.container, v.name)
+        if read or write:
+            h["X-Object-Sharing"] = format_sharing(read, write)
+        if allowed == "owner":
+            token = await meta.public_get(v.account, v.container, v.name)
+            if token:
+                h["X-Object-Public"] = f"/public/{token}"
+        else:
+            h["X-Object-Allowed-To"] = allowed
+    disp = request.query.get("disposition-type")
+    if disp in ("inline", "attachment"):
+        h["Content-Disposition"] = disp + (f"; filename={out_value(v.name.split('/')[-1])}"
+                                           if disp == "attachment" else "")
+    return h
+
+
+def _etags(value: str) -> list[str]:
+    return [e.strip().strip('"').removeprefix("W/").strip('"') for e in value.split(",")]
+
+
+def check_conditions(request: web.Request, v: ObjectVersion | None,
+                     headers: dict[str, str] | None = None) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does."""
+    read = request.method in ("GET", "HEAD")
+    etag = etag_of(request, v) if v else None
+    im = request.headers.get("If-Match")
+    if im is not None:
+        tags = _etags(im)
+        if v is None or ("*" not in tags and etag not in tags):
+            fail(412, "Precondition Failed")
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and v is not None:
+        tags = _etags(inm)
+        if "*" in tags or etag in tags:
+            if read:
+                raise HttpError(304, "", headers or {})
+            fail(412, "Precondition Failed")
+    if v is None:
+        return
+    ius = parse_date(request.headers.get("If-Unmodified-Since"))
+    if ius is not None and int(v.mtime) > ius:
+        fail(412, "Precondition Failed")
+    ims = parse_date(request.headers.get("If-Modified-Since"))
+    if read and inm is None and ims is not None and int(v.mtime) <= ims:
+        raise HttpError(304, "", headers or {})
+
+
+def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
+    """[(start, end_exclusive)] of a Range header; None if it is not a byte-range set.
+
+    An unsatisfiable set raises 416 with ``Content-Range: bytes */size``.
+    """
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        return None
+    out: list[tuple[int, int]] = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not dash:
+            return None
+        try:
+            if first == "":
+                n = int(last)
+                if n < 0:
+                    return None
+                if n == 0:
+                    continue
+                out.append((max(0, size - n), size))
+                continue
+            a = int(first)
+            b = int(last) if last else size - 1
+        except ValueError:
+            return None
+        if a < 0 or b < a:
+            return None
+        if a >= size:
+            continue
+        out.append((a, min(b, size - 1) + 1))
+    if not out:
+        raise HttpError(416, "Requested Range Not Satisfiable",
+                        {"Content-Range": f"bytes */{size}"})
+    return out
+
+
+async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str, str],
+                      public: bool = False) -> web.StreamResponse:
+    """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges)."""
+    store = request.app[BLOCKS]
+    ranges = None
+    rng = request.headers.get("Range")
+    if rng:
+        if_range = request.headers.get("If-Range")
+        ok = if_range is None or if_range.strip('"') == headers["ETag"] or (
+            (ts := parse_date(if_range)) is not None and int(v.mtime) <= ts)
+        if ok:
+            ranges = parse_ranges(rng, v.bytes)
+    if public:
+        headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
+    resp = web.StreamResponse(status=200, headers=headers)
+    parts: list[tuple[bytes, int, int]] = []
+    if ranges and len(ranges) == 1:
+        a, b = ranges[0]
+        resp.set_status(206)
+        resp.headers["Content-Range"] = f"bytes {a}-{b - 1}/{v.bytes}"
+        resp.content_length = b - a
+    elif ranges:
+        boundary = secrets.token_hex(16)
+        resp.set_status(206)
+        resp.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        total = 0
+        for a, b in ranges:
+            head = (f"--{boundary}\r\nContent-Type: {v.content_type}\r\n"
+                    f"Content-Range: bytes {a}-{b - 1}/{v.bytes}\r\n\r\n").encode()
+            parts.append((head, a, b))
+            total += len(head) + (b - a) + 2
+        tail = f"--{boundary}--\r\n".encode()
+        total += len(tail)
+        resp.content_length = total
+    else:
+        resp.content_length = v.bytes
+    await resp.prepare(request)
+    if request.method == "HEAD":
+        await resp.write_eof()
+        return resp
+    if parts:
+        for head, a, b in parts:
+            await resp.write(head)
+            async for data in store.read_range(v.hashes, v.bytes, a, b):
+                await resp.write(data)
+            await resp.write(b"\r\n")
+        await resp.write(tail)
+    else:
+        a, b = ranges[0] if ranges else (0, v.bytes)
+        async for data in store.read_range(v.hashes, v.bytes, a, b):
+            await resp.write(data)
+    await resp.write_eof()
+    return resp
+
+
+async def versions_list(request: web.Request, t: Target) -> web.Response:
+    """GET ?version=list -> {"versions": [[serial, timestamp], ...]}."""
+    vers = await request.app[META].versions(t.account, t.container, t.obj)
+    if not vers:
+        fail(404, "Object not found")
+    items: list[Any] = [[s, f"{ts:.6f}"] for s, ts in vers]
+    return web.Response(body=json.dumps({"versions": items}).encode(),
+                        content_type="application/json")
+
+
+async def serve_public(request: web.Request, token: str) -> web.StreamResponse:
+    """GET/HEAD /public/<token>: no auth, a reduced header set."""
+    if request.method not in ("GET", "HEAD"):
+        fail(405, "Method not allowed")
+    meta = request.app[META]
+    where = await meta.public_lookup(token)
+    v = await meta.object_get(*where) if where else None
+    if v is None:
+        fail(404, "Not found")
+    headers = await object_headers(request, Target(v.account, v.container, v.name, v.account), v)
+    check_conditions(request, v, headers)
+    return await send_object(request, v, headers, public=True)
