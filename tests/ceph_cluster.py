@@ -158,9 +158,16 @@ def _start_osd(d: Path) -> int:
                   env={"MALLOC_MMAP_THRESHOLD_": "131072"})
 
 
-def _wait_osd_up(cl, deadline: float) -> None:  # noqa: ANN001
+def _up_from(cl) -> int:  # noqa: ANN001
+    """The osdmap epoch in which the current OSD instance booted (-1 when down)."""
+    osds = json.loads(_mon(cl, {"prefix": "osd dump", "format": "json"}))["osds"]
+    return int(osds[0]["up_from"]) if osds and osds[0]["up"] else -1
+
+
+def _wait_osd_up(cl, deadline: float, after: int = 0) -> None:  # noqa: ANN001
+    """Wait until an OSD instance that booted after epoch ``after`` is up."""
     while True:
-        if json.loads(_mon(cl, {"prefix": "osd stat", "format": "json"})).get("num_up_osds") == 1:
+        if _up_from(cl) > after:
             return
         if time.monotonic() > deadline:
             raise RuntimeError("OSD did not come up (see log/osd.0.log)")
@@ -322,11 +329,17 @@ def osd_stop(d: Path, graceful: bool = False) -> None:
 def osd_start(d: Path, timeout: float = 60) -> None:
     """Start the OSD again and wait until the pools accept I/O."""
     d = d.resolve()
-    _start_osd(d)
     cl = _connect(d / "ceph.conf")
     try:
+        # A SIGKILLed OSD still looks up to the mon: wait for the new instance's boot.
+        before = _up_from(cl)
+        _start_osd(d)
         deadline = time.monotonic() + timeout
-        _wait_osd_up(cl, deadline)
+        _wait_osd_up(cl, deadline, before)
+    finally:
+        cl.shutdown()
+    cl = _connect(d / "ceph.conf")  # a fresh client starts from the new osdmap
+    try:
         _probe(cl, deadline)
     finally:
         cl.shutdown()

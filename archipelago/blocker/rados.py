@@ -1,0 +1,454 @@
+"""RADOS blocker: the contract on a Ceph pool and namespace, through python3-rados.
+
+Data operations use librados' asynchronous calls; their completion callbacks run
+in librados threads and hand results to the event loop with call_soon_threadsafe.
+Calls without an asynchronous form (connect, listing, locks) run in a thread.
+Every operation is bounded by ``timeout`` (rados_osd_op_timeout and friends), so an
+unreachable cluster gives TimedOut/BackendUnavailable instead of a hang.
+
+Locks are RADOS exclusive locks (cls_lock) named "archipelago" on a per-lock object
+"lock/<name>" ("/" is not allowed in object names, so no collision); the cookie is
+the owner string, so lock_info reports the owner, and the same owner string on
+another client instance re-takes its lock by breaking and re-taking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from collections.abc import Callable
+from typing import Any
+
+from archipelago.blocker.base import (
+    Blocker,
+    LockInfo,
+    check_name,
+    check_range,
+    parse_owner,
+)
+from archipelago.blocker.rados_locks import LockHandle, Locker, RadosCallError
+from archipelago.errors import (
+    ArchipelagoError,
+    BackendUnavailable,
+    ConfigError,
+    InvalidArgument,
+    Locked,
+    NoSpace,
+    NotFound,
+    TimedOut,
+    from_errno,
+)
+from archipelago.hashing import ZERO_HASH, block_hash, is_zero
+
+LOCK_NAME = "archipelago"
+LOCK_PREFIX = "lock/"
+#: copy() moves at most this much per step (bounded memory for big objects).
+COPY_CHUNK = 8 * 1024 * 1024
+#: Our own in-flight limits stay below librados' objecter throttles (raised in _conf),
+#: because a throttled aio_* call would block the event loop thread.
+MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
+MAX_INFLIGHT_OPS = 512
+
+
+def _errno_of(exc: BaseException) -> int:
+    value = getattr(exc, "errno", None)
+    return abs(value) if isinstance(value, int) else errno.EIO
+
+
+class _Budget:
+    """Bounds in-flight operations and bytes without blocking the loop."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._bytes = 0
+        self._ops = 0
+
+    async def acquire(self, nbytes: int) -> None:
+        async with self._cond:
+            # A single request larger than the budget still goes, alone.
+            await self._cond.wait_for(
+                lambda: self._ops < MAX_INFLIGHT_OPS
+                and (self._bytes == 0 or self._bytes + nbytes <= MAX_INFLIGHT_BYTES)
+            )
+            self._bytes += nbytes
+            self._ops += 1
+
+    async def release(self, nbytes: int) -> None:
+        async with self._cond:
+            self._bytes -= nbytes
+            self._ops -= 1
+            self._cond.notify_all()
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+class RadosBlocker(Blocker):
+    """Objects in one RADOS pool and namespace; locks via the RADOS lock API."""
+
+    kind = "rados"
+
+    def __init__(
+        self,
+        conffile: str,
+        pool: str = "archipelago",
+        namespace: str = "",
+        timeout: float = 30.0,
+        keyring: str | None = None,
+        rados_id: str | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ConfigError("rados timeout must be positive")
+        self.conffile = str(conffile)
+        self.pool = pool
+        self.namespace = namespace
+        self.timeout = float(timeout)
+        self.keyring = keyring
+        self.rados_id = rados_id
+        self._cluster: Any = None
+        self._io: Any = None
+        self._locks: LockHandle | None = None
+        self._open_lock = asyncio.Lock()
+        self._budget: _Budget | None = None
+
+    # -- connection -------------------------------------------------------------------
+
+    def _conf(self) -> dict[str, str]:
+        t = str(max(1, round(self.timeout)))
+        conf = {
+            "rados_osd_op_timeout": t,
+            "rados_mon_op_timeout": t,
+            "client_mount_timeout": t,
+            "objecter_inflight_op_bytes": str(2 * MAX_INFLIGHT_BYTES),
+            "objecter_inflight_ops": str(2 * MAX_INFLIGHT_OPS),
+        }
+        if self.keyring:
+            conf["keyring"] = self.keyring
+        return conf
+
+    def _where(self) -> str:
+        return f"Ceph cluster ({self.conffile}, pool {self.pool!r})"
+
+    def _connect_sync(self) -> tuple[Any, Any]:
+        try:
+            import rados
+        except ImportError as e:
+            raise ConfigError("python3-rados is not installed (apt-get install python3-rados)") from e
+        try:
+            cluster = rados.Rados(conffile=self.conffile, rados_id=self.rados_id, conf=self._conf())
+        except rados.Error as e:
+            raise ConfigError(f"cannot load Ceph config {self.conffile}: {e}") from e
+        try:
+            cluster.connect(timeout=max(1, round(self.timeout)))
+        except rados.Error as e:
+            cluster.shutdown()
+            raise BackendUnavailable(
+                f"cannot connect to the {self._where()} within {self.timeout:g}s: {e}") from e
+        try:
+            if not cluster.pool_exists(self.pool):
+                raise NotFound(f"Ceph pool {self.pool!r} does not exist")
+            io = cluster.open_ioctx(self.pool)
+            io.set_namespace(self.namespace)
+        except rados.Error as e:
+            cluster.shutdown()
+            raise self._map(_errno_of(e), "open pool") from e
+        except BaseException:
+            cluster.shutdown()
+            raise
+        return cluster, io
+
+    async def open(self) -> None:
+        """Connect now (otherwise the first operation connects)."""
+        await self._ioctx()
+
+    async def _ioctx(self) -> Any:
+        if self._io is not None:
+            return self._io
+        async with self._open_lock:
+            if self._io is None:
+                loop = asyncio.get_running_loop()
+                self._cluster, self._io = await loop.run_in_executor(None, self._connect_sync)
+                self._budget = _Budget()
+        return self._io
+
+    async def _lock_handle(self) -> LockHandle:
+        await self._ioctx()
+        if self._locks is None:
+            async with self._open_lock:
+                if self._locks is None:
+                    self._locks = await self._thread(
+                        "connect", LockHandle, self.conffile, self.pool, self.namespace,
+                        self._conf(), self.rados_id)
+        return self._locks
+
+    async def close(self) -> None:
+        """Wait for pending writes and disconnect (locks stay until unlocked or broken)."""
+        cluster, io, locks = self._cluster, self._io, self._locks
+        self._cluster = self._io = self._locks = None
+        if cluster is None:
+            return
+
+        def _shutdown() -> None:
+            try:
+                io.aio_flush()
+                io.close()
+            finally:
+                if locks is not None:
+                    locks.close()
+                cluster.shutdown()
+
+        await asyncio.get_running_loop().run_in_executor(None, _shutdown)
+
+    # -- error mapping and the aio bridge ---------------------------------------------
+
+    def _map(self, err: int, what: str) -> ArchipelagoError:
+        """Turn a librados errno into the archipelago error class."""
+        if err == errno.ETIMEDOUT:
+            return TimedOut(f"{what}: no answer from the {self._where()} within {self.timeout:g}s")
+        if err in (errno.EACCES, errno.EPERM):
+            return BackendUnavailable(f"{what}: permission denied by the {self._where()}")
+        if err in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace(f"{what}: the Ceph pool {self.pool!r} is full")
+        if err in (errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
+            return BackendUnavailable(f"{what}: {self._where()} unreachable")
+        if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
+            return InvalidArgument(f"{what}: too large for RADOS")
+        return from_errno(err, f"{what}: {errno.errorcode.get(err, err)} from the {self._where()}")
+
+    async def _thread(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking librados call in a thread, with mapped errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(None, fn, *args), self.timeout * 2 + 5)
+        except ArchipelagoError:
+            raise
+        except asyncio.TimeoutError:
+            raise self._map(errno.ETIMEDOUT, what) from None
+        except Exception as e:  # rados.Error and RadosCallError carry an errno
+            if type(e).__module__ != "rados" and not isinstance(e, RadosCallError):
+                raise
+            raise self._map(_errno_of(e), what) from e
+
+    async def _aio(self, what: str, nbytes: int, start: Callable[[Any, Callable[..., None]], Any]
+                   ) -> tuple[int, tuple[Any, ...]]:
+        """Start an aio call and await (return value, callback args) without blocking."""
+        io = await self._ioctx()
+        assert self._budget is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, tuple[Any, ...]]] = loop.create_future()
+
+        def oncomplete(completion: Any, *args: Any) -> None:
+            # Runs in a librados finisher thread: only hand the result over.
+            try:
+                loop.call_soon_threadsafe(_settle, fut, (completion.get_return_value(), args))
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+        await self._budget.acquire(nbytes)
+        try:
+            try:
+                start(io, oncomplete)
+            except Exception as e:
+                if type(e).__module__ != "rados":
+                    raise
+                raise self._map(_errno_of(e), what) from e
+            try:
+                # librados enforces the timeout; this guard only catches a lost callback.
+                return await asyncio.wait_for(fut, self.timeout * 2 + 5)
+            except asyncio.TimeoutError:
+                raise self._map(errno.ETIMEDOUT, what) from None
+        finally:
+            await self._budget.release(nbytes)
+
+    # -- data -------------------------------------------------------------------------
+
+    async def _read(self, name: str, offset: int, size: int) -> bytes:
+        if size == 0:
+            return b""
+        rv, args = await self._aio(
+            f"read {name}", size,
+            lambda io, cb: io.aio_read(name, size, offset, oncomplete=cb))
+        if rv == -errno.ENOENT:
+            return bytes(size)
+        if rv < 0:
+            raise self._map(-rv, f"read {name}")
+        data = args[0] or b""
+        return data if len(data) == size else data + bytes(size - len(data))
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zeros for holes, short and absent objects."""
+        check_name(name)
+        check_range(offset, size)
+        return await self._read(name, offset, size)
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
+        """Write at offset (RADOS acknowledges only committed writes: always durable)."""
+        check_name(name)
+        check_range(offset, len(data))
+        buf = bytes(data)
+        rv, _ = await self._aio(
+            f"write {name}", len(buf),
+            lambda io, cb: io.aio_write(name, buf, offset, oncomplete=cb))
+        if rv < 0:
+            raise self._map(-rv, f"write {name}")
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Replace the whole object with write_full (atomic in RADOS)."""
+        check_name(name)
+        check_range(0, len(data))
+        await self._write_full(name, bytes(data))
+
+    async def _write_full(self, name: str, buf: bytes) -> None:
+        rv, _ = await self._aio(
+            f"put {name}", len(buf), lambda io, cb: io.aio_write_full(name, buf, oncomplete=cb))
+        if rv < 0:
+            raise self._map(-rv, f"put {name}")
+
+    async def _stat(self, name: str) -> int:
+        rv, args = await self._aio(
+            f"stat {name}", 0, lambda io, cb: io.aio_stat(name, oncomplete=cb))
+        if rv == -errno.ENOENT:
+            raise NotFound(f"object {name!r} not found")
+        if rv < 0:
+            raise self._map(-rv, f"stat {name}")
+        return int(args[0])
+
+    async def size(self, name: str) -> int:
+        """Object size from a stat."""
+        check_name(name)
+        return await self._stat(name)
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Copy through the client in COPY_CHUNK pieces.
+
+        python3-rados (pacific) exposes no copy_from (it is C++-only in librados), so
+        the data passes through here; objects up to COPY_CHUNK are replaced atomically.
+        """
+        check_name(src)
+        check_name(dst)
+        size = await self._stat(src)
+        first = await self._read(src, 0, min(size, COPY_CHUNK))
+        if src == dst:
+            return
+        await self._write_full(dst, first)
+        for off in range(COPY_CHUNK, size, COPY_CHUNK):
+            chunk = await self._read(src, off, min(COPY_CHUNK, size - off))
+            rv, _ = await self._aio(
+                f"copy to {dst}", len(chunk),
+                lambda io, cb, c=chunk, o=off: io.aio_write(dst, c, o, oncomplete=cb))
+            if rv < 0:
+                raise self._map(-rv, f"copy to {dst}")
+
+    async def delete(self, name: str) -> None:
+        """Remove the object; NotFound if absent."""
+        check_name(name)
+        rv, _ = await self._aio(f"delete {name}", 0, lambda io, cb: io.aio_remove(name, oncomplete=cb))
+        if rv == -errno.ENOENT:
+            raise NotFound(f"object {name!r} not found")
+        if rv < 0:
+            raise self._map(-rv, f"delete {name}")
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted object names in the namespace with the prefix (lock objects excluded)."""
+        io = await self._ioctx()
+
+        def _list() -> list[str]:
+            return sorted(
+                o.key for o in io.list_objects()
+                if o.key.startswith(prefix) and not o.key.startswith(LOCK_PREFIX)
+            )
+
+        return await self._thread("list objects", _list)
+
+    async def flush(self) -> None:
+        """Wait for in-flight writes; completed RADOS writes are already committed."""
+        io = await self._ioctx()
+        await self._thread("flush", io.aio_flush)
+
+    async def hash(self, name: str) -> str:
+        """Store the content-addressed copy (exclusive create: dedup) and return its name."""
+        check_name(name)
+        size = await self._stat(name)
+        data = await self._read(name, 0, size)
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, is_zero, data):
+            return ZERO_HASH
+        content = await loop.run_in_executor(None, block_hash, data)
+        stripped = data.rstrip(b"\0")
+        import rados
+
+        def _start(io: Any, cb: Callable[..., None]) -> Any:
+            op = io.create_write_op()
+            try:
+                op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+                op.write_full(stripped)
+                return io.operate_aio_write_op(op, content, oncomplete=cb)
+            finally:
+                # The operation is copied into the request at submission.
+                io.release_write_op(op)
+
+        rv, _ = await self._aio(f"hash {name}", len(stripped), _start)
+        if rv < 0 and rv != -errno.EEXIST:
+            raise self._map(-rv, f"store {content}")
+        return content
+
+    # -- locks ------------------------------------------------------------------------
+
+    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Take the exclusive RADOS lock with the owner string as cookie."""
+        check_name(name)
+        if not owner:
+            raise InvalidArgument("lock owner must be a non-empty string")
+        h = await self._lock_handle()
+        oid = LOCK_PREFIX + name
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            rc = await self._thread(f"lock {name}", h.lock_exclusive, oid, LOCK_NAME, owner, owner)
+            if rc == 0:
+                return
+            if rc not in (-errno.EBUSY, -errno.EEXIST):
+                raise self._map(-rc, f"lock {name}")
+            lockers = await self._thread(f"lock {name}", h.lockers, oid, LOCK_NAME)
+            mine = [lk for lk in lockers if lk.cookie == owner]
+            if mine and len(mine) == len(lockers):
+                # Same owner from another client instance (RADOS ties locks to the
+                # client id): the owner re-takes its own lock.
+                for lk in mine:
+                    await self._break(h, oid, lk)
+                continue
+            if not lockers:
+                continue  # released meanwhile
+            holder = lockers[0].cookie
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise Locked(f"{name!r} is locked by {holder}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _break(self, h: LockHandle, oid: str, locker: Locker) -> None:
+        rc = await self._thread(f"break lock {oid}", h.break_lock, oid, LOCK_NAME, locker)
+        if rc < 0 and rc != -errno.ENOENT:
+            raise self._map(-rc, f"break lock {oid}")
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Release the lock; with force, break whoever holds it."""
+        check_name(name)
+        h = await self._lock_handle()
+        oid = LOCK_PREFIX + name
+        lockers = await self._thread(f"unlock {name}", h.lockers, oid, LOCK_NAME)
+        for lk in lockers:
+            if lk.cookie != owner and not force:
+                raise Locked(f"{name!r} is locked by {lk.cookie}")
+        for lk in lockers:
+            await self._break(h, oid, lk)
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """The holder (from the lock cookie), or None."""
+        check_name(name)
+        h = await self._lock_handle()
+        lockers = await self._thread(f"lock info {name}", h.lockers, LOCK_PREFIX + name, LOCK_NAME)
+        return parse_owner(lockers[0].cookie) if lockers else None
