@@ -27,7 +27,7 @@ from archipelago.blocker.base import (
     check_range,
     parse_owner,
 )
-from archipelago.blocker.rados_locks import LockHandle, Locker, RadosCallError
+from archipelago.blocker.rados_locks import Locker, LockHandle, RadosCallError
 from archipelago.errors import (
     ArchipelagoError,
     BackendUnavailable,
@@ -226,7 +226,7 @@ class RadosBlocker(Blocker):
                 loop.run_in_executor(None, fn, *args), self.timeout * 2 + 5)
         except ArchipelagoError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._map(errno.ETIMEDOUT, what) from None
         except Exception as e:  # rados.Error and RadosCallError carry an errno
             if type(e).__module__ != "rados" and not isinstance(e, RadosCallError):
@@ -259,7 +259,7 @@ class RadosBlocker(Blocker):
             try:
                 # librados enforces the timeout; this guard only catches a lost callback.
                 return await asyncio.wait_for(fut, self.timeout * 2 + 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise self._map(errno.ETIMEDOUT, what) from None
         finally:
             await self._budget.release(nbytes)
