@@ -1,0 +1,98 @@
+"""`archip nbd serve|uri|stop` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from nbd_helpers import MiB, nbd, need, prepare
+
+pytestmark = [pytest.mark.nbd, pytest.mark.timeout(60)]
+
+ARCHIP = [sys.executable, "-m", "control"]
+
+
+def archip(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run the CLI."""
+    return subprocess.run([*ARCHIP, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_socket(path: Path, timeout: float = 20) -> None:
+    """Wait until a unix socket accepts connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{path} never accepted connections")
+
+
+def test_uri(tmp_path: Path) -> None:
+    p = archip("--data-dir", str(tmp_path), "nbd", "uri", "vm1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"nbd+unix:///vm1?socket={tmp_path.resolve()}/nbd.sock"
+    p = archip("--data-dir", str(tmp_path), "--json", "nbd", "uri", "vm1", "--socket", "/x/s")
+    assert json.loads(p.stdout)["uri"] == "nbd+unix:///vm1?socket=/x/s"
+
+
+def test_tcp_must_be_loopback(tmp_path: Path) -> None:
+    p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--tcp", "0.0.0.0:10809")
+    assert p.returncode == 2 and "loopback" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_serve_foreground(tmp_path: Path) -> None:
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("vm1", 2 * MiB)])
+    sock = tmp_path / "nbd.sock"
+    proc = subprocess.Popen([*ARCHIP, "--data-dir", str(tmp_path), "nbd", "serve", "--direct",
+                             "--foreground", "--default-export", "vm1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_socket(sock)
+        assert sock.stat().st_mode & 0o077 == 0  # private socket
+        uri = archip("--data-dir", str(tmp_path), "nbd", "uri", "vm1").stdout.strip()
+        h = nbd.NBD()
+        h.connect_uri(uri)
+        h.pwrite(b"cli" * 512, 0)
+        assert h.pread(1536, 0) == b"cli" * 512
+        h.shutdown()
+        h = nbd.NBD()
+        h.connect_unix(str(sock))  # empty export name: the default export
+        assert h.get_size() == 2 * MiB
+        h.shutdown()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def test_serve_daemon_and_stop(tmp_path: Path) -> None:
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("vm2", MiB)])
+    sock = tmp_path / "alt.sock"
+    p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--socket", str(sock))
+    assert p.returncode == 0, p.stderr
+    try:
+        wait_socket(sock)
+        h = nbd.NBD()
+        h.set_export_name("vm2")
+        h.connect_unix(str(sock))
+        assert h.get_size() == MiB
+        h.shutdown()
+    finally:
+        s = archip("--data-dir", str(tmp_path), "nbd", "stop")
+    assert s.returncode == 0, s.stderr
+    pidfile = tmp_path / "run" / "nbdkit.pid"
+    assert not pidfile.exists()
+    s = archip("--data-dir", str(tmp_path), "nbd", "stop")
+    assert s.returncode == 12 and "no nbdkit" in s.stderr  # NotRunning
+    assert os.path.exists(tmp_path / "log" / "nbdkit.log")
