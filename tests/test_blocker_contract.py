@@ -234,3 +234,12 @@ async def test_names_at_the_limit_work(blocker: Blocker) -> None:
     await blocker.put(name, b"edge")
     assert await blocker.read(name, 0, 4) == b"edge"
     assert await blocker.list("nnn") == [name]
+
+
+async def test_empty_write_creates_without_extending(blocker: Blocker) -> None:
+    await blocker.write("e", 100, b"")
+    assert await blocker.exists("e")
+    assert await blocker.size("e") == 0
+    await blocker.write("e", 0, b"ab")
+    await blocker.write("e", 50, b"")
+    assert await blocker.size("e") == 2

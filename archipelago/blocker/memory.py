@@ -49,7 +49,8 @@ class MemoryBlocker(Blocker):
         check_range(offset, len(data))
         obj = self._objects.setdefault(name, bytearray())
         end = offset + len(data)
-        if len(obj) < end:
+        # An empty write creates the object but does not extend it (as pwrite and RADOS).
+        if data and len(obj) < end:
             obj.extend(bytes(end - len(obj)))
         obj[offset:end] = data
 
