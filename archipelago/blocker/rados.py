@@ -276,7 +276,9 @@ class RadosBlocker(Blocker):
             return bytes(size)
         if rv < 0:
             raise self._map(-rv, f"read {name}")
-        data = args[0] or b""
+        # python3-rados does not shrink its buffer for a 0-byte read (it holds garbage):
+        # the return value is the byte count.
+        data = (args[0] or b"")[:rv]
         return data if len(data) == size else data + bytes(size - len(data))
 
     async def read(self, name: str, offset: int, size: int) -> bytes:
@@ -290,9 +292,14 @@ class RadosBlocker(Blocker):
         check_name(name)
         check_range(offset, len(data))
         buf = bytes(data)
-        rv, _ = await self._aio(
-            f"write {name}", len(buf),
-            lambda io, cb: io.aio_write(name, buf, offset, oncomplete=cb))
+        if not buf:
+            # A 0-byte RADOS write at an offset would extend the object: only create it.
+            rv, _ = await self._aio(
+                f"write {name}", 0, lambda io, cb: self._op(io, cb, name, None, create=True))
+        else:
+            rv, _ = await self._aio(
+                f"write {name}", len(buf),
+                lambda io, cb: io.aio_write(name, buf, offset, oncomplete=cb))
         if rv < 0:
             raise self._map(-rv, f"write {name}")
 
@@ -307,6 +314,24 @@ class RadosBlocker(Blocker):
             f"put {name}", len(buf), lambda io, cb: io.aio_write_full(name, buf, oncomplete=cb))
         if rv < 0:
             raise self._map(-rv, f"put {name}")
+
+    @staticmethod
+    def _op(io: Any, cb: Callable[..., None], name: str, data: bytes | None,
+            create: bool = False, exclusive: bool = False) -> Any:
+        """Submit a compound write: optional (exclusive) create, optional write_full."""
+        import rados
+
+        op = io.create_write_op()
+        try:
+            if create:
+                op.new(rados.LIBRADOS_CREATE_EXCLUSIVE if exclusive
+                       else rados.LIBRADOS_CREATE_IDEMPOTENT)
+            if data is not None:
+                op.write_full(data)
+            return io.operate_aio_write_op(op, name, oncomplete=cb)
+        finally:
+            # librados moves the operation into the request at submission.
+            io.release_write_op(op)
 
     async def _stat(self, name: str) -> int:
         rv, args = await self._aio(
@@ -379,19 +404,9 @@ class RadosBlocker(Blocker):
             return ZERO_HASH
         content = await loop.run_in_executor(None, block_hash, data)
         stripped = data.rstrip(b"\0")
-        import rados
-
-        def _start(io: Any, cb: Callable[..., None]) -> Any:
-            op = io.create_write_op()
-            try:
-                op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
-                op.write_full(stripped)
-                return io.operate_aio_write_op(op, content, oncomplete=cb)
-            finally:
-                # The operation is copied into the request at submission.
-                io.release_write_op(op)
-
-        rv, _ = await self._aio(f"hash {name}", len(stripped), _start)
+        rv, _ = await self._aio(
+            f"hash {name}", len(stripped),
+            lambda io, cb: self._op(io, cb, content, stripped, create=True, exclusive=True))
         if rv < 0 and rv != -errno.EEXIST:
             raise self._map(-rv, f"store {content}")
         return content
