@@ -1,0 +1,206 @@
+"""Client API: submit a request to a server port and get its Reply (async and blocking).
+
+``AsyncClient`` runs on the caller's event loop (one port per client).
+``BlockingClient`` binds one port per thread and waits in C with the GIL released
+(poll on the port's eventfd and the registry socket), for nbdkit worker threads.
+A reply's ``data`` is a memoryview into the segment; ``release()`` it when done.
+Requests above the arena's largest buffer (4 MiB) are split by ``read``/``write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import threading
+from typing import Any
+
+from archipelago.errors import Busy, PeerDied, TimedOut
+from archipelago.peers.ops import Op
+from archipelago.peers.port import Port
+from archipelago.peers.registry import PeerLink
+from archipelago.peers.request import D_COMPLETED, Reply, attach_buffer, error_of, fill
+
+Payload = bytes | bytearray | memoryview
+MAX_REQUEST = 32 * 1024 * 1024
+_ids = itertools.count(1)
+
+
+def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, size: int,
+             payload: Payload | None, flags: int, arg: int, buf_size: int | None) -> int:
+    lib = seg.lib
+    idx = lib.ap_desc_alloc(seg.base, port)
+    if idx < 0:
+        raise Busy("segment descriptor pool exhausted")
+    try:
+        d = lib.ap_desc_ptr(seg.base, idx)
+        fill(seg, d, op, target, offset, size, flags, arg, next(_ids))
+        n = len(payload) if payload is not None else 0
+        need = max(n, buf_size if buf_size is not None else (size if op == Op.READ else 0))
+        if need:
+            view = attach_buffer(seg, idx, d, need, port)
+            if n:
+                view[:n] = payload
+            d.data_len = n
+    except BaseException:
+        lib.ap_desc_free(seg.base, idx, 1)
+        raise
+    return idx
+
+
+def _finish(seg: Any, idx: int) -> Reply:
+    reply = Reply(seg, idx)
+    exc = error_of(seg, reply.d)
+    if exc is not None:
+        reply.release()
+        raise exc
+    return reply
+
+
+def _submit(seg: Any, link: PeerLink, idx: int, dst: int) -> None:
+    rc = seg.lib.ap_submit(seg.base, idx, dst, link.efds[dst])
+    if rc < 0:
+        seg.lib.ap_desc_free(seg.base, idx, 1)
+        if rc == -errno.ENOTCONN:
+            raise PeerDied(f"no peer bound on port {dst}")
+        raise Busy(f"request ring of port {dst} is full")
+
+
+class AsyncClient:
+    """Submit requests from an asyncio loop; replies resolve futures."""
+
+    def __init__(self, link: PeerLink, port: Port | None = None) -> None:
+        self.link = link
+        self.seg = link.segment
+        self.port = port or Port(link)
+        self.port.client = self
+        self._pending: dict[int, asyncio.Future[int] | None] = {}
+
+    def drain(self) -> bool:
+        """Resolve the futures of arrived replies; True if any arrived."""
+        lib, base, no = self.seg.lib, self.seg.base, self.port.no
+        got = False
+        while (idx := lib.ap_pop_reply(base, no)) >= 0:
+            got = True
+            fut = self._pending.pop(idx, None)
+            if fut is None or fut.done():  # abandoned (cancelled or timed out)
+                lib.ap_desc_free(base, idx, D_COMPLETED)
+            else:
+                fut.set_result(idx)
+        return got
+
+    async def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
+                   size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
+                   buf_size: int | None = None, timeout: float | None = None) -> Reply:
+        """Send one request (payload ≤ the arena's max buffer) and return its Reply."""
+        self.port.attach()
+        seg = self.seg
+        idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags, arg, buf_size)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[idx] = fut
+        try:
+            _submit(seg, self.link, idx, dst)
+        except BaseException:
+            self._pending.pop(idx, None)
+            raise
+        try:
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():  # the reply won the race: free it here
+                seg.lib.ap_desc_free(seg.base, idx, D_COMPLETED)
+            else:
+                self._pending[idx] = None  # drain() frees it when it arrives
+            if isinstance(exc, TimeoutError):
+                raise TimedOut(f"{Op(op).name} to port {dst} timed out after {timeout}s") from None
+            raise
+        return _finish(seg, idx)
+
+    async def ping(self, dst: int, timeout: float | None = None) -> None:
+        """Round-trip a PING to ``dst``."""
+        (await self.call(dst, Op.PING, timeout=timeout)).release()
+
+    async def read(self, dst: int, target: str, offset: int, size: int) -> bytearray:
+        """READ up to 32 MiB, split into arena-sized requests issued concurrently."""
+        step = self.seg.max_buffer
+        parts = await asyncio.gather(*(
+            self.call(dst, Op.READ, target, offset + o, min(step, size - o))
+            for o in range(0, size, step)))
+        out = bytearray(size)
+        for i, r in enumerate(parts):
+            with r:
+                out[i * step : i * step + len(r.data)] = r.data
+        return out
+
+    async def write(self, dst: int, target: str, offset: int, data: Payload, flags: int = 0) -> int:
+        """WRITE up to 32 MiB, split like :meth:`read`; returns serviced bytes."""
+        mv, step = memoryview(data).cast("B"), self.seg.max_buffer
+        parts = await asyncio.gather(*(
+            self.call(dst, Op.WRITE, target, offset + o, len(mv[o : o + step]),
+                      mv[o : o + step], flags)
+            for o in range(0, len(mv), step)))
+        total = 0
+        for r in parts:
+            total += r.serviced
+            r.release()
+        return total
+
+    def close(self) -> None:
+        """Release the port."""
+        self.port.close()
+
+
+class BlockingClient:
+    """Thread-safe blocking client: one dynamic port per calling thread."""
+
+    def __init__(self, link: PeerLink, spin: int = 200) -> None:
+        self.link = link
+        self.seg = link.segment
+        self.spin = spin
+        self._local = threading.local()
+        self._ports: list[Port] = []
+        self._lock = threading.Lock()
+
+    def _port(self) -> Port:
+        port = getattr(self._local, "port", None)
+        if port is None:
+            port = Port(self.link)
+            self._local.port = port
+            with self._lock:
+                self._ports.append(port)
+        return port
+
+    def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
+             size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
+             buf_size: int | None = None, timeout: float = 30.0) -> Reply:
+        """Send one request and wait for its reply in C (GIL released)."""
+        port = self._port()
+        seg, lib, link = self.seg, self.seg.lib, self.link
+        idx = _prepare(seg, port.no, op, target, offset, size, payload, flags, arg, buf_size)
+        _submit(seg, link, idx, dst)
+        ms = int(timeout * 1000)
+        while True:
+            got = lib.ap_wait_reply(seg.base, port.no, port.efd, link.regfd, ms, self.spin)
+            if got == idx:
+                return _finish(seg, idx)
+            if got >= 0:  # a reply abandoned by an earlier timeout
+                lib.ap_desc_free(seg.base, got, D_COMPLETED)
+                continue
+            if got == -errno.EPIPE and link.registry_alive():
+                continue
+            if got == -errno.EPIPE:
+                raise PeerDied("the daemon's peer registry died")
+            raise TimedOut(f"{Op(op).name} to port {dst} timed out after {timeout}s")
+
+    def ping(self, dst: int, timeout: float = 30.0) -> None:
+        """Round-trip a PING to ``dst``."""
+        self.call(dst, Op.PING, timeout=timeout).release()
+
+    def close(self) -> None:
+        """Release every per-thread port."""
+        with self._lock:
+            for p in self._ports:
+                p.close()
+            self._ports.clear()

@@ -1,0 +1,105 @@
+"""The peer framework: bind a port, pull requests, run ``dispatch`` with bounded concurrency.
+
+Subclass :class:`Peer` and override ``async def dispatch(self, req)``: read
+``req.op/target/offset/size/data``, answer with ``req.reply(...)`` or raise an
+ArchipelagoError (its code and errno travel back). PING is answered inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from archipelago.errors import ArchipelagoError, NotSupported
+from archipelago.peers.ops import Op
+from archipelago.peers.port import Port
+from archipelago.peers.registry import PeerLink
+from archipelago.peers.request import Request
+
+log = logging.getLogger(__name__)
+BATCH = 64
+
+
+class Peer:
+    """A server on one port; ``max_inflight`` bounds concurrent dispatches."""
+
+    def __init__(self, link: PeerLink, port: int | Port | None = None,
+                 max_inflight: int = 64) -> None:
+        self.link = link
+        self.port = port if isinstance(port, Port) else Port(link, port)
+        self.port.server = self
+        self.seg = link.segment
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self._stopped: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+
+    @property
+    def wants_requests(self) -> bool:
+        """True while below the in-flight bound."""
+        return self.inflight < self.max_inflight
+
+    async def dispatch(self, req: Request) -> None:
+        """Serve one request (override); the default supports PING only."""
+        raise NotSupported(f"op {req.op.name} not supported by {type(self).__name__}")
+
+    def drain(self) -> bool:
+        """Pull up to a batch of requests; True if any were taken."""
+        lib, base, no = self.seg.lib, self.seg.base, self.port.no
+        efds = self.link.efds
+        n = 0
+        while self.inflight < self.max_inflight and n < BATCH:
+            idx = lib.ap_pop_request(base, no)
+            if idx < 0:
+                break
+            n += 1
+            d = lib.ap_desc_ptr(base, idx)
+            if d.op == Op.PING:
+                lib.ap_complete(base, idx, efds[d.owner])
+                self.served += 1
+                continue
+            self.inflight += 1
+            task = asyncio.get_running_loop().create_task(self._run(Request(self.seg, idx, no)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return n > 0
+
+    async def _run(self, req: Request) -> None:
+        try:
+            await self.dispatch(req)
+        except ArchipelagoError as exc:
+            req.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug in dispatch fails one request only
+            log.exception("dispatch of %s failed", req.op.name)
+            req.fail(ArchipelagoError(f"{type(exc).__name__}: {exc}"))
+        finally:
+            lib, base = self.seg.lib, self.seg.base
+            lib.ap_complete(base, req.idx, self.link.efds[req.d.owner])
+            self.inflight -= 1
+            self.served += 1
+            self.port.kick()
+
+    async def serve(self) -> None:
+        """Serve until :meth:`stop` is called."""
+        self._stopped = asyncio.Event()
+        self.port.attach()
+        try:
+            await self._stopped.wait()
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            self.port.detach()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return."""
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def close(self) -> None:
+        """Release the port."""
+        self.port.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} port={self.port.no} inflight={self.inflight}>"
+

@@ -1,0 +1,95 @@
+"""A bound port in this process and its event-loop pump (uvloop add_reader on its eventfd).
+
+One port can serve requests (a :class:`~archipelago.peers.peer.Peer`) and receive
+replies (an :class:`~archipelago.peers.client.AsyncClient`) at the same time, as
+the mapper does. The pump drains both rings; only when both are empty does it
+publish "sleeping" and wait on the eventfd, so busy traffic costs no syscalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Protocol
+
+from archipelago.peers.registry import PeerLink
+
+#: Ring polls before sleeping: cheap (~0.2 µs each) and saves a wake-up under load.
+SPIN = 20
+
+
+class _Drainer(Protocol):
+    def drain(self) -> bool: ...
+
+    @property
+    def wants_requests(self) -> bool: ...
+
+
+class Port:
+    """Port ``no`` bound through ``link`` (static when ``port`` is given, else dynamic)."""
+
+    def __init__(self, link: PeerLink, port: int | None = None) -> None:
+        self.link = link
+        self.seg = link.segment
+        self.lib = self.seg.lib
+        self.no, self.gen = link.bind(port)
+        self.efd = link.efds[self.no]
+        self.server: Any = None
+        self.client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start pumping this port from ``loop`` (idempotent)."""
+        if self._loop is None:
+            self._loop = loop or asyncio.get_running_loop()
+            self._loop.add_reader(self.efd, self._on_wake)
+            self.kick()
+
+    def detach(self) -> None:
+        """Stop pumping."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.efd)
+            self._loop = None
+
+    def kick(self) -> None:
+        """Schedule a pump soon (after a completion, or new work submitted locally)."""
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _on_wake(self) -> None:
+        try:
+            os.eventfd_read(self.efd)
+        except BlockingIOError:
+            pass
+        self.kick()
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        if self._loop is None:
+            return
+        lib, base, no = self.lib, self.seg.base, self.no
+        progress = False
+        for _ in range(SPIN):
+            if self.client is not None and self.client.drain():
+                progress = True
+            if self.server is not None and self.server.drain():
+                progress = True
+            if progress:
+                break
+        if progress:
+            self.kick()
+            return
+        mask = (1 if self.server is not None and self.server.wants_requests else 0) | (
+            2 if self.client is not None else 0)
+        if not lib.ap_prepare_sleep(base, no, mask):
+            self.kick()
+
+    def close(self) -> None:
+        """Detach and release the port (queued requests fail back to their clients)."""
+        self.detach()
+        try:
+            self.link.unbind(self.no)
+        except Exception:  # noqa: BLE001 - the registry may already be gone
+            pass
