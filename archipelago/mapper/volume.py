@@ -1,0 +1,451 @@
+"""An open volume: block I/O through the map, with copy-on-write and write-through entries.
+
+Ordering for crash safety: a new data object is made durable before the map entry that
+names it, and every entry update is an atomic, durable chunk put done before the write
+is acknowledged; memory is updated last. So a map on the store only ever names objects
+that exist (or zero). Owned objects that lose their entry are deleted after the update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+from archipelago.blocker.base import Blocker, LockInfo
+from archipelago.errors import Corrupt, InvalidArgument, NotFound, ReadOnly
+from archipelago.hashing import is_zero
+from archipelago.mapper.format import (
+    CHUNK_BYTES,
+    CHUNK_SIZE,
+    ENTRIES_PER_CHUNK,
+    ENTRY_SIZE,
+    OBJECT,
+    ZERO,
+    ZERO_ID,
+    Header,
+    blocks_of,
+    chunk_name,
+    chunks_of,
+    decode_chunk,
+    encode_chunk,
+    object_id,
+    object_name,
+)
+
+if TYPE_CHECKING:
+    from archipelago.mapper.mapper import Mapper
+
+EPC = ENTRIES_PER_CHUNK
+ES = ENTRY_SIZE
+#: Pieces of one large request handled at once (bounds tasks and memory).
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What `archip info` shows about a map."""
+
+    name: str
+    size: int
+    block_size: int
+    epoch: int
+    readonly: bool
+    parent: str | None
+    created: float
+    kind: str
+    lock_owner: str | None = None
+    lock_stale: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A run of the volume that is either a hole (zero) or stored data."""
+
+    offset: int
+    length: int
+    zero: bool
+
+
+def info_of(h: Header, lock: LockInfo | None = None) -> VolumeInfo:
+    """VolumeInfo of a header (and its lock holder, if known)."""
+    return VolumeInfo(
+        name=h.name,
+        size=h.size,
+        block_size=h.block_size,
+        epoch=h.epoch,
+        readonly=h.readonly,
+        parent=h.parent,
+        created=h.created,
+        kind=h.kind,
+        lock_owner=lock.owner if lock else None,
+        lock_stale=lock.stale if lock else False,
+    )
+
+
+async def load_chunk(b: Blocker, h: Header, c: int) -> bytearray:
+    """Entries of chunk ``c`` of a map (all zero if the chunk is not stored)."""
+    if not h.has_chunk(c):
+        return bytearray(CHUNK_BYTES)
+    name = chunk_name(h.uid, c)
+    try:
+        n = await b.size(name)
+    except NotFound:
+        raise Corrupt(f"map {h.name!r}: chunk {c} is missing") from None
+    if n != CHUNK_SIZE:
+        raise Corrupt(f"map {h.name!r}: chunk {c} truncated ({n} bytes)")
+    return decode_chunk(h.name, c, await b.read(name, 0, n))
+
+
+async def delete_quietly(b: Blocker, names: list[str]) -> None:
+    """Delete objects, ignoring ones already gone (idempotent cleanup)."""
+
+    async def one(n: str) -> None:
+        try:
+            await b.delete(n)
+        except NotFound:
+            pass
+
+    for i in range(0, len(names), BATCH):
+        await asyncio.gather(*(one(n) for n in names[i : i + BATCH]))
+
+
+class Drain:
+    """Shared entry for I/O, exclusive entry that waits for in-flight I/O to finish."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._blocked = False
+        self._cond = asyncio.Condition()
+        self._excl = asyncio.Lock()
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """Run one I/O (waits while an exclusive operation runs)."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._blocked)
+            self._n += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._n -= 1
+                self._cond.notify_all()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Block new I/O and wait until in-flight I/O is done."""
+        async with self._excl:
+            async with self._cond:
+                self._blocked = True
+                await self._cond.wait_for(lambda: self._n == 0)
+            try:
+                yield
+            finally:
+                async with self._cond:
+                    self._blocked = False
+                    self._cond.notify_all()
+
+
+class Volume:
+    """An open map: read/write/zero/extents; obtained from Mapper.open."""
+
+    def __init__(self, mapper: Mapper, header: Header, writable: bool) -> None:
+        self._mapper = mapper
+        self._b = mapper.blocker
+        self.header = header
+        self.writable = writable
+        self.drain = Drain()
+        self.refs = 1
+        self.closed = False
+        self._cache: dict[int, bytearray] = {}
+        self._chunk_locks: dict[int, asyncio.Lock] = {}
+        self._blocks: dict[int, list] = {}
+        self._hdr_lock = asyncio.Lock()
+
+    @property
+    def info(self) -> VolumeInfo:
+        """Current description (size and epoch follow resize and snapshot)."""
+        return info_of(self.header)
+
+    @property
+    def name(self) -> str:
+        """Volume name."""
+        return self.header.name
+
+    # -- map entries -------------------------------------------------------
+
+    def _chunk_lock(self, c: int) -> asyncio.Lock:
+        return self._chunk_locks.setdefault(c, asyncio.Lock())
+
+    async def chunk(self, c: int) -> bytearray:
+        """Entries of chunk ``c``, loaded on first use."""
+        buf = self._cache.get(c)
+        if buf is None:
+            async with self._chunk_lock(c):
+                buf = self._cache.get(c)
+                if buf is None:
+                    buf = await load_chunk(self._b, self.header, c)
+                    self._cache[c] = buf
+        return buf
+
+    def cached(self, c: int) -> bytearray | None:
+        """Chunk ``c`` if it is in memory."""
+        return self._cache.get(c)
+
+    async def entry(self, i: int) -> tuple[int, bytes]:
+        """(kind, id) of block ``i``."""
+        buf = await self.chunk(i // EPC)
+        off = (i % EPC) * ES
+        return buf[off], bytes(buf[off + 1 : off + ES])
+
+    async def _set_entry(self, i: int, kind: int, ident: bytes) -> None:
+        """Durably replace one entry (one chunk put), then update memory."""
+        c, off = i // EPC, (i % EPC) * ES
+        await self.chunk(c)
+        async with self._chunk_lock(c):
+            new = bytearray(self._cache[c])
+            new[off] = kind
+            new[off + 1 : off + ES] = ident
+            await self._b.put(chunk_name(self.header.uid, c), encode_chunk(c, new), fua=True)
+            if not self.header.has_chunk(c):
+                async with self._hdr_lock:
+                    h = replace(self.header, chunks=self.header.with_chunk(c))
+                    await self._mapper.put_header(h)
+                    self.header = h
+            self._cache[c] = new
+
+    @asynccontextmanager
+    async def _block(self, i: int) -> AsyncIterator[None]:
+        """Serialize operations on one block (one copy-up per shared block)."""
+        slot = self._blocks.get(i)
+        if slot is None:
+            slot = self._blocks[i] = [asyncio.Lock(), 0]
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                yield
+        finally:
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._blocks[i]
+
+    # -- I/O -----------------------------------------------------------------
+
+    def _check_live(self) -> None:
+        if self.closed:
+            raise InvalidArgument(f"volume {self.name!r} is closed")
+
+    def _check(self, offset: int, size: int, write: bool = False) -> None:
+        if self.closed:
+            raise InvalidArgument(f"volume {self.name!r} is closed")
+        if write and not self.writable:
+            raise ReadOnly(f"volume {self.name!r} is read-only")
+        if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0:
+            raise InvalidArgument(f"invalid range ({offset!r}, {size!r})")
+        if offset + size > self.header.size:
+            raise InvalidArgument(
+                f"range {offset}+{size} past the end of {self.name!r} ({self.header.size})"
+            )
+
+    def _pieces(self, offset: int, size: int) -> Iterator[tuple[int, int, int, int]]:
+        """(block, offset in block, offset in request, length) of each piece."""
+        bs = self.header.block_size
+        pos, end = offset, offset + size
+        while pos < end:
+            i = pos // bs
+            o = pos - i * bs
+            n = min(bs - o, end - pos)
+            yield i, o, pos - offset, n
+            pos += n
+
+    async def _batched(self, coros: Iterator) -> list:
+        out: list = []
+        batch: list = []
+        for co in coros:
+            batch.append(co)
+            if len(batch) >= BATCH:
+                out += await asyncio.gather(*batch)
+                batch = []
+        if batch:
+            out += await asyncio.gather(*batch)
+        return out
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Read bytes; holes read as zeros."""
+        self._check(offset, size)
+        async with self.drain.shared():
+            self._check_live()
+            parts = await self._batched(
+                self._read_piece(i, o, n) for i, o, _, n in self._pieces(offset, size)
+            )
+        return b"".join(parts)
+
+    async def _read_piece(self, i: int, o: int, n: int) -> bytes:
+        kind, ident = await self.entry(i)
+        if kind == ZERO:
+            return bytes(n)
+        return await self._b.read(self.header.name_of(kind, ident), o, n)
+
+    async def write(self, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
+        """Write bytes (copy-up of shared blocks); with fua, durable on return."""
+        mv = memoryview(data).cast("B")
+        self._check(offset, len(mv), write=True)
+        async with self.drain.shared():
+            self._check_live()
+            await self._batched(
+                self._write_piece(i, o, n, mv[s : s + n], fua)
+                for i, o, s, n in self._pieces(offset, len(mv))
+            )
+
+    async def zero(self, offset: int, size: int, fua: bool = False) -> None:
+        """Zero a range: whole blocks become zero entries, partial blocks get zeros."""
+        self._check(offset, size, write=True)
+        async with self.drain.shared():
+            self._check_live()
+            await self._batched(
+                self._write_piece(i, o, n, None, fua) for i, o, _, n in self._pieces(offset, size)
+            )
+
+    async def trim(self, offset: int, size: int) -> None:
+        """Discard a range (same effect as zero)."""
+        await self.zero(offset, size)
+
+    async def _write_piece(
+        self, i: int, o: int, n: int, data: memoryview | None, fua: bool
+    ) -> None:
+        """Write one piece of block ``i``; ``data`` None means zeros."""
+        async with self._block(i):
+            h = self.header
+            kind, ident = await self.entry(i)
+            blen = min(h.block_size, h.size - i * h.block_size)
+            whole = o == 0 and n >= blen
+            zeros = data is None or is_zero(data)
+            if h.owns(kind, ident):
+                name = h.name_of(kind, ident)
+                if whole and zeros:
+                    await self._set_entry(i, ZERO, ZERO_ID)
+                    await delete_quietly(self._b, [name])
+                else:
+                    await self._b.write(name, o, bytes(n) if data is None else data, fua=fua)
+                return
+            if zeros and (whole or kind == ZERO):
+                if kind != ZERO:
+                    await self._set_entry(i, ZERO, ZERO_ID)
+                return
+            new = object_name(h.prefixes[h.own], h.epoch, i)
+            payload = bytes(n) if data is None else data
+            # A new object is always written whole (put/copy replace): a leftover of a
+            # crashed earlier attempt under the same name can never show through.
+            if whole:
+                await self._b.put(new, payload, fua=True)
+            elif kind == ZERO:
+                await self._b.put(new, bytes(o) + bytes(payload), fua=True)
+            else:
+                try:
+                    await self._b.copy(h.name_of(kind, ident), new)
+                except NotFound:
+                    raise Corrupt(f"map {h.name!r}: block {i} names a missing object") from None
+                await self._b.write(new, o, payload, fua=True)
+            await self._set_entry(i, OBJECT, object_id(h.own, h.epoch, i))
+
+    async def flush(self) -> None:
+        """Make data and map entries durable."""
+        if self.closed:
+            raise InvalidArgument(f"volume {self.name!r} is closed")
+        await self._b.flush()
+
+    async def extents(self, offset: int, size: int) -> list[Extent]:
+        """Runs of holes and data covering the range (for NBD block status)."""
+        self._check(offset, size)
+        h = self.header
+        bs = h.block_size
+        out: list[Extent] = []
+
+        def add(start: int, end: int, zero: bool) -> None:
+            start, end = max(start, offset), min(end, offset + size)
+            if start >= end:
+                return
+            if out and out[-1].zero == zero and out[-1].offset + out[-1].length == start:
+                out[-1] = Extent(out[-1].offset, end - out[-1].offset, zero)
+            else:
+                out.append(Extent(start, end - start, zero))
+
+        if size == 0:
+            return out
+        first, last = offset // bs, (offset + size - 1) // bs
+        c = first // EPC
+        while c * EPC <= last:
+            lo, hi = max(first, c * EPC), min(last + 1, (c + 1) * EPC)
+            if not h.has_chunk(c):
+                add(lo * bs, hi * bs, True)
+            else:
+                kinds = (await self.chunk(c))[0::ES]
+                for i in range(lo, hi):
+                    add(i * bs, (i + 1) * bs, kinds[i - c * EPC] == ZERO)
+            c += 1
+        return out
+
+    async def close(self) -> None:
+        """Flush and release the lock (the last close of a shared open)."""
+        await self._mapper.close_volume(self)
+
+    # -- map-level helpers used by Mapper (caller holds drain.exclusive) ------
+
+    async def owned_names(self, first: int, last: int) -> list[str]:
+        """Names of blocks this volume owns among entries [first, last)."""
+        h = self.header
+        names = []
+        for c in range(first // EPC, chunks_of(last)):
+            if not h.has_chunk(c):
+                continue
+            buf = await self.chunk(c)
+            for j in range(max(first, c * EPC) - c * EPC, min(last, (c + 1) * EPC) - c * EPC):
+                kind, ident = buf[j * ES], bytes(buf[j * ES + 1 : (j + 1) * ES])
+                if h.owns(kind, ident):
+                    names.append(h.name_of(kind, ident))
+        return names
+
+    async def resize_locked(self, size: int) -> None:
+        """Grow (zero entries) or shrink (drop entries, delete owned blocks)."""
+        h = self.header
+        bs = h.block_size
+        if size >= h.size:
+            new = replace(h, size=size)
+            await self._mapper.put_header(new)
+            self.header = new
+            return
+        newn, oldn = blocks_of(size, bs), h.nblocks
+        if size % bs:
+            # Zero what the new last block holds past the end, so growing back reads zeros.
+            i = newn - 1
+            o = size - i * bs
+            await self._write_piece(i, o, min(bs, h.size - i * bs) - o, None, True)
+            h = self.header
+        doomed = await self.owned_names(newn, oldn)
+        dropped: list[int] = []
+        bitmap = h
+        for c in range(newn // EPC, chunks_of(oldn)):
+            if not h.has_chunk(c):
+                continue
+            if c * EPC >= newn:
+                dropped.append(c)
+                bitmap = replace(bitmap, chunks=bitmap.with_chunk(c, False))
+                continue
+            buf = bytearray(await self.chunk(c))
+            start = (newn - c * EPC) * ES
+            buf[start:] = bytes(len(buf) - start)
+            await self._b.put(chunk_name(h.uid, c), encode_chunk(c, buf), fua=True)
+            self._cache[c] = buf
+        new = replace(self.header, size=size, chunks=bitmap.chunks)
+        await self._mapper.put_header(new)
+        self.header = new
+        for c in dropped:
+            self._cache.pop(c, None)
+        await delete_quietly(self._b, [chunk_name(h.uid, c) for c in dropped] + doomed)
