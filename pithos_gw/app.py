@@ -31,6 +31,7 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             416: "Requested Range Not Satisfiable", 422: "Unprocessable Entity",
             423: "Locked", 500: "Internal Server Error", 503: "Service Unavailable",
             507: "Insufficient Storage"}
+TRANS_ID = web.RequestKey("trans_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,7 +68,7 @@ async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["X-Trans-Id"] = request.get("trans_id") or ("tx" + uuid.uuid4().hex)
+    response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
 
 
@@ -95,7 +96,7 @@ async def info(request: web.Request) -> web.Response:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route a request by its raw path."""
-    request["trans_id"] = "tx" + uuid.uuid4().hex
+    request[TRANS_ID] = "tx" + uuid.uuid4().hex
     raw = request.rel_url.raw_path
     if raw in ("/info", "/info/"):
         return await info(request)

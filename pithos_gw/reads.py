@@ -111,10 +111,10 @@ def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
             b = int(last) if last else size - 1
         except ValueError:
             return None
-        if a < 0 or b < a:
-            return None
         if a >= size:
             continue
+        if b < a:
+            return None
         out.append((a, min(b, size - 1) + 1))
     if not out:
         raise HttpError(416, "Requested Range Not Satisfiable",
