@@ -188,6 +188,8 @@ class FileBlocker(Blocker):
                 if self.fsync:
                     if fua:
                         os.fdatasync(fd)
+                        if self._dirty_dirs:  # its name may not be durable yet
+                            self._sync_dirs_now()
                     else:
                         self._note_file(path)
             finally:
