@@ -53,7 +53,8 @@ ffi.cdef(_cdef())
 ffi.set_source(
     "archipelago._native",
     '#include "archip.h"',
-    sources=[os.path.join(HERE, "archip.c")],
+    # relative: setuptools refuses absolute source paths in an (editable) wheel build
+    sources=[os.path.relpath(os.path.join(HERE, "archip.c"))],
     include_dirs=[HERE],
     libraries=["crypto"],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wconversion"],

@@ -40,7 +40,10 @@ inputs=(pyproject.toml)
 [ -f setup.py ] && inputs+=(setup.py)
 [ -d native ] && while IFS= read -r f; do inputs+=("$f"); done < <(find native -type f \( -name '*.c' -o -name '*.h' -o -name '*.py' \))
 need_pip=1
-if [ -f "$stamp" ] && .venv/bin/python -c 'import archipelago, control' 2>/dev/null; then
+probe='import archipelago, control'
+# The cffi extension is built by the editable install: it must import too.
+[ -f native/build_native.py ] && probe="$probe, archipelago._native"
+if [ -f "$stamp" ] && .venv/bin/python -c "$probe" 2>/dev/null; then
   need_pip=0
   for f in "${inputs[@]}"; do
     if [ "$f" -nt "$stamp" ]; then need_pip=1; break; fi
