@@ -120,6 +120,8 @@ class FileBlocker(Blocker):
         return d
 
     def _note_dir(self, d: str) -> None:
+        if not self.fsync:
+            return
         with self._mutex:
             self._dirty_dirs.add(d)
 
@@ -272,6 +274,8 @@ class FileBlocker(Blocker):
         await self._run(self._flush)
 
     def _flush(self) -> None:
+        if not self.fsync:
+            return
         with self._mutex:
             files, self._dirty_files = self._dirty_files, set()
         for path in sorted(files):
