@@ -12,6 +12,7 @@ All blocking calls run in a small private thread pool, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -86,10 +87,8 @@ class FileBlocker(Blocker):
         for entry in os.listdir(self._tmp):
             pid_text = entry.partition(".")[0]
             if not pid_text.isdigit() or not pid_alive(int(pid_text)):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self._tmp, entry))
-                except FileNotFoundError:
-                    pass
 
     def _temp(self, fill: Callable[[int], object], sync: bool) -> str:
         """A complete temp file written by ``fill(fd)``; removed again if anything fails."""
@@ -112,11 +111,9 @@ class FileBlocker(Blocker):
         d = os.path.dirname(path)
         if not os.path.isdir(d):
             for sub in (os.path.dirname(d), d):
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(sub, 0o700)
                     self._note_dir(os.path.dirname(sub))
-                except FileExistsError:
-                    pass
         return d
 
     def _note_dir(self, d: str) -> None:
