@@ -1,0 +1,186 @@
+"""`archip gateway start|stop|status|user add|user list`: the Pithos+/Swift gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from archipelago.errors import AlreadyExists, InvalidArgument, NotRunning, TimedOut
+from archipelago.instance import Instance
+from control.context import get_instance, print_json, wants_json
+
+#: Seconds `gateway start` waits for the server to answer.
+START_TIMEOUT = 30.0
+
+
+def gateway_state(inst: Instance) -> dict[str, Any] | None:
+    """{"url", "pid", ...} of this instance's running gateway, or None."""
+    from pithos_gw.server import state_path
+
+    try:
+        state = json.loads(state_path(inst).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, TypeError):
+        return None
+    except PermissionError:
+        pass
+    return dict(state)
+
+
+def _server_cmd(inst: Instance, args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(inst.data_dir)]
+    if args.listen:
+        cmd += ["--listen", args.listen]
+    if getattr(args, "config", None):
+        cmd += ["--config", args.config]
+    for o in getattr(args, "overrides", None) or []:
+        cmd += ["-o", o]
+    return cmd
+
+
+def _start(args: argparse.Namespace) -> int:
+    """Start the gateway (detached unless --foreground) and print its URL."""
+    inst = get_instance(args).ensure()
+    if args.listen:
+        from pithos_gw.server import parse_listen
+
+        parse_listen(args.listen)  # refuse non-loopback before forking anything
+    running = gateway_state(inst)
+    if running:
+        raise AlreadyExists(f"a gateway is already running at {running['url']} "
+                            f"(pid {running['pid']})")
+    cmd = _server_cmd(inst, args)
+    if args.foreground:
+        os.execv(sys.executable, cmd)
+    os.umask(0o077)
+    with open(inst.gateway_log, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = inst.gateway_log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise NotRunning(f"gateway exited ({proc.returncode}): " + " | ".join(tail))
+        state = gateway_state(inst)
+        if state and state["pid"] == proc.pid and _answers(state["url"]):
+            if wants_json(args):
+                print_json({**state, "log": str(inst.gateway_log)})
+            else:
+                print(f"gateway serving {inst.data_dir} at {state['url']} (pid {proc.pid})")
+            return 0
+        time.sleep(0.1)
+    proc.terminate()
+    raise TimedOut(f"gateway did not answer within {START_TIMEOUT:.0f}s "
+                   f"(log {inst.gateway_log})")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/info", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """Stop the gateway (SIGTERM, then wait for it to exit)."""
+    inst = get_instance(args)
+    state = gateway_state(inst)
+    if state is None:
+        raise NotRunning("no gateway is running for this instance")
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    print(f"stopped gateway (pid {pid})")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Report whether the gateway runs, its URL and pid."""
+    inst = get_instance(args)
+    state = gateway_state(inst)
+    doc = {"running": state is not None, "url": state["url"] if state else None,
+           "pid": state["pid"] if state else None, "data_dir": str(inst.data_dir)}
+    if wants_json(args):
+        print_json(doc)
+    elif state:
+        print(f"gateway running at {doc['url']} (pid {doc['pid']})")
+    else:
+        print("gateway not running")
+    return 0 if state else NotRunning.exit_code
+
+
+def _with_meta(inst: Instance, fn: Any) -> Any:
+    from pithos_gw.meta import MetaStore
+    from pithos_gw.server import db_path
+
+    async def run() -> Any:
+        meta = MetaStore(db_path(inst))
+        try:
+            return await fn(meta)
+        finally:
+            await meta.close()
+
+    return asyncio.run(run())
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    """Create a gateway user (its account) and print its key."""
+    inst = get_instance(args).ensure()
+    if not args.account or "/" in args.account or len(args.account) > 256:
+        raise InvalidArgument("account names are 1..256 characters without '/'")
+    key = _with_meta(inst, lambda m: m.user_add(args.account))
+    if wants_json(args):
+        print_json({"account": args.account, "key": key})
+    else:
+        print(key)
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    """List gateway users."""
+    inst = get_instance(args).ensure()
+    users = _with_meta(inst, lambda m: m.user_list())
+    if wants_json(args):
+        print_json([{"account": a, "created": c} for a, c in users])
+    else:
+        for a, c in users:
+            print(f"{a}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(c))}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `archip gateway start|stop|status|user`."""
+    p = subparsers.add_parser("gateway", help="the Pithos+/Swift HTTP gateway")
+    sub = p.add_subparsers(title="gateway commands", metavar="COMMAND", parser_class=type(p))
+    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+
+    s = sub.add_parser("start", help="start the gateway on a loopback address")
+    s.add_argument("--listen", metavar="HOST:PORT", default="",
+                   help="loopback address to bind (default gateway.listen, 127.0.0.1:8080)")
+    s.add_argument("--foreground", action="store_true", help="stay in the foreground")
+    s.set_defaults(func=_start)
+    sub.add_parser("stop", help="stop the gateway").set_defaults(func=_stop)
+    sub.add_parser("status", help="is the gateway running, and where").set_defaults(
+        func=_status)
+
+    u = sub.add_parser("user", help="gateway users (embedded identity)")
+    usub = u.add_subparsers(title="user commands", metavar="COMMAND", parser_class=type(p))
+    u.set_defaults(func=lambda a: (u.print_help(sys.stderr), 2)[1])
+    ua = usub.add_parser("add", help="create a user and print its key")
+    ua.add_argument("account")
+    ua.set_defaults(func=_user_add)
+    usub.add_parser("list", help="list users").set_defaults(func=_user_list)
