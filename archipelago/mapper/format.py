@@ -217,6 +217,25 @@ class Header:
         return p == self.own and epoch == self.epoch
 
 
+def tombstone(h: Header) -> Header:
+    """The header a removed (or renamed-away) map leaves behind: keeps its epoch."""
+    return Header(
+        name=h.name,
+        size=0,
+        block_size=h.block_size,
+        epoch=h.epoch,
+        flags=F_DELETED,
+        kind=h.kind,
+        created=h.created,
+        uid=h.uid,
+    )
+
+
+def next_epoch(prev: Header | None) -> int:
+    """Epoch of a map created under a name (one past any tombstone there)."""
+    return prev.epoch + 1 if prev is not None else 1
+
+
 def encode_header(h: Header) -> bytes:
     """Serialize a header object."""
     body = msgpack.packb(

@@ -25,9 +25,9 @@ from archipelago.errors import (
     ReadOnly,
 )
 from archipelago.mapper import content
+from archipelago.mapper.common import BATCH, VolumeInfo, copy_chunks, delete_quietly, info_of
 from archipelago.mapper.format import (
     DEFAULT_BLOCK_SIZE,
-    F_DELETED,
     F_READONLY,
     Header,
     check_block_size,
@@ -35,38 +35,14 @@ from archipelago.mapper.format import (
     check_volume_name,
     chunk_name,
     decode_header,
-    encode_chunk,
     encode_header,
     header_name,
     lock_name,
     new_uid,
+    next_epoch,
+    tombstone,
 )
-from archipelago.mapper.volume import (
-    BATCH,
-    Volume,
-    VolumeInfo,
-    delete_quietly,
-    info_of,
-)
-
-
-def tombstone(h: Header) -> Header:
-    """The header a removed (or renamed-away) map leaves behind: keeps its epoch."""
-    return Header(
-        name=h.name,
-        size=0,
-        block_size=h.block_size,
-        epoch=h.epoch,
-        flags=F_DELETED,
-        kind=h.kind,
-        created=h.created,
-        uid=h.uid,
-    )
-
-
-def next_epoch(prev: Header | None) -> int:
-    """Epoch of a map created under a name (one past any tombstone there)."""
-    return prev.epoch + 1 if prev is not None else 1
+from archipelago.mapper.volume import Volume
 
 
 class Mapper:
@@ -251,29 +227,6 @@ class Mapper:
             out += await asyncio.gather(*(one(n) for n in names[i : i + BATCH]))
         return sorted((x for x in out if x is not None), key=lambda x: x.name)
 
-    async def copy_chunks(self, src: Header, uid: str, cache: Volume | None = None) -> None:
-        """Copy every stored entry chunk of ``src`` to map uid ``uid``, then flush."""
-        b = self.blocker
-        done: list[str] = []
-
-        async def one(c: int) -> None:
-            dst = chunk_name(uid, c)
-            buf = cache.cached(c) if cache is not None else None
-            if buf is not None:
-                await b.put(dst, encode_chunk(c, buf), fua=False)
-            else:
-                await b.copy(chunk_name(src.uid, c), dst)
-            done.append(dst)
-
-        stored = src.stored_chunks()
-        try:
-            for i in range(0, len(stored), BATCH):
-                await asyncio.gather(*(one(c) for c in stored[i : i + BATCH]))
-        except NotFound:
-            await delete_quietly(b, done)
-            raise NotFound(f"map {src.name!r} was removed meanwhile") from None
-        await b.flush()
-
     async def snapshot(self, volume: str, snap: str) -> VolumeInfo:
         """Read-only copy sharing all blocks; the volume's epoch++ so writes copy up."""
         check_volume_name(volume)
@@ -292,7 +245,7 @@ class Mapper:
                     await self.put_header(bumped)
                     v.header = bumped
                     uid = new_uid()
-                    await self.copy_chunks(h, uid, cache=v)
+                    await copy_chunks(self.blocker, h, uid, cache=v)
                     s = Header(
                         name=snap,
                         size=h.size,
@@ -325,7 +278,7 @@ class Mapper:
                 raise InvalidArgument(f"clone size {size} is smaller than {source!r} ({src.size})")
             prev = await self.free_name(new)
             uid = new_uid()
-            await self.copy_chunks(src, uid)
+            await copy_chunks(self.blocker, src, uid)
             h = Header(
                 name=new,
                 size=src.size if size is None else size,

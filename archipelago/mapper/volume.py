@@ -11,15 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from archipelago.blocker.base import Blocker, LockInfo
 from archipelago.errors import Corrupt, InvalidArgument, NotFound, ReadOnly
 from archipelago.hashing import is_zero
+from archipelago.mapper.common import (
+    BATCH,
+    Drain,
+    Extent,
+    VolumeInfo,
+    delete_quietly,
+    info_of,
+    load_chunk,
+)
 from archipelago.mapper.format import (
-    CHUNK_BYTES,
-    CHUNK_SIZE,
     ENTRIES_PER_CHUNK,
     ENTRY_SIZE,
     OBJECT,
@@ -29,7 +35,6 @@ from archipelago.mapper.format import (
     blocks_of,
     chunk_name,
     chunks_of,
-    decode_chunk,
     encode_chunk,
     object_id,
     object_name,
@@ -38,119 +43,10 @@ from archipelago.mapper.format import (
 if TYPE_CHECKING:
     from archipelago.mapper.mapper import Mapper
 
+__all__ = ["Extent", "Volume", "VolumeInfo", "info_of"]
+
 EPC = ENTRIES_PER_CHUNK
 ES = ENTRY_SIZE
-#: Pieces of one large request handled at once (bounds tasks and memory).
-BATCH = 64
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """What `archip info` shows about a map."""
-
-    name: str
-    size: int
-    block_size: int
-    epoch: int
-    readonly: bool
-    parent: str | None
-    created: float
-    kind: str
-    lock_owner: str | None = None
-    lock_stale: bool = False
-
-    def to_dict(self) -> dict:
-        """JSON-able form."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Extent:
-    """A run of the volume that is either a hole (zero) or stored data."""
-
-    offset: int
-    length: int
-    zero: bool
-
-
-def info_of(h: Header, lock: LockInfo | None = None) -> VolumeInfo:
-    """VolumeInfo of a header (and its lock holder, if known)."""
-    return VolumeInfo(
-        name=h.name,
-        size=h.size,
-        block_size=h.block_size,
-        epoch=h.epoch,
-        readonly=h.readonly,
-        parent=h.parent,
-        created=h.created,
-        kind=h.kind,
-        lock_owner=lock.owner if lock else None,
-        lock_stale=lock.stale if lock else False,
-    )
-
-
-async def load_chunk(b: Blocker, h: Header, c: int) -> bytearray:
-    """Entries of chunk ``c`` of a map (all zero if the chunk is not stored)."""
-    if not h.has_chunk(c):
-        return bytearray(CHUNK_BYTES)
-    name = chunk_name(h.uid, c)
-    try:
-        n = await b.size(name)
-    except NotFound:
-        raise Corrupt(f"map {h.name!r}: chunk {c} is missing") from None
-    if n != CHUNK_SIZE:
-        raise Corrupt(f"map {h.name!r}: chunk {c} truncated ({n} bytes)")
-    return decode_chunk(h.name, c, await b.read(name, 0, n))
-
-
-async def delete_quietly(b: Blocker, names: list[str]) -> None:
-    """Delete objects, ignoring ones already gone (idempotent cleanup)."""
-
-    async def one(n: str) -> None:
-        try:
-            await b.delete(n)
-        except NotFound:
-            pass
-
-    for i in range(0, len(names), BATCH):
-        await asyncio.gather(*(one(n) for n in names[i : i + BATCH]))
-
-
-class Drain:
-    """Shared entry for I/O, exclusive entry that waits for in-flight I/O to finish."""
-
-    def __init__(self) -> None:
-        self._n = 0
-        self._blocked = False
-        self._cond = asyncio.Condition()
-        self._excl = asyncio.Lock()
-
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        """Run one I/O (waits while an exclusive operation runs)."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self._blocked)
-            self._n += 1
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._n -= 1
-                self._cond.notify_all()
-
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        """Block new I/O and wait until in-flight I/O is done."""
-        async with self._excl:
-            async with self._cond:
-                self._blocked = True
-                await self._cond.wait_for(lambda: self._n == 0)
-            try:
-                yield
-            finally:
-                async with self._cond:
-                    self._blocked = False
-                    self._cond.notify_all()
 
 
 class Volume:
