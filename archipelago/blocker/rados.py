@@ -122,6 +122,11 @@ class RadosBlocker(Blocker):
             "rados_osd_op_timeout": t,
             "rados_mon_op_timeout": t,
             "client_mount_timeout": t,
+            # Ops older than objecter_timeout make the client fetch a new osdmap; it
+            # must be shorter than the op timeout, or a client whose OSD restarted on
+            # a new address times out forever against the old one.
+            "objecter_timeout": f"{max(0.5, min(10.0, self.timeout / 4)):g}",
+            "objecter_tick_interval": "1",
             "objecter_inflight_op_bytes": str(2 * MAX_INFLIGHT_BYTES),
             "objecter_inflight_ops": str(2 * MAX_INFLIGHT_OPS),
         }
