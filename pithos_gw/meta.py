@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import sqlite3
-import string
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -20,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from archipelago.errors import AlreadyExists, Busy, NotFound
+from archipelago.errors import Busy, NotFound
+from pithos_gw.meta_extra import ExtraMixin
 
 T = TypeVar("T")
 NORMAL, HISTORY, DELETED = 0, 1, 2
@@ -123,7 +122,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any], replace: bool) -> dict[str,
     return out
 
 
-class MetaStore:
+class MetaStore(ExtraMixin):
     """Async facade over one SQLite database, all calls on a single worker thread."""
 
     def __init__(self, path: str | Path) -> None:
@@ -162,40 +161,6 @@ class MetaStore:
 
         await asyncio.get_running_loop().run_in_executor(self._pool, shut)
         self._pool.shutdown(wait=True)
-
-    # users ----------------------------------------------------------------
-    async def user_add(self, account: str) -> str:
-        """Create a user with a fresh random key; AlreadyExists if present."""
-        key = secrets.token_urlsafe(24)
-
-        def q(db: sqlite3.Connection) -> str:
-            if db.execute("SELECT 1 FROM users WHERE account=?", (account,)).fetchone():
-                raise AlreadyExists(f"user {account!r} already exists")
-            db.execute("INSERT INTO users VALUES(?,?,?)", (account, key, time.time()))
-            return key
-
-        return await self._run(q)
-
-    async def user_list(self) -> list[tuple[str, float]]:
-        """(account, creation time) of every user."""
-        return await self._run(lambda db: [tuple(r) for r in db.execute(
-            "SELECT account, created FROM users ORDER BY account")])
-
-    async def user_key(self, account: str) -> str | None:
-        """The key of a user, or None."""
-        def q(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT key FROM users WHERE account=?", (account,)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(q)
-
-    async def user_by_token(self, token: str) -> str | None:
-        """The account a token (the v1 key) authenticates, or None."""
-        def q(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT account FROM users WHERE key=?", (token,)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(q)
 
     # accounts ---------------------------------------------------------------
     async def account_get(self, name: str) -> Account:
@@ -424,104 +389,8 @@ class MetaStore:
 
         await self._run(q)
 
-    async def checksum_for(self, root: str, size: int) -> str | None:
-        """A known MD5 of content with this Merkle root and size (saves a read pass)."""
-        def q(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT checksum FROM versions WHERE hash=? AND bytes=? AND "
-                             "checksum!='' LIMIT 1", (root, size)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(q)
-
     async def versions(self, account: str, container: str, name: str) -> list[tuple[int, float]]:
         """(serial, mtime) of every readable version of a path, oldest first."""
         return await self._run(lambda db: [tuple(r) for r in db.execute(
             "SELECT serial, mtime FROM versions WHERE account=? AND container=? AND name=? AND "
             "cluster!=2 ORDER BY serial", (account, container, name))])
-
-    # sharing and public -----------------------------------------------------
-    async def sharing_get(self, account: str, container: str,
-                          name: str) -> tuple[list[str], list[str]]:
-        """(read, write) lists of an object; empty when not shared."""
-        def q(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
-            row = db.execute("SELECT read, write FROM permissions WHERE account=? AND "
-                             "container=? AND name=?", (account, container, name)).fetchone()
-            return (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
-
-        return await self._run(q)
-
-    async def sharing_set(self, account: str, container: str, name: str, read: list[str],
-                          write: list[str]) -> None:
-        """Set (or with two empty lists remove) the sharing of an object."""
-        def q(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM permissions WHERE account=? AND container=? AND name=?",
-                       (account, container, name))
-            if read or write:
-                db.execute("INSERT INTO permissions VALUES(?,?,?,?,?)",
-                           (account, container, name, json.dumps(read), json.dumps(write)))
-
-        await self._run(q)
-
-    async def public_get(self, account: str, container: str, name: str) -> str | None:
-        """The public token of an object, or None."""
-        def q(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT token FROM public WHERE account=? AND container=? AND name=?",
-                             (account, container, name)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(q)
-
-    async def public_set(self, account: str, container: str, name: str, on: bool) -> str | None:
-        """Publish (returns the 16-character token) or unpublish an object."""
-        alphabet = string.ascii_letters + string.digits
-        token = "".join(secrets.choice(alphabet) for _ in range(16))
-
-        def q(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT token FROM public WHERE account=? AND container=? AND name=?",
-                             (account, container, name)).fetchone()
-            if not on:
-                db.execute("DELETE FROM public WHERE account=? AND container=? AND name=?",
-                           (account, container, name))
-                return None
-            if row:
-                return str(row[0])
-            db.execute("INSERT INTO public VALUES(?,?,?,?)", (token, account, container, name))
-            return token
-
-        return await self._run(q)
-
-    async def public_lookup(self, token: str) -> tuple[str, str, str] | None:
-        """(account, container, name) of a public token."""
-        def q(db: sqlite3.Connection) -> tuple[str, str, str] | None:
-            row = db.execute("SELECT account, container, name FROM public WHERE token=?",
-                             (token,)).fetchone()
-            return (row[0], row[1], row[2]) if row else None
-
-        return await self._run(q)
-
-    # images -----------------------------------------------------------------
-    async def image_put(self, image_id: str, owner: str, info: dict[str, Any]) -> None:
-        """Create or replace an image record."""
-        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO images VALUES(?,?,?)",
-                                              (image_id, owner, json.dumps(info))))
-
-    async def image_get(self, image_id: str) -> dict[str, Any] | None:
-        """An image record, or None."""
-        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute("SELECT info FROM images WHERE id=?", (image_id,)).fetchone()
-            return json.loads(row[0]) if row else None
-
-        return await self._run(q)
-
-    async def image_list(self) -> list[dict[str, Any]]:
-        """Every image record."""
-        return await self._run(lambda db: [json.loads(r[0]) for r in db.execute(
-            "SELECT info FROM images ORDER BY id")])
-
-    async def image_delete(self, image_id: str) -> None:
-        """Forget an image (the object stays)."""
-        def q(db: sqlite3.Connection) -> None:
-            if db.execute("DELETE FROM images WHERE id=?", (image_id,)).rowcount == 0:
-                raise NotFound("image not found")
-
-        await self._run(q)
