@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -135,24 +135,35 @@ class Drain:
                     self._cond.notify_all()
 
 
-async def copy_chunks(b: Blocker, src: Header, uid: str, cache: Volume | None = None) -> None:
-    """Copy every stored entry chunk of ``src`` to map uid ``uid``, then flush."""
+async def copy_chunks(
+    b: Blocker,
+    src: Header,
+    uid: str,
+    cache: Volume | None = None,
+    still_there: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
+    """Copy (verified) every stored entry chunk of ``src`` to map uid ``uid``, then flush.
+
+    On failure the copies made are deleted; a source that vanished meanwhile (removed
+    by another host) gives NotFound rather than Corrupt.
+    """
     done: list[str] = []
 
     async def one(c: int) -> None:
         dst = chunk_name(uid, c)
         buf = cache.cached(c) if cache is not None else None
-        if buf is not None:
-            await b.put(dst, encode_chunk(c, buf), fua=False)
-        else:
-            await b.copy(chunk_name(src.uid, c), dst)
+        if buf is None:
+            buf = await load_chunk(b, src, c)  # verified: corruption is not propagated
+        await b.put(dst, encode_chunk(c, buf), fua=False)
         done.append(dst)
 
     stored = src.stored_chunks()
-    try:
-        for i in range(0, len(stored), BATCH):
-            await asyncio.gather(*(one(c) for c in stored[i : i + BATCH]))
-    except NotFound:
-        await delete_quietly(b, done)
-        raise NotFound(f"map {src.name!r} was removed meanwhile") from None
+    for i in range(0, len(stored), BATCH):
+        res = await asyncio.gather(*(one(c) for c in stored[i : i + BATCH]), return_exceptions=True)
+        errors = [r for r in res if isinstance(r, BaseException)]
+        if errors:
+            await delete_quietly(b, done)
+            if still_there is not None and not await still_there():
+                raise NotFound(f"map {src.name!r} was removed meanwhile")
+            raise errors[0]
     await b.flush()

@@ -278,7 +278,12 @@ class Mapper:
                 raise InvalidArgument(f"clone size {size} is smaller than {source!r} ({src.size})")
             prev = await self.free_name(new)
             uid = new_uid()
-            await copy_chunks(self.blocker, src, uid)
+
+            async def still_there() -> bool:
+                h = await self.read_header(source)
+                return h is not None and not h.deleted and h.uid == src.uid
+
+            await copy_chunks(self.blocker, src, uid, still_there=still_there)
             h = Header(
                 name=new,
                 size=src.size if size is None else size,
