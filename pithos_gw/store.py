@@ -98,13 +98,19 @@ class BlockStore:
         hashes: list[str] = []
         buf = bytearray()
         size = 0
-        pending: asyncio.Task[str] | None = None
+        # MD5 must see blocks in order but runs beside the SHA-256/put of the same
+        # block (two threads): the cost is max(md5, sha256), not their sum.
+        pending: asyncio.Future[str] | None = None
+        md5_job: asyncio.Future[None] | None = None
 
         async def flush(block: bytes) -> None:
-            nonlocal pending
+            nonlocal pending, md5_job
             if pending is not None:
                 hashes.append(await pending)
-            pending = asyncio.ensure_future(self._store(block, md5))
+            if md5_job is not None:
+                await md5_job
+            md5_job = asyncio.ensure_future(asyncio.to_thread(md5.update, block))
+            pending = asyncio.ensure_future(self._store(block, None))
 
         try:
             async for chunk in chunks:
@@ -121,10 +127,14 @@ class BlockStore:
             if pending is not None:
                 hashes.append(await pending)
                 pending = None
+            if md5_job is not None:
+                await md5_job
+                md5_job = None
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            for job in (pending, md5_job):
+                if job is not None:
+                    job.cancel()
+                    await asyncio.gather(job, return_exceptions=True)
         return Ingested(hashes=hashes, size=size, md5=md5.hexdigest())
 
     async def read_block(self, h: str, offset: int, length: int) -> bytes:

@@ -1,0 +1,174 @@
+"""Gateway benchmark: Swift PUT/GET throughput, small-object req/s, hashmap "upload" time.
+
+Starts a real gateway process (`python -m pithos_gw.server`, uvloop, file blocker in
+a temporary data dir, by default on /dev/shm so the disk does not dominate) and drives
+it with an aiohttp client in this process:
+
+- PUT then GET of ``--objects`` 64 MiB objects (distinct content), MiB/s;
+- 4 KiB objects, 8 concurrent clients: PUT then GET of ``--small`` objects, req/s;
+- a ``--hashmap-mib`` file (default 1 GiB) stored once by a streamed PUT, then the
+  time to "upload" it again under a new name with PUT ?hashmap (only hashes travel).
+
+The last line is machine-readable:
+
+    gateway: put_mib_s=<x> get_mib_s=<y> small_req_s=<z>
+
+(small_req_s is the mean of the small PUT and GET rates.)
+Usage: .venv/bin/python benchmarks/gateway.py [--objects 4] [--small 2000] [--hashmap-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+MiB = 1 << 20
+BLOCK = 4 * MiB
+
+
+def start_gateway(data_dir: Path, fsync: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the gateway process; returns it and its base URL."""
+    cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(data_dir),
+           "--listen", "127.0.0.1:0", "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = data_dir / "run" / "gateway.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if state.exists():
+            return proc, json.loads(state.read_text())["url"]
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("gateway did not start")
+
+
+def add_user(data_dir: Path) -> str:
+    """Create the benchmark user; returns its key."""
+    out = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir),
+                          "gateway", "user", "add", "bench"], check=True, capture_output=True,
+                         text=True)
+    return out.stdout.strip()
+
+
+def blocks_of(seed: int, size: int, base: bytes) -> list[bytes]:
+    """Distinct 4 MiB blocks (a counter stamped on a random base) covering ``size``."""
+    out = []
+    for i in range(0, size, BLOCK):
+        stamp = f"{seed}:{i}:".encode()
+        out.append(stamp + base[len(stamp) : min(BLOCK, size - i)])
+    return out
+
+
+async def stream(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """Chunked request body from a list of parts."""
+    for p in parts:
+        yield p
+
+
+async def run(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
+    """All measurements; returns the numbers by name."""
+    base = os.urandom(BLOCK)
+    h = {"X-Auth-Token": key}
+    acct = f"{url}/v1/bench"
+    res: dict[str, float] = {}
+    conn = aiohttp.TCPConnector(limit=16)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async with s.put(f"{acct}/b", headers=h) as r:
+            assert r.status in (201, 202), r.status
+        objs = [blocks_of(n, 64 * MiB, base) for n in range(args.objects)]
+        t0 = time.perf_counter()
+        for n, parts in enumerate(objs):
+            async with s.put(f"{acct}/b/big{n}", data=stream(parts), headers=h) as r:
+                assert r.status == 201, await r.text()
+        res["put_mib_s"] = args.objects * 64 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for n in range(args.objects):
+            got = 0
+            async with s.get(f"{acct}/b/big{n}", headers=h) as r:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    got += len(chunk)
+            assert got == 64 * MiB
+        res["get_mib_s"] = args.objects * 64 / (time.perf_counter() - t0)
+
+        small = [os.urandom(16) + base[:4096 - 16] for _ in range(64)]
+        names = [f"{acct}/b/small/{i}" for i in range(args.small)]
+
+        async def worker(k: int, method: str) -> None:
+            for i in range(k, args.small, 8):
+                if method == "PUT":
+                    async with s.put(names[i], data=small[i % 64], headers=h) as r:
+                        assert r.status == 201
+                else:
+                    async with s.get(names[i], headers=h) as r:
+                        assert len(await r.read()) == 4096
+        for method in ("PUT", "GET"):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(k, method) for k in range(8)))
+            res[f"small_{method.lower()}_req_s"] = args.small / (time.perf_counter() - t0)
+
+        size = args.hashmap_mib * MiB
+        parts = blocks_of(10_000, size, base)
+        t0 = time.perf_counter()
+        async with s.put(f"{acct}/b/huge", data=stream(parts), headers=h) as r:
+            assert r.status == 201
+        res["huge_put_s"] = time.perf_counter() - t0
+        async with s.get(f"{acct}/b/huge?hashmap&format=json", headers=h) as r:
+            hashmap = await r.read()
+        t0 = time.perf_counter()
+        async with s.put(f"{acct}/b/huge-again?hashmap&format=json", data=hashmap,
+                         headers={**h, "Content-Type": "application/json"}) as r:
+            assert r.status == 201, await r.text()
+        res["hashmap_upload_s"] = time.perf_counter() - t0
+        res["hashmap_bytes"] = len(hashmap)
+    return res
+
+
+def main() -> int:
+    """Run the benchmark and print the results."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--objects", type=int, default=4, help="64 MiB objects to PUT and GET")
+    p.add_argument("--small", type=int, default=2000, help="4 KiB objects to PUT and GET")
+    p.add_argument("--hashmap-mib", type=int, default=1024, help="size of the hashmap file")
+    p.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                   help="where the temporary data dir goes")
+    p.add_argument("--fsync", action="store_true", help="fsync blocks (default off)")
+    args = p.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-", dir=args.dir))
+    proc = None
+    try:
+        key = add_user(data_dir)
+        proc, url = start_gateway(data_dir, args.fsync)
+        res = uvloop.run(run(url, key, args))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"PUT 64 MiB objects:  {res['put_mib_s']:8.1f} MiB/s")
+    print(f"GET 64 MiB objects:  {res['get_mib_s']:8.1f} MiB/s")
+    print(f"4 KiB PUT, 8 clients: {res['small_put_req_s']:7.0f} req/s")
+    print(f"4 KiB GET, 8 clients: {res['small_get_req_s']:7.0f} req/s")
+    print(f"{args.hashmap_mib} MiB streamed PUT: {res['huge_put_s']:.2f} s; "
+          f"same file via hashmap: {res['hashmap_upload_s'] * 1000:.1f} ms "
+          f"({res['hashmap_bytes'] / 1024:.1f} KiB of hashes)")
+    small = (res["small_put_req_s"] + res["small_get_req_s"]) / 2
+    print(f"gateway: put_mib_s={res['put_mib_s']:.1f} get_mib_s={res['get_mib_s']:.1f} "
+          f"small_req_s={small:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
