@@ -454,10 +454,11 @@ int ap_drain_fd(int efd) {
 }
 
 int ap_wait_fd(int efd, int regfd, int timeout_ms) {
-    struct pollfd f[2] = {{.fd = efd, .events = POLLIN}, {.fd = regfd, .events = POLLIN}};
+    /* events 0 on the registry socket: only hang-up/error wake us, not RPC replies */
+    struct pollfd f[2] = {{.fd = efd, .events = POLLIN}, {.fd = regfd, .events = 0}};
     int r = poll(f, regfd >= 0 ? 2 : 1, timeout_ms);
-    if (r < 0) return -errno;
-    if (regfd >= 0 && f[1].revents) return -EPIPE;
+    if (r < 0) return errno == EINTR ? 0 : -errno;
+    if (regfd >= 0 && (f[1].revents & (POLLHUP | POLLERR))) return -EPIPE;
     if (f[0].revents) ap_drain_fd(efd);
     return r;
 }

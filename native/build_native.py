@@ -15,12 +15,13 @@ import sysconfig
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "archip.c")
 
 
 def _check_toolchain() -> None:
     """Fail early with the Debian package to install when the toolchain is missing."""
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None and shutil.which("cc") is None:
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
         sys.exit(f"archipelago native build: no C compiler ({cc}); apt-get install build-essential")
     inc = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(inc, "Python.h")):
@@ -53,8 +54,8 @@ ffi.cdef(_cdef())
 ffi.set_source(
     "archipelago._native",
     '#include "archip.h"',
-    # relative: setuptools refuses absolute source paths in an (editable) wheel build
-    sources=[os.path.relpath(os.path.join(HERE, "archip.c"))],
+    # setuptools (pip install) runs from the project root and wants relative paths
+    sources=[SRC if __name__ == "__main__" else os.path.relpath(SRC)],
     include_dirs=[HERE],
     libraries=["crypto"],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wconversion"],
@@ -67,4 +68,8 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         so = ffi.compile(tmpdir=tmp, verbose=False)
-        shutil.copy(so, os.path.join(os.path.dirname(HERE), "archipelago", os.path.basename(so)))
+        pkg = os.path.join(os.path.dirname(HERE), "archipelago")
+        for old in os.listdir(pkg):  # a stale build under another suffix would shadow ours
+            if old.startswith("_native.") and old.endswith(".so"):
+                os.unlink(os.path.join(pkg, old))
+        shutil.copy(so, os.path.join(pkg, os.path.basename(so)))

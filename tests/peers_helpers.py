@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from archipelago.errors import InvalidArgument
 from archipelago.peers.ops import Op
@@ -83,5 +85,76 @@ def run_echo_peer(socket_path: str, port: int = ECHO_PORT, max_inflight: int = 6
         link = PeerLink(socket_path)
         peer = EchoPeer(link, port, max_inflight=max_inflight)
         await peer.serve()
+
+    uvloop.run(main())
+
+
+STRESS = SegmentConfig(nr_ports=16, nr_static=4, nr_desc=1024,
+                       classes=((4096, 512), (64 * 1024, 256), (1024 * 1024, 32),
+                                (4 * 1024 * 1024, 8)))
+
+
+def _payload_size(rng: random.Random) -> int:
+    r = rng.random()
+    if r < 0.5:
+        return rng.randint(0, 4096)
+    if r < 0.9:
+        return rng.randint(4097, 65536)
+    return rng.randint(65537, 1024 * 1024)
+
+
+def run_stress_client(socket_path: str, n: int, seed: int, depth: int, result: Any) -> None:
+    """Process entry point: ``n`` WRITEs of random sizes, each reply checked; puts a summary."""
+    import uvloop
+
+    from archipelago.peers.client import AsyncClient
+
+    async def main() -> tuple[int, int]:
+        link = PeerLink(socket_path)
+        client = AsyncClient(link)
+        rng = random.Random(seed)
+        blob = os.urandom(1024 * 1024 + 4096)
+        ok = bad = 0
+
+        async def worker(count: int) -> None:
+            nonlocal ok, bad
+            for _ in range(count):
+                size = _payload_size(rng)
+                start = rng.randint(0, 4096)
+                data = memoryview(blob)[start : start + size]
+                with await client.call(ECHO_PORT, Op.WRITE, "obj", 0, size, data) as reply:
+                    if bytes(reply.data) == hashlib.sha256(data).digest() and \
+                            reply.serviced == size:
+                        ok += 1
+                    else:
+                        bad += 1
+
+        await asyncio.gather(*(worker(n // depth) for _ in range(depth)))
+        client.close()
+        link.close()
+        return ok, bad
+
+    result.put(uvloop.run(main()))
+
+
+def run_busy_client(socket_path: str, ready: Any) -> None:
+    """Process entry point: keep many requests in flight forever (to be killed -9)."""
+    import uvloop
+
+    from archipelago.peers.client import AsyncClient
+
+    async def main() -> None:
+        link = PeerLink(socket_path)
+        client = AsyncClient(link)
+        data = os.urandom(200_000)
+
+        async def worker() -> None:
+            while True:
+                (await client.call(ECHO_PORT, Op.WRITE, "x", 0, len(data), data)).release()
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(16)]
+        await asyncio.sleep(0.2)
+        ready.set()
+        await asyncio.gather(*tasks)
 
     uvloop.run(main())

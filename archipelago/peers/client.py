@@ -13,6 +13,7 @@ import asyncio
 import errno
 import itertools
 import threading
+import time
 from typing import Any
 
 from archipelago.errors import Busy, PeerDied, TimedOut
@@ -24,6 +25,9 @@ from archipelago.peers.request import D_COMPLETED, Reply, attach_buffer, error_o
 Payload = bytes | bytearray | memoryview
 MAX_REQUEST = 32 * 1024 * 1024
 _ids = itertools.count(1)
+#: Back-pressure when descriptors or buffers run out: retry for up to ~5 s.
+BUSY_SLEEP = 0.0005
+BUSY_RETRIES = 10000
 
 
 def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, size: int,
@@ -95,7 +99,15 @@ class AsyncClient:
         """Send one request (payload ≤ the arena's max buffer) and return its Reply."""
         self.port.attach()
         seg = self.seg
-        idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags, arg, buf_size)
+        for attempt in itertools.count():
+            try:
+                idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags, arg,
+                               buf_size)
+                break
+            except Busy:  # pool or arena exhausted: back-pressure, retry for a while
+                if attempt >= BUSY_RETRIES:
+                    raise
+                await asyncio.sleep(BUSY_SLEEP)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[idx] = fut
         try:
@@ -178,7 +190,15 @@ class BlockingClient:
         """Send one request and wait for its reply in C (GIL released)."""
         port = self._port()
         seg, lib, link = self.seg, self.seg.lib, self.link
-        idx = _prepare(seg, port.no, op, target, offset, size, payload, flags, arg, buf_size)
+        for attempt in itertools.count():
+            try:
+                idx = _prepare(seg, port.no, op, target, offset, size, payload, flags, arg,
+                               buf_size)
+                break
+            except Busy:
+                if attempt >= BUSY_RETRIES:
+                    raise
+                time.sleep(BUSY_SLEEP)
         _submit(seg, link, idx, dst)
         ms = int(timeout * 1000)
         while True:
@@ -187,8 +207,6 @@ class BlockingClient:
                 return _finish(seg, idx)
             if got >= 0:  # a reply abandoned by an earlier timeout
                 lib.ap_desc_free(seg.base, got, D_COMPLETED)
-                continue
-            if got == -errno.EPIPE and link.registry_alive():
                 continue
             if got == -errno.EPIPE:
                 raise PeerDied("the daemon's peer registry died")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -255,13 +256,12 @@ class PeerLink:
 
     def registry_alive(self) -> bool:
         """False once the registry's end of the socket is closed."""
-        with self._lock:
-            try:
-                return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
+        try:
+            p = select.poll()
+            p.register(self.sock.fileno(), 0)  # hang-up and errors are always reported
+            return not p.poll(0)
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         """Close the link (the registry then reclaims every port it bound)."""
