@@ -18,8 +18,18 @@ from aiohttp import web
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
 from pithos_gw import accounts, containers, objects, plankton, reads
-from pithos_gw.auth import auth_v1, authenticate
-from pithos_gw.common import BLOCKS, CONFIG, META, GatewayConfig, HttpError, Target, fail
+from pithos_gw.auth import auth_v1, authenticate, sharing_accounts
+from pithos_gw.common import (
+    BLOCKS,
+    CONFIG,
+    META,
+    GatewayConfig,
+    HttpError,
+    Target,
+    fail,
+    int_param,
+)
+from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
 from pithos_gw.store import BlockStore
 
@@ -113,11 +123,22 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if raw in (p, p + "/"):
             if "X-Auth-User" in request.headers and "X-Auth-Token" not in request.headers:
                 return await auth_v1(request, p)
-            await authenticate(request)
-            return web.Response(status=204)
+            user = await authenticate(request)
+            if request.method != "GET":
+                fail(405, "Method not allowed")
+            return await _sharing_listing(request, user)
         if raw.startswith(p + "/"):
             return await _storage(request, raw[len(p) + 1:])
     fail(404, "Not Found")
+
+
+async def _sharing_listing(request: web.Request, user: str) -> web.Response:
+    """GET <prefix>/: the accounts sharing something with the user."""
+    names = await sharing_accounts(request, user)
+    marker = request.query.get("marker", "")
+    limit = int_param(request, "limit", request.app[CONFIG].container_listing_limit) or 0
+    items = [{"name": n} for n in names if n > marker][:limit]
+    return render(request, "accounts", user, "account", items, {})
 
 
 async def _storage(request: web.Request, rest: str) -> web.StreamResponse:

@@ -115,3 +115,13 @@ def require_owner(t: Target) -> None:
     """403 unless the requester owns the account."""
     if not t.owner:
         fail(403, "Forbidden")
+
+
+async def sharing_accounts(request: web.Request, user: str) -> list[str]:
+    """Accounts that share at least one object with ``user`` (top-level GET)."""
+    out: list[str] = []
+    for account, read, write in await request.app[META].shares():
+        if account != user and account not in out and await _member(request, user,
+                                                                    read + write):
+            out.append(account)
+    return out

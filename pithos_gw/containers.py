@@ -146,7 +146,7 @@ async def shared_listing(request: web.Request, t: Target) -> web.Response:
     async def keep(v: ObjectVersion) -> bool:
         return await access(request, Target(t.account, t.container, v.name, t.user)) is not None
 
-    if await meta.container_get(t.account, t.container) is None:
+    if await meta.container_get(t.account, t.container, usage=False) is None:
         fail(403, "Forbidden")
     items = await _items(request, t, None, keep)
     if not items:

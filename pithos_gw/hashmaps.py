@@ -82,7 +82,10 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
         fail(413, "Hashmap too large")
     store = request.app[BLOCKS]
     hashes, size = parse_hashmap(body, store.block_size)
-    reads.check_conditions(request, await objects.current(request, t))
+    old = await objects.current(request, t)
+    reads.check_conditions(request, old)
+    await objects._container_ok(request, t.account, t.container,
+                                size - (old.bytes if old else 0))
     missing = await store.missing(hashes)
     if missing:
         return web.Response(status=409, body=json.dumps(missing).encode(),

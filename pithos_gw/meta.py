@@ -194,12 +194,14 @@ class MetaStore(ExtraMixin):
 
     # containers -------------------------------------------------------------
     def _container(self, db: sqlite3.Connection, account: str, name: str,
-                   until: float | None = None) -> Container | None:
+                   until: float | None = None, usage: bool = True) -> Container | None:
         row = db.execute("SELECT meta, policy, mtime FROM containers WHERE account=? AND name=?",
                          (account, name)).fetchone()
         if row is None:
             return None
         c = Container(account, name, json.loads(row[0]), json.loads(row[1]), row[2])
+        if not usage:
+            return c
         if until is None:
             c.count, c.bytes = db.execute(
                 "SELECT count(*), coalesce(sum(bytes),0) FROM versions WHERE account=? AND "
@@ -209,10 +211,13 @@ class MetaStore(ExtraMixin):
             c.count, c.bytes = len(objs), sum(o.bytes for o in objs)
         return c
 
-    async def container_get(self, account: str, name: str,
-                            until: float | None = None) -> Container | None:
-        """A container with object count and bytes (as of ``until``), or None."""
-        return await self._run(self._container, account, name, until)
+    async def container_get(self, account: str, name: str, until: float | None = None,
+                            usage: bool = True) -> Container | None:
+        """A container with object count and bytes (as of ``until``), or None.
+
+        ``usage=False`` skips counting (a cheap existence and policy check).
+        """
+        return await self._run(self._container, account, name, until, usage)
 
     async def container_list(self, account: str) -> list[Container]:
         """Every container of an account, sorted by name, with usage."""

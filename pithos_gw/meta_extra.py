@@ -52,11 +52,19 @@ class ExtraMixin:
 
     async def user_by_token(self, token: str) -> str | None:
         """The account a token (the v1 key) authenticates, or None."""
+        # Users are never deleted, so a positive answer can be cached for the process.
+        cache: dict[str, str] = self.__dict__.setdefault("_token_cache", {})
+        if token in cache:
+            return cache[token]
+
         def q(db: sqlite3.Connection) -> str | None:
             row = db.execute("SELECT account FROM users WHERE key=?", (token,)).fetchone()
             return row[0] if row else None
 
-        return await self._run(q)
+        user = await self._run(q)
+        if user is not None and len(cache) < 100_000:
+            cache[token] = user
+        return user
 
     async def checksum_for(self, root: str, size: int) -> str | None:
         """A known MD5 of content with this Merkle root and size (saves a read pass)."""
@@ -89,6 +97,12 @@ class ExtraMixin:
                            (account, container, name, json.dumps(read), json.dumps(write)))
 
         await self._run(q)
+
+    async def shares(self) -> list[tuple[str, list[str], list[str]]]:
+        """(account, read, write) of every shared object (for the top-level listing)."""
+        return await self._run(lambda db: [(r[0], json.loads(r[1]), json.loads(r[2])) for r in
+                                           db.execute("SELECT account, read, write FROM "
+                                                      "permissions ORDER BY account")])
 
     async def public_get(self, account: str, container: str, name: str) -> str | None:
         """The public token of an object, or None."""

@@ -109,9 +109,18 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     return await reads.send_object(request, v, headers)
 
 
-async def _container_ok(request: web.Request, account: str, container: str) -> None:
-    if await request.app[META].container_get(account, container) is None:
+async def _container_ok(request: web.Request, account: str, container: str,
+                        grow: int = 0) -> None:
+    """404 without the container; 413 when ``grow`` more bytes would pass its quota."""
+    meta = request.app[META]
+    c = await meta.container_get(account, container, usage=False)
+    if c is None:
         fail(404, "Container not found")
+    quota = int(c.policy.get("quota") or 0)
+    if quota and grow > 0:
+        c = await meta.container_get(account, container)
+        if c is not None and c.bytes + grow > quota:
+            fail(413, "Container quota exceeded")
 
 
 async def _may_write(request: web.Request, t: Target) -> None:
@@ -147,6 +156,7 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     sent = request.headers.get("ETag")
     if sent and sent.strip('"').lower() != got.md5:
         fail(422, "Unprocessable Entity: ETag does not match the data")
+    await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0))
     v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
     return web.Response(status=201, headers=reply_headers(request, v))
 
@@ -208,8 +218,9 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
     v = await meta.object_get(src.account, src.container, src.obj, version)
     if v is None:
         fail(404 if src.owner else 403, "Source object not found")
-    await _container_ok(request, dst.account, dst.container)
-    reads.check_conditions(request, await current(request, dst))
+    old = await current(request, dst)
+    await _container_ok(request, dst.account, dst.container, v.bytes - (old.bytes if old else 0))
+    reads.check_conditions(request, old)
     fresh = request.headers.get("X-Fresh-Metadata", "").lower() in ("true", "1", "yes")
     new_meta = {} if fresh else dict(v.meta)
     new_meta.update(read_meta(request, "X-Object-Meta-", _EXTRA))

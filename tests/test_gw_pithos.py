@@ -237,3 +237,23 @@ def test_sharing_and_public(gw_mem: GatewayThread) -> None:  # noqa: F811
     assert requests.get(bob_url + "/c/private", headers=b.tok).status_code == 403
     a.req("POST", "/c/private", headers={"X-Object-Public": "false"})
     assert requests.get(gw_mem.url + path).status_code == 404
+
+
+def test_quota_unicode_meta_and_sharing_accounts(gw_mem: GatewayThread) -> None:  # noqa: F811
+    a = Client(gw_mem, "alice")
+    b = Client(gw_mem, "bob")
+    a.req("PUT", "/q", headers={"X-Container-Policy-Quota": "10"})
+    assert a.req("PUT", "/q/o", data=b"12345678").status_code == 201
+    assert a.req("PUT", "/q/p", data=b"123").status_code == 413
+    assert a.req("PUT", "/q/o", data=b"1234567890").status_code == 201  # replacing fits
+    assert a.req("HEAD", "/q/p").status_code == 404
+    # Non-ASCII meta travels %-encoded both ways; keys are normalised.
+    a.req("PUT", "/q/o", data=b"x", headers={"X-Object-Meta-my_key": "caf%C3%A9"})
+    h = a.req("HEAD", "/q/o").headers
+    assert h["X-Object-Meta-My-Key"] == "caf%C3%A9"
+    # The top level lists the accounts sharing something with the caller.
+    top = f"{gw_mem.url}/object-store/v1"
+    assert requests.get(top, headers=b.tok).status_code == 204
+    a.req("POST", "/q/o", headers={"X-Object-Sharing": "read=bob"})
+    assert requests.get(top + "?format=json", headers=b.tok).json() == [{"name": "alice"}]
+    assert requests.get(top, headers=b.tok).text == "alice\n"
