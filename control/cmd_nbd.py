@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,22 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def _make_private(path: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    """chmod 0600 the socket once nbdkit created it (nbdkit makes it 0755; the data dir
+    is 0700 already, this also covers --socket outside it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:  # only once nbdkit listens: it sets the mode itself while binding
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+            os.chmod(path, 0o600)
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                return
+            time.sleep(0.02)
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run nbdkit with the plugin (daemonized unless --foreground)."""
     inst = get_instance(args).ensure()
@@ -68,6 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr)
         proc = subprocess.Popen(cmd)
         try:
+            if not args.tcp:
+                _make_private(Path(where), proc)
             return proc.wait()
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
@@ -80,6 +99,8 @@ def _serve(args: argparse.Namespace) -> int:
     if rc != 0:
         tail = inst.nbd_log.read_text(errors="replace").strip().splitlines()[-5:]
         raise ConfigError(f"nbdkit failed (exit {rc}): " + " | ".join(tail))
+    if not args.tcp:
+        _make_private(Path(where), None, timeout=5)
     if wants_json(args):
         print_json({"listen": where, "pid_file": str(inst.nbd_pid), "log": str(inst.nbd_log)})
     else:
@@ -95,14 +116,20 @@ def _stop(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGTERM)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         raise NotRunning("no nbdkit is running for this instance") from None
-    for _ in range(100):
+    how = "stopped"
+    for i in range(150):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             break
+        if i == 100:
+            # nbdkit 1.32 waits for connected clients on SIGTERM. Killing it loses nothing
+            # acknowledged: writes are in the blocker (page cache) and maps write-through.
+            os.kill(pid, signal.SIGKILL)
+            how = "killed (clients were still connected)"
         time.sleep(0.1)
     inst.nbd_pid.unlink(missing_ok=True)
-    print(f"stopped nbdkit (pid {pid})")
+    print(f"{how} nbdkit (pid {pid})")
     return 0
 
 

@@ -124,7 +124,7 @@ class Backend(ABC):
 
     @abstractmethod
     def remove(self, name: str) -> None:
-        """Remove a volume or snapshot."""
+        """Remove a volume or snapshot (breaking a stale lock of a dead holder)."""
 
     @abstractmethod
     def create(self, name: str, size: int) -> None:
@@ -241,8 +241,18 @@ class DirectBackend(Backend):
         self._call(self._mapper.clone(source, new))
 
     def remove(self, name: str) -> None:
-        """Remove via the mapper."""
-        self._call(self._mapper.remove(name))
+        """Remove via the mapper, breaking the lock only if its holder is dead."""
+        self._call(self._remove(name))
+
+    async def _remove(self, name: str) -> None:
+        try:
+            await self._mapper.remove(name)
+        except Locked:
+            info = await self._mapper.info(name)
+            if not getattr(info, "lock_stale", False):
+                raise
+            await self._mapper.unlock(name, force=True)
+            await self._mapper.remove(name)
 
     def create(self, name: str, size: int) -> None:
         """Create via the mapper."""

@@ -10,9 +10,11 @@ the mapper's. Every other connection to a volume shares one open ``Volume``
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +25,24 @@ from archipelago.nbd.backend import Backend, VolumeSummary
 log = logging.getLogger("archipelago.nbd")
 
 SCRATCH_SUFFIX = "@scratch"
-#: Temporary clones of scratch exports; hidden from list_exports, swept when stale.
+#: Temporary clones of scratch exports (``nbd-scratch.<host tag>.<pid>.<n>[.origin]``);
+#: hidden from list_exports, swept at startup when their nbdkit is dead.
 SCRATCH_PREFIX = "nbd-scratch."
+
+
+def _host_tag() -> str:
+    # Volume names allow few characters: a short digest names this host.
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def errno_of(exc: BaseException) -> int:
@@ -86,13 +104,16 @@ class ExportTable:
         return [v for v in self.backend.list_volumes() if not v.name.startswith(SCRATCH_PREFIX)]
 
     def sweep_scratch(self) -> None:
-        """Remove scratch clones left by an nbdkit that died (their lock is stale)."""
+        """Remove scratch clones left by a dead nbdkit of this host (clones before origins)."""
+        mine = f"{SCRATCH_PREFIX}{_host_tag()}."
+        dead: list[str] = []
         for v in self.backend.list_volumes():
-            if v.name.startswith(SCRATCH_PREFIX) and v.lock_stale:
-                try:
-                    self.backend.remove(v.name)
-                except ArchipelagoError as e:
-                    log.warning("could not remove stale scratch volume %s: %s", v.name, e)
+            if not v.name.startswith(mine):
+                continue
+            pid = v.name[len(mine):].split(".")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                dead.append(v.name)
+        self._remove_all(sorted(dead, key=lambda n: n.endswith(".origin")))
 
     def connect(self, export: str, client_readonly: bool) -> Conn:
         """Open the export for one connection."""
@@ -126,7 +147,7 @@ class ExportTable:
     def _connect_scratch(self, export: str, volume: str, ro: bool) -> Conn:
         b = self.backend
         src = b.info(volume)
-        tmp = f"{SCRATCH_PREFIX}{os.getpid()}.{next(self._seq)}"
+        tmp = f"{SCRATCH_PREFIX}{_host_tag()}.{os.getpid()}.{next(self._seq)}"
         cleanup: list[str] = []
         try:
             source = volume

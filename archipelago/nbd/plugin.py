@@ -18,6 +18,7 @@ time and imports archipelago in config_complete, after ``venv=`` was seen.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import site
 import sys
@@ -96,6 +97,8 @@ def config_complete() -> None:
     from archipelago.nbd.exports import ExportTable, errno_of
 
     _errno_of = errno_of
+    # Library warnings (e.g. a scratch clone that could not be removed) go to nbdkit's log.
+    logging.basicConfig(level=logging.WARNING, format="archipelago: %(levelname)s: %(message)s")
     blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
     backend = make_backend(_cfg["backend"], blocker)
     scratch = str(_cfg["scratch"]).lower() in ("1", "yes", "true", "on")
