@@ -14,6 +14,7 @@ def account_headers(acc: Account) -> dict[str, str]:
     """X-Account-* headers of an account."""
     h = {"X-Account-Container-Count": str(acc.containers),
          "X-Account-Bytes-Used": str(acc.bytes),
+         "X-Account-Object-Count": str(acc.objects),
          "X-Account-Policy-Quota": "0"}
     if acc.mtime:
         h["Last-Modified"] = http_date(acc.mtime)

@@ -95,6 +95,7 @@ class Account:
     groups: dict[str, list[str]] = field(default_factory=dict)
     mtime: float = 0.0
     containers: int = 0
+    objects: int = 0
     bytes: int = 0
 
 
@@ -173,8 +174,9 @@ class MetaStore(ExtraMixin):
                 acc.meta, acc.groups, acc.mtime = json.loads(row[0]), json.loads(row[1]), row[2]
             acc.containers = db.execute("SELECT count(*) FROM containers WHERE account=?",
                                         (name,)).fetchone()[0]
-            acc.bytes = db.execute("SELECT coalesce(sum(bytes),0) FROM versions WHERE account=? "
-                                   "AND cluster=0", (name,)).fetchone()[0]
+            acc.objects, acc.bytes = db.execute(
+                "SELECT count(*), coalesce(sum(bytes),0) FROM versions WHERE account=? AND "
+                "cluster=0", (name,)).fetchone()
             return acc
 
         return await self._run(q)
@@ -367,11 +369,12 @@ class MetaStore(ExtraMixin):
         return await self._run(q)
 
     async def object_set_meta(self, account: str, container: str, name: str,
-                              meta: dict[str, str]) -> None:
-        """Replace the user metadata of the current version in place."""
+                              meta: dict[str, str], content_type: str | None = None) -> None:
+        """Replace the user metadata (and optionally the type) of the current version."""
         def q(db: sqlite3.Connection) -> None:
-            c = db.execute("UPDATE versions SET meta=? WHERE account=? AND container=? AND name=? "
-                           "AND cluster=0", (json.dumps(meta), account, container, name))
+            c = db.execute("UPDATE versions SET meta=?, ctype=coalesce(?, ctype) WHERE "
+                           "account=? AND container=? AND name=? AND cluster=0",
+                           (json.dumps(meta), content_type, account, container, name))
             if c.rowcount == 0:
                 raise NotFound("object not found")
 
@@ -393,9 +396,3 @@ class MetaStore(ExtraMixin):
                        (account, container, name))
 
         await self._run(q)
-
-    async def versions(self, account: str, container: str, name: str) -> list[tuple[int, float]]:
-        """(serial, mtime) of every readable version of a path, oldest first."""
-        return await self._run(lambda db: [tuple(r) for r in db.execute(
-            "SELECT serial, mtime FROM versions WHERE account=? AND container=? AND name=? AND "
-            "cluster!=2 ORDER BY serial", (account, container, name))])

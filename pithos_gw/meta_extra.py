@@ -75,6 +75,11 @@ class ExtraMixin:
 
         return await self._run(q)
 
+    async def versions(self, account: str, container: str, name: str) -> list[tuple[int, float]]:
+        """(serial, mtime) of every readable version of a path, oldest first."""
+        return await self._run(lambda db: [tuple(r) for r in db.execute(
+            "SELECT serial, mtime FROM versions WHERE account=? AND container=? AND name=? AND "
+            "cluster!=2 ORDER BY serial", (account, container, name))])
     # sharing and public -----------------------------------------------------
     async def sharing_get(self, account: str, container: str,
                           name: str) -> tuple[list[str], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 from urllib.parse import unquote
 
@@ -106,7 +107,24 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     reads.check_conditions(request, v, headers)
     if "hashmap" in request.query:
         return await hashmaps.get_hashmap(request, v, headers)
+    manifest = v.meta.get("X-Object-Manifest")
+    if manifest and request.query.get("multipart-manifest") != "get":
+        return await _send_manifest(request, t, v, headers, manifest)
     return await reads.send_object(request, v, headers)
+
+
+async def _send_manifest(request: web.Request, t: Target, v: ObjectVersion,
+                         headers: dict[str, str], manifest: str) -> web.StreamResponse:
+    """A Swift DLO: the objects under ``container/prefix``, in name order, as one body."""
+    cont, _, prefix = unquote(manifest, errors="strict").lstrip("/").partition("/")
+    parts = []
+    for p in await request.app[META].object_list(t.account, cont, prefix):
+        if t.owner or await access(request, Target(t.account, cont, p.name, t.user)):
+            parts.append(p)
+    joined = "".join(etag_of(request, p) for p in parts)
+    headers["ETag"] = '"' + hashlib.md5(joined.encode()).hexdigest() + '"'
+    source = reads.Segments(request.app[BLOCKS], parts)
+    return await reads.send_object(request, v, headers, source=source)
 
 
 async def _container_ok(request: web.Request, account: str, container: str,
@@ -256,7 +274,9 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
                 else:
                     merged.pop(k, None)
             new = merged
-        await request.app[META].object_set_meta(t.account, t.container, t.obj, new)
+        ctype = request.headers.get("Content-Type")
+        await request.app[META].object_set_meta(t.account, t.container, t.obj, new,
+                                                ctype if ctype and t.owner else None)
     await _apply_sharing_public(request, t, _sharing(request))
     return web.Response(status=202)
 

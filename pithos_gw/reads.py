@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from pithos_gw.common import (
     parse_date,
 )
 from pithos_gw.meta import ObjectVersion
+from pithos_gw.store import BlockStore
 
 _PUBLIC_HEADERS = ("ETag", "Content-Length", "Content-Type", "Content-Range", "Last-Modified",
                    "Content-Encoding", "Content-Disposition", "Accept-Ranges")
@@ -122,10 +124,30 @@ def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
     return out
 
 
+class Segments:
+    """A readable byte sequence made of object versions laid end to end (a DLO manifest)."""
+
+    def __init__(self, store: BlockStore, parts: list[ObjectVersion]) -> None:
+        self.store = store
+        self.parts = parts
+        self.size = sum(p.bytes for p in parts)
+
+    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield the bytes [start, end)."""
+        pos = 0
+        for p in self.parts:
+            a, b = max(start, pos), min(end, pos + p.bytes)
+            if a < b:
+                async for data in self.store.read_range(p.hashes, p.bytes, a - pos, b - pos):
+                    yield data
+            pos += p.bytes
+
+
 async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str, str],
-                      public: bool = False) -> web.StreamResponse:
+                      public: bool = False, source: Segments | None = None) -> web.StreamResponse:
     """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges)."""
-    store = request.app[BLOCKS]
+    src = source or Segments(request.app[BLOCKS], [v])
+    size = src.size
     ranges = None
     rng = request.headers.get("Range")
     if rng:
@@ -133,7 +155,7 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
         ok = if_range is None or if_range.strip('"') == headers["ETag"] or (
             (ts := parse_date(if_range)) is not None and int(v.mtime) <= ts)
         if ok:
-            ranges = parse_ranges(rng, v.bytes)
+            ranges = parse_ranges(rng, size)
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
     resp = web.StreamResponse(status=200, headers=headers)
@@ -141,7 +163,7 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
     if ranges and len(ranges) == 1:
         a, b = ranges[0]
         resp.set_status(206)
-        resp.headers["Content-Range"] = f"bytes {a}-{b - 1}/{v.bytes}"
+        resp.headers["Content-Range"] = f"bytes {a}-{b - 1}/{size}"
         resp.content_length = b - a
     elif ranges:
         boundary = secrets.token_hex(16)
@@ -150,14 +172,14 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
         total = 0
         for a, b in ranges:
             head = (f"--{boundary}\r\nContent-Type: {v.content_type}\r\n"
-                    f"Content-Range: bytes {a}-{b - 1}/{v.bytes}\r\n\r\n").encode()
+                    f"Content-Range: bytes {a}-{b - 1}/{size}\r\n\r\n").encode()
             parts.append((head, a, b))
             total += len(head) + (b - a) + 2
         tail = f"--{boundary}--\r\n".encode()
         total += len(tail)
         resp.content_length = total
     else:
-        resp.content_length = v.bytes
+        resp.content_length = size
     await resp.prepare(request)
     if request.method == "HEAD":
         await resp.write_eof()
@@ -165,13 +187,13 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
     if parts:
         for head, a, b in parts:
             await resp.write(head)
-            async for data in store.read_range(v.hashes, v.bytes, a, b):
+            async for data in src.read(a, b):
                 await resp.write(data)
             await resp.write(b"\r\n")
         await resp.write(tail)
     else:
-        a, b = ranges[0] if ranges else (0, v.bytes)
-        async for data in store.read_range(v.hashes, v.bytes, a, b):
+        a, b = ranges[0] if ranges else (0, size)
+        async for data in src.read(a, b):
             await resp.write(data)
     await resp.write_eof()
     return resp

@@ -257,3 +257,27 @@ def test_isolation_between_accounts(gw_mem: GatewayThread) -> None:  # noqa: F81
          "last_modified": json.loads(requests.get(f"{g.url}/v1/bob?format=json",
                                                   headers=bob).text)[0]["last_modified"],
          "x_container_policy": {}}]
+
+
+def test_manifest_post_type_and_counts(alice: Connection, gw: GatewayThread) -> None:  # noqa: F811
+    alice.put_container("segs")
+    alice.put_container("c")
+    parts = [b"a" * 1000, b"b" * 3000, b"c" * 10]
+    for i, p in enumerate(parts):
+        alice.put_object("segs", f"file/{i:03d}", p)
+    alice.put_object("c", "file", b"", headers={"X-Object-Manifest": "segs/file/"})
+    hdrs, body = alice.get_object("c", "file")
+    assert body == b"".join(parts)
+    assert int(hdrs["content-length"]) == 4010
+    expected = hashlib.md5("".join(hashlib.md5(p).hexdigest() for p in parts).encode())
+    assert hdrs["etag"] == f'"{expected.hexdigest()}"'
+    _, body = alice.get_object("c", "file", headers={"Range": "bytes=990-1010"})
+    assert body == b"a" * 10 + b"b" * 11
+    tok = {"X-Auth-Token": alice.get_auth()[1]}
+    raw = requests.get(f"{gw.url}/v1/alice/c/file?multipart-manifest=get", headers=tok)
+    assert raw.content == b""
+    alice.post_object("c", "file", {"Content-Type": "text/x-changed",
+                                    "X-Object-Manifest": "segs/file/"})
+    assert alice.head_object("c", "file")["content-type"] == "text/x-changed"
+    h = alice.head_account()
+    assert h["x-account-object-count"] == "4" and h["x-account-bytes-used"] == "4010"
