@@ -31,7 +31,8 @@ else
 fi
 
 rc=0
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || rc=$?
+# -X faulthandler: a crash (even at interpreter exit) prints the Python stacks.
+.venv/bin/python -X faulthandler -m pytest -q -p no:cacheprovider "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests: failing" >&2
   rc=1
