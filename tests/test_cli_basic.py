@@ -126,3 +126,36 @@ def test_main_maps_exceptions_to_one_line(monkeypatch: pytest.MonkeyPatch,
     assert cli.main([]) == code
     err = capsys.readouterr().err
     assert text in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_blocker_lock_commands(tmp_path: Path) -> None:
+    import asyncio
+    import socket
+
+    from archipelago.blocker.file import FileBlocker
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=30)
+    stale_owner = f"{socket.gethostname()}:{int(dead.stdout)}"
+    live_owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def setup() -> None:
+        b = FileBlocker(str(tmp_path / "blocks"))
+        await b.lock("vol-stale", stale_owner)
+        await b.lock("vol-live", live_owner)
+        await b.put("vol-obj", b"12345")
+        await b.close()
+
+    asyncio.run(setup())
+    r = archip("blocker", "ls", "--json", data_dir=tmp_path)
+    assert json.loads(r.stdout) == [{"name": "vol-obj", "size": 5}]
+    r = archip("blocker", "lock-info", "vol-stale", data_dir=tmp_path)
+    assert r.returncode == 0 and "STALE" in r.stdout and stale_owner in r.stdout
+    r = archip("blocker", "lock-info", "vol-live", "--json", data_dir=tmp_path)
+    assert json.loads(r.stdout)["stale"] is False
+    r = archip("blocker", "break-lock", "vol-live", data_dir=tmp_path)
+    assert r.returncode == 6 and "--force" in r.stderr  # Busy: live owner
+    assert archip("blocker", "break-lock", "vol-stale", data_dir=tmp_path).returncode == 0
+    r = archip("blocker", "lock-info", "vol-stale", data_dir=tmp_path)
+    assert r.returncode == 3  # NotFound: no longer held
+    assert archip("blocker", "break-lock", "--force", "vol-live", data_dir=tmp_path).returncode == 0
