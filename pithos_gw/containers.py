@@ -95,6 +95,14 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
                                     replace="update" not in request.query)
         return web.Response(status=202)
     if m == "DELETE":
+        await get_container(request, t)
+        until = parse_until(request)
+        if until is not None:
+            await meta.purge(t.account, t.container, None, until)
+            return web.Response(status=204)
+        if request.query.get("delimiter"):
+            for v in await meta.object_list(t.account, t.container):
+                await meta.object_delete(t.account, t.container, v.name)
         await meta.container_delete(t.account, t.container)
         return web.Response(status=204)
     fail(405, "Method not allowed")
@@ -134,8 +142,19 @@ async def _items(request: web.Request, t: Target, until: float | None,
 
 async def listing(request: web.Request, t: Target, headers: dict[str, str],
                   until: float | None) -> web.Response:
-    """The owner's object listing."""
-    items = await _items(request, t, until)
+    """The owner's object listing (``shared`` / ``public`` keep only such objects)."""
+    meta = request.app[META]
+    shared, public = "shared" in request.query, "public" in request.query
+
+    async def keep(v: ObjectVersion) -> bool:
+        if shared and public:
+            return any(await meta.sharing_get(t.account, t.container, v.name)) or bool(
+                await meta.public_get(t.account, t.container, v.name))
+        if shared:
+            return any(await meta.sharing_get(t.account, t.container, v.name))
+        return bool(await meta.public_get(t.account, t.container, v.name))
+
+    items = await _items(request, t, until, keep if shared or public else None)
     return render(request, "container", t.container, "object", items, headers)
 
 

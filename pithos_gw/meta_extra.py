@@ -80,6 +80,20 @@ class ExtraMixin:
         return await self._run(lambda db: [tuple(r) for r in db.execute(
             "SELECT serial, mtime FROM versions WHERE account=? AND container=? AND name=? AND "
             "cluster!=2 ORDER BY serial", (account, container, name))])
+    async def purge(self, account: str, container: str, name: str | None,
+                    until: float) -> int:
+        """Drop history (not current) versions up to ``until``; returns how many."""
+        def q(db: sqlite3.Connection) -> int:
+            sql = ("DELETE FROM versions WHERE account=? AND container=? AND cluster!=0 AND "
+                   "mtime<=?")
+            args: list[Any] = [account, container, until]
+            if name is not None:
+                sql += " AND name=?"
+                args.append(name)
+            return db.execute(sql, args).rowcount
+
+        return await self._run(q)
+
     # sharing and public -----------------------------------------------------
     async def sharing_get(self, account: str, container: str,
                           name: str) -> tuple[list[str], list[str]]:

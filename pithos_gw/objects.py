@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import mimetypes
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
 from pithos_gw import hashmaps, reads
@@ -22,9 +23,11 @@ from pithos_gw.common import (
     etag_of,
     fail,
     http_date,
+    parse_until,
     read_meta,
 )
 from pithos_gw.meta import ObjectVersion
+from pithos_gw.store import body_chunks
 
 _EXTRA = ("content-encoding", "content-disposition", "x-object-manifest")
 
@@ -70,6 +73,8 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         h = request.headers
         if "Content-Range" in h or "X-Source-Object" in h or "X-Object-Bytes" in h:
             return await hashmaps.partial_update(request, t)
+        if h.get("Content-Type", "").startswith("multipart/form-data"):
+            return await form_upload(request, t)
         return await post_meta(request, t)
     if m == "DELETE":
         return await delete(request, t)
@@ -94,8 +99,6 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     version = _version_param(request)
     until = None
     if "until" in request.query:
-        from pithos_gw.common import parse_until
-
         until = parse_until(request)
     v = await request.app[META].object_get(t.account, t.container, t.obj, version, until)
     if v is None:
@@ -177,6 +180,25 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0))
     v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
     return web.Response(status=201, headers=reply_headers(request, v))
+
+
+async def form_upload(request: web.Request, t: Target) -> web.StreamResponse:
+    """POST multipart/form-data with a field X-Object-Data: creates the object as PUT would."""
+    await _may_write(request, t)
+    await _container_ok(request, t.account, t.container)
+    reader = await request.multipart()
+    async for part in reader:
+        if isinstance(part, BodyPartReader) and part.name == "X-Object-Data":
+            got = await request.app[BLOCKS].ingest(
+                body_chunks(functools.partial(part.read_chunk, 1 << 20)),
+                limit=request.app[CONFIG].max_file_size)
+            ctype = part.headers.get("Content-Type") or _content_type(request, t.obj)
+            old = await current(request, t)
+            await _container_ok(request, t.account, t.container,
+                                got.size - (old.bytes if old else 0))
+            v = await _record(request, t, got.hashes, got.size, got.md5, {}, None, ctype=ctype)
+            return web.Response(status=201, headers=reply_headers(request, v))
+    fail(400, "multipart body without an X-Object-Data field")
 
 
 def _content_type(request: web.Request, name: str) -> str:
@@ -286,6 +308,11 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
     if not t.owner:
         fail(403, "Forbidden")
     meta = request.app[META]
+    if "until" in request.query:
+        until = parse_until(request)
+        assert until is not None
+        await meta.purge(t.account, t.container, t.obj, until)
+        return web.Response(status=204)
     delim = request.query.get("delimiter")
     if delim:
         for v in await meta.object_list(t.account, t.container, t.obj + delim):

@@ -257,3 +257,32 @@ def test_quota_unicode_meta_and_sharing_accounts(gw_mem: GatewayThread) -> None:
     a.req("POST", "/q/o", headers={"X-Object-Sharing": "read=bob"})
     assert requests.get(top + "?format=json", headers=b.tok).json() == [{"name": "alice"}]
     assert requests.get(top, headers=b.tok).text == "alice\n"
+
+
+def test_purge_filters_and_container_delimiter(alice: Client) -> None:
+    alice.req("PUT", "/c/a", data=b"1")
+    alice.req("PUT", "/c/a", data=b"2")
+    alice.req("PUT", "/c/b", data=b"3")
+    alice.req("POST", "/c/b", headers={"X-Object-Sharing": "read=*"})
+    alice.req("PUT", "/c/p", data=b"4", headers={"X-Object-Public": "true"})
+    assert [i["name"] for i in alice.req("GET", "/c?format=json&shared").json()] == ["b"]
+    assert [i["name"] for i in alice.req("GET", "/c?format=json&public").json()] == ["p"]
+    assert len(alice.req("GET", "/c/a?version=list").json()["versions"]) == 2
+    assert alice.req("DELETE", f"/c/a?until={time.time() + 1}").status_code == 204
+    assert len(alice.req("GET", "/c/a?version=list").json()["versions"]) == 1
+    assert alice.req("GET", "/c/a").content == b"2"
+    assert alice.req("DELETE", "/c").status_code == 409
+    assert alice.req("DELETE", "/c?delimiter=/").status_code == 204
+    assert alice.req("HEAD", "/c").status_code == 404
+
+
+def test_form_upload_creates_object(alice: Client) -> None:
+    data = b"form data " * 1000
+    r = alice.req("POST", "/c/form.txt",
+                  files={"X-Object-Data": ("form.txt", data, "text/plain")})
+    assert r.status_code == 201
+    got = alice.req("GET", "/c/form.txt")
+    assert got.content == data and got.headers["Content-Type"] == "text/plain"
+    assert got.headers["ETag"] == hashlib.md5(data).hexdigest()
+    bad = alice.req("POST", "/c/form2", files={"other": ("x", b"x")})
+    assert bad.status_code == 400
