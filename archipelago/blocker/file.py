@@ -76,7 +76,8 @@ class FileBlocker(Blocker):
         try:
             return await loop.run_in_executor(self._pool, fn, *args)
         except OSError as e:
-            raise from_errno(e.errno, f"{fn.__name__.strip('_')}: {e.strerror}") from e
+            what = f" {os.path.basename(args[0])!r}" if args and isinstance(args[0], str) else ""
+            raise from_errno(e.errno, f"{fn.__name__.strip('_')}{what}: {e.strerror}") from e
 
     def _path(self, name: str) -> str:
         h = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
