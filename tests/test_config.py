@@ -156,3 +156,24 @@ def test_instance_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert default_data_dir({}) == Path.home() / ".local/share/archipelago"
     with pytest.raises(ConfigError, match="too long"):
         Instance(tmp_path).check_socket_path(tmp_path / ("s" * 120))
+
+
+@pytest.mark.rados
+async def test_open_blocker_rados_from_config(tmp_path: Path) -> None:
+    import uuid
+
+    conf = os.environ.get("ARCHIPELAGO_CEPH_CONF")
+    if not conf:
+        pytest.skip("ARCHIPELAGO_CEPH_CONF is unset: no Ceph cluster (scripts/test.sh starts one)")
+    ns = f"test-{uuid.uuid4().hex}"
+    cfg = load(tmp_path, env={}, overrides=[
+        "blocker.backend=rados", f"blocker.rados.conffile={conf}",
+        "blocker.rados.pool=archipelago-test", f"blocker.rados.namespace={ns}"])
+    b = open_blocker(cfg)
+    try:
+        assert b.kind == "rados"
+        await b.put("cfg-obj", b"via config")
+        assert await b.read("cfg-obj", 0, 10) == b"via config"
+        await b.delete("cfg-obj")
+    finally:
+        await b.close()
