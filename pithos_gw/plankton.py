@@ -17,7 +17,7 @@ from pithos_gw.auth import access
 from pithos_gw.common import META, Target, fail, out_value
 from pithos_gw.meta import MetaStore
 
-PREFIXES = ("/image/v1.0/images", "/images")
+PREFIXES = ("/image/v1.0/images", "/images", "/image/v1.0/shared-images", "/shared-images")
 _FIELDS = ("name", "disk_format", "container_format", "is_public", "owner")
 _LIST_FIELDS = ("id", "name", "container_format", "disk_format", "size", "status", "checksum")
 
@@ -64,8 +64,12 @@ async def _visible(request: web.Request, user: str, img: dict[str, Any]) -> bool
 
 
 async def handle(request: web.Request, user: str, parts: list[str]) -> web.StreamResponse:
-    """Dispatch /images[/detail|/<id>]."""
+    """Dispatch /images[/detail|/<id>[/members[/<m>]]] and /shared-images/<m>."""
     m = request.method
+    if "shared-images" in request.rel_url.raw_path:
+        if m != "GET" or len(parts) != 1:
+            fail(405, "Not supported")
+        return await shared_images(request, user, parts[0])
     if not parts:
         if m == "POST":
             return await register(request, user)
@@ -73,6 +77,8 @@ async def handle(request: web.Request, user: str, parts: list[str]) -> web.Strea
             return await list_images(request, user, detail=False)
     elif parts == ["detail"] and m == "GET":
         return await list_images(request, user, detail=True)
+    elif len(parts) >= 2 and parts[1] == "members":
+        return await members(request, user, parts[0], parts[2:])
     elif len(parts) == 1:
         meta = request.app[META]
         img = await meta.image_get(parts[0])
@@ -173,3 +179,48 @@ async def list_images(request: web.Request, user: str, detail: bool) -> web.Resp
         key = "id"
     out.sort(key=lambda i: (str(i.get(key)), i["id"]), reverse=q.get("sort_dir", "desc") == "desc")
     return _json({"images": out})
+
+
+async def members(request: web.Request, user: str, image_id: str,
+                  rest: list[str]) -> web.Response:
+    """Image members are the read-sharing of the image's object."""
+    meta = request.app[META]
+    img = await meta.image_get(image_id)
+    if img is None or not await _visible(request, user, img):
+        fail(404, "Image not found")
+    where = (img["_account"], img["_container"], img["_object"])
+    read, write = await meta.sharing_get(*where)
+    m = request.method
+    if m == "GET" and not rest:
+        return _json({"members": [{"member_id": r, "can_share": False} for r in read]})
+    if img["owner"] != user:
+        fail(403, "Forbidden")
+    if m == "PUT" and not rest:
+        try:
+            doc = await request.json()
+            read = sorted({str(x["member_id"]) for x in doc["memberships"]})
+        except (ValueError, KeyError, TypeError):
+            fail(400, "Bad memberships document")
+    elif m == "PUT" and len(rest) == 1:
+        read = sorted(set(read) | {rest[0]})
+    elif m == "DELETE" and len(rest) == 1:
+        if rest[0] not in read:
+            fail(404, "Not a member")
+        read = [r for r in read if r != rest[0]]
+    else:
+        fail(405, "Not supported")
+    await meta.sharing_set(*where, read, write)
+    return web.Response(status=204)
+
+
+async def shared_images(request: web.Request, user: str, member: str) -> web.Response:
+    """GET /shared-images/<member>: images of the caller shared with ``member``."""
+    meta = request.app[META]
+    out = []
+    for img in await meta.image_list():
+        if img["owner"] != user:
+            continue
+        read, _ = await meta.sharing_get(img["_account"], img["_container"], img["_object"])
+        if member in read:
+            out.append({"image_id": img["id"], "can_share": False})
+    return _json({"shared_images": out})

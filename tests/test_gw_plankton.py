@@ -119,3 +119,28 @@ def test_image_hashmap_unknown() -> None:
 
     with pytest.raises(NotFound):
         asyncio.run(image_hashmap(_Meta(), "nope"))  # type: ignore[arg-type]
+
+
+def test_image_members(gw_mem: GatewayThread) -> None:  # noqa: F811
+    g = gw_mem
+    a = {"X-Auth-Token": g.add_user("alice")}
+    b = {"X-Auth-Token": g.add_user("bob")}
+    requests.put(f"{g.url}/v1/alice/i", headers=a)
+    requests.put(f"{g.url}/v1/alice/i/img", data=b"image", headers=a)
+    iid = register(g, a, "img", "pithos://alice/i/img").json()["image"]["id"]
+    base = f"{g.url}/image/v1.0/images/{iid}/members"
+    assert requests.get(base, headers=a).json() == {"members": []}
+    assert requests.head(f"{g.url}/images/{iid}", headers=b).status_code == 404
+    assert requests.put(base + "/bob", headers=a).status_code == 204
+    assert requests.get(base, headers=a).json()["members"][0]["member_id"] == "bob"
+    # A member sees the image and can read its object (members = read sharing).
+    assert requests.head(f"{g.url}/images/{iid}", headers=b).status_code == 200
+    assert requests.get(f"{g.url}/v1/alice/i/img", headers=b).content == b"image"
+    shared = requests.get(f"{g.url}/image/v1.0/shared-images/bob", headers=a).json()
+    assert shared == {"shared_images": [{"image_id": iid, "can_share": False}]}
+    assert requests.put(base + "/carol", headers=b).status_code == 403
+    assert requests.delete(base + "/bob", headers=a).status_code == 204
+    assert requests.head(f"{g.url}/images/{iid}", headers=b).status_code == 404
+    r = requests.put(base, headers=a, json={"memberships": [{"member_id": "bob"}]})
+    assert r.status_code == 204
+    assert requests.put(base, headers=a, data=b"{bad").status_code == 400
