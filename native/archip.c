@@ -348,6 +348,7 @@ static inline uint64_t entry(struct ap_desc *d, uint32_t idx) {
 }
 
 void ap_wake(char *base, uint32_t port, int efd) {
+    if (efd == AP_NOWAKE) return; /* the caller batches wake-ups and calls ap_wake later */
     if (atomic_exchange(A32(&P(base, port)->sleeping), 0) && efd >= 0) {
         uint64_t one = 1;
         ssize_t r = write(efd, &one, sizeof one);
@@ -446,6 +447,24 @@ int ap_prepare_sleep(char *base, uint32_t port, int mask) {
         return 0;
     }
     return 1;
+}
+
+int ap_spin_wait(char *base, uint32_t port, int mask, int usec) {
+    struct ap_port *p = P(base, port);
+    int64_t end = 0;
+    for (uint32_t i = 0;; i++) {
+        if (((mask & 1) && ap_ring_count(base, p->req_ring)) ||
+            ((mask & 2) && ap_ring_count(base, p->rep_ring)))
+            return 1;
+        if ((i & 63) == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+            if (end == 0) end = now + usec;
+            else if (now >= end) return 0;
+        }
+        cpu_relax();
+    }
 }
 
 int ap_drain_fd(int efd) {

@@ -13,6 +13,7 @@
 #define AP_CODE_MAX 32
 #define AP_MSG_MAX 96
 #define AP_NONE 0xFFFFFFFFu
+#define AP_NOWAKE -2 /* efd argument: do not signal now (batched) */
 
 /* descriptor states */
 #define AP_D_FREE 0u
@@ -113,6 +114,7 @@ void ap_wake(char *base, uint32_t port, int efd);
 int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms, int spin);
 int ap_wait_fd(int efd, int regfd, int timeout_ms);
 int ap_drain_fd(int efd);
+int ap_spin_wait(char *base, uint32_t port, int mask, int usec); /* 1 work, 0 none */
 
 /* kernels */
 int ap_is_zero(const void *p, size_t n);

@@ -28,6 +28,7 @@ _ids = itertools.count(1)
 #: Back-pressure when descriptors or buffers run out: retry for up to ~5 s.
 BUSY_SLEEP = 0.0005
 BUSY_RETRIES = 10000
+NOWAKE = -2  # AP_NOWAKE: queue now, signal the server once per loop iteration
 
 
 def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, size: int,
@@ -61,8 +62,8 @@ def _finish(seg: Any, idx: int) -> Reply:
     return reply
 
 
-def _submit(seg: Any, link: PeerLink, idx: int, dst: int) -> None:
-    rc = seg.lib.ap_submit(seg.base, idx, dst, link.efds[dst])
+def _submit(seg: Any, link: PeerLink, idx: int, dst: int, efd: int | None = None) -> None:
+    rc = seg.lib.ap_submit(seg.base, idx, dst, link.efds[dst] if efd is None else efd)
     if rc < 0:
         seg.lib.ap_desc_free(seg.base, idx, 1)
         if rc == -errno.ENOTCONN:
@@ -111,10 +112,11 @@ class AsyncClient:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[idx] = fut
         try:
-            _submit(seg, self.link, idx, dst)
+            _submit(seg, self.link, idx, dst, NOWAKE)
         except BaseException:
             self._pending.pop(idx, None)
             raise
+        self.port.defer_wake(dst)
         try:
             if timeout is None:
                 await fut

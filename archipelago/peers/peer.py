@@ -18,6 +18,7 @@ from archipelago.peers.request import Request
 
 log = logging.getLogger(__name__)
 BATCH = 64
+NOWAKE = -2  # AP_NOWAKE: complete now, signal the client once per batch
 
 
 class Peer:
@@ -47,7 +48,6 @@ class Peer:
     def drain(self) -> bool:
         """Pull up to a batch of requests; True if any were taken."""
         lib, base, no = self.seg.lib, self.seg.base, self.port.no
-        efds = self.link.efds
         n = 0
         while self.inflight < self.max_inflight and n < BATCH:
             idx = lib.ap_pop_request(base, no)
@@ -56,7 +56,8 @@ class Peer:
             n += 1
             d = lib.ap_desc_ptr(base, idx)
             if d.op == Op.PING:
-                lib.ap_complete(base, idx, efds[d.owner])
+                lib.ap_complete(base, idx, NOWAKE)
+                self.port.defer_wake(d.owner)
                 self.served += 1
                 continue
             self.inflight += 1
@@ -75,7 +76,9 @@ class Peer:
             req.fail(ArchipelagoError(f"{type(exc).__name__}: {exc}"))
         finally:
             lib, base = self.seg.lib, self.seg.base
-            lib.ap_complete(base, req.idx, self.link.efds[req.d.owner])
+            owner = req.d.owner
+            lib.ap_complete(base, req.idx, NOWAKE)
+            self.port.defer_wake(owner)
             self.inflight -= 1
             self.served += 1
             self.port.kick()
