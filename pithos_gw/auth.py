@@ -95,7 +95,10 @@ async def access(request: web.Request, t: Target) -> str | None:
     """"owner", "write", "read" or None: what the requester may do with object ``t``."""
     if t.owner:
         return "owner"
-    read, write = await request.app[META].sharing_get(t.account, t.container, t.obj)
+    found = await request.app[META].sharing_effective(t.account, t.container, t.obj)
+    if found is None:
+        return None
+    _, read, write = found
     if write and await _member(request, t.user, write):
         return "write"
     if read and await _member(request, t.user, read):

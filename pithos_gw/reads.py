@@ -40,9 +40,12 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
     for k, val in v.meta.items():
         h[k] = out_value(val)
     if latest:
-        read, write = await meta.sharing_get(v.account, v.container, v.name)
-        if read or write:
+        found = await meta.sharing_effective(v.account, v.container, v.name)
+        if found:
+            path, read, write = found
             h["X-Object-Sharing"] = format_sharing(read, write)
+            if path != v.name:
+                h["X-Object-Shared-By"] = out_value(f"{v.container}/{path}")
         if allowed == "owner":
             token = await meta.public_get(v.account, v.container, v.name)
             if token:

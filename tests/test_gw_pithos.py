@@ -286,3 +286,22 @@ def test_form_upload_creates_object(alice: Client) -> None:
     assert got.headers["ETag"] == hashlib.md5(data).hexdigest()
     bad = alice.req("POST", "/c/form2", files={"other": ("x", b"x")})
     assert bad.status_code == 400
+
+
+def test_sharing_inherited_from_folder(gw_mem: GatewayThread) -> None:  # noqa: F811
+    a = Client(gw_mem, "alice")
+    b = Client(gw_mem, "bob")
+    a.req("PUT", "/c")
+    a.req("PUT", "/c/dir", data=b"", headers={"Content-Type": "application/directory"})
+    a.req("PUT", "/c/dir/sub/file", data=b"inside")
+    a.req("PUT", "/c/plain", data=b"p")
+    a.req("PUT", "/c/plain/x", data=b"not inherited")
+    a.req("POST", "/c/dir", headers={"X-Object-Sharing": "read=bob"})
+    a.req("POST", "/c/plain", headers={"X-Object-Sharing": "read=bob"})
+    url = b.base.replace("/bob", "/alice")
+    r = requests.get(url + "/c/dir/sub/file", headers=b.tok)
+    assert r.status_code == 200 and r.content == b"inside"
+    assert r.headers["X-Object-Shared-By"] == "c/dir"
+    assert requests.get(url + "/c/plain/x", headers=b.tok).status_code == 403
+    names = [i["name"] for i in requests.get(url + "/c?format=json", headers=b.tok).json()]
+    assert names == ["dir", "dir/sub/file", "plain"]
