@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -108,6 +111,38 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     fail(405, "Method not allowed")
 
 
+_META_RE = re.compile(r"^\s*(!?)([^!=<>]+?)\s*(?:(!=|<=|>=|=|<|>)\s*(.*?))?\s*$")
+_OPS: dict[str, Callable[[str, str], bool]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge}
+
+
+def meta_filter(spec: str) -> Callable[[ObjectVersion], bool]:
+    """The ``meta=k,!k,k=v,k!=v,k<v,...`` listing filter over X-Object-Meta- keys."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    for term in spec.split(","):
+        if not term.strip():
+            continue
+        m = _META_RE.match(term)
+        if not m:
+            fail(400, "Bad meta filter")
+        neg, key, op, val = m.groups()
+        key = key.strip().lower()
+        if neg:
+            tests.append(lambda d, k=key: k not in d)
+        elif op is None:
+            tests.append(lambda d, k=key: k in d)
+        else:
+            tests.append(lambda d, k=key, f=_OPS[op], x=val: k in d and f(d[k], x))
+
+    def match(v: ObjectVersion) -> bool:
+        d = {k[len("X-Object-Meta-"):].lower(): val for k, val in v.meta.items()
+             if k.startswith("X-Object-Meta-")}
+        return all(t(d) for t in tests)
+
+    return match
+
+
 def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
     """One JSON listing entry."""
     return {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
@@ -132,8 +167,11 @@ async def _items(request: web.Request, t: Target, until: float | None,
     objs = await request.app[META].object_list(
         t.account, t.container, prefix, q.get("marker") or None, q.get("end_marker") or None,
         None if delimiter or keep else limit, until)
+    match = meta_filter(q["meta"]) if q.get("meta") else None
     pairs = []
     for v in objs:
+        if match is not None and not match(v):
+            continue
         if keep is not None and not await keep(v):
             continue
         pairs.append((v.name, object_item(request, v)))

@@ -305,3 +305,21 @@ def test_sharing_inherited_from_folder(gw_mem: GatewayThread) -> None:  # noqa: 
     assert requests.get(url + "/c/plain/x", headers=b.tok).status_code == 403
     names = [i["name"] for i in requests.get(url + "/c?format=json", headers=b.tok).json()]
     assert names == ["dir", "dir/sub/file", "plain"]
+
+
+def test_listing_meta_filter(alice: Client) -> None:
+    alice.req("PUT", "/c/a", data=b"1", headers={"X-Object-Meta-Color": "red",
+                                                 "X-Object-Meta-Size": "3"})
+    alice.req("PUT", "/c/b", data=b"2", headers={"X-Object-Meta-Color": "blue"})
+    alice.req("PUT", "/c/c", data=b"3")
+
+    def names(spec: str) -> list[str]:
+        r = alice.req("GET", "/c?format=json", params={"meta": spec})
+        return [i["name"] for i in r.json()]
+
+    assert names("color") == ["a", "b"]
+    assert names("!color") == ["c"]
+    assert names("color=red") == ["a"]
+    assert names("color!=red") == ["b"]
+    assert names("color,size>=2") == ["a"]
+    assert names("Color<c") == ["b"]
