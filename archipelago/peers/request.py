@@ -142,7 +142,10 @@ class Request(_View):
         d = self.d
         if data is not None:
             n = len(data)
-            self.reply_buffer(n)[:] = data
+            if n:
+                self.reply_buffer(n)[:] = data
+            else:
+                d.data_len = 0
             d.serviced = n
         if serviced is not None:
             d.serviced = serviced
