@@ -127,6 +127,8 @@ def _with_meta(inst: Instance, fn: Any) -> Any:
     from pithos_gw.meta import MetaStore
     from pithos_gw.server import db_path
 
+    os.umask(0o077)  # the database and its WAL hold user keys
+
     async def run() -> Any:
         meta = MetaStore(db_path(inst))
         try:

@@ -1,4 +1,7 @@
-"""Pithos+ / OpenStack Swift gateway (aiohttp) and the Plankton image registry.
+"""Pithos+ / OpenStack Swift gateway (aiohttp on uvloop) and the Plankton image registry.
 
-May import archipelago (client API, blocker contract, hashing, errors).
+Entry points: ``app.make_app(blocker, db_path, config)`` and ``server`` (the process).
+Modules: store (blocks), meta/meta_extra (SQLite metadata), app (dispatch, errors),
+accounts, containers, objects, reads, hashmaps, plankton, auth, listing, common.
+May import archipelago (blocker contract, hashing, errors, config, instance), never control.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 import uuid as uuidlib
@@ -132,6 +133,9 @@ class MetaStore(ExtraMixin):
         self._db: sqlite3.Connection | None = None
 
     def _open(self) -> None:
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            # The database holds user keys: create it private before sqlite opens it.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -367,18 +371,6 @@ class MetaStore(ExtraMixin):
                                  modified_by)
 
         return await self._run(q)
-
-    async def object_set_meta(self, account: str, container: str, name: str,
-                              meta: dict[str, str], content_type: str | None = None) -> None:
-        """Replace the user metadata (and optionally the type) of the current version."""
-        def q(db: sqlite3.Connection) -> None:
-            c = db.execute("UPDATE versions SET meta=?, ctype=coalesce(?, ctype) WHERE "
-                           "account=? AND container=? AND name=? AND cluster=0",
-                           (json.dumps(meta), content_type, account, container, name))
-            if c.rowcount == 0:
-                raise NotFound("object not found")
-
-        await self._run(q)
 
     async def object_delete(self, account: str, container: str, name: str) -> None:
         """Delete the current version (history keeps it and a deletion marker)."""

@@ -80,6 +80,18 @@ class ExtraMixin:
         return await self._run(lambda db: [tuple(r) for r in db.execute(
             "SELECT serial, mtime FROM versions WHERE account=? AND container=? AND name=? AND "
             "cluster!=2 ORDER BY serial", (account, container, name))])
+    async def object_set_meta(self, account: str, container: str, name: str,
+                              meta: dict[str, str], content_type: str | None = None) -> None:
+        """Replace the user metadata (and optionally the type) of the current version."""
+        def q(db: sqlite3.Connection) -> None:
+            c = db.execute("UPDATE versions SET meta=?, ctype=coalesce(?, ctype) WHERE "
+                           "account=? AND container=? AND name=? AND cluster=0",
+                           (json.dumps(meta), content_type, account, container, name))
+            if c.rowcount == 0:
+                raise NotFound("object not found")
+
+        await self._run(q)
+
     async def purge(self, account: str, container: str, name: str | None,
                     until: float) -> int:
         """Drop history (not current) versions up to ``until``; returns how many."""
