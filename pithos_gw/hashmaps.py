@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from xml.sax.saxutils import quoteattr
@@ -133,8 +134,28 @@ def _content_range(value: str, size: int) -> tuple[int, int | None]:
     return a, None
 
 
+#: Per-object lock and how many requests use it (dropped when the last one leaves).
+_UPDATE_LOCKS: dict[tuple[str, str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+
 async def partial_update(request: web.Request, t: Target) -> web.Response:
-    """POST with Content-Range / X-Source-Object / X-Object-Bytes: rewrite part of the map."""
+    """POST with Content-Range / X-Source-Object / X-Object-Bytes: rewrite part of the map.
+
+    Updates of one object are serialised in this process so none is lost.
+    """
+    key = (t.account, t.container, t.obj)
+    lock, users = _UPDATE_LOCKS.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            return await _partial_update(request, t)
+    finally:
+        users[0] -= 1
+        if users[0] == 0:
+            _UPDATE_LOCKS.pop(key, None)
+
+
+async def _partial_update(request: web.Request, t: Target) -> web.Response:
     from archipelago.hashing import merkle_root
     from pithos_gw import objects, reads
 
@@ -172,7 +193,7 @@ async def partial_update(request: web.Request, t: Target) -> web.Response:
         hashes, size = await store.rewrite(hashes, size, offset, chunks, length)
     nb = request.headers.get("X-Object-Bytes")
     if nb is not None:
-        if not nb.isdigit():
+        if not nb.isdigit() or int(nb) > request.app[CONFIG].max_file_size:
             fail(400, "Bad X-Object-Bytes")
         hashes = await store.truncate(hashes, size, int(nb))
         size = int(nb)

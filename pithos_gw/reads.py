@@ -24,6 +24,8 @@ from pithos_gw.common import (
 from pithos_gw.meta import ObjectVersion
 from pithos_gw.store import BlockStore
 
+#: More ranges than this in one Range header are ignored (Swift's limit).
+MAX_RANGES = 50
 _PUBLIC_HEADERS = ("ETag", "Content-Length", "Content-Type", "Content-Range", "Last-Modified",
                    "Content-Encoding", "Content-Disposition", "Accept-Ranges")
 
@@ -99,6 +101,8 @@ def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
     if unit.strip().lower() != "bytes" or not spec.strip():
         return None
     out: list[tuple[int, int]] = []
+    if spec.count(",") >= MAX_RANGES:
+        return None  # too many ranges: serve the whole object, as HTTP allows
     for part in spec.split(","):
         first, dash, last = part.strip().partition("-")
         if not dash:

@@ -323,3 +323,23 @@ def test_listing_meta_filter(alice: Client) -> None:
     assert names("color!=red") == ["b"]
     assert names("color,size>=2") == ["a"]
     assert names("Color<c") == ["b"]
+
+
+def test_concurrent_appends_are_not_lost(alice: Client, gw_mem: GatewayThread) -> None:  # noqa: F811
+    import concurrent.futures
+
+    alice.req("PUT", "/c/log", data=b"")
+
+    def append(i: int) -> int:
+        return alice.req("POST", "/c/log", data=b"%02d" % i, headers={
+            "Content-Type": "application/octet-stream", "Content-Range": "bytes */*"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(append, range(20))) == {204}
+    body = alice.req("GET", "/c/log").content
+    assert sorted(body[i : i + 2] for i in range(0, len(body), 2)) == [
+        b"%02d" % i for i in range(20)]
+    r = alice.req("GET", "/c/log", headers={"Range": "bytes=" + ",".join(["0-0"] * 60)})
+    assert r.status_code == 200 and r.content == body  # too many ranges: whole object
+    big = alice.req("POST", "/c/log", headers={"X-Object-Bytes": str(1 << 60)})
+    assert big.status_code == 400
