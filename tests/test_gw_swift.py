@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import json
 import time
 
 import pytest
@@ -252,11 +251,8 @@ def test_isolation_between_accounts(gw_mem: GatewayThread) -> None:  # noqa: F81
                                                          "X-Source-Account": "alice"})
     assert r.status_code == 403
     assert a.get_object("private", "secret")[1] == b"s3cr3t"
-    assert json.loads(requests.get(f"{g.url}/v1/bob?format=json", headers=bob).text) == [
-        {"name": "mine", "count": 0, "bytes": 0,
-         "last_modified": json.loads(requests.get(f"{g.url}/v1/bob?format=json",
-                                                  headers=bob).text)[0]["last_modified"],
-         "x_container_policy": {}}]
+    listing = requests.get(f"{g.url}/v1/bob?format=json", headers=bob).json()
+    assert [(c["name"], c["count"]) for c in listing] == [("mine", 0)]
 
 
 def test_manifest_post_type_and_counts(alice: Connection, gw: GatewayThread) -> None:  # noqa: F811
