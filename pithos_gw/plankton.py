@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from archipelago.errors import NotFound
+from archipelago.errors import InvalidArgument, NotFound
 from pithos_gw.auth import access
 from pithos_gw.common import META, Target, fail, out_value
 from pithos_gw.meta import MetaStore
@@ -34,6 +34,19 @@ async def image_hashmap(meta: MetaStore, image_id: str) -> tuple[list[str], int]
     if v is None or v.hash != img["checksum"]:
         raise NotFound(f"the object of image {image_id!r} is gone")
     return v.hashes, v.bytes
+
+
+async def image_to_volume(meta: MetaStore, mapper: Any, image_id: str, volume: str,
+                          size: int | None = None) -> Any:
+    """Thin-clone an image into a writable volume via ``mapper.clone_hashmap`` (no data moves).
+
+    ``mapper`` is an archipelago.mapper.Mapper (or its peer proxy) over the blocker
+    holding the image's blocks; a size below the image's is InvalidArgument.
+    """
+    hashes, nbytes = await image_hashmap(meta, image_id)
+    if size is not None and size < nbytes:
+        raise InvalidArgument(f"volume size {size} is smaller than the image ({nbytes} bytes)")
+    return await mapper.clone_hashmap(volume, hashes, nbytes, size=size)
 
 
 def _public(img: dict[str, Any]) -> dict[str, Any]:

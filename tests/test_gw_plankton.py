@@ -8,9 +8,10 @@ import re
 import pytest
 import requests
 
+from archipelago.errors import InvalidArgument
 from archipelago.mapper import Mapper
 from pithos_gw.common import META
-from pithos_gw.plankton import image_hashmap
+from pithos_gw.plankton import image_hashmap, image_to_volume
 from tests.gw_helpers import GatewayThread, gw, gw_mem  # noqa: F401
 
 MiB = 1024 * 1024
@@ -88,7 +89,9 @@ def test_image_to_volume_thin_clone(gw: GatewayThread) -> None:  # noqa: F811
     async def clone_and_read() -> tuple[set[str], set[str], bytes, bytes]:
         before = set(await g.blocker.list())
         mapper = Mapper(g.blocker, "gw-test")
-        await mapper.clone_hashmap("vm-disk", hashes, nbytes, size=16 * MiB)
+        with pytest.raises(InvalidArgument):
+            await image_to_volume(g.app[META], mapper, img["id"], "too-small", 4 * MiB)
+        await image_to_volume(g.app[META], mapper, img["id"], "vm-disk", 16 * MiB)
         after = set(await g.blocker.list())
         vol = await mapper.open("vm-disk")
         content = await vol.read(0, len(data))
