@@ -31,15 +31,17 @@ ODD_SIZE = MiB + 4096 + 512  # not a multiple of the map block: exact size must 
 SNAP_DATA = bytes(random.Random(7).randbytes(BS + 1000))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
+@pytest.fixture(scope="module", params=["fast-read=yes", "fast-read=no"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
+    """Every protocol test runs with and without the direct read path (fastpath.py)."""
     need("nbdkit")
     d: Path = tmp_path_factory.mktemp("nbd")
-    names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua"]
+    names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua", "cow"]
     prepare(d, volumes=[(n, SIZE) for n in names] + [("odd", ODD_SIZE)],
             writes=[("ro-src", 1000, SNAP_DATA), ("scr", 0, b"S" * BS)],
             snapshots=[("ro-src", "ro-snap")])
-    srv = NbdServer(d, "default-export=vol").start()
+    srv = NbdServer(d, "default-export=vol", request.param).start()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.log_text() or "NbdError" in srv.log_text()
@@ -275,3 +277,22 @@ def test_last_close_releases_the_volume(server: NbdServer) -> None:
     c = server.connect("refs")
     assert c.pread(1024, 0) == b"a" * 512 + b"b" * 512
     c.shutdown()
+
+
+def test_reads_follow_zero_rewrite_and_copy_up(server: NbdServer) -> None:
+    h = server.connect("cow")
+    a, b, c = b"A" * (3 * BS), b"B" * 4096, b"C" * 4096
+    h.pwrite(a, 0)
+    assert h.pread(3 * BS, 0) == a  # map chunk now cached: later reads may go direct
+    h.zero(BS, BS)  # owned block deleted, entry zero
+    assert h.pread(BS, BS) == bytes(BS)
+    h.pwrite(b, BS + 8192)  # same block, a new object written from zeros
+    assert h.pread(BS, BS) == bytes(8192) + b + bytes(BS - 8192 - 4096)
+    s = server.connect("cow@scratch")  # snapshots "cow": its blocks become shared
+    h.pwrite(c, 4096)  # copy-up of block 0 to a new object
+    assert h.pread(BS, 0) == b"A" * 4096 + c + b"A" * (BS - 8192)
+    assert s.pread(BS, 0) == b"A" * BS  # the clone still reads the shared object
+    s.pwrite(b"S" * 4096, 0)
+    assert h.pread(4096, 0) == b"A" * 4096
+    s.shutdown()
+    h.shutdown()

@@ -144,8 +144,10 @@ def _summary(info: Any) -> VolumeSummary:
 class DirectBackend(Backend):
     """The mapper library on a private uvloop loop in one background thread."""
 
-    def __init__(self, make_blocker: Callable[[], Any]) -> None:
+    def __init__(self, make_blocker: Callable[[], Any], fast_read: bool = True) -> None:
         self._make_blocker = make_blocker
+        self._want_fast = fast_read
+        self._fast: Any = None  # fastpath.FastReader when the blocker allows it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._mapper: Any = None
@@ -182,6 +184,11 @@ class DirectBackend(Backend):
 
         self._blocker = self._make_blocker()
         self._mapper = Mapper(self._blocker, make_owner("nbd"))
+        if self._want_fast:
+            from archipelago.nbd.fastpath import FastReader
+
+            fast = FastReader(self._blocker)
+            self._fast = fast if fast.enabled else None
 
     def stop(self) -> None:
         """Close the mapper (flushes, releases locks) and stop the loop thread."""
@@ -273,7 +280,9 @@ class DirectBackend(Backend):
         return not vol.info.readonly
 
     def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
-        """One copy: the mapper's bytes into nbdkit's buffer."""
+        """Known blocks: pread in this thread (fastpath.py); else the mapper, one copy."""
+        if self._fast is not None and self._fast.pread(vol, buf, offset):
+            return
         data = self._call(vol.read(offset, len(buf)))
         buf[:] = data
 
@@ -304,8 +313,8 @@ class DirectBackend(Backend):
         return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
 
-def make_backend(kind: str, make_blocker: Callable[[], Any]) -> Backend:
+def make_backend(kind: str, make_blocker: Callable[[], Any], fast_read: bool = True) -> Backend:
     """Build the backend named by the plugin's ``backend=`` key."""
     if kind == "direct":
-        return DirectBackend(make_blocker)
+        return DirectBackend(make_blocker, fast_read)
     raise ConfigError(f"unknown NBD backend {kind!r} (only 'direct' exists so far)")
