@@ -109,6 +109,7 @@ async def upload_blocks(request: web.Request, t: Target) -> web.Response:
     """POST raw data to a container: stored as 4 MiB blocks, reply = their ids."""
     got = await request.app[BLOCKS].ingest(request.content.iter_any(),
                                            limit=request.app[CONFIG].max_file_size)
+    await request.app[BLOCKS].barrier()  # the client may reference them right away
     return web.Response(status=202, body=json.dumps(got.hashes).encode(),
                         content_type="application/json")
 
@@ -199,6 +200,7 @@ async def _partial_update(request: web.Request, t: Target) -> web.Response:
         size = int(nb)
     root = merkle_root(hashes)
     md5 = await _checksum(request, hashes, size, root)
+    await store.barrier()
     nv = await meta.object_put(t.account, t.container, t.obj, size=size, hashes=hashes,
                                hash=root, checksum=md5, content_type=v.content_type,
                                meta=v.meta, modified_by=t.user, uuid=v.uuid)

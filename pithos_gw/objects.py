@@ -219,6 +219,7 @@ async def _record(request: web.Request, t: Target, hashes: list[str], size: int,
     """Write the metadata row of a new version whose blocks are stored already."""
     root = merkle_root(hashes) if len(hashes) < 1024 else await asyncio.to_thread(
         merkle_root, hashes)
+    await request.app[BLOCKS].barrier()
     v = await request.app[META].object_put(
         t.account, t.container, t.obj, size=size, hashes=hashes, hash=root, checksum=md5,
         content_type=ctype or _content_type(request, t.obj), meta=meta, modified_by=t.user,

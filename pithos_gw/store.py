@@ -78,8 +78,14 @@ class BlockStore:
     async def _store(self, data: bytes, md5: hashlib._Hash | None) -> str:
         h, stripped = await asyncio.to_thread(_digest, data, md5)
         if h != ZERO_HASH and not await self.blocker.exists(h):
-            await self.blocker.put(h, stripped)
+            # Not durable yet: barrier() makes every new block durable at once before
+            # a map that references it is recorded (one sync instead of one per block).
+            await self.blocker.put(h, stripped, fua=False)
         return h
+
+    async def barrier(self) -> None:
+        """Make every block stored so far durable (call before recording a map)."""
+        await self.blocker.flush()
 
     async def put_block(self, data: bytes) -> str:
         """Store one block (at most block_size bytes) and return its id."""
