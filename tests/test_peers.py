@@ -204,3 +204,47 @@ def test_kill_server_fails_blocked_clients_and_rebinds(daemon: Daemon) -> None:
         bc.close()
         link.close()
         kill(server)
+
+
+def test_forwarding_peer_is_server_and_client_on_one_port(daemon: Daemon) -> None:
+    """The mapper pattern: one port serves clients and sends sub-requests to another peer."""
+    from archipelago.peers.peer import Peer
+    from archipelago.peers.request import Request
+
+    server = start_echo(daemon)
+
+    class Forwarder(Peer):
+        async def dispatch(self, req: Request) -> None:
+            # share=req: the sub-request borrows req's buffer (zero copy, no allocation)
+            with await self.sub.call(ECHO_PORT, req.op, req.target, req.offset, req.size,
+                                     share=req) as r:
+                req.reply(bytes(r.data), serviced=r.serviced)
+
+    async def main() -> None:
+        link = PeerLink(daemon.socket_path)
+        fwd = Forwarder(link, 1)
+        fwd.sub = AsyncClient(link, fwd.port)  # type: ignore[attr-defined]
+        task = asyncio.ensure_future(fwd.serve())
+        client = AsyncClient(link)
+        data = os.urandom(100_000)
+        import hashlib
+
+        async def one() -> bool:
+            with await client.call(1, Op.WRITE, "o", 0, len(data), data) as r:
+                return bytes(r.data) == hashlib.sha256(data).digest() and r.serviced == len(data)
+
+        assert all(await asyncio.gather(*(one() for _ in range(50))))
+        kill(server)
+        with pytest.raises(PeerDied):
+            await client.call(1, Op.WRITE, "o", 0, 3, b"abc")
+        fwd.stop()
+        await task
+        fwd.close()
+        client.close()
+        link.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        kill(server)
+    wait_full(daemon, 5)

@@ -16,11 +16,18 @@ import threading
 import time
 from typing import Any
 
-from archipelago.errors import Busy, PeerDied, TimedOut
+from archipelago.errors import Busy, InvalidArgument, PeerDied, TimedOut
 from archipelago.peers.ops import Op
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
-from archipelago.peers.request import D_COMPLETED, Reply, attach_buffer, error_of, fill
+from archipelago.peers.request import (
+    D_COMPLETED,
+    Reply,
+    Request,
+    attach_buffer,
+    error_of,
+    fill,
+)
 
 Payload = bytes | bytearray | memoryview
 MAX_REQUEST = 32 * 1024 * 1024
@@ -32,7 +39,8 @@ NOWAKE = -2  # AP_NOWAKE: queue now, signal the server once per loop iteration
 
 
 def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, size: int,
-             payload: Payload | None, flags: int, arg: int, buf_size: int | None) -> int:
+             payload: Payload | None, flags: int, arg: int, buf_size: int | None,
+             share: Any = None) -> int:
     lib = seg.lib
     idx = lib.ap_desc_alloc(seg.base, port)
     if idx < 0:
@@ -42,7 +50,20 @@ def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, siz
         fill(seg, d, op, target, offset, size, flags, arg, next(_ids))
         n = len(payload) if payload is not None else 0
         need = max(n, buf_size if buf_size is not None else (size if op == Op.READ else 0))
-        if need:
+        if share is not None:
+            # borrow the buffer of a request being served: zero copy, no allocation, so
+            # a forwarding peer never waits for arena space its own clients hold
+            sd = share.d
+            if sd.buf_off == 0 or sd.buf_len < need:
+                raise InvalidArgument("shared buffer missing or too small")
+            d.buf_off, d.buf_len = sd.buf_off, sd.buf_len
+            if payload is not None:
+                if n:
+                    seg.view[sd.buf_off : sd.buf_off + n] = payload
+                d.data_len = n
+            else:
+                d.data_len = sd.data_len
+        elif need:
             view = attach_buffer(seg, idx, d, need, port)
             if n:
                 view[:n] = payload
@@ -96,14 +117,20 @@ class AsyncClient:
 
     async def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
                    size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
-                   buf_size: int | None = None, timeout: float | None = None) -> Reply:
-        """Send one request (payload ≤ the arena's max buffer) and return its Reply."""
+                   buf_size: int | None = None, timeout: float | None = None,
+                   share: Request | Reply | None = None) -> Reply:
+        """Send one request (payload ≤ the arena's max buffer) and return its Reply.
+
+        ``share=req`` borrows the buffer of ``req`` (a Request being served or a Reply
+        held) instead of allocating one; the payload defaults to its current data.
+        ``req`` must outlive this call (do not let it time out and free the owner).
+        """
         self.port.attach()
         seg = self.seg
         for attempt in itertools.count():
             try:
                 idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags, arg,
-                               buf_size)
+                               buf_size, share)
                 break
             except Busy:  # pool or arena exhausted: back-pressure, retry for a while
                 if attempt >= BUSY_RETRIES:
@@ -188,14 +215,15 @@ class BlockingClient:
 
     def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
              size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
-             buf_size: int | None = None, timeout: float = 30.0) -> Reply:
-        """Send one request and wait for its reply in C (GIL released)."""
+             buf_size: int | None = None, timeout: float = 30.0,
+             share: Request | Reply | None = None) -> Reply:
+        """Send one request and wait for its reply in C (GIL released); see AsyncClient.call."""
         port = self._port()
         seg, lib, link = self.seg, self.seg.lib, self.link
         for attempt in itertools.count():
             try:
                 idx = _prepare(seg, port.no, op, target, offset, size, payload, flags, arg,
-                               buf_size)
+                               buf_size, share)
                 break
             except Busy:
                 if attempt >= BUSY_RETRIES:

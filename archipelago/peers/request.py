@@ -10,7 +10,7 @@ from typing import Any
 
 from archipelago.errors import ArchipelagoError, Busy, InvalidArgument, from_code
 from archipelago.peers.ops import Op
-from archipelago.peers.segment import NONE, Segment
+from archipelago.peers.segment import Segment
 
 TARGET_MAX = 256
 D_COMPLETED = 3
@@ -101,7 +101,7 @@ class _View:
     def data(self) -> memoryview:
         """Payload bytes (request payload on a Request, reply data on a Reply); zero copy."""
         d = self.d
-        if d.buf_handle == NONE:
+        if d.buf_off == 0:
             return memoryview(b"")
         return self.seg.view[d.buf_off : d.buf_off + d.data_len]
 
@@ -109,7 +109,7 @@ class _View:
     def buffer(self) -> memoryview:
         """The whole attached buffer (capacity), or an empty view."""
         d = self.d
-        if d.buf_handle == NONE:
+        if d.buf_off == 0:
             return memoryview(b"")
         return self.seg.view[d.buf_off : d.buf_off + d.buf_len]
 
@@ -131,7 +131,7 @@ class Request(_View):
     def reply_buffer(self, size: int) -> memoryview:
         """A writable view of ``size`` bytes for reply data (reuses the request's buffer)."""
         d = self.d
-        if d.buf_handle == NONE or d.buf_len < size:
+        if d.buf_off == 0 or d.buf_len < size:
             attach_buffer(self.seg, self.idx, d, size, self.port)
         d.data_len = size
         return self.seg.view[d.buf_off : d.buf_off + size]
