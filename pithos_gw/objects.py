@@ -26,7 +26,7 @@ from pithos_gw.common import (
     parse_until,
     read_meta,
 )
-from pithos_gw.meta import ObjectVersion
+from pithos_gw.meta import Container, ObjectVersion
 from pithos_gw.store import body_chunks
 
 _EXTRA = ("content-encoding", "content-disposition", "x-object-manifest")
@@ -130,17 +130,24 @@ async def _send_manifest(request: web.Request, t: Target, v: ObjectVersion,
     return await reads.send_object(request, v, headers, source=source)
 
 
+_SEEN = web.RequestKey("gw_containers", dict)
+
+
 async def _container_ok(request: web.Request, account: str, container: str,
                         grow: int = 0) -> None:
     """404 without the container; 413 when ``grow`` more bytes would pass its quota."""
     meta = request.app[META]
-    c = await meta.container_get(account, container, usage=False)
+    seen: dict[tuple[str, str], Container] = request.setdefault(_SEEN, {})
+    c = seen.get((account, container))
     if c is None:
-        fail(404, "Container not found")
+        c = await meta.container_get(account, container, usage=False)
+        if c is None:
+            fail(404, "Container not found")
+        seen[(account, container)] = c
     quota = int(c.policy.get("quota") or 0)
     if quota and grow > 0:
-        c = await meta.container_get(account, container)
-        if c is not None and c.bytes + grow > quota:
+        used = await meta.container_get(account, container)
+        if used is not None and used.bytes + grow > quota:
             fail(413, "Container quota exceeded")
 
 

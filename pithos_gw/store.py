@@ -17,6 +17,8 @@ from archipelago.blocker.base import Blocker
 from archipelago.errors import InvalidArgument
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH
 
+#: Blocks up to this size are hashed on the loop: a thread hop costs more than hashing them.
+_INLINE_HASH = 64 * 1024
 #: How many existence checks run at once when looking for missing blocks.
 _EXISTS_BATCH = 64
 
@@ -76,7 +78,10 @@ class BlockStore:
         return out
 
     async def _store(self, data: bytes, md5: hashlib._Hash | None) -> str:
-        h, stripped = await asyncio.to_thread(_digest, data, md5)
+        if len(data) <= _INLINE_HASH:
+            h, stripped = _digest(data, md5)
+        else:
+            h, stripped = await asyncio.to_thread(_digest, data, md5)
         if h != ZERO_HASH and not await self.blocker.exists(h):
             # Not durable yet: barrier() makes every new block durable at once before
             # a map that references it is recorded (one sync instead of one per block).
@@ -115,7 +120,11 @@ class BlockStore:
                 hashes.append(await pending)
             if md5_job is not None:
                 await md5_job
-            md5_job = asyncio.ensure_future(asyncio.to_thread(md5.update, block))
+                md5_job = None
+            if len(block) <= _INLINE_HASH:
+                md5.update(block)
+            else:
+                md5_job = asyncio.ensure_future(asyncio.to_thread(md5.update, block))
             pending = asyncio.ensure_future(self._store(block, None))
 
         try:
