@@ -31,10 +31,10 @@ ODD_SIZE = MiB + 4096 + 512  # not a multiple of the map block: exact size must 
 SNAP_DATA = bytes(random.Random(7).randbytes(BS + 1000))
 
 
-@pytest.fixture(scope="module", params=["fast-read=yes", "fast-read=no"])
+@pytest.fixture(scope="module", params=["fastpath=yes", "fastpath=no"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
-    """Every protocol test runs with and without the direct read path (fastpath.py)."""
+    """Every protocol test runs with and without the direct read/write path (fastpath.py)."""
     need("nbdkit")
     d: Path = tmp_path_factory.mktemp("nbd")
     names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua", "cow"]

@@ -20,6 +20,7 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -147,7 +148,7 @@ class DirectBackend(Backend):
     def __init__(self, make_blocker: Callable[[], Any], fast_read: bool = True) -> None:
         self._make_blocker = make_blocker
         self._want_fast = fast_read
-        self._fast: Any = None  # fastpath.FastReader when the blocker allows it
+        self._fast: Any = None  # fastpath.FastPath when the blocker allows it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._mapper: Any = None
@@ -185,9 +186,9 @@ class DirectBackend(Backend):
         self._blocker = self._make_blocker()
         self._mapper = Mapper(self._blocker, make_owner("nbd"))
         if self._want_fast:
-            from archipelago.nbd.fastpath import FastReader
+            from archipelago.nbd.fastpath import FastPath
 
-            fast = FastReader(self._blocker)
+            fast = FastPath(self._blocker)
             self._fast = fast if fast.enabled else None
 
     def stop(self) -> None:
@@ -196,13 +197,18 @@ class DirectBackend(Backend):
             return
         try:
             if self._mapper is not None:
-                self._call(self._mapper.close())
+                with self._exclusive():
+                    self._call(self._mapper.close())
                 self._call(self._blocker.close())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=10)
             self._loop = None
+
+    def _exclusive(self) -> Any:
+        """Map-level operations wait for in-flight fast writes (see fastpath.py)."""
+        return self._fast.gate.exclusive() if self._fast is not None else nullcontext()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop thread and wait for it (GIL released while waiting)."""
@@ -237,19 +243,23 @@ class DirectBackend(Backend):
 
     def close(self, vol: Any) -> None:
         """Flush and close."""
-        self._call(vol.close())
+        with self._exclusive():
+            self._call(vol.close())
 
     def snapshot(self, volume: str, snap: str) -> None:
         """Snapshot via the mapper."""
-        self._call(self._mapper.snapshot(volume, snap))
+        with self._exclusive():
+            self._call(self._mapper.snapshot(volume, snap))
 
     def clone(self, source: str, new: str) -> None:
         """Clone via the mapper."""
-        self._call(self._mapper.clone(source, new))
+        with self._exclusive():
+            self._call(self._mapper.clone(source, new))
 
     def remove(self, name: str) -> None:
         """Remove via the mapper, breaking the lock only if its holder is dead."""
-        self._call(self._remove(name))
+        with self._exclusive():
+            self._call(self._remove(name))
 
     async def _remove(self, name: str) -> None:
         try:
@@ -287,7 +297,9 @@ class DirectBackend(Backend):
         buf[:] = data
 
     def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
-        """nbdkit's buffer is only valid during the call, and we wait, so no copy."""
+        """Owned blocks: in place in this thread; else the mapper (we wait: no copy)."""
+        if self._fast is not None and self._fast.pwrite(vol, buf, offset, fua):
+            return
         self._call(vol.write(offset, buf, fua=fua))
 
     def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
@@ -313,8 +325,8 @@ class DirectBackend(Backend):
         return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
 
-def make_backend(kind: str, make_blocker: Callable[[], Any], fast_read: bool = True) -> Backend:
+def make_backend(kind: str, make_blocker: Callable[[], Any], fastpath: bool = True) -> Backend:
     """Build the backend named by the plugin's ``backend=`` key."""
     if kind == "direct":
-        return DirectBackend(make_blocker, fast_read)
+        return DirectBackend(make_blocker, fastpath)
     raise ConfigError(f"unknown NBD backend {kind!r} (only 'direct' exists so far)")

@@ -1,4 +1,4 @@
-"""Read fast path of the direct backend: known blocks are read straight from the file blocker.
+"""Fast path of the direct backend: known blocks are read and written straight in the file blocker.
 
 A read through the mapper costs four thread hand-offs (nbdkit thread -> loop thread
 -> blocker pool thread -> loop -> nbdkit thread), each a GIL round trip: ~100 µs of
@@ -15,28 +15,87 @@ Why this is safe without taking the mapper's locks:
 - NBD leaves reads that race with overlapping writes undefined; a snapshot does not
   move data, it only makes later writes copy up to new names.
 Anything unusual (chunk not loaded, closed volume, not a file blocker) returns False
-and the caller takes the mapper path. Writes always go through the mapper (copy-up,
-drain for snapshots, durability ordering).
+and the caller takes the mapper path.
+
+Writes go direct only into blocks the volume owns at its current epoch (in-place
+writes; the mapper would do the same pwrite): no copy-up, no new object, no map
+update. A whole-block write of zeros goes to the mapper (it becomes a zero entry).
+What makes this safe:
+- the volume is open here, so its lock is ours: no other process can snapshot,
+  resize, rename or remove it; every such operation of this process goes through
+  DirectBackend, which holds ``Gate.exclusive`` while it runs, and fast writes hold
+  ``Gate.shared``: a snapshot never starts while a fast write is in flight, and a
+  write that starts after it sees the bumped epoch (the block is no longer owned);
+- flush: the file is noted dirty in the blocker (what its own writes do), so the
+  mapper's flush fsyncs it; FUA fdatasyncs before returning;
+- racing with the mapper on the same block (zero of a whole block deletes its
+  object) is the same as two overlapping NBD writes: either order is allowed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from archipelago.hashing import is_zero
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO
 
 
-class FastReader:
-    """Reads whole requests from known map entries, or declines."""
+class Gate:
+    """Many fast writers, or one map-level operation (snapshot, clone, remove, close)."""
 
-    def __init__(self, blocker: Any) -> None:
-        # FileBlocker maps an object name to its file with _path (fan-out directories).
-        # TODO(foundation): a public FileBlocker.path_of(name) would make this official.
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closed = 0
+
+    def try_shared(self) -> bool:
+        """Enter as a fast writer unless a map-level operation runs (then: slow path)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        """Leave as a fast writer."""
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Keep fast writers out and wait for those in flight."""
+        with self._cond:
+            self._closed += 1
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed -= 1
+
+
+class FastPath:
+    """Reads and in-place writes of known blocks, or declines (caller uses the mapper)."""
+
+    def __init__(self, blocker: Any, writes: bool = True) -> None:
+        # FileBlocker maps an object name to its file with _path (fan-out directories)
+        # and remembers unsynced files with _note_file (fsynced by its flush).
+        # TODO(foundation): public FileBlocker.path_of(name)/note_dirty(path) would
+        # make this official; without them the fast path stays off.
+        self._blocker = blocker
         self._path: Callable[[str], str] | None = getattr(blocker, "_path", None)
+        self._note: Callable[[str], None] | None = getattr(blocker, "_note_file", None)
         if getattr(blocker, "kind", "") != "file":
             self._path = None
+        self.gate = Gate()
+        self.writes = writes and self._path is not None and self._note is not None
 
     @property
     def enabled(self) -> bool:
@@ -75,4 +134,54 @@ class FastReader:
                 if got < ln:  # objects may be short (trailing zeros are not stored)
                     buf[pos + got:pos + ln] = bytes(ln - got)
             pos += ln
+        return True
+
+    def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> bool:
+        """Write ``buf`` in place if every block it touches is owned; False: use the mapper."""
+        if not self.writes or not self.gate.try_shared():
+            return False
+        try:
+            return self._pwrite(vol, buf, offset, fua)
+        finally:
+            self.gate.leave()
+
+    def _pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> bool:
+        path_of, note = self._path, self._note
+        assert path_of is not None and note is not None
+        if vol.closed or not vol.writable:
+            return False
+        h = vol.header
+        bs = h.block_size
+        n = len(buf)
+        plan: list[tuple[str, int, int, int]] = []  # path, offset in object, buf pos, len
+        pos = 0
+        while pos < n:  # decide for the whole request before writing anything
+            i, o = divmod(offset + pos, bs)
+            ln = min(bs - o, n - pos)
+            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
+            if chunk is None:
+                return False
+            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
+            kind, ident = chunk[e], bytes(chunk[e + 1:e + ENTRY_SIZE])
+            if not h.owns(kind, ident):
+                return False  # zero entry or shared block: the mapper allocates/copies up
+            if o == 0 and ln >= min(bs, h.size - i * bs) and is_zero(buf[pos:pos + ln]):
+                return False  # a whole zero block becomes a zero entry
+            plan.append((path_of(h.name_of(kind, ident)), o, pos, ln))
+            pos += ln
+        for path, o, p, ln in plan:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False  # deleted meanwhile (zeroed): the mapper redoes it all
+            try:
+                done = 0
+                while done < ln:
+                    done += os.pwrite(fd, buf[p + done:p + ln], o + done)
+                if fua and getattr(self._blocker, "fsync", True):
+                    os.fdatasync(fd)
+                else:
+                    note(path)
+            finally:
+                os.close(fd)
         return True

@@ -7,7 +7,7 @@ Config keys:
   backend=direct        how volumes are reached (direct: mapper in-process)
   default-export=NAME   volume served to clients that send an empty export name
   scratch=yes|no        allow VOL@scratch exports (private clone dropped on disconnect)
-  fast-read=yes|no      read known blocks straight from the file blocker (fastpath.py)
+  fastpath=yes|no       read/write known blocks straight in the file blocker (fastpath.py)
   create=NAME:SIZE      create a volume at startup if absent (repeatable; SIZE like 1G)
   venv=PATH             virtualenv whose site-packages hold archipelago's dependencies
 
@@ -37,7 +37,7 @@ _cfg: dict[str, Any] = {
     "backend": "direct",
     "default-export": None,
     "scratch": "yes",
-    "fast-read": "yes",
+    "fastpath": "yes",
     "create": [],
 }
 _table: Any = None  # archipelago.nbd.exports.ExportTable, built in config_complete
@@ -106,7 +106,7 @@ def config_complete() -> None:
     # Library warnings (e.g. a scratch clone that could not be removed) go to nbdkit's log.
     logging.basicConfig(level=logging.WARNING, format="archipelago: %(levelname)s: %(message)s")
     blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
-    fast = _yes(_cfg["fast-read"])
+    fast = _yes(_cfg["fastpath"])
     backend = make_backend(_cfg["backend"], blocker, fast)
     scratch = _yes(_cfg["scratch"])
     _table = ExportTable(backend, _cfg["default-export"], scratch)
