@@ -117,28 +117,39 @@ class ExtraMixin:
 
         return await self._run(q)
 
+    @staticmethod
+    def _effective(db: sqlite3.Connection, account: str, container: str,
+                   name: str) -> tuple[str, list[str], list[str]] | None:
+        row = db.execute("SELECT read, write FROM permissions WHERE account=? AND "
+                         "container=? AND name=?", (account, container, name)).fetchone()
+        if row:
+            return name, json.loads(row[0]), json.loads(row[1])
+        parts = name.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            path = "/".join(parts[:i])
+            row = db.execute(
+                "SELECT p.read, p.write FROM permissions p JOIN versions v ON "
+                "v.account=p.account AND v.container=p.container AND v.name=p.name AND "
+                "v.cluster=0 AND v.ctype IN ('application/directory', 'application/folder') "
+                "WHERE p.account=? AND p.container=? AND p.name=?",
+                (account, container, path)).fetchone()
+            if row:
+                return path, json.loads(row[0]), json.loads(row[1])
+        return None
+
     async def sharing_effective(self, account: str, container: str,
                                 name: str) -> tuple[str, list[str], list[str]] | None:
         """(path, read, write) governing an object: its own sharing, else that of the
         closest ancestor folder (an application/directory object); None if unshared."""
-        parts = name.split("/")
-        paths = ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+        return await self._run(self._effective, account, container, name)
 
-        def q(db: sqlite3.Connection) -> tuple[str, list[str], list[str]] | None:
-            row = db.execute("SELECT read, write FROM permissions WHERE account=? AND "
-                             "container=? AND name=?", (account, container, name)).fetchone()
-            if row:
-                return name, json.loads(row[0]), json.loads(row[1])
-            for path in paths:
-                row = db.execute(
-                    "SELECT p.read, p.write FROM permissions p JOIN versions v ON "
-                    "v.account=p.account AND v.container=p.container AND v.name=p.name AND "
-                    "v.cluster=0 AND v.ctype IN ('application/directory', 'application/folder') "
-                    "WHERE p.account=? AND p.container=? AND p.name=?",
-                    (account, container, path)).fetchone()
-                if row:
-                    return path, json.loads(row[0]), json.loads(row[1])
-            return None
+    async def object_acl(self, account: str, container: str, name: str
+                         ) -> tuple[tuple[str, list[str], list[str]] | None, str | None]:
+        """Effective sharing and public token of an object, in one round trip."""
+        def q(db: sqlite3.Connection) -> tuple[Any, str | None]:
+            row = db.execute("SELECT token FROM public WHERE account=? AND container=? AND "
+                             "name=?", (account, container, name)).fetchone()
+            return self._effective(db, account, container, name), row[0] if row else None
 
         return await self._run(q)
 

@@ -42,14 +42,13 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
     for k, val in v.meta.items():
         h[k] = out_value(val)
     if latest:
-        found = await meta.sharing_effective(v.account, v.container, v.name)
+        found, token = await meta.object_acl(v.account, v.container, v.name)
         if found:
             path, read, write = found
             h["X-Object-Sharing"] = format_sharing(read, write)
             if path != v.name:
                 h["X-Object-Shared-By"] = out_value(f"{v.container}/{path}")
         if allowed == "owner":
-            token = await meta.public_get(v.account, v.container, v.name)
             if token:
                 h["X-Object-Public"] = f"/public/{token}"
         else:
