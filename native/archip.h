@@ -114,6 +114,9 @@ void ap_wake(char *base, uint32_t port, int efd);
 int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms, int spin);
 int ap_wait_fd(int efd, int regfd, int timeout_ms);
 int ap_drain_fd(int efd);
+int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds);
+int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,
+                     int64_t n, int depth, int timeout_ms);
 int ap_spin_wait(char *base, uint32_t port, int mask, int usec); /* 1 work, 0 none */
 
 /* kernels */

@@ -11,7 +11,6 @@ import asyncio
 import logging
 
 from archipelago.errors import ArchipelagoError, NotSupported
-from archipelago.peers.ops import Op
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
@@ -34,6 +33,7 @@ class Peer:
         self.inflight = 0
         self._stopped: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._efd_arr = self.seg.ffi.new("int[]", link.efds)
         self.served = 0
 
     @property
@@ -42,24 +42,20 @@ class Peer:
         return self.inflight < self.max_inflight
 
     async def dispatch(self, req: Request) -> None:
-        """Serve one request (override); the default supports PING only."""
+        """Serve one request (override); PING never reaches it (answered in C)."""
         raise NotSupported(f"op {req.op.name} not supported by {type(self).__name__}")
 
     def drain(self) -> bool:
         """Pull up to a batch of requests; True if any were taken."""
         lib, base, no = self.seg.lib, self.seg.base, self.port.no
         n = 0
+        efds, nfds = self._efd_arr, len(self.link.efds)
         while self.inflight < self.max_inflight and n < BATCH:
-            idx = lib.ap_pop_request(base, no)
+            # PINGs are answered inside the C call; it returns the next other request
+            idx = lib.ap_pop_request_fast(base, no, efds, nfds)
             if idx < 0:
                 break
             n += 1
-            d = lib.ap_desc_ptr(base, idx)
-            if d.op == Op.PING:
-                lib.ap_complete(base, idx, NOWAKE)
-                self.port.defer_wake(d.owner)
-                self.served += 1
-                continue
             self.inflight += 1
             task = asyncio.get_running_loop().create_task(self._run(Request(self.seg, idx, no)))
             self._tasks.add(task)
