@@ -35,7 +35,7 @@ async def get_hashmap(request: web.Request, v: ObjectVersion,
                         content_type="application/json")
 
 
-def parse_hashmap(body: bytes, block_size: int) -> tuple[list[str], int]:
+def parse_hashmap(body: bytes | bytearray, block_size: int) -> tuple[list[str], int]:
     """Validate a hashmap document: (hashes, bytes); InvalidArgument -> 400."""
     try:
         doc = json.loads(body)
@@ -78,9 +78,11 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
     clen = request.content_length
     if clen is not None and clen > MAX_HASHMAP_BODY:
         fail(413, "Hashmap too large")
-    body = await request.content.read(MAX_HASHMAP_BODY + 1)
-    if len(body) > MAX_HASHMAP_BODY:
-        fail(413, "Hashmap too large")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_HASHMAP_BODY:
+            fail(413, "Hashmap too large")
     store = request.app[BLOCKS]
     hashes, size = parse_hashmap(body, store.block_size)
     old = await objects.current(request, t)

@@ -154,6 +154,9 @@ async def _container_ok(request: web.Request, account: str, container: str,
 async def _may_write(request: web.Request, t: Target) -> None:
     if not t.owner:
         await require(request, t, write=True)
+        # Checked before any data moves: only the owner may share or publish.
+        if "X-Object-Sharing" in request.headers or "X-Object-Public" in request.headers:
+            fail(403, "Only the owner may change sharing or publish")
 
 
 async def put(request: web.Request, t: Target) -> web.StreamResponse:

@@ -343,3 +343,19 @@ def test_concurrent_appends_are_not_lost(alice: Client, gw_mem: GatewayThread) -
     assert r.status_code == 200 and r.content == body  # too many ranges: whole object
     big = alice.req("POST", "/c/log", headers={"X-Object-Bytes": str(1 << 60)})
     assert big.status_code == 400
+
+
+def test_hashmap_body_in_small_chunks(alice: Client, gw_mem: GatewayThread) -> None:  # noqa: F811
+    block = b"q" * BS
+    alice.req("POST", "/c", data=block, headers={"Content-Type": "application/octet-stream"})
+    doc = json.dumps({"bytes": 8 * BS, "hashes": [ref_block_id(block)] * 8}).encode()
+    chunks = (doc[i : i + 7] for i in range(0, len(doc), 7))  # chunked transfer encoding
+    r = alice.req("PUT", "/c/gig?hashmap", data=chunks,
+                  headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    h = alice.req("HEAD", "/c/gig").headers
+    assert h["Content-Length"] == str(8 * BS)
+    assert h["ETag"] == hashlib.md5(block * 8).hexdigest()
+    assert gw_mem.count_blocks() == 1
+    tail = alice.req("GET", "/c/gig", headers={"Range": "bytes=-3"})
+    assert tail.status_code == 206 and tail.content == b"qqq"
