@@ -1,0 +1,186 @@
+"""The archipelago daemon: start/stop/status of one instance's supervisor.
+
+``python -m archipelago.daemon --data-dir DIR [--foreground]`` runs the supervisor in
+this process (archipelago.service.supervisor): segment, registry, N blocker peers,
+the mapper peer and extra services (nbdkit on DIR/nbd.sock unless --no-nbd). The
+functions here are what ``archip daemon`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from archipelago.config import Config
+from archipelago.errors import ArchipelagoError, ConfigError, TimedOut
+from archipelago.instance import Instance
+from archipelago.service.common import run_loop, setup_logging
+from archipelago.service.supervisor import (
+    EXTRA_CHILDREN,
+    ChildSpec,
+    Supervisor,
+    child_base_args,
+    lock_instance,
+    peer_specs,
+    read_pid,
+    status_path,
+)
+
+log = logging.getLogger("archipelago.daemon")
+
+
+def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
+    """nbdkit with the archipelago plugin on the instance's NBD socket (if nbdkit exists)."""
+    if shutil.which("nbdkit") is None:
+        return None
+    from archipelago.nbd import PLUGIN_PATH
+
+    sock = str(inst.check_socket_path(Path(cfg.nbd.socket) if cfg.nbd.socket
+                                      else inst.nbd_socket))
+    argv = ["nbdkit", "-f", "-t", str(cfg.nbd.threads), "-U", sock, "python", str(PLUGIN_PATH),
+            f"dir={inst.data_dir}", f"venv={sys.prefix}", "backend=direct"]
+    if cfg.nbd.default_export:
+        argv.append(f"default-export={cfg.nbd.default_export}")
+    return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0)
+
+
+def is_running(inst: Instance) -> bool:
+    """True while a supervisor holds the instance's daemon lock."""
+    path = inst.run_dir / "daemon.lock"
+    if not path.exists():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def run_foreground(inst: Instance, cfg: Config, config_file: str | None,
+                   overrides: list[str], foreground: bool, nbd: bool) -> int:
+    """Run the supervisor in this process until SIGTERM/SIGINT."""
+    lock = lock_instance(inst)
+    os.umask(0o077)
+    setup_logging(inst.log_file, foreground)
+    try:
+        inst.daemon_pid.write_text(f"{os.getpid()}\n")
+        base = child_base_args(inst, config_file, overrides, foreground)
+        specs = peer_specs(inst, cfg, base)
+        if nbd and (spec := nbd_spec(inst, cfg)) is not None:
+            specs.append(spec)
+        for hook in EXTRA_CHILDREN:
+            specs += hook(inst, cfg, base)
+        return run_loop(Supervisor(inst, cfg, specs).run())
+    finally:
+        inst.daemon_pid.unlink(missing_ok=True)
+        lock.close()
+
+
+def _read_status(inst: Instance) -> dict[str, Any] | None:
+    try:
+        return json.loads(status_path(inst).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _log_tail(inst: Instance, n: int = 5) -> str:
+    try:
+        lines = inst.log_file.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bool = True,
+          timeout: float = 60.0) -> dict[str, Any]:
+    """Start the supervisor in the background; returns its status once ready."""
+    lock_instance(inst).close()  # refuse early, with the running pid, if one runs
+    inst.config(config_file, overrides)  # refuse a bad config before forking
+    argv = [sys.executable, "-m", "archipelago.daemon", "--data-dir", str(inst.data_dir)]
+    if config_file:
+        argv += ["--config", config_file]
+    for o in overrides:
+        argv += ["-o", o]
+    if not nbd:
+        argv.append("--no-nbd")
+    with open(inst.log_file, "ab") as logf:
+        os.chmod(inst.log_file, 0o600)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _read_status(inst)
+        if st is not None and st.get("pid") == proc.pid and st.get("ready"):
+            return st
+        if proc.poll() is not None:
+            raise ArchipelagoError(f"daemon exited with status {proc.returncode}: "
+                                   f"{_log_tail(inst)}")
+        time.sleep(0.05)
+    raise TimedOut(f"daemon did not become ready in {timeout:.0f}s: {_log_tail(inst)}")
+
+
+def stop(inst: Instance, timeout: float = 120.0) -> int | None:
+    """Stop the running supervisor; returns its pid, or None if none was running."""
+    if not is_running(inst):
+        return None
+    pid = read_pid(inst)
+    if pid is None:
+        raise ConfigError(f"daemon lock held but no pid file in {inst.run_dir}")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_running(inst):
+        if time.monotonic() > deadline:
+            raise TimedOut(f"daemon (pid {pid}) did not stop in {timeout:.0f}s")
+        time.sleep(0.05)
+    return pid
+
+
+def status(inst: Instance) -> dict[str, Any]:
+    """Supervisor status (children, pids, ports) merged with the mapper peer's."""
+    if not is_running(inst):
+        return {"running": False, "data_dir": str(inst.data_dir)}
+    st = _read_status(inst) or {}
+    st["running"] = True
+    try:
+        from archipelago.client import Client
+
+        with Client.connect(inst, timeout=5.0) as c:
+            st["mapper"] = c.status()
+    except ArchipelagoError as e:
+        st["mapper"] = {"error": e.message}
+    return st
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m archipelago.daemon``: run the supervisor in this process."""
+    p = argparse.ArgumentParser(prog="archipelago-daemon")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--config", default=None)
+    p.add_argument("-o", "--set", dest="overrides", action="append", default=[])
+    p.add_argument("--foreground", action="store_true", help="also log to stderr")
+    p.add_argument("--no-nbd", action="store_true", help="do not run nbdkit")
+    args = p.parse_args(argv)
+    inst = Instance.from_args(args.data_dir).ensure()
+    try:
+        cfg = inst.config(args.config, args.overrides)
+        return run_foreground(inst, cfg, args.config, args.overrides, args.foreground,
+                              not args.no_nbd)
+    except ArchipelagoError as e:
+        print(f"archipelago-daemon: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

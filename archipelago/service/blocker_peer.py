@@ -1,0 +1,69 @@
+"""A blocker peer process: serve the configured Blocker (file/rados) on one static port.
+
+Run by the supervisor as ``python -m archipelago.service.blocker_peer --port N``.
+SIGTERM (or the registry going away) stops it after closing the blocker (flush).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from archipelago.blocker import open_blocker
+from archipelago.errors import ArchipelagoError
+from archipelago.peers.registry import PeerLink
+from archipelago.peers.remote import BlockerPeer
+from archipelago.service.common import child_args, die_with_parent, load, run_loop, setup_logging
+
+log = logging.getLogger("archipelago.blocker-peer")
+
+
+async def serve(args: object) -> int:
+    """Bind the port and serve until stopped."""
+    inst, cfg = load(args)  # type: ignore[arg-type]
+    port: int = args.port  # type: ignore[attr-defined]
+    link = PeerLink(str(inst.control_socket))
+    blocker = open_blocker(cfg)
+    peer = BlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, peer.stop)
+    loop.add_signal_handler(signal.SIGINT, peer.stop)
+
+    async def watch_registry() -> None:
+        while link.registry_alive():
+            await asyncio.sleep(0.5)
+        log.warning("registry gone: stopping")
+        peer.stop()
+
+    watcher = loop.create_task(watch_registry())
+    log.info("blocker peer (%s backend) serving port %d", cfg.blocker.backend, port)
+    try:
+        await peer.serve()
+    finally:
+        watcher.cancel()
+        await blocker.close()
+        peer.close()
+        link.close()
+    log.info("blocker peer on port %d stopped (%d requests served)", port, peer.served)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Process entry point."""
+    p = child_args("blocker-peer")
+    p.add_argument("--port", type=int, required=True)
+    args = p.parse_args(argv)
+    die_with_parent()
+    inst, _ = load(args)
+    setup_logging(inst.log_file, args.foreground)
+    try:
+        return run_loop(serve(args))
+    except ArchipelagoError as e:
+        log.error("blocker peer failed: %s", e.message)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The mapper peer process: volumes (archipelago.mapper) served on the segment.
+
+Wire protocol on port MAPPER_PORT (target = volume name unless noted):
+READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZERO/TRIM
+(offset, size, FUA flag) · EXTENTS (offset, size → msgpack [[offset, length, zero], ...])
+· CREATE (target = 64-hex content name, payload = the block: store it if absent; used
+by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
+result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
+resize, rename, remove, lock, unlock, missing, status. I/O ops need the volume to be
+open through this peer (any handle). Objects go to the blocker peers through a
+SpreadBlocker, which re-issues requests of a blocker peer that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from archipelago.blocker.base import make_owner
+from archipelago.errors import ArchipelagoError, InvalidArgument, NotFound, NotRunning
+from archipelago.mapper import Mapper, Volume, VolumeInfo
+from archipelago.peers.client import AsyncClient
+from archipelago.peers.ops import Flag, Op
+from archipelago.peers.peer import Peer
+from archipelago.peers.port import Port
+from archipelago.peers.registry import PeerLink
+from archipelago.peers.request import Request
+from archipelago.service.common import (
+    MAPPER_PORT,
+    blocker_ports,
+    child_args,
+    die_with_parent,
+    load,
+    run_loop,
+    setup_logging,
+)
+from archipelago.service.spread import SpreadBlocker
+
+log = logging.getLogger("archipelago.mapper-peer")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: Seconds between sweeps closing handles of clients whose port went away.
+SWEEP = 2.0
+
+
+@dataclass
+class Handle:
+    """One client's open of a volume."""
+
+    name: str
+    volume: Volume
+    src: int
+    gen: int
+
+
+def info_dict(i: VolumeInfo) -> dict[str, Any]:
+    """Wire form of a VolumeInfo."""
+    return i.to_dict()
+
+
+class MapperPeer(Peer):
+    """Serve volume I/O and volume operations from one Mapper."""
+
+    def __init__(self, link: PeerLink, port: Port, mapper: Mapper, spread: SpreadBlocker,
+                 max_inflight: int) -> None:
+        super().__init__(link, port, max_inflight)
+        self.mapper = mapper
+        self.spread = spread
+        self.handles: dict[int, Handle] = {}
+        self.volumes: dict[str, Volume] = {}
+        self._ids = itertools.count(1)
+        self.stopping = False
+        self.started = time.time()
+
+    def _vol(self, name: str) -> Volume:
+        v = self.volumes.get(name)
+        if v is None:
+            raise NotFound(f"volume {name!r} is not open (open it first)")
+        return v
+
+    async def dispatch(self, req: Request) -> None:
+        """Serve one request."""
+        if self.stopping:
+            raise NotRunning("the daemon is stopping")
+        op, fua = req.op, bool(req.flags & Flag.FUA)
+        if op == Op.READ:
+            v = self._vol(req.target)
+            req.reply(await v.read(req.offset, req.size))
+        elif op == Op.WRITE:
+            v = self._vol(req.target)
+            await v.write(req.offset, req.data, fua=fua)
+            req.reply(serviced=len(req.data))
+        elif op == Op.FLUSH:
+            await self._vol(req.target).flush()
+        elif op == Op.ZERO:
+            await self._vol(req.target).zero(req.offset, req.size, fua=fua)
+        elif op == Op.TRIM:
+            v = self._vol(req.target)
+            await v.trim(req.offset, req.size)
+            if fua:
+                await v.flush()
+        elif op == Op.EXTENTS:
+            exts = await self._vol(req.target).extents(req.offset, req.size)
+            req.reply(msgpack.packb([[e.offset, e.length, e.zero] for e in exts]))
+        elif op == Op.CREATE:
+            await self._put_block(req)
+        elif op == Op.CTRL:
+            args = msgpack.unpackb(bytes(req.data)) if len(req.data) else {}
+            if not isinstance(args, dict) or not isinstance(args.get("op"), str):
+                raise InvalidArgument("CTRL payload must be a msgpack map with an 'op'")
+            result = await self._ctrl(req, args)
+            req.reply(msgpack.packb(result, use_bin_type=True))
+        else:
+            raise InvalidArgument(f"the mapper peer does not do {op.name}")
+
+    async def _put_block(self, req: Request) -> None:
+        """Store a content-addressed block unless present (the client named it)."""
+        name = req.target
+        if not _HEX64.match(name):
+            raise InvalidArgument(f"not a content name: {name!r}")
+        if len(req.data) == 0 or len(req.data) > 4 * 1024 * 1024:
+            raise InvalidArgument("a content block holds 1 byte to 4 MiB")
+        if await self.spread.exists(name):
+            req.reply(arg=0)
+            return
+        await self.spread.put(name, req.data, fua=False)
+        req.reply(arg=1)
+
+    async def _ctrl(self, req: Request, a: dict[str, Any]) -> Any:
+        m, op = self.mapper, a["op"]
+        if op == "create":
+            return info_dict(await m.create(a["name"], int(a["size"]),
+                                            int(a.get("block_size") or 4 * 1024 * 1024)))
+        if op == "open":
+            return await self._open(req, a["name"], bool(a.get("force")))
+        if op == "close":
+            await self._close(int(a["handle"]))
+            return None
+        if op == "info":
+            return info_dict(await m.info(a["name"]))
+        if op == "list":
+            return [info_dict(i) for i in await m.list()]
+        if op == "snapshot":
+            return info_dict(await m.snapshot(a["volume"], a["snap"]))
+        if op == "clone":
+            return info_dict(await m.clone(a["source"], a["new"], a.get("size")))
+        if op == "clone_hashmap":
+            raw: bytes = a["hashes"]
+            hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
+            return info_dict(await m.clone_hashmap(a["new"], hashes, int(a["nbytes"]),
+                                                   a.get("size"), bool(a.get("readonly"))))
+        if op == "hash":
+            return info_dict(await m.hash(a["snap"]))
+        if op == "hashmap":
+            hashes, nbytes = await m.hashmap(a["name"])
+            return {"hashes": b"".join(bytes.fromhex(h) for h in hashes), "bytes": nbytes}
+        if op == "resize":
+            return info_dict(await m.resize(a["name"], int(a["size"])))
+        if op == "rename":
+            return info_dict(await m.rename(a["old"], a["new"]))
+        if op == "remove":
+            await m.remove(a["name"])
+            return None
+        if op == "lock":
+            await m.lock(a["name"])
+            return None
+        if op == "unlock":
+            await m.unlock(a["name"], bool(a.get("force")))
+            return None
+        if op == "missing":
+            names: list[str] = a["names"]
+            present = await asyncio.gather(*(self.spread.exists(n) for n in names))
+            return [n for n, p in zip(names, present, strict=True) if not p]
+        if op == "status":
+            return self.status()
+        raise InvalidArgument(f"unknown volume op {op!r}")
+
+    async def _open(self, req: Request, name: str, force: bool) -> dict[str, Any]:
+        v = await self.mapper.open(name, force=force)
+        self.volumes[name] = v
+        hid = next(self._ids)
+        _, _, gen = self.seg.port_state(req.src)
+        self.handles[hid] = Handle(name, v, req.src, gen)
+        return {"handle": hid, "info": info_dict(v.info)}
+
+    async def _close(self, hid: int) -> None:
+        h = self.handles.pop(hid, None)
+        if h is None:
+            raise NotFound(f"no open handle {hid}")
+        try:
+            await h.volume.close()
+        finally:
+            if not any(x.name == h.name for x in self.handles.values()):
+                self.volumes.pop(h.name, None)
+
+    async def sweep(self) -> None:
+        """Close handles whose client port was released or reclaimed (the client died)."""
+        while True:
+            await asyncio.sleep(SWEEP)
+            for hid, h in list(self.handles.items()):
+                state, _, gen = self.seg.port_state(h.src)
+                if state != 1 or gen != h.gen:
+                    log.info("client on port %d went away: closing its handle of %r",
+                             h.src, h.name)
+                    try:
+                        await self._close(hid)
+                    except ArchipelagoError as e:
+                        log.warning("closing %r: %s", h.name, e.message)
+
+    def status(self) -> dict[str, Any]:
+        """Open volumes and requests in flight."""
+        opened: dict[str, int] = {}
+        for h in self.handles.values():
+            opened[h.name] = opened.get(h.name, 0) + 1
+        return {
+            "pid": os.getpid(),
+            "owner": self.mapper.owner,
+            "port": self.port.no,
+            "inflight": max(0, self.inflight - 1),  # minus this status request
+            "served": self.served,
+            "open_volumes": [{"name": n, "handles": c, "writable": self.volumes[n].writable}
+                             for n, c in sorted(opened.items()) if n in self.volumes],
+            "blockers": self.spread.stats(),
+            "reissued": self.spread.reissued,
+        }
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Refuse new requests, drain those in flight, close volumes (flush, unlock)."""
+        self.stopping = True
+        deadline = time.monotonic() + timeout
+        while self.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.inflight:
+            log.warning("%d requests still in flight after %.0fs", self.inflight, timeout)
+        await self.mapper.close()
+        await self.spread.flush()
+        self.handles.clear()
+        self.volumes.clear()
+        self.stop()
+
+
+async def break_stale_locks(mapper: Mapper) -> int:
+    """Break volume locks whose owner is a dead process on this host; returns the count."""
+    n = 0
+    for vi in await mapper.list():
+        if vi.readonly:
+            continue
+        info = await mapper.info(vi.name)
+        if info.lock_owner and info.lock_stale:
+            await mapper.unlock(vi.name, force=True)
+            log.warning("broke stale lock of volume %r held by %s (dead process on this host)",
+                        vi.name, info.lock_owner)
+            n += 1
+    return n
+
+
+async def wait_blockers(client: AsyncClient, ports: list[int], timeout: float = 30.0) -> None:
+    """Wait until every blocker peer answers a PING."""
+    deadline = time.monotonic() + timeout
+    for p in ports:
+        while True:
+            try:
+                await client.ping(p, timeout=1.0)
+                break
+            except ArchipelagoError:
+                if time.monotonic() > deadline:
+                    raise NotRunning(f"blocker peer on port {p} did not come up") from None
+                await asyncio.sleep(0.05)
+
+
+async def serve(args: Any) -> int:
+    """Bind the mapper port and serve until SIGTERM (then drain and close)."""
+    inst, cfg = load(args)
+    link = PeerLink(str(inst.control_socket))
+    ports = blocker_ports(args.blockers)
+    peer: MapperPeer | None = None
+    try:
+        probe = AsyncClient(link)
+        await wait_blockers(probe, ports)
+        probe.close()
+        # One port both serves clients and submits to the blockers (one pump, one eventfd).
+        port = Port(link, MAPPER_PORT)
+        spread = SpreadBlocker(AsyncClient(link, port), ports)
+        mapper = Mapper(spread, make_owner("mapper"))
+        peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
+        port.attach()
+        n = await break_stale_locks(mapper)
+        log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
+                 mapper.owner, MAPPER_PORT, ports, n)
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []
+
+        def on_term() -> None:
+            if not stopping and peer is not None:
+                log.info("draining requests and closing volumes")
+                stopping.append(loop.create_task(peer.shutdown()))
+
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+        loop.add_signal_handler(signal.SIGINT, on_term)
+
+        async def watch_registry() -> None:
+            while link.registry_alive():
+                await asyncio.sleep(0.5)
+            log.warning("registry gone: stopping")
+            on_term()
+
+        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry())]
+        await peer.serve()
+        for t in tasks:
+            t.cancel()
+        if stopping:
+            await stopping[0]
+    finally:
+        if peer is not None:
+            peer.close()
+        link.close()
+    log.info("mapper peer stopped (%d requests served)", peer.served if peer else 0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Process entry point."""
+    p = child_args("mapper-peer")
+    p.add_argument("--blockers", type=int, required=True)
+    args = p.parse_args(argv)
+    die_with_parent()
+    inst, _ = load(args)
+    setup_logging(inst.log_file, args.foreground)
+    try:
+        return run_loop(serve(args))
+    except ArchipelagoError as e:
+        log.error("mapper peer failed: %s", e.message)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""A Blocker spread over the N blocker peers by a hash of the object name, with re-issue.
+
+Every blocker peer serves the same store (one directory or one RADOS pool), so the
+placement only spreads load. A request that fails with PeerDied (the peer was killed;
+the registry failed it back) is re-issued once the supervisor has restarted the peer:
+every blocker operation is idempotent when repeated with the same arguments, except
+that a repeated delete may find the object gone, which is then success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from archipelago.blocker.base import Blocker, LockInfo
+from archipelago.errors import NotFound, PeerDied
+from archipelago.peers.client import AsyncClient
+from archipelago.peers.remote import RemoteBlocker
+
+log = logging.getLogger("archipelago.mapper-peer")
+T = TypeVar("T")
+
+
+class SpreadBlocker(Blocker):
+    """RemoteBlockers on ``ports``; ``retry_for`` seconds of re-issue after PeerDied."""
+
+    kind = "spread"
+
+    def __init__(self, client: AsyncClient, ports: list[int], retry_for: float = 30.0) -> None:
+        self.remotes = [RemoteBlocker(client, p) for p in ports]
+        self.retry_for = retry_for
+        self.inflight = [0] * len(ports)
+        self.reissued = 0
+
+    def _index(self, name: str) -> int:
+        return zlib.crc32(name.encode()) % len(self.remotes)
+
+    async def _do(self, name: str, fn: Callable[[RemoteBlocker], Awaitable[T]],
+                  idempotent_notfound: bool = False) -> T:
+        i = self._index(name)
+        deadline = time.monotonic() + self.retry_for
+        retried = False
+        while True:
+            self.inflight[i] += 1
+            try:
+                return await fn(self.remotes[i])
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                if not retried:
+                    log.warning("blocker peer on port %d died: re-issuing requests",
+                                self.remotes[i].dst)
+                retried = True
+                self.reissued += 1
+                await asyncio.sleep(0.05)
+            except NotFound:
+                if retried and idempotent_notfound:
+                    return None  # type: ignore[return-value]
+                raise
+            finally:
+                self.inflight[i] -= 1
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """Read from the peer owning ``name``."""
+        return await self._do(name, lambda r: r.read(name, offset, size))
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview,
+                    fua: bool = False) -> None:
+        """Write through the peer owning ``name``."""
+        await self._do(name, lambda r: r.write(name, offset, data, fua))
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Atomic put through the peer owning ``name``."""
+        await self._do(name, lambda r: r.put(name, data, fua))
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Server-side copy (any peer can do it: the store is shared)."""
+        await self._do(dst, lambda r: r.copy(src, dst, fua))
+
+    async def delete(self, name: str) -> None:
+        """Delete; NotFound if absent (a re-issued delete finding it gone succeeds)."""
+        await self._do(name, lambda r: r.delete(name), idempotent_notfound=True)
+
+    async def size(self, name: str) -> int:
+        """Object size."""
+        return await self._do(name, lambda r: r.size(name))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted names with ``prefix``."""
+        return await self._do(prefix, lambda r: r.list(prefix))
+
+    async def flush(self) -> None:
+        """Flush every peer (each keeps its own set of files written since its last flush)."""
+        async def one(i: int) -> None:
+            deadline = time.monotonic() + self.retry_for
+            while True:
+                try:
+                    return await self.remotes[i].flush()
+                except PeerDied:
+                    # Writes the dead peer completed sit in the page cache, which survives
+                    # the process; only a host crash before the next flush could lose them.
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(one(i) for i in range(len(self.remotes))))
+
+    async def hash(self, name: str) -> str:
+        """Content-address ``name``."""
+        return await self._do(name, lambda r: r.hash(name))
+
+    async def lock(self, name: str, owner: str, wait: bool = False,
+                   timeout: float | None = None) -> None:
+        """Exclusive lock (re-taking our own lock after a re-issue succeeds)."""
+        await self._do(name, lambda r: r.lock(name, owner, wait, timeout))
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Release a lock."""
+        await self._do(name, lambda r: r.unlock(name, owner, force))
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Lock holder or None."""
+        return await self._do(name, lambda r: r.lock_info(name))
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per-peer requests in flight."""
+        return [{"port": r.dst, "inflight": n} for r, n in zip(self.remotes, self.inflight,
+                                                                 strict=True)]

@@ -1,0 +1,91 @@
+"""`archip daemon start|stop|status`: the supervised mapper and blocker peers of an instance."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from archipelago import daemon
+from archipelago.errors import NotRunning
+from control.context import get_config, get_instance, print_json, wants_json
+
+
+def _start(args: argparse.Namespace) -> int:
+    inst = get_instance(args).ensure()
+    cfg = get_config(args, inst)
+    overrides = getattr(args, "overrides", None) or []
+    config_file = getattr(args, "config", None)
+    if args.foreground:
+        return daemon.run_foreground(inst, cfg, config_file, overrides, True, not args.no_nbd)
+    st = daemon.start(inst, config_file, overrides, nbd=not args.no_nbd)
+    if wants_json(args):
+        print_json(st)
+    else:
+        kids = ", ".join(f"{c['name']}:{c['pid']}" for c in st.get("children", []))
+        print(f"archipelago daemon started for {inst.data_dir} (pid {st['pid']}; "
+              f"{cfg.blocker.backend} backend; {kids})")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    inst = get_instance(args)
+    t0 = time.monotonic()
+    pid = daemon.stop(inst)
+    if wants_json(args):
+        print_json({"stopped": pid is not None, "pid": pid})
+    elif pid is None:
+        print(f"archipelago daemon is not running for {inst.data_dir}: nothing to stop")
+    else:
+        print(f"archipelago daemon (pid {pid}) stopped in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def _fmt_status(st: dict) -> str:
+    lines = [f"archipelago daemon pid {st.get('pid')} for {st.get('data_dir')} "
+             f"({st.get('backend')} backend, {'ready' if st.get('ready') else 'starting'})",
+             f"segment {st.get('segment')}  registry {st.get('registry')}",
+             f"{'PEER':<12} {'PID':>8} {'PORT':>5} {'RESTARTS':>8}  STATE"]
+    for c in st.get("children", []):
+        port = "-" if c.get("port") is None else str(c["port"])
+        lines.append(f"{c['name']:<12} {c.get('pid') or '-':>8} {port:>5} {c['restarts']:>8}  "
+                     f"{'running' if c.get('alive') else 'restarting'}")
+    m = st.get("mapper", {})
+    if "error" in m:
+        lines.append(f"mapper: {m['error']}")
+    else:
+        inflight = m.get("inflight", 0) + sum(b["inflight"] for b in m.get("blockers", []))
+        lines.append(f"requests in flight: {inflight}  served: {m.get('served', 0)}  "
+                     f"re-issued after a peer died: {m.get('reissued', 0)}")
+        vols = m.get("open_volumes", [])
+        lines.append("open volumes: " + (", ".join(
+            f"{v['name']} ({v['handles']} handle{'s' if v['handles'] != 1 else ''})"
+            for v in vols) or "none"))
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    inst = get_instance(args)
+    st = daemon.status(inst)
+    if wants_json(args):
+        print_json(st)
+    elif not st["running"]:
+        print(f"archipelago daemon is not running for {inst.data_dir} "
+              f"(start it with: archip --data-dir {inst.data_dir} daemon start)")
+    else:
+        print(_fmt_status(st))
+    return 0 if st["running"] else NotRunning.exit_code
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `archip daemon`."""
+    p = subparsers.add_parser("daemon", help="start, stop or inspect the archipelago daemon")
+    sub = p.add_subparsers(title="daemon commands", metavar="ACTION")
+    s = sub.add_parser("start", help="start the supervisor, mapper and blocker peers")
+    s.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
+    s.add_argument("--no-nbd", action="store_true", help="do not run nbdkit on DIR/nbd.sock")
+    s.set_defaults(func=_start)
+    s = sub.add_parser("stop", help="drain, flush, release locks and stop")
+    s.set_defaults(func=_stop)
+    s = sub.add_parser("status", help="peers, pids, ports, open volumes, requests in flight")
+    s.set_defaults(func=_status)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
