@@ -38,9 +38,9 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     if request.method == "POST":
         new_meta = read_meta(request, "X-Account-Meta-")
         groups = _groups(request)
-        replace = "update" not in request.query
-        await meta.account_update(t.account, new_meta, groups if groups or replace else None,
-                                  replace)
+        # Swift merges account meta on POST (an empty value deletes a key); kamaki sends
+        # ?update for the same effect, so merging serves both. Groups change only if sent.
+        await meta.account_update(t.account, new_meta, groups or None, replace=False)
         return web.Response(status=202)
     fail(405, "Method not allowed")
 

@@ -95,7 +95,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
             return await hashmaps.upload_blocks(request, t)
         await meta.container_update(t.account, t.container,
                                     read_meta(request, "X-Container-Meta-"), _policy(request),
-                                    replace="update" not in request.query)
+                                    replace=False)  # Swift and kamaki (?update) both merge
         return web.Response(status=202)
     if m == "DELETE":
         await get_container(request, t)

@@ -55,8 +55,13 @@ def test_account_and_containers(alice: Connection) -> None:
     assert h["x-container-meta-color"] == "blue"
     assert h["x-container-block-size"] == str(4 * MiB)
     assert h["x-container-block-hash"] == "sha256"
-    alice.post_container("photos", {"X-Container-Meta-Color": "red"})
+    alice.post_container("photos", {"X-Container-Meta-Color": "red",
+                                    "X-Container-Meta-Size": "L"})
     assert alice.head_container("photos")["x-container-meta-color"] == "red"
+    # Container POST merges (Swift); an empty value removes a key.
+    alice.post_container("photos", {"X-Container-Meta-Size": ""})
+    h = alice.head_container("photos")
+    assert h["x-container-meta-color"] == "red" and "x-container-meta-size" not in h
     alice.post_account({"X-Account-Meta-Owner": "Alice"})
     alice.put_object("photos", "a.jpg", b"x" * 10)
     hdrs, listing = alice.get_account()
