@@ -6,7 +6,7 @@ import asyncio
 import functools
 import hashlib
 import mimetypes
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -284,7 +284,7 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
     if move and not same:
         await meta.object_delete(src.account, src.container, src.obj)
     headers = reply_headers(request, nv)
-    headers["X-Copied-From"] = f"{src.container}/{src.obj}"
+    headers["X-Copied-From"] = quote(f"{src.container}/{src.obj}")
     return web.Response(status=201, headers=headers)
 
 

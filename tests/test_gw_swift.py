@@ -308,3 +308,15 @@ def test_swift_service_segmented_upload_and_verified_download(
         assert all(r["success"] for r in down), [r.get("error") for r in down]
     assert (out / "seg").read_bytes() == data
     assert (out / "whole").read_bytes() == data
+
+
+def test_unicode_names(alice: Connection) -> None:
+    alice.put_container("καλάθι")
+    alice.put_object("καλάθι", "φάκελος/€ and spaces.txt", b"euro",
+                     headers={"X-Object-Meta-Note": "ok"})
+    _, items = alice.get_container("καλάθι")
+    assert [i["name"] for i in items] == ["φάκελος/€ and spaces.txt"]
+    alice.copy_object("καλάθι", "φάκελος/€ and spaces.txt", "/καλάθι/αντίγραφο")
+    assert alice.get_object("καλάθι", "αντίγραφο")[1] == b"euro"
+    _, conts = alice.get_account()
+    assert [c["name"] for c in conts] == ["καλάθι"]
