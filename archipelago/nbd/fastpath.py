@@ -96,6 +96,29 @@ class FastPath:
             self._path = None
         self.gate = Gate()
         self.writes = writes and self._path is not None and self._note is not None
+        # Entry -> file path, per header object: headers are replaced (never edited) on
+        # every change, so a new header simply starts a new cache. Saves ~1/3 of the
+        # Python time of a 4 KiB request (md5 fan-out + name formatting).
+        self._paths: dict[int, tuple[Any, dict[bytes, str]]] = {}
+        self._paths_lock = threading.Lock()
+
+    def _file(self, vol: Any, h: Any, entry: bytes) -> str:
+        """Path of the object an entry (kind byte + id) names."""
+        key = id(vol)
+        cached = self._paths.get(key)
+        if cached is None or cached[0] is not h:
+            with self._paths_lock:
+                if len(self._paths) > 64:
+                    self._paths.clear()
+                cached = self._paths[key] = (h, {})
+        paths = cached[1]
+        path = paths.get(entry)
+        if path is None:
+            assert self._path is not None
+            path = self._path(h.name_of(entry[0], entry[1:]))
+            if len(paths) < 1 << 18:  # bounded: 256k entries = 1 TiB of 4 MiB blocks
+                paths[entry] = path
+        return path
 
     @property
     def enabled(self) -> bool:
@@ -122,9 +145,9 @@ class FastPath:
             if kind == ZERO:
                 buf[pos:pos + ln] = bytes(ln)
             else:
-                name = h.name_of(kind, bytes(chunk[e + 1:e + ENTRY_SIZE]))
+                path = self._file(vol, h, bytes(chunk[e:e + ENTRY_SIZE]))
                 try:
-                    fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     return False
                 try:
@@ -167,7 +190,7 @@ class FastPath:
                 return False  # zero entry or shared block: the mapper allocates/copies up
             if o == 0 and ln >= min(bs, h.size - i * bs) and is_zero(buf[pos:pos + ln]):
                 return False  # a whole zero block becomes a zero entry
-            plan.append((path_of(h.name_of(kind, ident)), o, pos, ln))
+            plan.append((self._file(vol, h, bytes(chunk[e:e + ENTRY_SIZE])), o, pos, ln))
             pos += ln
         for path, o, p, ln in plan:
             try:
