@@ -37,7 +37,7 @@ def server(request: pytest.FixtureRequest,
     """Every protocol test runs with and without the direct read/write path (fastpath.py)."""
     need("nbdkit")
     d: Path = tmp_path_factory.mktemp("nbd")
-    names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua", "cow"]
+    names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua", "cow", "held"]
     prepare(d, volumes=[(n, SIZE) for n in names] + [("odd", ODD_SIZE)],
             writes=[("ro-src", 1000, SNAP_DATA), ("scr", 0, b"S" * BS)],
             snapshots=[("ro-src", "ro-snap")])
@@ -235,6 +235,40 @@ def test_scratch_exports(server: NbdServer) -> None:
     lst.opt_list(lambda name, desc: names.append(name) or 0)
     lst.opt_abort()
     assert not [n for n in names if "scratch" in n]
+
+
+def _lock_elsewhere(data_dir: Path, name: str, take: bool) -> None:
+    """Take (or release) the volume lock as another live owner (this test process)."""
+    from archipelago.blocker.base import make_owner
+    from archipelago.blocker.file import FileBlocker
+    from archipelago.mapper import Mapper
+
+    async def run() -> None:
+        blocker = FileBlocker(str(data_dir / "blocks"))
+        mapper = Mapper(blocker, make_owner("test-holder"))
+        if take:
+            await mapper.lock(name)  # held in the blocker until unlocked
+        else:
+            await mapper.unlock(name)
+        await blocker.close()
+
+    asyncio.run(run())
+
+
+def test_volume_locked_by_live_owner_is_busy(server: NbdServer) -> None:
+    _lock_elsewhere(server.data_dir, "held", take=True)
+    try:
+        h = nbd.NBD()
+        h.set_export_name("held")
+        with pytest.raises(nbd.Error):  # NBD has no "busy" reply at handshake time ...
+            h.connect_unix(str(server.sock))
+        log = server.log_text()  # ... so the reason, with the holder, is in nbdkit's log
+        assert "Locked" in log and "test-holder" in log, log[-2000:]
+    finally:
+        _lock_elsewhere(server.data_dir, "held", take=False)
+    h = server.connect("held")  # free again: the lock is not stale-broken, just released
+    h.pwrite(b"b" * 512, 0)
+    h.shutdown()
 
 
 def _try_open_elsewhere(data_dir: Path, name: str) -> bool:

@@ -69,6 +69,8 @@ def test_kill9_during_writes_keeps_acknowledged_data(tmp_path: Path) -> None:
         assert not w.is_alive(), "client hung after nbdkit died"
         assert w.error is not None or w.stop.is_set() or w.acked
 
+    with pytest.raises(nbd.Error):  # while it is down, clients get an error at once
+        srv.connect("crash")
     srv.start()  # the dead nbdkit's lock is stale: reopening must break it
     h = srv.connect("crash")
     total = 0
