@@ -98,14 +98,29 @@ def _stop(args: argparse.Namespace) -> int:
         raise NotRunning("no gateway is running for this instance")
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise TimedOut(f"gateway (pid {pid}) did not stop within 30s")
+        time.sleep(0.05)
     print(f"stopped gateway (pid {pid})")
     return 0
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours counts as gone, and is reaped)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
-ARCHIP = [sys.executable, "-m", "control"]
+from control.cli import main
 
 
-def archip(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the CLI against a private data dir (file blocker, no fsync for speed)."""
-    cmd = [*ARCHIP, "--data-dir", str(data_dir), "-o", "blocker.file.fsync=false", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+@dataclass
+class Result:
+    """What one CLI invocation printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+_CAPSYS: list[pytest.CaptureFixture[str]] = []
+
+
+def archip(data_dir: Path, *args: str, check: bool = True) -> Result:
+    """Run `archip` in-process against a private data dir (file blocker, no fsync)."""
+    capsys = _CAPSYS[-1]
+    capsys.readouterr()
+    argv = ["--data-dir", str(data_dir), "-o", "blocker.file.fsync=false", *args]
+    rc = main(argv)
+    out, err = capsys.readouterr()
     if check:
-        assert r.returncode == 0, (cmd, r.stdout, r.stderr)
-    return r
+        assert rc == 0, (argv, out, err)
+    return Result(rc, out, err)
+
+
+@pytest.fixture(autouse=True)
+def _capture(capsys: pytest.CaptureFixture[str]) -> None:
+    _CAPSYS.append(capsys)
 
 
 def test_gateway_cli_lifecycle(tmp_path: Path) -> None:
