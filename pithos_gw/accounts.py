@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pithos_gw.auth import require_owner
+from pithos_gw.auth import require_owner, sharing_containers
 from pithos_gw.common import CONFIG, META, Target, fail, http_date, int_param, out_value, read_meta
 from pithos_gw.listing import iso, render
 from pithos_gw.meta import Account
@@ -27,8 +27,10 @@ def account_headers(acc: Account) -> dict[str, str]:
 
 async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     """Dispatch an account-level request."""
-    require_owner(t)
     meta = request.app[META]
+    if request.method == "GET" and not t.owner:
+        return await shared_listing(request, t)
+    require_owner(t)
     if request.method in ("HEAD", "GET"):
         acc = await meta.account_get(t.account)
         headers = account_headers(acc)
@@ -78,3 +80,14 @@ async def listing(request: web.Request, t: Target, headers: dict[str, str]) -> w
         items.append({"name": c.name, "count": c.count, "bytes": c.bytes,
                       "last_modified": iso(c.mtime), "x_container_policy": c.policy})
     return render(request, "account", t.account, "container", items, headers)
+
+
+async def shared_listing(request: web.Request, t: Target) -> web.Response:
+    """A non-owner sees the containers holding objects shared with them; 403 if none."""
+    names = await sharing_containers(request, t.user, t.account)
+    marker = request.query.get("marker", "")
+    limit = int_param(request, "limit", request.app[CONFIG].container_listing_limit) or 0
+    items = [{"name": n} for n in names if n > marker][:limit]
+    if not items:
+        fail(403, "Forbidden")
+    return render(request, "account", t.account, "container", items, {})

@@ -123,8 +123,17 @@ def require_owner(t: Target) -> None:
 async def sharing_accounts(request: web.Request, user: str) -> list[str]:
     """Accounts that share at least one object with ``user`` (top-level GET)."""
     out: list[str] = []
-    for account, read, write in await request.app[META].shares():
+    for account, _, read, write in await request.app[META].shares():
         if account != user and account not in out and await _member(request, user,
                                                                     read + write):
             out.append(account)
+    return out
+
+
+async def sharing_containers(request: web.Request, user: str, account: str) -> list[str]:
+    """Containers of ``account`` holding something shared with ``user``."""
+    out: list[str] = []
+    for _, container, read, write in await request.app[META].shares(account):
+        if container not in out and await _member(request, user, read + write):
+            out.append(container)
     return out

@@ -165,11 +165,19 @@ class ExtraMixin:
 
         await self._run(q)
 
-    async def shares(self) -> list[tuple[str, list[str], list[str]]]:
-        """(account, read, write) of every shared object (for the top-level listing)."""
-        return await self._run(lambda db: [(r[0], json.loads(r[1]), json.loads(r[2])) for r in
-                                           db.execute("SELECT account, read, write FROM "
-                                                      "permissions ORDER BY account")])
+    async def shares(self, account: str | None = None
+                     ) -> list[tuple[str, str, list[str], list[str]]]:
+        """(account, container, read, write) of shared objects (of one account, or all)."""
+        def q(db: sqlite3.Connection) -> list[tuple[str, str, list[str], list[str]]]:
+            sql = "SELECT account, container, read, write FROM permissions"
+            args: tuple[str, ...] = ()
+            if account is not None:
+                sql += " WHERE account=?"
+                args = (account,)
+            return [(r[0], r[1], json.loads(r[2]), json.loads(r[3]))
+                    for r in db.execute(sql + " ORDER BY account, container", args)]
+
+        return await self._run(q)
 
     async def public_get(self, account: str, container: str, name: str) -> str | None:
         """The public token of an object, or None."""

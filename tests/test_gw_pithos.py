@@ -217,6 +217,8 @@ def test_sharing_and_public(gw_mem: GatewayThread) -> None:  # noqa: F811
     assert requests.get(bob_url + "/c/shared", headers=carol.tok).status_code == 403
     listing = requests.get(bob_url + "/c?format=json", headers=b.tok).json()
     assert [i["name"] for i in listing] == ["shared"]
+    assert requests.get(bob_url + "?format=json", headers=b.tok).json() == [{"name": "c"}]
+    assert requests.get(bob_url, headers=carol.tok).status_code == 403
     assert requests.get(bob_url + "/c?format=json", headers=carol.tok).status_code == 403
     # Write sharing through a group of alice's account.
     a.req("POST", "", headers={"X-Account-Group-Team": "bob,carol"})
