@@ -145,3 +145,25 @@ async def test_unusable_root_is_a_clear_error(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(ArchipelagoError, match="file blocker at"):
         FileBlocker(str(f / "sub"))
+
+
+async def test_public_path_of_and_note_dirty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archipelago.errors import InvalidArgument
+
+    b = FileBlocker(str(tmp_path / "s"))
+    try:
+        await b.put("blk", b"abcd")
+        path = b.path_of("blk")
+        assert open(path, "rb").read() == b"abcd"
+        with pytest.raises(InvalidArgument):
+            b.path_of("../x")
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, b"Z", 0)  # a direct write, as the NBD fast path does
+        os.close(fd)
+        spy = _SyncSpy(monkeypatch)
+        b.note_dirty(path)
+        await b.flush()
+        assert spy.data == [os.stat(path).st_ino]
+        assert await b.read("blk", 0, 4) == b"Zbcd"
+    finally:
+        await b.close()

@@ -83,6 +83,14 @@ class FileBlocker(Blocker):
         h = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
         return os.path.join(self._objects, h[:2], h[2:4], name)
 
+    def path_of(self, name: str) -> str:
+        """File of object ``name``, for fast paths that pread/pwrite it directly."""
+        return self._path(check_name(name))
+
+    def note_dirty(self, path: str) -> None:
+        """Record a file written outside the blocker (see path_of) so flush() syncs it."""
+        self._note_file(path)
+
     def _sweep_tmp(self) -> None:
         """Remove temp files whose writer process is gone (a crash before rename)."""
         for entry in os.listdir(self._tmp):
