@@ -175,6 +175,15 @@ def test_ranges(alice: Connection, gw: GatewayThread) -> None:  # noqa: F811
     assert parts[0].endswith(b"\r\n\r\n" + data[0:4] + b"\r\n")
     assert b"Content-Range: bytes 100-103/" in parts[1]
     assert parts[1].endswith(data[100:104] + b"\r\n")
+    etag = hashlib.md5(data).hexdigest()
+    r = requests.get(f"{gw.url}/v1/alice/c/o",
+                     headers={**tok, "Range": "bytes=0-1", "If-Range": f'"{etag}"'})
+    assert r.status_code == 206 and r.content == data[:2]
+    r = requests.get(f"{gw.url}/v1/alice/c/o",
+                     headers={**tok, "Range": "bytes=0-1", "If-Range": '"other"'})
+    assert r.status_code == 200 and len(r.content) == len(data)
+    r = requests.head(f"{gw.url}/v1/alice/c/o?disposition-type=attachment", headers=tok)
+    assert r.headers["Content-Disposition"] == "attachment; filename=o"
     r = requests.get(f"{gw.url}/v1/alice/c/o", headers={**tok, "Range": f"bytes={len(data)}-"})
     assert r.status_code == 416
     assert r.headers["Content-Range"] == f"bytes */{len(data)}"
