@@ -361,3 +361,30 @@ def test_hashmap_body_in_small_chunks(alice: Client, gw_mem: GatewayThread) -> N
     assert gw_mem.count_blocks() == 1
     tail = alice.req("GET", "/c/gig", headers={"Range": "bytes=-3"})
     assert tail.status_code == 206 and tail.content == b"qqq"
+
+
+def test_blocks_are_durable_before_the_map_row(tmp_path: Path) -> None:
+    """At the flush barrier the blocks exist and the object row does not yet."""
+    import sqlite3
+
+    from archipelago.blocker.memory import MemoryBlocker
+
+    db = tmp_path / "meta.db"
+    seen: list[tuple[int, int]] = []
+
+    class Recording(MemoryBlocker):
+        async def flush(self) -> None:
+            con = sqlite3.connect(db)
+            rows = con.execute("SELECT count(*) FROM versions WHERE name='o' AND cluster=0")
+            seen.append((len(await self.list()), rows.fetchone()[0]))
+            con.close()
+
+    g = GatewayThread(Recording, db).start()
+    try:
+        c = Client(g, "alice")
+        c.req("PUT", "/c")
+        assert c.req("PUT", "/c/o", data=b"x" * (BS + 10)).status_code == 201
+        assert seen and seen[-1] == (2, 0)
+        assert c.req("HEAD", "/c/o").status_code == 200
+    finally:
+        g.stop()
