@@ -31,9 +31,9 @@ from archipelago.blocker.base import (
 )
 from archipelago.blocker.fileio import (
     copy_range,
-    pid_alive,
     pwrite_all,
     read_zero_filled,
+    sweep_dead_temps,
     sync_dir,
 )
 from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
@@ -62,7 +62,7 @@ class FileBlocker(Blocker):
         try:
             for d in (self.root, self._objects, self._locks, self._tmp):
                 os.makedirs(d, mode=0o700, exist_ok=True)
-            self._sweep_tmp()
+            sweep_dead_temps(self._tmp)
         except OSError as e:
             self._pool.shutdown(wait=False)
             raise from_errno(e.errno, f"file blocker at {self.root}: {e.strerror}") from e
@@ -90,14 +90,6 @@ class FileBlocker(Blocker):
     def note_dirty(self, path: str) -> None:
         """Record a file written outside the blocker (see path_of) so flush() syncs it."""
         self._note_file(path)
-
-    def _sweep_tmp(self) -> None:
-        """Remove temp files whose writer process is gone (a crash before rename)."""
-        for entry in os.listdir(self._tmp):
-            pid_text = entry.partition(".")[0]
-            if not pid_text.isdigit() or not pid_alive(int(pid_text)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self._tmp, entry))
 
     def _temp(self, fill: Callable[[int], object], sync: bool) -> str:
         """A complete temp file written by ``fill(fd)``; removed again if anything fails."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -72,3 +73,12 @@ def read_zero_filled(path: str, offset: int, size: int) -> bytes:
         return bytes(buf)
     finally:
         os.close(fd)
+
+
+def sweep_dead_temps(tmp_dir: str) -> None:
+    """Remove temp files (named ``<pid>.<random>``) whose writer process is gone."""
+    for entry in os.listdir(tmp_dir):
+        pid_text = entry.partition(".")[0]
+        if not pid_text.isdigit() or not pid_alive(int(pid_text)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(tmp_dir, entry))
