@@ -46,7 +46,7 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     else:
         cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
     if args.foreground:
-        cmd += ["-f"]
+        cmd += ["-f", "--exit-with-parent"]
     else:
         cmd += ["-P", str(inst.nbd_pid)]
     cmd += ["python", str(PLUGIN_PATH), f"dir={inst.data_dir}", f"venv={sys.prefix}",
@@ -75,6 +75,46 @@ def _make_private(path: Path, proc: subprocess.Popen[bytes] | None, timeout: flo
             time.sleep(0.02)
 
 
+#: Restarts allowed within RESTART_WINDOW seconds before giving up.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+def _supervise(cmd: list[str], sock: Path | None) -> int:
+    """Run nbdkit in the foreground and restart it when it dies of a signal.
+
+    nbdkit 1.32 can abort the whole server when a client hangs up with large requests
+    in flight (fixed in 1.33.10): restarting at once lets clients reconnect. Nothing
+    acknowledged is lost (writes are in the blocker, maps are write-through).
+    """
+    starts: list[float] = []
+    while True:
+        starts = [t for t in starts if time.monotonic() - t < RESTART_WINDOW]
+        starts.append(time.monotonic())
+        proc = subprocess.Popen(cmd)
+        try:
+            if sock is not None:
+                _make_private(sock, proc)
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # it waits for connected clients
+                proc.kill()
+                proc.wait()
+            return 0
+        if rc >= 0:  # a normal exit (config error, nbdkit stopped on purpose)
+            return rc
+        if len(starts) > MAX_RESTARTS:
+            print(f"nbdkit died {len(starts)} times in {RESTART_WINDOW:.0f}s; giving up",
+                  file=sys.stderr)
+            return 1
+        print(f"nbdkit died of signal {-rc}; restarting", file=sys.stderr)
+        if sock is not None:
+            sock.unlink(missing_ok=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run nbdkit with the plugin (daemonized unless --foreground)."""
     inst = get_instance(args).ensure()
@@ -83,15 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the unix socket and pid/log files are private
     if args.foreground:
         print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr)
-        proc = subprocess.Popen(cmd)
-        try:
-            if not args.tcp:
-                _make_private(Path(where), proc)
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            return 0
+        return _supervise(cmd, None if args.tcp else Path(where))
     with open(inst.nbd_log, "ab") as log:
         # nbdkit forks once its socket is listening; its parent exits then.
         rc = subprocess.run(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

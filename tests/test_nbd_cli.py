@@ -73,6 +73,22 @@ def test_serve_foreground(tmp_path: Path) -> None:
         h.connect_unix(str(sock))  # empty export name: the default export
         assert h.get_size() == 2 * MiB
         h.shutdown()
+        # nbdkit dies (as 1.32 can on a client hang-up): the CLI restarts it at once.
+        child = int(subprocess.run(["pgrep", "-P", str(proc.pid), "nbdkit"], text=True,
+                                   capture_output=True).stdout.split()[0])
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                h = nbd.NBD()
+                h.connect_uri(uri)
+                break
+            except nbd.Error:
+                assert time.monotonic() < deadline, "nbdkit was not restarted"
+                time.sleep(0.1)
+        assert h.pread(1536, 0) == b"cli" * 512  # and the stale lock was broken
+        h.shutdown()
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
