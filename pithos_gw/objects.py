@@ -283,9 +283,31 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
                        ctype=ctype, uuid=v.uuid if move else None)
     if move and not same:
         await meta.object_delete(src.account, src.container, src.obj)
+    delim = request.query.get("delimiter")
+    if delim and not same:
+        await _copy_tree(request, src, dst, delim, move)
     headers = reply_headers(request, nv)
     headers["X-Copied-From"] = quote(f"{src.container}/{src.obj}")
     return web.Response(status=201, headers=headers)
+
+
+async def _copy_tree(request: web.Request, src: Target, dst: Target, delim: str,
+                     move: bool) -> None:
+    """COPY/MOVE ?delimiter: also every object under ``src.obj + delim`` (maps only)."""
+    meta = request.app[META]
+    base = src.obj + delim
+    for v in await meta.object_list(src.account, src.container, base):
+        s = Target(src.account, src.container, v.name, src.user)
+        d = Target(dst.account, dst.container, dst.obj + delim + v.name[len(base):], dst.user)
+        got = await access(request, s)
+        if got is None or (move and got == "read"):
+            continue
+        check_object_name(request, d.obj)
+        await _may_write(request, d)
+        await _record(request, d, v.hashes, v.bytes, v.checksum, dict(v.meta), None,
+                      ctype=v.content_type, uuid=v.uuid if move else None)
+        if move:
+            await meta.object_delete(s.account, s.container, s.obj)
 
 
 async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:

@@ -388,3 +388,18 @@ def test_blocks_are_durable_before_the_map_row(tmp_path: Path) -> None:
         assert c.req("HEAD", "/c/o").status_code == 200
     finally:
         g.stop()
+
+
+def test_copy_and_move_trees(alice: Client, gw_mem: GatewayThread) -> None:  # noqa: F811
+    alice.req("PUT", "/c/dir", data=b"", headers={"Content-Type": "application/directory"})
+    alice.req("PUT", "/c/dir/a", data=b"A")
+    alice.req("PUT", "/c/dir/sub/b", data=b"B")
+    blocks = gw_mem.count_blocks()
+    r = alice.req("COPY", "/c/dir?delimiter=/", headers={"Destination": "/c/copy"})
+    assert r.status_code == 201
+    assert alice.req("GET", "/c/copy/sub/b").content == b"B"
+    r = alice.req("MOVE", "/c/copy?delimiter=/", headers={"Destination": "/c/moved"})
+    assert r.status_code == 201
+    names = alice.req("GET", "/c").text.split()
+    assert names == ["dir", "dir/a", "dir/sub/b", "moved", "moved/a", "moved/sub/b"]
+    assert gw_mem.count_blocks() == blocks
