@@ -1,0 +1,159 @@
+"""The daemon as processes: start/stop/status, single instance, restarts, kill -9 recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from daemon_helpers import ARCHIP, BS, ROOT, Daemon, make_image, sha256, start_daemon
+
+from archipelago.client import Client
+from archipelago.errors import ArchipelagoError, PeerDied
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _wait(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_lifecycle_status_and_single_instance(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    r = d.archip("daemon", "stop")
+    assert r.rc == 0 and "not running" in r.out and "nothing to stop" in r.out
+    assert d.archip("daemon", "stop", "--json").json() == {"stopped": False, "pid": None}
+    r = d.archip("daemon", "status", "--json")
+    assert r.rc == 12 and r.json()["running"] is False
+    try:
+        st = d.start()
+        assert st["ready"] and st["pid"] == d.pid()
+        names = sorted(c["name"] for c in st["children"])
+        assert names == ["blocker-0", "blocker-1", "mapper"]
+        assert (tmp_path / "run" / "daemon.pid").exists()
+        assert Path(st["segment"]).exists()
+        r = d.archip("daemon", "start", "--no-nbd")
+        assert r.rc == 6 and "already running" in r.err and str(st["pid"]) in r.err
+        s = d.status()
+        assert s["running"] and s["backend"] == "file"
+        ports = {c["name"]: c["port"] for c in s["children"]}
+        assert ports == {"blocker-0": 1, "blocker-1": 2, "mapper": 0}
+        assert all(c["alive"] and c["pid"] for c in s["children"])
+        m = s["mapper"]
+        assert m["open_volumes"] == [] and m["inflight"] == 0
+        assert [b["port"] for b in m["blockers"]] == [1, 2]
+        with Client.connect(tmp_path) as c:
+            c.create("v", 16 * BS)
+            with c.open("v") as v:
+                v.write(0, b"x" * 4096)
+                s = d.status()
+                assert s["mapper"]["open_volumes"] == [{"name": "v", "handles": 1,
+                                                        "writable": True}]
+                human = d.archip("daemon", "status", check=True).out
+                assert "blocker-0" in human and "open volumes: v (1 handle)" in human
+        assert d.archip("volume", "info", "v", "--json", check=True).json()["lock_owner"] is None
+        r = d.archip("daemon", "stop", check=True)
+        assert "stopped" in r.out
+        assert not Path(st["segment"]).exists() and d.pid() is None
+        assert f"daemon {st['pid']} stopped" in d.log()
+    finally:
+        d.stop()
+
+
+def test_foreground_logs_to_stderr_and_file(tmp_path: Path) -> None:
+    p = subprocess.Popen([*ARCHIP, "--data-dir", str(tmp_path), "daemon", "start",
+                          "--foreground", "--no-nbd"], cwd=ROOT, stderr=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    d = Daemon(tmp_path)
+    try:
+        _wait(lambda: "daemon ready" in d.log())
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0
+        assert "daemon ready" in err and "mapper peer" in err
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        d.stop()
+
+
+def test_blocker_peer_killed_under_import(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path / "inst")
+    try:
+        img = make_image(tmp_path / "big.raw", 40 * BS, seed=3, data_blocks=list(range(0, 40)))
+        imp = subprocess.Popen([*ARCHIP, "--data-dir", str(d.data_dir), "import", str(img),
+                                "big", "--threads", "2", "--json"], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        victim = d.child_pid("blocker-0")
+        _wait(lambda: d.status()["mapper"].get("served", 0) > 10 or imp.poll() is not None)
+        os.kill(victim, signal.SIGKILL)
+        out, err = imp.communicate(timeout=90)  # never hangs
+        _wait(lambda: any(c["name"] == "blocker-0" and c["restarts"] >= 1 and c["alive"]
+                          for c in d.status()["children"]))
+        assert f"blocker-0 (pid {victim}) died (signal 9)" in d.log()
+        if imp.returncode == 0:
+            out_img = tmp_path / "back.raw"
+            d.archip("export", "big", str(out_img), check=True)
+            assert sha256(out_img) == sha256(img)
+        else:  # a clear one-line error, and nothing half-made
+            assert err.startswith("archip: error:") and err.count("\n") == 1
+            assert d.archip("volume", "info", "big").rc == 3
+        # The daemon keeps serving after the restart.
+        d.archip("import", str(img), "big2", check=True)
+        back = tmp_path / "back2.raw"
+        d.archip("export", "big2", str(back), check=True)
+        assert sha256(back) == sha256(img)
+    finally:
+        d.stop()
+
+
+def test_mapper_peer_killed_fails_requests_then_recovers(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path)
+    try:
+        with Client.connect(tmp_path, timeout=30) as c:
+            c.create("m", 4 * BS)
+            v = c.open("m")
+            v.write(0, b"m" * 8192, fua=True)
+            os.kill(d.child_pid("mapper"), signal.SIGKILL)
+            with pytest.raises((PeerDied, ArchipelagoError)):
+                v.read(0, 8192)  # fails back, never hangs
+            _wait(lambda: d.status()["mapper"].get("pid") is not None)
+            # The restarted mapper broke the dead mapper's stale lock and reopens the volume.
+            assert "broke stale lock of volume 'm'" in d.log()
+            with c.open("m") as v2:
+                assert bytes(v2.read(0, 8192)) == b"m" * 8192
+    finally:
+        d.stop()
+
+
+def test_kill9_whole_daemon_after_flushed_write(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path)
+    try:
+        c = Client.connect(tmp_path, timeout=10)
+        c.create("crash", 8 * BS)
+        v = c.open("crash")
+        v.write(BS - 10, b"durable!" * 1000)
+        v.flush()
+        v.write(5 * BS, b"fua" * 100, fua=True)
+        seg = Path(d.status()["segment"])
+        d.kill9()
+        assert seg.exists()  # left behind by the crash
+        info = Daemon(tmp_path).archip("volume", "info", "crash")
+        assert info.rc == 12  # not running, says how to start
+        d.start()  # replaces the stale segment, breaks the stale lock
+        log = d.log()
+        assert "removing stale segment" in log
+        assert "broke stale lock of volume 'crash'" in log
+        with Client.connect(tmp_path) as c2, c2.open("crash") as v2:
+            assert bytes(v2.read(BS - 10, 8000)) == b"durable!" * 1000
+            assert bytes(v2.read(5 * BS, 300)) == b"fua" * 100
+        assert d.archip("volume", "info", "crash", "--json", check=True).json()["lock_owner"] \
+            is None
+    finally:
+        d.stop()
