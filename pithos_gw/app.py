@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
@@ -66,13 +67,11 @@ async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(400, "Invalid UTF-8")
     except web.HTTPException:
         raise
-    except (ConnectionError, OSError) as e:
-        # The client went away (mid-upload or mid-download): nothing was recorded.
-        log.info("client connection lost: %s", e)
-        return _error(400, "Connection lost")
-    except Exception as e:  # noqa: BLE001 -- never let a traceback reach a user
-        if type(e).__name__ in ("ClientPayloadError", "PayloadEncodingError", "ContentLengthError"):
-            return _error(400, "Incomplete body")
+    except (ConnectionError, HttpProcessingError, ClientPayloadError) as e:
+        # The client went away or sent a broken body (mid-upload): nothing was recorded.
+        log.info("bad or lost request body: %s", e)
+        return _error(400, "Incomplete or malformed body")
+    except Exception:  # noqa: BLE001 -- never let a traceback reach a user
         log.exception("unexpected error on %s %s", request.method, request.rel_url)
         return _error(500, "Internal error")
 

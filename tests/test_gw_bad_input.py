@@ -123,3 +123,15 @@ def test_disconnect_mid_upload_leaves_no_object(
         assert requests.head(f"{base}/c/{name}", headers=tok).status_code == 404
     listing = requests.get(base + "/c?format=json", headers=tok).json()
     assert listing == []
+
+
+def test_malformed_chunked_body_is_400(env: tuple[GatewayThread, str, dict[str, str]]) -> None:
+    g, base, tok = env
+    s = _raw(g, f"PUT /v1/alice/c/badchunk HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+                f"{tok['X-Auth-Token']}\r\nTransfer-Encoding: chunked\r\n",
+             b"5\r\nhello\r\nzz\r\nnot hex\r\n0\r\n\r\n")
+    reply = s.recv(4096)
+    s.close()
+    assert b" 400 " in reply.split(b"\r\n")[0], reply[:200]
+    assert b"Traceback" not in reply
+    assert requests.head(base + "/c/badchunk", headers=tok).status_code == 404
