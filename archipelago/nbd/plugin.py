@@ -105,9 +105,11 @@ def config_complete() -> None:
     _errno_of = errno_of
     # Library warnings (e.g. a scratch clone that could not be removed) go to nbdkit's log.
     logging.basicConfig(level=logging.WARNING, format="archipelago: %(levelname)s: %(message)s")
-    blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
-    fast = _yes(_cfg["fastpath"])
-    backend = make_backend(_cfg["backend"], blocker, fast)
+    try:
+        blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
+        backend = make_backend(_cfg["backend"], blocker, _yes(_cfg["fastpath"]))
+    except Exception as e:
+        _fail(e)  # a one-line config error, not a traceback
     scratch = _yes(_cfg["scratch"])
     _table = ExportTable(backend, _cfg["default-export"], scratch)
 
