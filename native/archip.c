@@ -428,7 +428,13 @@ static int64_t pop_valid(char *base, uint32_t port, int reply) {
             if (st == AP_D_COMPLETED && d->owner == port && d->owner_gen == atomic_load(A32(&p->gen)))
                 return idx;
         } else if (st == AP_D_SUBMITTED && d->dst == port) {
-            return idx;
+            struct ap_port *o = P(base, d->owner);
+            if (atomic_load(A32(&o->state)) == AP_P_BOUND && atomic_load(A32(&o->gen)) == d->owner_gen)
+                return idx;
+            /* the client died: drop the request unserved */
+            uint32_t s2 = AP_D_SUBMITTED;
+            if (atomic_compare_exchange_strong(A32(&d->state), &s2, AP_D_COMPLETED))
+                ap_desc_free(base, idx, AP_D_COMPLETED);
         }
     }
     return -1;
@@ -524,6 +530,10 @@ int ap_port_reclaim(char *base, uint32_t port, const int *efds, uint32_t nfds) {
             }
         } else if (d->owner == port && (st == AP_D_ALLOC || st == AP_D_COMPLETED)) {
             if (ap_desc_free(base, i, st) == 0) n++;
+        } else if (d->owner == port && st == AP_D_SUBMITTED) {
+            /* the server frees it; wake it, the dead client may have deferred the signal */
+            uint32_t dst = d->dst;
+            if (dst < h->nr_ports) ap_wake(base, dst, dst < nfds ? efds[dst] : -1);
         }
     }
     for (uint32_t c = 0; c < h->nr_classes; c++) {

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Protocol
+from typing import Any
 
 from archipelago.peers.registry import PeerLink
 
 #: Microseconds to poll the rings (in C, GIL released) before sleeping: a request or
 #: reply arriving within this window costs no eventfd syscall and no context switch.
 SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "50"))
-
-
-class _Drainer(Protocol):
-    def drain(self) -> bool: ...
-
-    @property
-    def wants_requests(self) -> bool: ...
 
 
 class Port:
@@ -41,9 +34,13 @@ class Port:
         self._scheduled = False
         self._wake: set[int] = set()
 
+    #: Ports attached in this process: spinning only pays when one port owns the loop.
+    _attached = 0
+
     def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start pumping this port from ``loop`` (idempotent)."""
         if self._loop is None:
+            Port._attached += 1
             self._loop = loop or asyncio.get_running_loop()
             self._loop.add_reader(self.efd, self._on_wake)
             self.kick()
@@ -51,6 +48,7 @@ class Port:
     def detach(self) -> None:
         """Stop pumping."""
         if self._loop is not None:
+            Port._attached -= 1
             self._loop.remove_reader(self.efd)
             self._loop = None
 
@@ -99,8 +97,8 @@ class Port:
             return
         mask = (1 if self.server is not None and self.server.wants_requests else 0) | (
             2 if self.client is not None else 0)
-        if self._wake or (self._loop is not None and self._busy()):
-            # other callbacks are ready (or wake-ups pending): do not spin, let them run
+        if self._wake or Port._attached > 1 or self._busy():
+            # wake-ups pending, other ports or callbacks to serve: do not spin, let them run
             if not lib.ap_prepare_sleep(base, no, mask):
                 self.kick()
             return
