@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from archipelago.errors import ConfigError, InvalidArgument, NotRunning
+from archipelago.errors import Busy, ConfigError, InvalidArgument, NotRunning
 from archipelago.instance import Instance
 from archipelago.nbd import PLUGIN_PATH
 from control.context import get_config, get_instance, print_json, wants_json
@@ -45,10 +45,7 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
         cmd += ["-i", host, "-p", str(port)]
     else:
         cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
-    if args.foreground:
-        cmd += ["-f", "--exit-with-parent"]
-    else:
-        cmd += ["-P", str(inst.nbd_pid)]
+    cmd += ["-f", "--exit-with-parent"]  # always under _supervise (restart on crash)
     cmd += ["python", str(PLUGIN_PATH), f"dir={inst.data_dir}", f"venv={sys.prefix}",
             "backend=direct"]
     default = args.default_export or cfg.nbd.default_export
@@ -59,25 +56,51 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def _listening(sock: Path | None, tcp: tuple[str, int] | None) -> bool:
+    """True if something accepts connections on the unix socket / TCP address."""
+    try:
+        if tcp is not None:
+            with socket.create_connection(tcp, timeout=1):
+                return True
+        assert sock is not None
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+        return True
+    except OSError:
+        return False
+
+
+def _clear_stale_socket(sock: Path | None) -> None:
+    """Remove a socket file nobody listens on (left by a killed nbdkit); Busy if in use."""
+    if sock is None or not os.path.lexists(sock):
+        return
+    if _listening(sock, None):
+        raise Busy(f"an NBD server already listens on {sock}")
+    sock.unlink()
+
+
 def _make_private(path: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
-    """chmod 0600 the socket once nbdkit created it (nbdkit makes it 0755; the data dir
-    is 0700 already, this also covers --socket outside it)."""
+    """chmod 0600 the socket once nbdkit listens (it makes it 0755 while binding; the
+    data dir is 0700 already, this also covers --socket outside it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:  # only once nbdkit listens: it sets the mode itself while binding
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(str(path))
+        if _listening(path, None):
             os.chmod(path, 0o600)
             return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                return
-            time.sleep(0.02)
+        if proc is not None and proc.poll() is not None:
+            return
+        time.sleep(0.02)
 
 
 #: Restarts allowed within RESTART_WINDOW seconds before giving up.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+#: Seconds nbdkit gets to exit on SIGTERM (1.32 waits for connected clients) before SIGKILL.
+STOP_GRACE = 8.0
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _supervise(cmd: list[str], sock: Path | None) -> int:
@@ -85,83 +108,134 @@ def _supervise(cmd: list[str], sock: Path | None) -> int:
 
     nbdkit 1.32 can abort the whole server when a client hangs up with large requests
     in flight (fixed in 1.33.10): restarting at once lets clients reconnect. Nothing
-    acknowledged is lost (writes are in the blocker, maps are write-through).
+    acknowledged is lost (writes are in the blocker, maps are write-through), and
+    the restarted nbdkit breaks the dead one's volume locks (stale: dead pid).
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     starts: list[float] = []
-    while True:
-        starts = [t for t in starts if time.monotonic() - t < RESTART_WINDOW]
-        starts.append(time.monotonic())
-        proc = subprocess.Popen(cmd)
-        try:
-            if sock is not None:
-                _make_private(sock, proc)
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGTERM)
+    try:
+        while True:
+            starts = [t for t in starts if time.monotonic() - t < RESTART_WINDOW]
+            starts.append(time.monotonic())
+            proc = subprocess.Popen(cmd)
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # it waits for connected clients
-                proc.kill()
-                proc.wait()
-            return 0
-        if rc >= 0:  # a normal exit (config error, nbdkit stopped on purpose)
-            return rc
-        if len(starts) > MAX_RESTARTS:
-            print(f"nbdkit died {len(starts)} times in {RESTART_WINDOW:.0f}s; giving up",
-                  file=sys.stderr)
-            return 1
-        print(f"nbdkit died of signal {-rc}; restarting", file=sys.stderr)
-        if sock is not None:
+                if sock is not None:
+                    _make_private(sock, proc)
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:  # killing loses nothing acknowledged
+                    proc.kill()
+                    proc.wait()
+                return 0
+            if rc >= 0:  # a normal exit (config error, nbdkit stopped on purpose)
+                return rc
+            if len(starts) > MAX_RESTARTS:
+                print(f"nbdkit died {len(starts)} times in {RESTART_WINDOW:.0f}s; giving up",
+                      file=sys.stderr)
+                return 1
+            print(f"nbdkit died of signal {-rc}; restarting", file=sys.stderr, flush=True)
+            _clear_stale_socket(sock)
+    finally:
+        if sock is not None and not _listening(sock, None):
             sock.unlink(missing_ok=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pid(inst: Instance) -> int | None:
+    """Pid of the `nbd serve` supervisor of this instance, if alive."""
+    try:
+        pid = int(inst.nbd_pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _background(inst: Instance, args: argparse.Namespace, sock: Path | None,
+                tcp: tuple[str, int] | None) -> int:
+    """Start `nbd serve --foreground` detached (supervisor + nbdkit), logging to a file."""
+    pid = _running_pid(inst)
+    if pid is not None:
+        raise Busy(f"nbdkit is already serving this instance (pid {pid}; archip nbd stop)")
+    argv = [sys.executable, "-m", "control", "--data-dir", str(inst.data_dir)]
+    if args.config:
+        argv += ["--config", args.config]
+    for o in args.overrides or []:
+        argv += ["-o", o]
+    argv += ["nbd", "serve", "--foreground"]
+    for flag, value in (("--socket", args.socket), ("--tcp", args.tcp),
+                        ("--default-export", args.default_export)):
+        if value:
+            argv += [flag, value]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.no_scratch:
+        argv.append("--no-scratch")
+    with open(inst.nbd_log, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    inst.nbd_pid.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 60
+    while not (_listening(sock, tcp) and (sock is None or not sock.stat().st_mode & 0o077)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+            inst.nbd_pid.unlink(missing_ok=True)
+            tail = inst.nbd_log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ConfigError("nbdkit did not start: " + " | ".join(tail))
+        time.sleep(0.05)
+    return proc.pid
+
+
 def _serve(args: argparse.Namespace) -> int:
-    """Run nbdkit with the plugin (daemonized unless --foreground)."""
+    """Run nbdkit with the plugin under a restarting supervisor (detached unless --foreground)."""
     inst = get_instance(args).ensure()
     cmd = nbdkit_command(inst, args)
-    where = args.tcp or args.socket or get_config(args, inst).nbd.socket
+    tcp = parse_tcp(args.tcp) if args.tcp else None
+    sock = None if tcp else Path(args.socket or get_config(args, inst).nbd.socket)
+    where = args.tcp or str(sock)
     os.umask(0o077)  # the unix socket and pid/log files are private
+    _clear_stale_socket(sock)
     if args.foreground:
-        print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr)
-        return _supervise(cmd, None if args.tcp else Path(where))
-    with open(inst.nbd_log, "ab") as log:
-        # nbdkit forks once its socket is listening; its parent exits then.
-        rc = subprocess.run(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            timeout=120).returncode
-    if rc != 0:
-        tail = inst.nbd_log.read_text(errors="replace").strip().splitlines()[-5:]
-        raise ConfigError(f"nbdkit failed (exit {rc}): " + " | ".join(tail))
-    if not args.tcp:
-        _make_private(Path(where), None, timeout=5)
+        print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr,
+              flush=True)
+        return _supervise(cmd, sock)
+    pid = _background(inst, args, sock, tcp)
     if wants_json(args):
-        print_json({"listen": where, "pid_file": str(inst.nbd_pid), "log": str(inst.nbd_log)})
+        print_json({"listen": where, "pid": pid, "pid_file": str(inst.nbd_pid),
+                    "log": str(inst.nbd_log)})
     else:
-        print(f"nbdkit serving {inst.data_dir} on {where} (pid file {inst.nbd_pid})")
+        print(f"nbdkit serving {inst.data_dir} on {where} (pid {pid}, log {inst.nbd_log})")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    """Stop an nbdkit started by `archip nbd serve` (SIGTERM via its pid file)."""
+    """Stop the `archip nbd serve` of this instance (SIGTERM to its supervisor)."""
     inst = get_instance(args)
-    try:
-        pid = int(inst.nbd_pid.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        raise NotRunning("no nbdkit is running for this instance") from None
-    how = "stopped"
-    for i in range(150):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        if i == 100:
-            # nbdkit 1.32 waits for connected clients on SIGTERM. Killing it loses nothing
-            # acknowledged: writes are in the blocker (page cache) and maps write-through.
+    pid = _running_pid(inst)
+    if pid is None:
+        inst.nbd_pid.unlink(missing_ok=True)
+        raise NotRunning("no nbdkit is running for this instance")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE + 10
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
-            how = "killed (clients were still connected)"
-        time.sleep(0.1)
+            break
+        time.sleep(0.05)
     inst.nbd_pid.unlink(missing_ok=True)
-    print(f"{how} nbdkit (pid {pid})")
+    print(f"stopped nbdkit (pid {pid})")
     return 0
 
 
