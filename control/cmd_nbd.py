@@ -7,7 +7,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from archipelago.errors import Busy, ConfigError, InvalidArgument, NotRunning
 from archipelago.instance import Instance
 from archipelago.nbd import PLUGIN_PATH
+from archipelago.nbd.sockets import clear_stale_socket, listening
 from control.context import get_config, get_instance, print_json, wants_json
 
 
@@ -56,35 +56,12 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _listening(sock: Path | None, tcp: tuple[str, int] | None) -> bool:
-    """True if something accepts connections on the unix socket / TCP address."""
-    try:
-        if tcp is not None:
-            with socket.create_connection(tcp, timeout=1):
-                return True
-        assert sock is not None
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(sock))
-        return True
-    except OSError:
-        return False
-
-
-def _clear_stale_socket(sock: Path | None) -> None:
-    """Remove a socket file nobody listens on (left by a killed nbdkit); Busy if in use."""
-    if sock is None or not os.path.lexists(sock):
-        return
-    if _listening(sock, None):
-        raise Busy(f"an NBD server already listens on {sock}")
-    sock.unlink()
-
-
 def _make_private(path: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
     """chmod 0600 the socket once nbdkit listens (it makes it 0755 while binding; the
     data dir is 0700 already, this also covers --socket outside it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _listening(path, None):
+        if listening(path, None):
             os.chmod(path, 0o600)
             return
         if proc is not None and proc.poll() is not None:
@@ -137,9 +114,9 @@ def _supervise(cmd: list[str], sock: Path | None) -> int:
                       file=sys.stderr)
                 return 1
             print(f"nbdkit died of signal {-rc}; restarting", file=sys.stderr, flush=True)
-            _clear_stale_socket(sock)
+            clear_stale_socket(sock)
     finally:
-        if sock is not None and not _listening(sock, None):
+        if sock is not None and not listening(sock, None):
             sock.unlink(missing_ok=True)
 
 
@@ -187,7 +164,7 @@ def _background(inst: Instance, args: argparse.Namespace, sock: Path | None,
                                 start_new_session=True)
     inst.nbd_pid.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 60
-    while not (_listening(sock, tcp) and (sock is None or not sock.stat().st_mode & 0o077)):
+    while not (listening(sock, tcp) and (sock is None or not sock.stat().st_mode & 0o077)):
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 proc.kill()
@@ -206,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
     sock = None if tcp else Path(args.socket or get_config(args, inst).nbd.socket)
     where = args.tcp or str(sock)
     os.umask(0o077)  # the unix socket and pid/log files are private
-    _clear_stale_socket(sock)
+    clear_stale_socket(sock)
     if args.foreground:
         print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr,
               flush=True)
