@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from archipelago.blocker.base import Blocker, LockInfo
@@ -151,3 +152,86 @@ class RecordingBlocker(Blocker):
             elif op.kind == "delete":
                 objs.pop(op.name, None)
         return store
+
+
+class GatedBlocker(Blocker):
+    """Delegates to another blocker, counting ops and pausing chosen ones at a gate."""
+
+    def __init__(self, inner: Blocker) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.counts: dict[str, int] = {}
+        self.gate_op: str | None = None
+        self.gate_prefix = ""
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def arm(self, op: str, prefix: str = "") -> None:
+        """Pause the next ``op`` on a name starting with ``prefix`` until release is set."""
+        self.gate_op, self.gate_prefix = op, prefix
+        self.reached.clear()
+        self.release.clear()
+
+    async def _pass(self, op: str, name: str = "") -> None:
+        self.counts[op] = self.counts.get(op, 0) + 1
+        if self.gate_op == op and name.startswith(self.gate_prefix):
+            self.gate_op = None
+            self.reached.set()
+            await self.release.wait()
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """Read."""
+        await self._pass("read", name)
+        return await self.inner.read(name, offset, size)
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
+        """Write."""
+        await self._pass("write", name)
+        await self.inner.write(name, offset, data, fua)
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Put."""
+        await self._pass("put", name)
+        await self.inner.put(name, data, fua)
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Copy."""
+        await self._pass("copy", src)
+        await self.inner.copy(src, dst, fua)
+
+    async def delete(self, name: str) -> None:
+        """Delete."""
+        await self._pass("delete", name)
+        await self.inner.delete(name)
+
+    async def size(self, name: str) -> int:
+        """Size."""
+        await self._pass("size", name)
+        return await self.inner.size(name)
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """List."""
+        await self._pass("list", prefix)
+        return await self.inner.list(prefix)
+
+    async def flush(self) -> None:
+        """Flush."""
+        await self._pass("flush")
+        await self.inner.flush()
+
+    async def hash(self, name: str) -> str:
+        """Hash."""
+        await self._pass("hash", name)
+        return await self.inner.hash(name)
+
+    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Lock."""
+        await self.inner.lock(name, owner, wait, timeout)
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Unlock."""
+        await self.inner.unlock(name, owner, force)
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Lock holder."""
+        return await self.inner.lock_info(name)
