@@ -248,3 +248,43 @@ def test_forwarding_peer_is_server_and_client_on_one_port(daemon: Daemon) -> Non
     finally:
         kill(server)
     wait_full(daemon, 5)
+
+
+def test_daemon_death_fails_waiting_clients() -> None:
+    """The registry vanishing (daemon killed) ends every wait with PeerDied, none hang."""
+    d = make_daemon()
+    server = start_echo(d)
+    link = PeerLink(d.socket_path)
+    bc = BlockingClient(link)
+    bc.ping(ECHO_PORT)
+    got: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            bc.call(ECHO_PORT, Op.TRUNCATE, "v", timeout=60)
+        except PeerDied as exc:
+            got.append(exc)
+
+    async def main() -> None:
+        c = AsyncClient(link)
+        fut = asyncio.ensure_future(c.call(ECHO_PORT, Op.TRUNCATE, "v"))
+        await asyncio.sleep(0.3)
+        for conn in d.registry._conns:  # die without reclaiming anything, like a kill -9
+            d.registry._conns[conn] = set()
+        d.registry.stop()
+        with pytest.raises(PeerDied):  # "registry died", or the server's "stopped" reply
+            await asyncio.wait_for(fut, 10)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    try:
+        asyncio.run(main())
+        t.join(10)
+        assert len(got) == 1
+        server.join(10)  # the server peer noticed too and exited
+        assert not server.is_alive()
+    finally:
+        kill(server)
+        link.close()
+        d.segment.close()
+        d.segment.unlink()

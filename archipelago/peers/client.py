@@ -101,6 +101,13 @@ class AsyncClient:
         self.port = port or Port(link)
         self.port.client = self
         self._pending: dict[int, asyncio.Future[int] | None] = {}
+        self._watching = False
+
+    def _daemon_died(self) -> None:
+        for fut in self._pending.values():
+            if fut is not None and not fut.done():
+                fut.set_exception(PeerDied("the daemon's peer registry died"))
+        self._pending.clear()
 
     def drain(self) -> bool:
         """Resolve the futures of arrived replies; True if any arrived."""
@@ -125,7 +132,10 @@ class AsyncClient:
         held) instead of allocating one; the payload defaults to its current data.
         ``req`` must outlive this call (do not let it time out and free the owner).
         """
-        self.port.attach()
+        if not self._watching:
+            self._watching = True
+            self.port.attach()
+            self.link.on_hangup(asyncio.get_running_loop(), self._daemon_died)
         seg = self.seg
         for attempt in itertools.count():
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from archipelago.errors import ArchipelagoError, NotSupported
+from archipelago.errors import ArchipelagoError, NotSupported, PeerDied
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
@@ -67,6 +67,9 @@ class Peer:
             await self.dispatch(req)
         except ArchipelagoError as exc:
             req.fail(exc)
+        except asyncio.CancelledError:
+            req.fail(PeerDied(f"{type(self).__name__} stopped before answering"))
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug in dispatch fails one request only
             log.exception("dispatch of %s failed", req.op.name)
             req.fail(ArchipelagoError(f"{type(exc).__name__}: {exc}"))
@@ -80,9 +83,10 @@ class Peer:
             self.port.kick()
 
     async def serve(self) -> None:
-        """Serve until :meth:`stop` is called."""
+        """Serve until :meth:`stop` is called or the daemon's registry goes away."""
         self._stopped = asyncio.Event()
         self.port.attach()
+        self.link.on_hangup(asyncio.get_running_loop(), self.stop)  # the daemon died
         try:
             await self._stopped.wait()
         finally:

@@ -17,6 +17,7 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -223,6 +224,25 @@ class PeerLink:
         self.efds: list[int] = list(fds)
         self.segment = Segment.join(hello["segment"])
         self.ports: set[int] = set()
+        self._hangup: list[Callable[[], None]] = []
+        self._watch: asyncio.AbstractEventLoop | None = None
+
+    def on_hangup(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from ``loop`` when the registry (the daemon) goes away."""
+        self._hangup.append(callback)
+        if self._watch is None:
+            self._watch = loop
+            loop.add_reader(self.sock.fileno(), self._check_hangup)
+
+    def _check_hangup(self) -> None:
+        if self.registry_alive():  # an RPC reply another thread is about to read
+            return
+        if self._watch is not None:
+            self._watch.remove_reader(self.sock.fileno())
+            self._watch = None
+        callbacks, self._hangup = self._hangup, []
+        for cb in callbacks:
+            cb()
 
     @property
     def regfd(self) -> int:
@@ -265,6 +285,9 @@ class PeerLink:
 
     def close(self) -> None:
         """Close the link (the registry then reclaims every port it bound)."""
+        if self._watch is not None and not self._watch.is_closed():
+            self._watch.remove_reader(self.sock.fileno())
+        self._watch = None
         self.sock.close()
         for fd in self.efds:
             os.close(fd)
