@@ -14,6 +14,7 @@ from nbd_helpers import TEST_BLOCK, MiB, NbdServer, need, prepare
 pytestmark = [pytest.mark.nbd, pytest.mark.timeout(120)]
 
 SIZE = 16 * MiB
+BIG = 1024 * MiB  # 16384 map blocks: more than one extents reply (plugin.EXTENT_BLOCKS)
 
 
 def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -41,7 +42,8 @@ def make_image(path: Path, size: int, seed: int) -> bytes:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
     need("nbdkit")
     d = tmp_path_factory.mktemp("nbd-interop")
-    prepare(d, volumes=[(n, SIZE) for n in ("qimg", "qio", "copy", "fio", "mc")])
+    prepare(d, volumes=[(n, SIZE) for n in ("qimg", "qio", "copy", "fio", "mc")]
+            + [("big", BIG)], writes=[("big", BIG - 3 * TEST_BLOCK, b"e" * TEST_BLOCK)])
     srv = NbdServer(d, threads=16).start()
     yield srv
     srv.stop()
@@ -109,3 +111,12 @@ def test_two_writers_flush_visible_to_third(server: NbdServer) -> None:
     assert c.pread(4 * TEST_BLOCK, 0) == b"A" * (2 * TEST_BLOCK) + b"B" * (2 * TEST_BLOCK)
     for h in (a, b, c):
         h.shutdown()
+
+
+def test_extents_of_a_large_sparse_volume(server: NbdServer) -> None:
+    need("qemu-img")
+    uri = server.uri("big")
+    mapping = json.loads(run("qemu-img", "map", "--output=json", "-f", "raw", uri).stdout)
+    data = [(m["start"], m["length"]) for m in mapping if m["data"]]
+    assert data == [(BIG - 3 * TEST_BLOCK, TEST_BLOCK)]
+    assert sum(m["length"] for m in mapping) == BIG

@@ -49,6 +49,8 @@ _HERE = Path(__file__).resolve()
 MIN_BLOCK = 512
 PREFERRED_BLOCK = 4096
 MAX_BLOCK = 32 * 1024 * 1024
+#: Map blocks described per extents request at most.
+EXTENT_BLOCKS = 4096
 
 
 def _add_venv(path: str) -> None:
@@ -283,6 +285,9 @@ def _whole_blocks(h: Any, offset: int, count: int) -> bool:
 
 def extents(h: Any, count: int, offset: int, flags: int) -> list[tuple[int, int, int]]:
     """Map entries as extents: zero entries are hole+zero, stored blocks data."""
+    # Answering less than asked is allowed (the client asks again from where we stop):
+    # bound the work per request for clients that ask about whole multi-TiB disks.
+    count = min(count, h.block_size * EXTENT_BLOCKS)
     try:
         spans = _table.backend.extents(h.vol, offset, count)
     except Exception as e:
