@@ -1,0 +1,218 @@
+"""The blocking client: waits in C with the GIL released; thread-safe (a port per thread)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from archipelago.client.common import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_TIMEOUT,
+    EXTENT_WINDOW,
+    MAPPER_PORT,
+    _extents,
+    _hashes_bin,
+    _hashes_hex,
+    _info,
+    _instance,
+    _link,
+    _Ops,
+    _unpack,
+)
+from archipelago.instance import Instance
+from archipelago.mapper.common import Extent, VolumeInfo
+from archipelago.peers.client import BlockingClient as _BlockingPeerClient
+from archipelago.peers.ops import Flag, Op
+from archipelago.peers.registry import PeerLink
+from archipelago.peers.request import Reply
+
+
+class Client:
+    """Blocking client (thread-safe: each thread submits on its own port)."""
+
+    def __init__(self, inst: Instance, link: PeerLink, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.instance = inst
+        self.link = link
+        self.peer = _BlockingPeerClient(link)
+        self.timeout = timeout
+        self.max_buffer = link.segment.max_buffer
+
+    @classmethod
+    def connect(cls, instance: Instance | str | os.PathLike[str] | None = None,
+                timeout: float = DEFAULT_TIMEOUT) -> Client:
+        """Connect to the daemon of an instance (a data dir, or the default instance)."""
+        inst = _instance(instance)
+        return cls(inst, _link(inst), timeout)
+
+    def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,
+             payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
+        """One raw request to the mapper peer (release the Reply)."""
+        return self.peer.call(MAPPER_PORT, op, target, offset, size, payload, flags,
+                              timeout=self.timeout)
+
+    def ctrl(self, op: str, **kw: Any) -> Any:
+        """One volume op; returns its decoded result."""
+        return _unpack(self.call(Op.CTRL, payload=_Ops.args(op, **kw)))
+
+    def ping(self) -> None:
+        """Round-trip to the mapper peer."""
+        self.peer.ping(MAPPER_PORT, timeout=self.timeout)
+
+    def create(self, name: str, size: int, block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeInfo:
+        """Create an empty volume."""
+        return _info(self.ctrl("create", name=name, size=size, block_size=block_size))
+
+    def info(self, name: str) -> VolumeInfo:
+        """Describe a volume (with its lock holder)."""
+        return _info(self.ctrl("info", name=name))
+
+    def list(self) -> list[VolumeInfo]:
+        """Every volume and snapshot, by name."""
+        return [_info(d) for d in self.ctrl("list")]
+
+    def snapshot(self, volume: str, snap: str) -> VolumeInfo:
+        """Read-only snapshot of a volume."""
+        return _info(self.ctrl("snapshot", volume=volume, snap=snap))
+
+    def clone(self, source: str, new: str, size: int | None = None) -> VolumeInfo:
+        """Writable clone of a read-only map."""
+        return _info(self.ctrl("clone", source=source, new=new, size=size))
+
+    def clone_hashmap(self, new: str, hashes: list[str], nbytes: int, size: int | None = None,
+                      readonly: bool = False) -> VolumeInfo:
+        """Volume over content blocks (a Pithos hashmap) already stored."""
+        return _info(self.ctrl("clone_hashmap", new=new, hashes=_hashes_bin(hashes),
+                               nbytes=nbytes, size=size, readonly=readonly))
+
+    def hash(self, snap: str) -> VolumeInfo:
+        """Content-addressed copy of a read-only map, named by its Merkle root."""
+        return _info(self.ctrl("hash", snap=snap))
+
+    def hashmap(self, name: str) -> tuple[list[str], int]:
+        """(block hashes, bytes) of a content-addressed map."""
+        d = self.ctrl("hashmap", name=name)
+        return _hashes_hex(d["hashes"]), int(d["bytes"])
+
+    def resize(self, name: str, size: int) -> VolumeInfo:
+        """Grow or shrink."""
+        return _info(self.ctrl("resize", name=name, size=size))
+
+    def rename(self, old: str, new: str) -> VolumeInfo:
+        """Rename a volume that is not open."""
+        return _info(self.ctrl("rename", old=old, new=new))
+
+    def remove(self, name: str) -> None:
+        """Remove a volume or snapshot."""
+        self.ctrl("remove", name=name)
+
+    def lock(self, name: str) -> None:
+        """Take the volume's lock for the daemon (held until unlock)."""
+        self.ctrl("lock", name=name)
+
+    def unlock(self, name: str, force: bool = False) -> None:
+        """Release the volume's lock (force: whoever holds it)."""
+        self.ctrl("unlock", name=name, force=force)
+
+    def status(self) -> dict[str, Any]:
+        """The mapper peer's status: open volumes, requests in flight, blocker ports."""
+        return dict(self.ctrl("status"))
+
+    def missing(self, names: list[str]) -> list[str]:
+        """Those content names not stored yet."""
+        return list(self.ctrl("missing", names=names))
+
+    def put_block(self, name: str, data: bytes | memoryview) -> bool:
+        """Store content block ``name`` (sha256 of data without trailing zeros) unless
+        present; True if it was new. The caller vouches for the name."""
+        r = self.call(Op.CREATE, name, 0, len(data), data)
+        r.release()
+        return bool(r.arg)
+
+    def open(self, name: str, force: bool = False) -> VolumeHandle:
+        """Open a volume (writable ones take the daemon's lock on it)."""
+        d = self.ctrl("open", name=name, force=force)
+        return VolumeHandle(self, int(d["handle"]), _info(d["info"]))
+
+    def close(self) -> None:
+        """Release this client's ports and the link."""
+        self.peer.close()
+        self.link.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VolumeHandle:
+    """An open volume (blocking)."""
+
+    def __init__(self, client: Client, handle: int, info: VolumeInfo) -> None:
+        self.client = client
+        self.handle = handle
+        self.info = info
+        self.name = info.name
+        self.closed = False
+
+    @property
+    def size(self) -> int:
+        """Size in bytes (as of open)."""
+        return self.info.size
+
+    def readinto(self, offset: int, buf: memoryview | bytearray) -> None:
+        """Fill ``buf`` from ``offset`` (one copy from the segment)."""
+        mv = memoryview(buf).cast("B")
+        step = self.client.max_buffer
+        for o in range(0, len(mv), step):
+            n = min(step, len(mv) - o)
+            with self.client.call(Op.READ, self.name, offset + o, n) as r:
+                mv[o : o + n] = r.data
+
+    def read(self, offset: int, size: int) -> bytearray:
+        """Read ``size`` bytes."""
+        out = bytearray(size)
+        self.readinto(offset, out)
+        return out
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Write (durable on return with ``fua``)."""
+        mv = memoryview(data).cast("B")
+        step, flags = self.client.max_buffer, Flag.FUA if fua else 0
+        for o in range(0, len(mv), step):
+            chunk = mv[o : o + step]
+            self.client.call(Op.WRITE, self.name, offset + o, len(chunk), chunk, flags).release()
+
+    def zero(self, offset: int, size: int, fua: bool = False) -> None:
+        """Make a range read as zeros (whole blocks become map entries, no data I/O)."""
+        self.client.call(Op.ZERO, self.name, offset, size, flags=Flag.FUA if fua else 0).release()
+
+    def trim(self, offset: int, size: int, fua: bool = False) -> None:
+        """Discard a range (reads back as zeros)."""
+        self.client.call(Op.TRIM, self.name, offset, size, flags=Flag.FUA if fua else 0).release()
+
+    def flush(self) -> None:
+        """Make written data and map entries durable."""
+        self.client.call(Op.FLUSH, self.name).release()
+
+    def extents(self, offset: int = 0, size: int | None = None) -> list[Extent]:
+        """Data/zero extents of a range (the whole volume by default)."""
+        end = self.size if size is None else offset + size
+        out: list[Extent] = []
+        while offset < end:
+            n = min(EXTENT_WINDOW, end - offset)
+            out += _extents(self.client.call(Op.EXTENTS, self.name, offset, n).bytes())
+            offset += n
+        return out
+
+    def close(self) -> None:
+        """Flush and close (the last close releases the volume's lock)."""
+        if not self.closed:
+            self.closed = True
+            self.client.ctrl("close", handle=self.handle)
+
+    def __enter__(self) -> VolumeHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
