@@ -45,7 +45,7 @@ def test_import_export_round_trip(daemon: Daemon, image: Path, tmp_path: Path) -
     r = daemon.archip("import", str(image), "img")
     assert r.rc == 4 and "already exists" in r.err
     summary = daemon.archip("import", str(image), "img-human", check=True).err
-    assert "imported" in summary and "MiB/s" in summary and "nothing new stored" in summary
+    assert "imported" in summary and "iB/s)" in summary and "nothing new stored" in summary
 
 
 def test_import_twice_stores_no_new_data_blocks(daemon: Daemon, tmp_path: Path) -> None:
