@@ -223,13 +223,10 @@ class BlockingClient:
                 self._ports.append(port)
         return port
 
-    def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
-             size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
-             buf_size: int | None = None, timeout: float = 30.0,
-             share: Request | Reply | None = None) -> Reply:
-        """Send one request and wait for its reply in C (GIL released); see AsyncClient.call."""
-        port = self._port()
-        seg, lib, link = self.seg, self.seg.lib, self.link
+    def _send(self, port: Port, dst: int, op: Op | int, target: str | bytes, offset: int,
+              size: int, payload: Payload | None, flags: int, arg: int,
+              buf_size: int | None, share: Request | Reply | None) -> int:
+        seg = self.seg
         for attempt in itertools.count():
             try:
                 idx = _prepare(seg, port.no, op, target, offset, size, payload, flags, arg,
@@ -239,18 +236,88 @@ class BlockingClient:
                 if attempt >= BUSY_RETRIES:
                     raise
                 time.sleep(BUSY_SLEEP)
-        _submit(seg, link, idx, dst)
-        ms = int(timeout * 1000)
-        while True:
-            got = lib.ap_wait_reply(seg.base, port.no, port.efd, link.regfd, ms, self.spin)
-            if got == idx:
-                return _finish(seg, idx)
-            if got >= 0:  # a reply abandoned by an earlier timeout
+        _submit(seg, self.link, idx, dst)
+        return idx
+
+    def _wait(self, port: Port, want: set[int], timeout: float) -> list[int]:
+        """Wait (in C, GIL released) until every descriptor in ``want`` completed."""
+        seg, lib = self.seg, self.seg.lib
+        deadline = time.monotonic() + timeout
+        done: list[int] = []
+        while want:
+            ms = max(0, int((deadline - time.monotonic()) * 1000))
+            got = lib.ap_wait_reply(seg.base, port.no, port.efd, self.link.regfd, ms, self.spin)
+            if got in want:
+                want.discard(got)
+                done.append(got)
+            elif got >= 0:  # a reply abandoned by an earlier timeout
                 lib.ap_desc_free(seg.base, got, D_COMPLETED)
-                continue
-            if got == -errno.EPIPE:
+            elif got == -errno.EPIPE:
                 raise PeerDied("the daemon's peer registry died")
-            raise TimedOut(f"{Op(op).name} to port {dst} timed out after {timeout}s")
+            else:  # still-pending replies are freed when they arrive later
+                for idx in done:
+                    lib.ap_desc_free(seg.base, idx, D_COMPLETED)
+                raise TimedOut(f"no reply after {timeout}s")
+        return done
+
+    def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
+             size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
+             buf_size: int | None = None, timeout: float = 30.0,
+             share: Request | Reply | None = None) -> Reply:
+        """Send one request and wait for its reply in C (GIL released); see AsyncClient.call."""
+        port = self._port()
+        idx = self._send(port, dst, op, target, offset, size, payload, flags, arg, buf_size,
+                         share)
+        self._wait(port, {idx}, timeout)
+        return _finish(self.seg, idx)
+
+    def _many(self, dst: int, op: Op, target: str, offset: int, buf: Any, write: bool,
+              flags: int, timeout: float) -> list[tuple[int, int]]:
+        port, step = self._port(), self.seg.max_buffer
+        sent: dict[int, int] = {}
+        try:
+            for o in range(0, len(buf), step):
+                chunk = buf[o : o + step]
+                idx = self._send(port, dst, op, target, offset + o, len(chunk),
+                                 chunk if write else None, flags, 0, None, None)
+                sent[idx] = o
+        except BaseException:  # collect and free what was already sent, then fail
+            for idx in self._wait(port, set(sent), timeout):
+                self.seg.lib.ap_desc_free(self.seg.base, idx, D_COMPLETED)
+            raise
+        return [(idx, sent[idx]) for idx in self._wait(port, set(sent), timeout)]
+
+    def read_into(self, dst: int, target: str, offset: int, buf: memoryview | bytearray,
+                  timeout: float = 30.0) -> int:
+        """READ len(buf) bytes (≤ 32 MiB, split and pipelined) into ``buf``; bytes serviced."""
+        mv = memoryview(buf).cast("B")
+        total, error = 0, None
+        for idx, o in self._many(dst, Op.READ, target, offset, mv, False, 0, timeout):
+            try:
+                with _finish(self.seg, idx) as r:
+                    data = r.data
+                    mv[o : o + len(data)] = data
+                    total += r.serviced
+            except Exception as exc:  # noqa: BLE001 - keep releasing the other parts
+                error = error or exc
+        if error is not None:
+            raise error
+        return total
+
+    def write(self, dst: int, target: str, offset: int, data: Payload, flags: int = 0,
+              timeout: float = 30.0) -> int:
+        """WRITE ``data`` (≤ 32 MiB, split and pipelined); returns serviced bytes."""
+        mv = memoryview(data).cast("B")
+        total, error = 0, None
+        for idx, _ in self._many(dst, Op.WRITE, target, offset, mv, True, flags, timeout):
+            try:
+                with _finish(self.seg, idx) as r:
+                    total += r.serviced
+            except Exception as exc:  # noqa: BLE001 - keep releasing the other parts
+                error = error or exc
+        if error is not None:
+            raise error
+        return total
 
     def ping(self, dst: int, timeout: float = 30.0) -> None:
         """Round-trip a PING to ``dst``."""
