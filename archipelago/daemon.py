@@ -51,7 +51,17 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
             f"dir={inst.data_dir}", f"venv={sys.prefix}", "backend=direct"]
     if cfg.nbd.default_export:
         argv.append(f"default-export={cfg.nbd.default_export}")
-    return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0)
+    return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0, stale_paths=[sock])
+
+
+def gateway_spec(inst: Instance, config_file: str | None, overrides: list[str]) -> ChildSpec:
+    """The Pithos+/Swift gateway (pithos_gw.server) on [gateway] listen."""
+    argv = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(inst.data_dir)]
+    if config_file:
+        argv += ["--config", config_file]
+    for o in overrides:
+        argv += ["-o", o]
+    return ChildSpec("gateway", argv, kind="service", stop_timeout=10.0)
 
 
 def is_running(inst: Instance) -> bool:
@@ -69,7 +79,8 @@ def is_running(inst: Instance) -> bool:
 
 
 def run_foreground(inst: Instance, cfg: Config, config_file: str | None,
-                   overrides: list[str], foreground: bool, nbd: bool) -> int:
+                   overrides: list[str], foreground: bool, nbd: bool,
+                   gateway: bool = False) -> int:
     """Run the supervisor in this process until SIGTERM/SIGINT."""
     lock = lock_instance(inst)
     os.umask(0o077)
@@ -80,6 +91,8 @@ def run_foreground(inst: Instance, cfg: Config, config_file: str | None,
         specs = peer_specs(inst, cfg, base)
         if nbd and (spec := nbd_spec(inst, cfg)) is not None:
             specs.append(spec)
+        if gateway:
+            specs.append(gateway_spec(inst, config_file, overrides))
         for hook in EXTRA_CHILDREN:
             specs += hook(inst, cfg, base)
         return run_loop(Supervisor(inst, cfg, specs).run())
@@ -104,7 +117,7 @@ def _log_tail(inst: Instance, n: int = 5) -> str:
 
 
 def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bool = True,
-          timeout: float = 60.0) -> dict[str, Any]:
+          gateway: bool = False, timeout: float = 60.0) -> dict[str, Any]:
     """Start the supervisor in the background; returns its status once ready."""
     lock_instance(inst).close()  # refuse early, with the running pid, if one runs
     inst.config(config_file, overrides)  # refuse a bad config before forking
@@ -115,6 +128,8 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
         argv += ["-o", o]
     if not nbd:
         argv.append("--no-nbd")
+    if gateway:
+        argv.append("--gateway")
     with open(inst.log_file, "ab") as logf:
         os.chmod(inst.log_file, 0o600)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
@@ -171,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--set", dest="overrides", action="append", default=[])
     p.add_argument("--foreground", action="store_true", help="also log to stderr")
     p.add_argument("--no-nbd", action="store_true", help="do not run nbdkit")
+    p.add_argument("--gateway", action="store_true", help="also run the Pithos+/Swift gateway")
     args = p.parse_args(argv)
     inst = Instance.from_args(args.data_dir).ensure()
     try:
         cfg = inst.config(args.config, args.overrides)
         return run_foreground(inst, cfg, args.config, args.overrides, args.foreground,
-                              not args.no_nbd)
+                              not args.no_nbd, args.gateway)
     except ArchipelagoError as e:
         print(f"archipelago-daemon: error: {e.message}", file=sys.stderr)
         return e.exit_code

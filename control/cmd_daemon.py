@@ -16,8 +16,9 @@ def _start(args: argparse.Namespace) -> int:
     overrides = getattr(args, "overrides", None) or []
     config_file = getattr(args, "config", None)
     if args.foreground:
-        return daemon.run_foreground(inst, cfg, config_file, overrides, True, not args.no_nbd)
-    st = daemon.start(inst, config_file, overrides, nbd=not args.no_nbd)
+        return daemon.run_foreground(inst, cfg, config_file, overrides, True, not args.no_nbd,
+                                     args.gateway)
+    st = daemon.start(inst, config_file, overrides, nbd=not args.no_nbd, gateway=args.gateway)
     if wants_json(args):
         print_json(st)
     else:
@@ -83,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("start", help="start the supervisor, mapper and blocker peers")
     s.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
     s.add_argument("--no-nbd", action="store_true", help="do not run nbdkit on DIR/nbd.sock")
+    s.add_argument("--gateway", action="store_true",
+                   help="also run the Pithos+/Swift gateway ([gateway] listen)")
     s.set_defaults(func=_start)
     s = sub.add_parser("stop", help="drain, flush, release locks and stop")
     s.set_defaults(func=_stop)

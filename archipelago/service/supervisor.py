@@ -12,6 +12,7 @@ ports) are written for ``archip daemon status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -52,6 +53,8 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 30.0
     env: dict[str, str] | None = None
+    #: Files removed before each start (a socket left by a killed predecessor).
+    stale_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +163,9 @@ class Supervisor:
     def spawn(self, c: Child) -> None:
         """Start one child."""
         env = dict(os.environ, **(c.spec.env or {}))
+        for path in c.spec.stale_paths:  # we hold the instance lock: nobody else uses them
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         c.proc = subprocess.Popen(c.spec.argv, stdin=subprocess.DEVNULL, env=env,
                                   close_fds=True)
         c.started = time.time()
@@ -248,6 +254,9 @@ class Supervisor:
                       c.spec.stop_timeout)
             p.kill()
             p.wait()
+        for path in c.spec.stale_paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         log.info("stopped %s (pid %d)", c.spec.name, p.pid)
 
     async def _shutdown(self) -> None:
