@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from archipelago.errors import Corrupt, InvalidArgument, NotFound, ReadOnly
@@ -49,6 +49,17 @@ EPC = ENTRIES_PER_CHUNK
 ES = ENTRY_SIZE
 
 
+@dataclass
+class _Update:
+    """One entry change waiting for its chunk put."""
+
+    off: int
+    kind: int
+    ident: bytes
+    done: bool = False
+    error: BaseException | None = None
+
+
 class Volume:
     """An open map: read/write/zero/extents; obtained from Mapper.open."""
 
@@ -62,6 +73,7 @@ class Volume:
         self.closed = False
         self._cache: dict[int, bytearray] = {}
         self._chunk_locks: dict[int, asyncio.Lock] = {}
+        self._pending: dict[int, list[_Update]] = {}
         self._blocks: dict[int, list] = {}
         self._hdr_lock = asyncio.Lock()
 
@@ -102,20 +114,38 @@ class Volume:
         return buf[off], bytes(buf[off + 1 : off + ES])
 
     async def _set_entry(self, i: int, kind: int, ident: bytes) -> None:
-        """Durably replace one entry (one chunk put), then update memory."""
-        c, off = i // EPC, (i % EPC) * ES
+        """Durably replace one entry (one chunk put), then update memory.
+
+        Group commit: updates queued for a chunk while its put is in flight are
+        written together by the next put, so concurrent copy-ups share chunk puts.
+        """
+        c = i // EPC
         await self.chunk(c)
+        mine = _Update((i % EPC) * ES, kind, ident)
+        self._pending.setdefault(c, []).append(mine)
         async with self._chunk_lock(c):
-            new = bytearray(self._cache[c])
-            new[off] = kind
-            new[off + 1 : off + ES] = ident
-            await self._b.put(chunk_name(self.header.uid, c), encode_chunk(c, new), fua=True)
-            if not self.header.has_chunk(c):
-                async with self._hdr_lock:
-                    h = replace(self.header, chunks=self.header.with_chunk(c))
-                    await self._mapper.put_header(h)
-                    self.header = h
-            self._cache[c] = new
+            if not mine.done:
+                batch = self._pending.pop(c, [])
+                new = bytearray(self._cache[c])
+                for u in batch:
+                    new[u.off] = u.kind
+                    new[u.off + 1 : u.off + ES] = u.ident
+                try:
+                    await self._b.put(chunk_name(self.header.uid, c), encode_chunk(c, new), fua=True)
+                    if not self.header.has_chunk(c):
+                        async with self._hdr_lock:
+                            h = replace(self.header, chunks=self.header.with_chunk(c))
+                            await self._mapper.put_header(h)
+                            self.header = h
+                except BaseException as exc:
+                    for u in batch:
+                        u.done, u.error = True, exc
+                    raise
+                self._cache[c] = new
+                for u in batch:
+                    u.done = True
+        if mine.error is not None:
+            raise mine.error
 
     @asynccontextmanager
     async def _block(self, i: int) -> AsyncIterator[None]:
