@@ -6,6 +6,8 @@ import asyncio
 import errno
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,20 +33,33 @@ ODD_SIZE = MiB + 4096 + 512  # not a multiple of the map block: exact size must 
 SNAP_DATA = bytes(random.Random(7).randbytes(BS + 1000))
 
 
-@pytest.fixture(scope="module", params=["fastpath=yes", "fastpath=no"])
+@pytest.fixture(scope="module", params=["fastpath=yes", "fastpath=no", "backend=peer"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
-    """Every protocol test runs with and without the direct read/write path (fastpath.py)."""
+    """Every protocol test runs on both backends: direct (with and without the fast
+    path of fastpath.py) and peer (requests to a running daemon's mapper peer)."""
     need("nbdkit")
     d: Path = tmp_path_factory.mktemp("nbd")
     names = ["vol", "zt", "bs", "ro-src", "refs", "scr", "fua", "cow", "held"]
     prepare(d, volumes=[(n, SIZE) for n in names] + [("odd", ODD_SIZE)],
             writes=[("ro-src", 1000, SNAP_DATA), ("scr", 0, b"S" * BS)],
             snapshots=[("ro-src", "ro-snap")])
+    peer = request.param == "backend=peer"
+    if peer:
+        daemon(d, "start", "--no-nbd")
     srv = NbdServer(d, "default-export=vol", request.param).start()
     yield srv
     srv.stop()
+    if peer:
+        daemon(d, "stop")
     assert "Traceback" not in srv.log_text() or "NbdError" in srv.log_text()
+
+
+def daemon(data_dir: Path, *args: str) -> None:
+    """archip daemon start|stop for the peer backend."""
+    p = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), "daemon",
+                        *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
 
 
 def test_capabilities(server: NbdServer) -> None:

@@ -132,7 +132,8 @@ class Backend(ABC):
         """Create an empty volume (used by the ``create=`` config key)."""
 
 
-def _summary(info: Any) -> VolumeSummary:
+def summary_of(info: Any) -> VolumeSummary:
+    """A mapper VolumeInfo as the plugin's VolumeSummary."""
     return VolumeSummary(
         name=info.name,
         size=info.size,
@@ -222,11 +223,11 @@ class DirectBackend(Backend):
 
     def list_volumes(self) -> list[VolumeSummary]:
         """Every volume and snapshot."""
-        return [_summary(i) for i in self._call(self._mapper.list())]
+        return [summary_of(i) for i in self._call(self._mapper.list())]
 
     def info(self, name: str) -> VolumeSummary:
         """One volume's summary."""
-        return _summary(self._call(self._mapper.info(name)))
+        return summary_of(self._call(self._mapper.info(name)))
 
     def open(self, name: str) -> Any:
         """Open, breaking the lock only when its holder is a dead process on this host."""
@@ -325,8 +326,13 @@ class DirectBackend(Backend):
         return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
 
-def make_backend(kind: str, make_blocker: Callable[[], Any], fastpath: bool = True) -> Backend:
+def make_backend(kind: str, make_blocker: Callable[[], Any], fastpath: bool = True,
+                 data_dir: str | None = None) -> Backend:
     """Build the backend named by the plugin's ``backend=`` key."""
     if kind == "direct":
         return DirectBackend(make_blocker, fastpath)
-    raise ConfigError(f"unknown NBD backend {kind!r} (only 'direct' exists so far)")
+    if kind == "peer":
+        from archipelago.nbd.peer_backend import PeerBackend
+
+        return PeerBackend(data_dir)
+    raise ConfigError(f"unknown NBD backend {kind!r} (direct or peer)")

@@ -4,7 +4,8 @@ Config keys:
   dir=DATA_DIR          instance data dir (the file blocker lives under it)
   blocker=file|rados|memory  override the instance's blocker (memory: RAM-only, for tests)
   blocker-path=PATH     file blocker root (overrides the one derived from dir=)
-  backend=direct        how volumes are reached (direct: mapper in-process)
+  backend=direct|peer   direct: the mapper in-process; peer: requests to the running
+                        daemon's mapper peer over the shared-memory segment
   default-export=NAME   volume served to clients that send an empty export name
   scratch=yes|no        allow VOL@scratch exports (private clone dropped on disconnect)
   fastpath=yes|no       read/write known blocks straight in the file blocker (fastpath.py)
@@ -108,8 +109,11 @@ def config_complete() -> None:
     # Library warnings (e.g. a scratch clone that could not be removed) go to nbdkit's log.
     logging.basicConfig(level=logging.WARNING, format="archipelago: %(levelname)s: %(message)s")
     try:
-        blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
-        backend = make_backend(_cfg["backend"], blocker, _yes(_cfg["fastpath"]))
+        if _cfg["backend"] == "peer":
+            blocker = None  # the daemon's peers own the blockers
+        else:
+            blocker = blocker_factory(_cfg["dir"], _cfg["blocker"], _cfg["blocker-path"])
+        backend = make_backend(_cfg["backend"], blocker, _yes(_cfg["fastpath"]), _cfg["dir"])
     except Exception as e:
         _fail(e)  # a one-line config error, not a traceback
     scratch = _yes(_cfg["scratch"])

@@ -1,0 +1,160 @@
+"""The peer backend: every NBD callback is one request to the daemon's mapper peer.
+
+Uses the blocking client (archipelago.client.blocking): each nbdkit worker thread
+submits on its own port of the shared-memory segment and waits for the reply in C
+with the GIL released, so many NBD requests are in flight at once. pread copies
+once, from the segment buffer into nbdkit's buffer. Volumes stay open in the
+daemon's mapper (its lock owner), so `archip volume snapshot` works on exported
+volumes, and every nbdkit connection shares that one mapper state (multi-conn).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from archipelago.errors import ConfigError, Locked
+from archipelago.nbd.backend import Backend, Span, VolumeSummary, summary_of
+
+#: Segment ports this nbdkit uses at most (more threads wait for a free one).
+MAX_PORTS = 16
+
+
+def _pooled_client(link: Any, max_ports: int) -> Any:
+    """A peers BlockingClient whose ports are pooled instead of bound per thread.
+
+    nbdkit runs each Python callback between PyGILState_Ensure/Release on its own C
+    threads, so the Python thread state -- and every threading.local with it -- is
+    thrown away after each callback: BlockingClient's port-per-thread would open a
+    new port per request and exhaust the segment. A port is borrowed per call here.
+    """
+    from archipelago.peers.client import BlockingClient
+    from archipelago.peers.port import Port
+
+    class PooledClient(BlockingClient):
+        def __init__(self) -> None:
+            super().__init__(link)
+            self._free: list[Port] = []
+            self._slots = threading.BoundedSemaphore(max_ports)
+
+        def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - see base class
+            self._slots.acquire()
+            with self._lock:
+                port = self._free.pop() if self._free else None
+            if port is None:
+                port = Port(self.link)
+                with self._lock:
+                    self._ports.append(port)
+            self._local.port = port  # what the base class's _port() returns
+            try:
+                return super().call(*args, **kwargs)
+            finally:
+                self._local.port = None
+                with self._lock:
+                    self._free.append(port)
+                self._slots.release()
+
+    return PooledClient()
+
+
+class PeerBackend(Backend):
+    """Volumes served by the running daemon of the instance at ``data_dir``."""
+
+    def __init__(self, data_dir: str | None) -> None:
+        if not data_dir:
+            raise ConfigError("backend=peer needs dir=DATA_DIR (the daemon's instance)")
+        self._dir = data_dir
+        self._client: Any = None
+
+    def start(self) -> None:
+        """Connect to the daemon (NotRunning if it is not started)."""
+        from archipelago.client.blocking import Client
+
+        self._client = Client.connect(self._dir)
+        self._client.peer.close()
+        self._client.peer = _pooled_client(self._client.link, MAX_PORTS)
+
+    def stop(self) -> None:
+        """Release this process's ports (connections, hence handles, are closed by now)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def list_volumes(self) -> list[VolumeSummary]:
+        """Every volume and snapshot."""
+        return [summary_of(i) for i in self._client.list()]
+
+    def info(self, name: str) -> VolumeSummary:
+        """One volume's summary."""
+        return summary_of(self._client.info(name))
+
+    def open(self, name: str) -> Any:
+        """Open in the daemon, breaking a lock only when its holder is dead."""
+        try:
+            return self._client.open(name)
+        except Locked:
+            if not self._client.info(name).lock_stale:
+                raise
+            return self._client.open(name, force=True)
+
+    def close(self, vol: Any) -> None:
+        """Flush and close the daemon's handle."""
+        vol.close()
+
+    def size(self, vol: Any) -> int:
+        """Size as of open."""
+        return int(vol.info.size)
+
+    def block_size(self, vol: Any) -> int:
+        """Map block size."""
+        return int(vol.info.block_size)
+
+    def can_write(self, vol: Any) -> bool:
+        """Writable unless the map is read-only."""
+        return not vol.info.readonly
+
+    def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
+        """One request (per 4 MiB), one copy from the segment into nbdkit's buffer."""
+        vol.readinto(offset, buf)
+
+    def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
+        """One request (per 4 MiB); the data is copied once into the segment."""
+        vol.write(offset, buf, fua=fua)
+
+    def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Zero (whole blocks are map updates in the mapper)."""
+        vol.zero(offset, count, fua=fua)
+
+    def trim(self, vol: Any, offset: int, count: int, fua: bool) -> None:
+        """Trim."""
+        vol.trim(offset, count, fua=fua)
+
+    def flush(self, vol: Any) -> None:
+        """Flush data and map entries."""
+        vol.flush()
+
+    def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
+        """The mapper's extents as spans."""
+        return [Span(e.offset, e.length, bool(e.zero)) for e in vol.extents(offset, count)]
+
+    def snapshot(self, volume: str, snap: str) -> None:
+        """Snapshot in the daemon (works on volumes open there)."""
+        self._client.snapshot(volume, snap)
+
+    def clone(self, source: str, new: str) -> None:
+        """Clone in the daemon."""
+        self._client.clone(source, new)
+
+    def remove(self, name: str) -> None:
+        """Remove, breaking the lock only if its holder is dead."""
+        try:
+            self._client.remove(name)
+        except Locked:
+            if not self._client.info(name).lock_stale:
+                raise
+            self._client.unlock(name, force=True)
+            self._client.remove(name)
+
+    def create(self, name: str, size: int) -> None:
+        """Create in the daemon."""
+        self._client.create(name, size)
