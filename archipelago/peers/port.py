@@ -16,7 +16,9 @@ from archipelago.peers.registry import PeerLink
 
 #: Microseconds to poll the rings (in C, GIL released) before sleeping: a request or
 #: reply arriving within this window costs no eventfd syscall and no context switch.
-SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "50"))
+#: Off by default: on an oversubscribed 2-core host spinning starved the other side
+#: (C-client PING rate 0.3M/s with 50 us vs 0.9-2.2M/s without, benchmarks/peers.py).
+SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "0"))
 
 
 class Port:
