@@ -151,8 +151,7 @@ def import_file(client: Client, path: str, volume: str, threads: int = 2,
         if not zero:
             h = native.block_hash(mv)
             hashes[i] = h
-            if client.missing([h]):
-                new = client.put_block(h, mv)
+            new = client.store_block(h, mv)
         with st._lock:
             st.bytes_done += n
             if zero:

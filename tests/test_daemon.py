@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import ARCHIP, BS, ROOT, Daemon, make_image, sha256, start_daemon
+from daemon_helpers import (
+    ARCHIP,
+    BS,
+    ROOT,
+    Daemon,
+    content_objects,
+    make_image,
+    sha256,
+    start_daemon,
+)
 
 from archipelago.client import Client
 from archipelago.errors import ArchipelagoError, PeerDied
@@ -91,7 +100,8 @@ def test_blocker_peer_killed_under_import(tmp_path: Path) -> None:
                                 "big", "--threads", "2", "--json"], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         victim = d.child_pid("blocker-0")
-        _wait(lambda: d.status()["mapper"].get("served", 0) > 10 or imp.poll() is not None)
+        _wait(lambda: len(content_objects(d.data_dir)) >= 5 or imp.poll() is not None)
+        assert imp.poll() is None, "the import ended before the kill: make the image bigger"
         os.kill(victim, signal.SIGKILL)
         out, err = imp.communicate(timeout=90)  # never hangs
         _wait(lambda: any(c["name"] == "blocker-0" and c["restarts"] >= 1 and c["alive"]

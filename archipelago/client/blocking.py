@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import zlib
 from typing import Any
 
 from archipelago.client.common import (
@@ -19,6 +21,7 @@ from archipelago.client.common import (
     _Ops,
     _unpack,
 )
+from archipelago.errors import NotFound, PeerDied
 from archipelago.instance import Instance
 from archipelago.mapper.common import Extent, VolumeInfo
 from archipelago.peers.client import BlockingClient as _BlockingPeerClient
@@ -36,6 +39,7 @@ class Client:
         self.peer = _BlockingPeerClient(link)
         self.timeout = timeout
         self.max_buffer = link.segment.max_buffer
+        self._blockers: list[int] | None = None
 
     @classmethod
     def connect(cls, instance: Instance | str | os.PathLike[str] | None = None,
@@ -127,6 +131,30 @@ class Client:
         r = self.call(Op.CREATE, name, 0, len(data), data)
         r.release()
         return bool(r.arg)
+
+    def store_block(self, name: str, data: bytes | memoryview, retry_for: float = 30.0) -> bool:
+        """Like :meth:`put_block`, but straight to the blocker peer that owns ``name`` (the
+        mapper's placement: crc32 of the name); content blocks are immutable, so the client
+        may place them itself, as librbd does. A blocker peer that died is waited for."""
+        if self._blockers is None:
+            self._blockers = [int(b["port"]) for b in self.status()["blockers"]]
+        port = self._blockers[zlib.crc32(name.encode()) % len(self._blockers)]
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                try:
+                    self.peer.call(port, Op.INFO, name, timeout=self.timeout).release()
+                    return False
+                except NotFound:
+                    pass
+                n = len(data)
+                self.peer.call(port, Op.CREATE, name, 0, n, data, arg=n,
+                               timeout=self.timeout).release()
+                return True
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def open(self, name: str, force: bool = False) -> VolumeHandle:
         """Open a volume (writable ones take the daemon's lock on it)."""
