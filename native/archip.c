@@ -668,3 +668,28 @@ int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int e
     }
     return done;
 }
+
+int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, uint64_t offset,
+                       uint64_t size, uint64_t arg, uint64_t req_id, const char *target,
+                       uint32_t tlen, uint64_t need, const char *payload, uint64_t plen) {
+    /* allocate + fill a descriptor (and its buffer, payload copied in) in one call */
+    if (tlen > AP_TARGET_MAX) return -3;
+    int64_t idx = ap_desc_alloc(base, port);
+    if (idx < 0) return -1;
+    struct ap_desc *d = ap_desc_ptr(base, (uint32_t)idx);
+    d->op = op; d->flags = flags; d->offset = offset; d->size = size; d->arg = arg;
+    d->req_id = req_id;
+    if (tlen) memcpy(d->target, target, tlen);
+    d->target_len = (uint16_t)tlen;
+    if (need) {
+        int64_t h = ap_buf_alloc(base, need, port);
+        if (h < 0 || ap_desc_attach(base, (uint32_t)idx, (uint32_t)h) != 0) {
+            if (h >= 0) ap_buf_free(base, (uint32_t)h, port);
+            ap_desc_free(base, (uint32_t)idx, AP_D_ALLOC);
+            return -2;
+        }
+        if (plen) memcpy(base + d->buf_off, payload, plen);
+        d->data_len = plen;
+    }
+    return idx;
+}

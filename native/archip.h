@@ -114,6 +114,9 @@ void ap_wake(char *base, uint32_t port, int efd);
 int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms, int spin);
 int ap_wait_fd(int efd, int regfd, int timeout_ms);
 int ap_drain_fd(int efd);
+int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, uint64_t offset,
+                       uint64_t size, uint64_t arg, uint64_t req_id, const char *target,
+                       uint32_t tlen, uint64_t need, const char *payload, uint64_t plen);
 int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds);
 int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,
                      int64_t n, int depth, int timeout_ms);

@@ -20,14 +20,7 @@ from archipelago.errors import Busy, InvalidArgument, PeerDied, TimedOut
 from archipelago.peers.ops import Op
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
-from archipelago.peers.request import (
-    D_COMPLETED,
-    Reply,
-    Request,
-    attach_buffer,
-    error_of,
-    fill,
-)
+from archipelago.peers.request import D_COMPLETED, TARGET_MAX, Reply, Request, error_of, fill
 
 Payload = bytes | bytearray | memoryview
 MAX_REQUEST = 32 * 1024 * 1024
@@ -42,32 +35,42 @@ def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, siz
              payload: Payload | None, flags: int, arg: int, buf_size: int | None,
              share: Any = None) -> int:
     lib = seg.lib
+    tb = target.encode() if isinstance(target, str) else target
+    if len(tb) > TARGET_MAX:
+        raise InvalidArgument(f"target longer than {TARGET_MAX} bytes")
+    if offset < 0 or size < 0:
+        raise InvalidArgument("negative offset or size")
+    n = len(payload) if payload is not None else 0
+    need = max(n, buf_size if buf_size is not None else (size if op == Op.READ else 0))
+    if share is None:  # the hot path: one C call allocates, fills and copies the payload
+        src = seg.ffi.from_buffer(payload) if n else seg.ffi.NULL
+        idx = lib.ap_request_new(seg.base, port, op, flags, offset, size, arg, next(_ids),
+                                 tb, len(tb), need, src, n)
+        if idx >= 0:
+            return idx
+        if idx == -1:
+            raise Busy("segment descriptor pool exhausted")
+        if need > seg.max_buffer:
+            raise InvalidArgument(f"buffer of {need} bytes exceeds the arena's {seg.max_buffer}")
+        raise Busy(f"segment arena exhausted (no free {need}-byte buffer)")
     idx = lib.ap_desc_alloc(seg.base, port)
     if idx < 0:
         raise Busy("segment descriptor pool exhausted")
     try:
         d = lib.ap_desc_ptr(seg.base, idx)
-        fill(seg, d, op, target, offset, size, flags, arg, next(_ids))
-        n = len(payload) if payload is not None else 0
-        need = max(n, buf_size if buf_size is not None else (size if op == Op.READ else 0))
-        if share is not None:
-            # borrow the buffer of a request being served: zero copy, no allocation, so
-            # a forwarding peer never waits for arena space its own clients hold
-            sd = share.d
-            if sd.buf_off == 0 or sd.buf_len < need:
-                raise InvalidArgument("shared buffer missing or too small")
-            d.buf_off, d.buf_len = sd.buf_off, sd.buf_len
-            if payload is not None:
-                if n:
-                    seg.view[sd.buf_off : sd.buf_off + n] = payload
-                d.data_len = n
-            else:
-                d.data_len = sd.data_len
-        elif need:
-            view = attach_buffer(seg, idx, d, need, port)
+        fill(seg, d, op, tb, offset, size, flags, arg, next(_ids))
+        # borrow the buffer of a request being served: zero copy, no allocation, so
+        # a forwarding peer never waits for arena space its own clients hold
+        sd = share.d
+        if sd.buf_off == 0 or sd.buf_len < need:
+            raise InvalidArgument("shared buffer missing or too small")
+        d.buf_off, d.buf_len = sd.buf_off, sd.buf_len
+        if payload is not None:
             if n:
-                view[:n] = payload
+                seg.view[sd.buf_off : sd.buf_off + n] = payload
             d.data_len = n
+        else:
+            d.data_len = sd.data_len
     except BaseException:
         lib.ap_desc_free(seg.base, idx, 1)
         raise
