@@ -5,7 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from pithos_gw.auth import require_owner, sharing_containers
-from pithos_gw.common import CONFIG, META, Target, fail, http_date, int_param, out_value, read_meta
+from pithos_gw.common import (
+    CONFIG,
+    META,
+    Target,
+    fail,
+    http_date,
+    int_param,
+    out_value,
+    parse_until,
+    read_meta,
+)
 from pithos_gw.listing import iso, render
 from pithos_gw.meta import Account
 
@@ -33,7 +43,15 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     require_owner(t)
     if request.method in ("HEAD", "GET"):
         acc = await meta.account_get(t.account)
+        until = parse_until(request)
+        if until is not None:
+            # The past state: usage summed over the containers as they were then.
+            past = await meta.container_list(t.account, until)
+            acc.objects = sum(c.count for c in past)
+            acc.bytes = sum(c.bytes for c in past)
         headers = account_headers(acc)
+        if until is not None:
+            headers["X-Account-Until-Timestamp"] = http_date(until)
         if request.method == "HEAD":
             return web.Response(status=204, headers=headers)
         return await listing(request, t, headers)
@@ -70,7 +88,7 @@ async def listing(request: web.Request, t: Target, headers: dict[str, str]) -> w
     end_marker = request.query.get("end_marker", "")
     prefix = request.query.get("prefix", "")
     items = []
-    for c in await request.app[META].container_list(t.account):
+    for c in await request.app[META].container_list(t.account, parse_until(request)):
         if (marker and c.name <= marker) or (end_marker and c.name >= end_marker):
             continue
         if not c.name.startswith(prefix):

@@ -85,6 +85,8 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         until = parse_until(request)
         c = await get_container(request, t, until)
         headers = container_headers(request, c)
+        if until is not None:
+            headers["X-Container-Until-Timestamp"] = http_date(until)
         if m == "HEAD":
             return web.Response(status=204, headers=headers)
         return await listing(request, t, headers, until)

@@ -225,12 +225,13 @@ class MetaStore(ExtraMixin):
         """
         return await self._run(self._container, account, name, until, usage)
 
-    async def container_list(self, account: str) -> list[Container]:
-        """Every container of an account, sorted by name, with usage."""
+    async def container_list(self, account: str, until: float | None = None) -> list[Container]:
+        """Every container of an account, sorted by name, with usage (as of ``until``)."""
         def q(db: sqlite3.Connection) -> list[Container]:
             names = [r[0] for r in db.execute(
                 "SELECT name FROM containers WHERE account=? ORDER BY name", (account,))]
-            return [c for n in names if (c := self._container(db, account, n)) is not None]
+            return [c for n in names
+                    if (c := self._container(db, account, n, until)) is not None]
 
         return await self._run(q)
 

@@ -188,6 +188,10 @@ def test_versions_and_until(alice: Client) -> None:
     assert alice.req("GET", "/c/o").content == b"two"
     listing = alice.req("GET", f"/c?format=json&until={mid}").json()
     assert [(i["name"], i["x_object_version"]) for i in listing] == [("o", int(v1))]
+    h = alice.req("HEAD", f"/c?until={mid}").headers
+    assert h["X-Container-Object-Count"] == "1" and "X-Container-Until-Timestamp" in h
+    past = alice.req("GET", f"?format=json&until={mid}").json()
+    assert [(c["name"], c["bytes"]) for c in past] == [("c", 3)]
     alice.req("DELETE", "/c/o")
     assert alice.req("GET", "/c/o").status_code == 404
     assert alice.req("GET", f"/c/o?version={v2}").content == b"two"
