@@ -6,6 +6,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from pithos_gw.common import (
     http_date,
     out_value,
     parse_date,
+    want_format,
 )
 from pithos_gw.meta import ObjectVersion
 from pithos_gw.store import BlockStore
@@ -210,6 +212,11 @@ async def versions_list(request: web.Request, t: Target) -> web.Response:
     vers = await request.app[META].versions(t.account, t.container, t.obj)
     if not vers:
         fail(404, "Object not found")
+    if want_format(request, "json") == "xml":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<object name={quoteattr(t.obj)}>'
+                + "".join(f'<version timestamp="{ts:.6f}">{s}</version>' for s, ts in vers)
+                + "</object>")
+        return web.Response(body=body.encode(), content_type="application/xml")
     items: list[Any] = [[s, f"{ts:.6f}"] for s, ts in vers]
     return web.Response(body=json.dumps({"versions": items}).encode(),
                         content_type="application/json")

@@ -183,6 +183,8 @@ def test_versions_and_until(alice: Client) -> None:
     v2 = alice.req("PUT", "/c/o", data=b"two").headers["X-Object-Version"]
     vs = alice.req("GET", "/c/o?version=list&format=json").json()["versions"]
     assert [v[0] for v in vs] == [int(v1), int(v2)]
+    xml = alice.req("GET", "/c/o?version=list&format=xml").text
+    assert f">{v1}</version>" in xml and f">{v2}</version>" in xml
     assert alice.req("GET", f"/c/o?version={v1}").content == b"one"
     assert alice.req("HEAD", f"/c/o?version={v1}").headers["X-Object-Version"] == v1
     assert alice.req("GET", "/c/o").content == b"two"
