@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -87,6 +92,62 @@ def test_kill9_during_writes_keeps_acknowledged_data(tmp_path: Path) -> None:
     assert "Locked" not in log, log
     leftovers = [v for v in volume_names(tmp_path) if v.startswith("nbd-scratch.")]
     assert leftovers == [], "the restarted nbdkit did not sweep orphaned scratch clones"
+
+
+def archip(data_dir: Path, *args: str) -> str:
+    """Run the CLI; its stdout."""
+    p = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def mapper_pid(data_dir: Path) -> int:
+    """Pid of the daemon's mapper peer."""
+    st = json.loads(archip(data_dir, "--json", "daemon", "status"))
+    return next(c["pid"] for c in st["children"] if c["kind"] == "mapper" and c["alive"])
+
+
+def test_kill9_mapper_peer_under_load(tmp_path: Path) -> None:
+    """Peer backend: the mapper peer dies mid-load; the daemon restarts it; clients get
+    errors (or re-issued success), never a hang; acknowledged data survives."""
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("crash", SIZE)], block_size=64 * 1024)
+    archip(tmp_path, "daemon", "start", "--no-nbd")
+    try:
+        srv = NbdServer(tmp_path, "backend=peer").start()
+        writers = [Writer(srv, 0, fua=True), Writer(srv, SIZE // 2, fua=False)]
+        for w in writers:
+            w.start()
+        deadline = time.monotonic() + 20
+        while min(len(w.acked) for w in writers) < 16:
+            assert time.monotonic() < deadline, "writers made no progress"
+            time.sleep(0.02)
+        old = mapper_pid(tmp_path)
+        os.kill(old, signal.SIGKILL)
+        time.sleep(0.5)
+        for w in writers:
+            w.stop.set()
+            w.join(timeout=60)
+            assert not w.is_alive(), "client hung after the mapper peer died"
+        deadline = time.monotonic() + 30
+        while True:  # the daemon restarts the mapper; the export works again
+            try:
+                assert mapper_pid(tmp_path) != old
+                h = srv.connect("crash")
+                break
+            except (AssertionError, StopIteration, nbd.Error):
+                assert time.monotonic() < deadline, "the export did not come back"
+                time.sleep(0.2)
+        for w in writers:
+            for off, data in w.acked.items():
+                assert h.pread(CHUNK, off) == data, f"acknowledged chunk at {off} lost"
+        h.pwrite(b"again" * 1024, 0, nbd.CMD_FLAG_FUA)
+        assert h.pread(5120, 0) == b"again" * 1024
+        h.shutdown()
+        srv.stop()
+    finally:
+        archip(tmp_path, "daemon", "stop")
 
 
 def volume_names(data_dir: Path) -> list[str]:

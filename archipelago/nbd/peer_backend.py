@@ -11,10 +11,24 @@ volumes, and every nbdkit connection shares that one mapper state (multi-conn).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from archipelago.errors import ConfigError, Locked
+from archipelago.errors import ConfigError, Locked, NotFound
 from archipelago.nbd.backend import Backend, Span, VolumeSummary, summary_of
+
+T = TypeVar("T")
+
+
+@dataclass
+class PeerVolume:
+    """A volume open in the daemon; ``handle`` is replaced if the mapper peer restarts."""
+
+    name: str
+    handle: Any  # archipelago.client.blocking.VolumeHandle
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
 
 #: Segment ports this nbdkit uses at most (more threads wait for a free one).
 MAX_PORTS = 16
@@ -90,6 +104,9 @@ class PeerBackend(Backend):
 
     def open(self, name: str) -> Any:
         """Open in the daemon, breaking a lock only when its holder is dead."""
+        return PeerVolume(name, self._open_handle(name))
+
+    def _open_handle(self, name: str) -> Any:
         try:
             return self._client.open(name)
         except Locked:
@@ -97,45 +114,58 @@ class PeerBackend(Backend):
                 raise
             return self._client.open(name, force=True)
 
+    def _io(self, vol: PeerVolume, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(handle)``; if the mapper peer restarted (the volume is no longer open
+        there), reopen it once -- the dead peer's lock is stale -- and retry."""
+        h = vol.handle
+        try:
+            return fn(h)
+        except NotFound:
+            with vol.lock:
+                if vol.handle is h:
+                    vol.handle = self._open_handle(vol.name)
+            return fn(vol.handle)
+
     def close(self, vol: Any) -> None:
         """Flush and close the daemon's handle."""
-        vol.close()
+        vol.handle.close()
 
     def size(self, vol: Any) -> int:
         """Size as of open."""
-        return int(vol.info.size)
+        return int(vol.handle.info.size)
 
     def block_size(self, vol: Any) -> int:
         """Map block size."""
-        return int(vol.info.block_size)
+        return int(vol.handle.info.block_size)
 
     def can_write(self, vol: Any) -> bool:
         """Writable unless the map is read-only."""
-        return not vol.info.readonly
+        return not vol.handle.info.readonly
 
     def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
         """One request (per 4 MiB), one copy from the segment into nbdkit's buffer."""
-        vol.readinto(offset, buf)
+        self._io(vol, lambda h: h.readinto(offset, buf))
 
     def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
         """One request (per 4 MiB); the data is copied once into the segment."""
-        vol.write(offset, buf, fua=fua)
+        self._io(vol, lambda h: h.write(offset, buf, fua=fua))
 
     def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
         """Zero (whole blocks are map updates in the mapper)."""
-        vol.zero(offset, count, fua=fua)
+        self._io(vol, lambda h: h.zero(offset, count, fua=fua))
 
     def trim(self, vol: Any, offset: int, count: int, fua: bool) -> None:
         """Trim."""
-        vol.trim(offset, count, fua=fua)
+        self._io(vol, lambda h: h.trim(offset, count, fua=fua))
 
     def flush(self, vol: Any) -> None:
         """Flush data and map entries."""
-        vol.flush()
+        self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
         """The mapper's extents as spans."""
-        return [Span(e.offset, e.length, bool(e.zero)) for e in vol.extents(offset, count)]
+        exts = self._io(vol, lambda h: h.extents(offset, count))
+        return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
     def snapshot(self, volume: str, snap: str) -> None:
         """Snapshot in the daemon (works on volumes open there)."""
