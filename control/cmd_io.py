@@ -264,7 +264,7 @@ def _export(a: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `archip import` and `archip export`."""
-    threads = max(2, os.cpu_count() or 2)
+    threads = max(4, os.cpu_count() or 4)  # > cores: hashing overlaps blocker round trips
     s = subparsers.add_parser("import", help="import a raw image (file or block device) "
                                              "as a new volume")
     s.add_argument("file")

@@ -67,21 +67,34 @@ def test_lifecycle_status_and_single_instance(tmp_path: Path) -> None:
                 human = d.archip("daemon", "status", check=True).out
                 assert "blocker-0" in human and "open volumes: v (1 handle)" in human
         assert d.archip("volume", "info", "v", "--json", check=True).json()["lock_owner"] is None
+        # Stop with a volume open and a write not yet flushed: drained, flushed, unlocked.
+        c = Client.connect(tmp_path)
+        v = c.open("v")
+        v.write(BS, b"late" * 1024)
         r = d.archip("daemon", "stop", check=True)
         assert "stopped" in r.out
         assert not Path(st["segment"]).exists() and d.pid() is None
         assert f"daemon {st['pid']} stopped" in d.log()
+        assert not list((tmp_path / "blocks" / "locks").iterdir())  # every lock released
+        d.start()
+        assert "broke stale lock" not in d.log()
+        with Client.connect(tmp_path) as c2, c2.open("v") as v2:
+            assert bytes(v2.read(BS, 4096)) == b"late" * 1024
+        d.archip("daemon", "stop", check=True)
     finally:
         d.stop()
 
 
 def test_foreground_logs_to_stderr_and_file(tmp_path: Path) -> None:
-    p = subprocess.Popen([*ARCHIP, "--data-dir", str(tmp_path), "daemon", "start",
-                          "--foreground", "--no-nbd"], cwd=ROOT, stderr=subprocess.PIPE,
+    p = subprocess.Popen([*ARCHIP, "--data-dir", str(tmp_path), "-o", "peers.blockers=3",
+                          "daemon", "start", "--foreground", "--no-nbd"], cwd=ROOT, stderr=subprocess.PIPE,
                          stdout=subprocess.DEVNULL, text=True, start_new_session=True)
     d = Daemon(tmp_path)
     try:
         _wait(lambda: "daemon ready" in d.log())
+        st = d.status()
+        assert [c["port"] for c in st["children"] if c["kind"] == "blocker"] == [1, 2, 3]
+        assert [b["port"] for b in st["mapper"]["blockers"]] == [1, 2, 3]
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0
