@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,15 +39,22 @@ def make_image(path: Path, size: int, seed: int) -> bytes:
     return bytes(img)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
+@pytest.fixture(scope="module", params=["backend=direct", "backend=peer"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
+    """Each client runs against both backends (peer: a running daemon's mapper peer)."""
     need("nbdkit")
     d = tmp_path_factory.mktemp("nbd-interop")
     prepare(d, volumes=[(n, SIZE) for n in ("qimg", "qio", "copy", "fio", "mc")]
             + [("big", BIG)], writes=[("big", BIG - 3 * TEST_BLOCK, b"e" * TEST_BLOCK)])
-    srv = NbdServer(d, threads=16).start()
+    peer = request.param == "backend=peer"
+    if peer:
+        run(sys.executable, "-m", "control", "--data-dir", str(d), "daemon", "start", "--no-nbd")
+    srv = NbdServer(d, request.param, threads=16).start()
     yield srv
     srv.stop()
+    if peer:
+        run(sys.executable, "-m", "control", "--data-dir", str(d), "daemon", "stop")
 
 
 def test_qemu_img_convert_and_compare(server: NbdServer, tmp_path: Path) -> None:
