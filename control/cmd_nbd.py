@@ -34,6 +34,18 @@ def parse_tcp(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def choose_backend(inst: Instance, args: argparse.Namespace) -> str:
+    """--direct / --peer, else peer when the instance's daemon runs, else direct."""
+    if args.direct:
+        return "direct"
+    from archipelago.daemon import is_running
+
+    running = is_running(inst)
+    if args.peer and not running:
+        raise NotRunning(f"no daemon runs for {inst.data_dir} (archip daemon start, or --direct)")
+    return "peer" if running else "direct"
+
+
 def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     """The nbdkit command line for ``archip nbd serve``."""
     if shutil.which("nbdkit") is None:
@@ -47,7 +59,7 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
         cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
     cmd += ["-f", "--exit-with-parent"]  # always under _supervise (restart on crash)
     cmd += ["python", str(PLUGIN_PATH), f"dir={inst.data_dir}", f"venv={sys.prefix}",
-            "backend=direct"]
+            f"backend={choose_backend(inst, args)}"]
     default = args.default_export or cfg.nbd.default_export
     if default:
         cmd.append(f"default-export={default}")
@@ -150,7 +162,7 @@ def _background(inst: Instance, args: argparse.Namespace, sock: Path | None,
         argv += ["--config", args.config]
     for o in args.overrides or []:
         argv += ["-o", o]
-    argv += ["nbd", "serve", "--foreground"]
+    argv += ["nbd", "serve", "--foreground", "--" + choose_backend(inst, args)]
     for flag, value in (("--socket", args.socket), ("--tcp", args.tcp),
                         ("--default-export", args.default_export)):
         if value:
@@ -185,8 +197,8 @@ def _serve(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the unix socket and pid/log files are private
     clear_stale_socket(sock)
     if args.foreground:
-        print(f"serving {inst.data_dir} over NBD on {where} (Ctrl-C stops)", file=sys.stderr,
-              flush=True)
+        print(f"serving {inst.data_dir} over NBD on {where} ({choose_backend(inst, args)} "
+              "backend; Ctrl-C stops)", file=sys.stderr, flush=True)
         return _supervise(cmd, sock)
     pid = _background(inst, args, sock, tcp)
     if wants_json(args):
@@ -242,8 +254,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="run nbdkit exporting every volume")
     s.add_argument("--socket", metavar="PATH", help="unix socket (default DATA_DIR/nbd.sock)")
     s.add_argument("--tcp", metavar="HOST:PORT", help="listen on loopback TCP instead")
-    s.add_argument("--direct", action="store_true",
-                   help="run the mapper inside nbdkit (the only backend so far; default)")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--direct", action="store_true",
+                     help="run the mapper inside nbdkit (like qemu-nbd on a file); "
+                          "the default when no daemon runs")
+    how.add_argument("--peer", action="store_true",
+                     help="send every request to the running daemon's mapper peer; "
+                          "the default when the daemon runs")
     s.add_argument("--foreground", action="store_true", help="stay in the foreground")
     s.add_argument("--threads", type=int, default=0, help="nbdkit worker threads")
     s.add_argument("--default-export", metavar="VOLUME", help="served to clients naming none")

@@ -94,6 +94,39 @@ def test_serve_foreground(tmp_path: Path) -> None:
         proc.wait(30)
 
 
+def test_peer_needs_the_daemon(tmp_path: Path) -> None:
+    p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--peer")
+    assert p.returncode == 12 and "daemon start" in p.stderr  # NotRunning
+
+
+def test_serve_peer_through_the_daemon(tmp_path: Path) -> None:
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("vm3", MiB)])
+    sock = tmp_path / "peer.sock"
+    assert archip("--data-dir", str(tmp_path), "daemon", "start", "--no-nbd").returncode == 0
+    try:
+        p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--socket", str(sock))
+        assert p.returncode == 0, p.stderr
+        h = nbd.NBD()
+        h.set_export_name("vm3")
+        h.connect_unix(str(sock))
+        h.pwrite(b"p" * 4096, 0)
+        # The daemon's mapper holds the volume: the CLI can snapshot it while exported.
+        s = archip("--data-dir", str(tmp_path), "volume", "snapshot", "vm3", "vm3-snap")
+        assert s.returncode == 0, s.stderr
+        h.pwrite(b"q" * 4096, 0)
+        h.shutdown()
+        h = nbd.NBD()
+        h.set_export_name("vm3-snap")
+        h.connect_unix(str(sock))
+        assert h.pread(4096, 0) == b"p" * 4096
+        h.shutdown()
+        assert "peer backend" in (tmp_path / "log" / "nbdkit.log").read_text()
+    finally:
+        archip("--data-dir", str(tmp_path), "nbd", "stop")
+        archip("--data-dir", str(tmp_path), "daemon", "stop")
+
+
 def test_serve_daemon_and_stop(tmp_path: Path) -> None:
     need("nbdkit")
     prepare(tmp_path, volumes=[("vm2", MiB)])
