@@ -313,6 +313,8 @@ def decode_chunk(map_name: str, index: int, data: bytes) -> bytearray:
     if len(data) != CHUNK_SIZE:
         raise Corrupt(f"map {map_name!r}: chunk {index} truncated ({len(data)} bytes)")
     magic, idx, digest = CHUNK_HDR.unpack_from(data)
+    if magic == bytes(4):
+        raise Corrupt(f"map {map_name!r}: chunk {index} is missing")
     if magic != CHUNK_MAGIC or idx != index:
         raise Corrupt(f"map {map_name!r}: chunk {index} has a bad magic or index")
     entries = data[CHUNK_HDR.size :]
