@@ -245,7 +245,9 @@ int ap_port_bind_dynamic(char *base, uint32_t pid, uint32_t *port_out) {
 int64_t ap_desc_alloc(char *base, uint32_t owner) {
     struct ap_header *h = H(base);
     uint64_t idx;
-    if (ap_ring_pop(base, h->desc_ring_off, &idx) != 0) return -1;
+    do {
+        if (ap_ring_pop(base, h->desc_ring_off, &idx) != 0) return -1;
+    } while (idx >= h->nr_desc); /* tombstone */
     struct ap_desc *d = ap_desc_ptr(base, (uint32_t)idx);
     uint32_t gen = atomic_load(A32(&d->gen)) + 1;
     memset((char *)d + 8, 0, offsetof(struct ap_desc, target) - 8);
@@ -271,7 +273,10 @@ int64_t ap_buf_alloc(char *base, uint64_t size, uint32_t owner) {
         struct ap_class *k = &h->classes[c];
         uint64_t idx;
         if (k->buf_size < size) continue;
-        if (ap_ring_pop(base, k->ring_off, &idx) == 0) {
+        int got;
+        while ((got = ap_ring_pop(base, k->ring_off, &idx)) == 0 && idx >= k->count)
+            ; /* skip tombstones */
+        if (got == 0) {
             atomic_store(A32(base + k->owner_off + 4 * idx), owner);
             return (int64_t)(((uint64_t)c << 24) | idx);
         }
@@ -496,6 +501,7 @@ static int64_t now_ms(void) {
 
 int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms, int spin) {
     int64_t deadline = now_ms() + timeout_ms;
+    int busy = 0;
     for (;;) {
         for (int i = 0; i <= spin; i++) {
             int64_t idx = ap_pop_reply(base, port);
@@ -504,8 +510,11 @@ int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms,
         }
         int64_t left = deadline - now_ms();
         if (left <= 0) return -ETIMEDOUT;
-        if (ap_prepare_sleep(base, port, 2)) {
-            int r = ap_wait_fd(efd, regfd, (int)left);
+        /* a slot claimed but never published (producer killed mid-push) keeps the count
+         * above zero: after many fruitless rounds, nap instead of burning the CPU */
+        int sleep_ok = ap_prepare_sleep(base, port, 2);
+        if (sleep_ok || ++busy > 1000) {
+            int r = ap_wait_fd(efd, regfd, sleep_ok ? (int)left : 1);
             if (r == -EPIPE) {
                 int64_t idx = ap_pop_reply(base, port);
                 return idx >= 0 ? (int)idx : -EPIPE;
@@ -692,4 +701,38 @@ int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, u
         d->data_len = plen;
     }
     return idx;
+}
+
+/* -------------------------------------------------- ring stall repair */
+int64_t ap_ring_stalled(char *base, uint64_t off) {
+    /* head position if its slot is claimed by a producer but not published, else -1 */
+    struct ap_ring *r = R(base, off);
+    uint64_t h = atomic_load(A64(&r->head)), t = atomic_load(A64(&r->tail));
+    if (t <= h) return -1;
+    uint64_t seq = atomic_load(A64(&r->slots[h & r->mask].seq));
+    return seq == h ? (int64_t)h : -1;
+}
+
+int ap_ring_tombstone(char *base, uint64_t off, uint64_t pos) {
+    /* publish a tombstone (value ~0, skipped by every consumer) in a slot whose producer
+     * died between claiming and publishing it; only if still unpublished at `pos` */
+    struct ap_ring *r = R(base, off);
+    uint64_t *seq = &r->slots[pos & r->mask].seq;
+    if (atomic_load(A64(seq)) != pos) return -1;
+    r->slots[pos & r->mask].val = ~(uint64_t)0;
+    uint64_t expect = pos;
+    return atomic_compare_exchange_strong(A64(seq), &expect, pos + 1) ? 0 : -1;
+}
+
+uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max) {
+    /* every ring of the segment: per-port request/reply rings, the descriptor and buffer pools */
+    struct ap_header *h = H(base);
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < h->nr_ports && n + 2 <= max; p++) {
+        out[n++] = P(base, p)->req_ring;
+        out[n++] = P(base, p)->rep_ring;
+    }
+    if (n < max) out[n++] = h->desc_ring_off;
+    for (uint32_t c = 0; c < h->nr_classes && n < max; c++) out[n++] = h->classes[c].ring_off;
+    return n;
 }

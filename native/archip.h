@@ -117,6 +117,9 @@ int ap_drain_fd(int efd);
 int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, uint64_t offset,
                        uint64_t size, uint64_t arg, uint64_t req_id, const char *target,
                        uint32_t tlen, uint64_t need, const char *payload, uint64_t plen);
+int64_t ap_ring_stalled(char *base, uint64_t ring_off);
+int ap_ring_tombstone(char *base, uint64_t ring_off, uint64_t pos);
+uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max);
 int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds);
 int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,
                      int64_t n, int depth, int timeout_ms);

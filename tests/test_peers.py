@@ -23,7 +23,7 @@ from peers_helpers import (
     run_stress_client,
 )
 
-from archipelago.errors import Busy, InvalidArgument, NotRunning, PeerDied
+from archipelago.errors import Busy, InvalidArgument, NotRunning, PeerDied, TimedOut
 from archipelago.peers.client import AsyncClient, BlockingClient
 from archipelago.peers.ops import Op
 from archipelago.peers.registry import PeerLink
@@ -291,3 +291,27 @@ def test_daemon_death_fails_waiting_clients() -> None:
         link.close()
         d.segment.close()
         d.segment.unlink()
+
+
+def test_ring_slot_of_a_dead_producer_is_repaired(daemon: Daemon, echo: Any) -> None:
+    """A producer killed between claiming a ring slot and publishing it stalls that ring;
+    the registry's stall watch tombstones the slot and traffic resumes."""
+    import struct
+
+    seg = daemon.segment
+    ring = seg.lib.ap_port_req_ring(seg.base, ECHO_PORT)
+    (tail,) = struct.unpack_from("<Q", seg.view, ring + 64)
+    struct.pack_into("<Q", seg.view, ring + 64, tail + 1)  # claimed, never published
+    assert seg.lib.ap_ring_stalled(seg.base, ring) == tail
+    link = PeerLink(daemon.socket_path)
+    bc = BlockingClient(link)
+    try:
+        with pytest.raises(TimedOut):
+            bc.ping(ECHO_PORT, timeout=0.3)  # queued behind the dead slot
+        daemon.registry._loop.call_soon_threadsafe(daemon.registry.watch_stalls)
+        bc.ping(ECHO_PORT, timeout=10)
+        assert seg.lib.ap_ring_stalled(seg.base, ring) == -1
+    finally:
+        bc.close()
+        link.close()
+    wait_full(daemon, 5)

@@ -35,6 +35,7 @@ class Port:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._wake: set[int] = set()
+        self._idle = 0
 
     #: Ports attached in this process: spinning only pays when one port owns the loop.
     _attached = 0
@@ -95,18 +96,25 @@ class Port:
         if self.server is not None and self.server.drain():
             progress = True
         if progress:
+            self._idle = 0
             self.kick()
             return
         mask = (1 if self.server is not None and self.server.wants_requests else 0) | (
             2 if self.client is not None else 0)
         if self._wake or Port._attached > 1 or self._busy():
             # wake-ups pending, other ports or callbacks to serve: do not spin, let them run
-            if not lib.ap_prepare_sleep(base, no, mask):
+            again = not lib.ap_prepare_sleep(base, no, mask)
+        else:
+            again = bool(mask and SPIN_US and lib.ap_spin_wait(base, no, mask, SPIN_US)) or \
+                not lib.ap_prepare_sleep(base, no, mask)
+        if again:
+            # a ring whose head slot a dead producer claimed looks non-empty until the
+            # registry repairs it: after many fruitless rounds, poll every millisecond
+            self._idle += 1
+            if self._idle > 1000:
+                self._loop.call_later(0.001, self.kick)
+            else:
                 self.kick()
-            return
-        if (mask and SPIN_US and lib.ap_spin_wait(base, no, mask, SPIN_US)) or \
-                not lib.ap_prepare_sleep(base, no, mask):
-            self.kick()
 
     def _busy(self) -> bool:
         ready = getattr(self._loop, "_ready", None)  # asyncio's ready queue; uvloop hides it

@@ -27,6 +27,8 @@ from archipelago.peers.segment import Segment
 
 log = logging.getLogger(__name__)
 _MAX_MSG = 65536
+#: Seconds a ring head may stay claimed-but-unpublished before it is declared dead.
+STALL_CHECK = 0.25
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
@@ -193,6 +195,33 @@ class Registry:
         log.info("reclaimed port %d (%d descriptors/buffers)", port, n)
         return n
 
+    def watch_stalls(self, rounds: int = 8) -> None:
+        """Repair rings a killed producer left with a claimed, never published slot.
+
+        A slot still unpublished at the ring's head after STALL_CHECK seconds gets a
+        tombstone that consumers skip; checked ``rounds`` times (run after each death).
+        Call from the registry's loop (``loop.call_soon_threadsafe`` from other threads).
+        """
+        seg = self.segment
+        if self._loop is None or seg.base is None:
+            return
+        out = seg.ffi.new("uint64_t[]", 2 * seg.nr_ports + 16)
+        offs = [out[i] for i in range(seg.lib.ap_ring_offsets(seg.base, out, len(out)))]
+        self._stall_round(offs, rounds, {})
+
+    def _stall_round(self, offs: list[int], rounds: int, prev: dict[int, int]) -> None:
+        seg = self.segment
+        if self._loop is None or seg.base is None:
+            return
+        lib, base = seg.lib, seg.base
+        stalled = {off: pos for off in offs if (pos := lib.ap_ring_stalled(base, off)) >= 0}
+        for off, pos in stalled.items():
+            if prev.get(off) == pos and lib.ap_ring_tombstone(base, off, pos) == 0:
+                log.warning("ring at offset %d: slot %d claimed by a dead producer, skipped",
+                            off, pos)
+        if rounds > 1:
+            self._loop.call_later(STALL_CHECK, self._stall_round, offs, rounds - 1, stalled)
+
     def _drop(self, conn: socket.socket) -> None:
         ports = self._conns.pop(conn, set())
         if self._loop is not None:
@@ -203,6 +232,7 @@ class Registry:
         conn.close()
         for port in ports:
             self.reclaim(port)
+        self.watch_stalls()  # the process may have died in the middle of a ring push
 
 
 class PeerLink:
