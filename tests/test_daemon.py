@@ -21,7 +21,7 @@ from daemon_helpers import (
 )
 
 from archipelago.client import Client
-from archipelago.errors import ArchipelagoError, PeerDied
+from archipelago.errors import NotFound, PeerDied
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,21 +136,30 @@ def test_blocker_peer_killed_under_import(tmp_path: Path) -> None:
         d.stop()
 
 
-def test_mapper_peer_killed_fails_requests_then_recovers(tmp_path: Path) -> None:
+def test_mapper_peer_killed_fails_requests_or_reopens(tmp_path: Path) -> None:
     d = start_daemon(tmp_path)
     try:
         with Client.connect(tmp_path, timeout=30) as c:
             c.create("m", 4 * BS)
+            c.create("m2", 4 * BS)
             v = c.open("m")
             v.write(0, b"m" * 8192, fua=True)
+            plain = c.open("m2")
+            plain.reopen_for = 0  # no automatic reopen: the error comes back
+            plain.write(0, b"p" * 512)
             os.kill(d.child_pid("mapper"), signal.SIGKILL)
-            with pytest.raises((PeerDied, ArchipelagoError)):
-                v.read(0, 8192)  # fails back, never hangs
-            _wait(lambda: d.status()["mapper"].get("pid") is not None)
-            # The restarted mapper broke the dead mapper's stale lock and reopens the volume.
+            with pytest.raises((PeerDied, NotFound)):
+                plain.read(0, 512)  # fails back, never hangs
+            # The default handle waits for the restarted mapper, reopens and re-issues.
+            assert bytes(v.read(0, 8192)) == b"m" * 8192 and v.reopened == 1
+            v.write(8192, b"after", fua=True)
+            # The restarted mapper broke the dead mapper's stale locks.
             assert "broke stale lock of volume 'm'" in d.log()
-            with c.open("m") as v2:
-                assert bytes(v2.read(0, 8192)) == b"m" * 8192
+            assert "broke stale lock of volume 'm2'" in d.log()
+            with c.open("m2") as v2:
+                assert bytes(v2.read(0, 512)) == b"p" * 512
+            v.close()
+            assert c.info("m").lock_owner is None
     finally:
         d.stop()
 

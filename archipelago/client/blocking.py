@@ -12,6 +12,7 @@ from archipelago.client.common import (
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
     MAPPER_PORT,
+    STALE,
     _extents,
     _hashes_bin,
     _hashes_hex,
@@ -159,7 +160,7 @@ class Client:
     def open(self, name: str, force: bool = False) -> VolumeHandle:
         """Open a volume (writable ones take the daemon's lock on it)."""
         d = self.ctrl("open", name=name, force=force)
-        return VolumeHandle(self, int(d["handle"]), _info(d["info"]))
+        return VolumeHandle(self, int(d["handle"]), _info(d["info"]), force)
 
     def close(self) -> None:
         """Release this client's ports and the link."""
@@ -174,14 +175,49 @@ class Client:
 
 
 class VolumeHandle:
-    """An open volume (blocking)."""
+    """An open volume (blocking).
 
-    def __init__(self, client: Client, handle: int, info: VolumeInfo) -> None:
+    When the mapper peer dies (PeerDied) or was restarted (the volume is no longer open
+    there), the handle reopens the volume once the supervisor has restarted the mapper
+    (within ``reopen_for`` seconds) and re-issues the request: every I/O op is
+    idempotent, and the restarted mapper broke the dead one's stale lock.
+    """
+
+    def __init__(self, client: Client, handle: int, info: VolumeInfo, force: bool = False,
+                 reopen_for: float = 30.0) -> None:
         self.client = client
         self.handle = handle
         self.info = info
         self.name = info.name
         self.closed = False
+        self.force = force
+        self.reopen_for = reopen_for
+        self.reopened = 0
+
+    def _io(self, op: Op, offset: int = 0, size: int = 0,
+            payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
+        try:
+            return self.client.call(op, self.name, offset, size, payload, flags)
+        except (PeerDied, NotFound) as e:
+            if self.closed or self.reopen_for <= 0 or (
+                    isinstance(e, NotFound) and STALE not in e.message):
+                raise
+        self._reopen()
+        return self.client.call(op, self.name, offset, size, payload, flags)
+
+    def _reopen(self) -> None:
+        """Open the volume again on a restarted mapper peer."""
+        deadline = time.monotonic() + self.reopen_for
+        while True:
+            try:
+                d = self.client.ctrl("open", name=self.name, force=self.force)
+                break
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.handle, self.info = int(d["handle"]), _info(d["info"])
+        self.reopened += 1
 
     @property
     def size(self) -> int:
@@ -194,7 +230,7 @@ class VolumeHandle:
         step = self.client.max_buffer
         for o in range(0, len(mv), step):
             n = min(step, len(mv) - o)
-            with self.client.call(Op.READ, self.name, offset + o, n) as r:
+            with self._io(Op.READ, offset + o, n) as r:
                 mv[o : o + n] = r.data
 
     def read(self, offset: int, size: int) -> bytearray:
@@ -209,19 +245,19 @@ class VolumeHandle:
         step, flags = self.client.max_buffer, Flag.FUA if fua else 0
         for o in range(0, len(mv), step):
             chunk = mv[o : o + step]
-            self.client.call(Op.WRITE, self.name, offset + o, len(chunk), chunk, flags).release()
+            self._io(Op.WRITE, offset + o, len(chunk), chunk, flags).release()
 
     def zero(self, offset: int, size: int, fua: bool = False) -> None:
         """Make a range read as zeros (whole blocks become map entries, no data I/O)."""
-        self.client.call(Op.ZERO, self.name, offset, size, flags=Flag.FUA if fua else 0).release()
+        self._io(Op.ZERO, offset, size, flags=Flag.FUA if fua else 0).release()
 
     def trim(self, offset: int, size: int, fua: bool = False) -> None:
         """Discard a range (reads back as zeros)."""
-        self.client.call(Op.TRIM, self.name, offset, size, flags=Flag.FUA if fua else 0).release()
+        self._io(Op.TRIM, offset, size, flags=Flag.FUA if fua else 0).release()
 
     def flush(self) -> None:
         """Make written data and map entries durable."""
-        self.client.call(Op.FLUSH, self.name).release()
+        self._io(Op.FLUSH).release()
 
     def extents(self, offset: int = 0, size: int | None = None) -> list[Extent]:
         """Data/zero extents of a range (the whole volume by default)."""
@@ -229,7 +265,7 @@ class VolumeHandle:
         out: list[Extent] = []
         while offset < end:
             n = min(EXTENT_WINDOW, end - offset)
-            out += _extents(self.client.call(Op.EXTENTS, self.name, offset, n).bytes())
+            out += _extents(self._io(Op.EXTENTS, offset, n).bytes())
             offset += n
         return out
 

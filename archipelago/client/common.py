@@ -18,6 +18,9 @@ DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 #: Extents are asked for in windows of this many bytes (bounds the reply size).
 EXTENT_WINDOW = 64 << 30
 DEFAULT_TIMEOUT = 120.0
+#: In the message of the NotFound a mapper peer answers for I/O on a volume not open there
+#: (it was restarted since the open): the client reopens and re-issues.
+STALE = "stale handle"
 
 
 def _instance(instance: Instance | str | os.PathLike[str] | None) -> Instance:

@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 
 from archipelago.blocker.base import make_owner
+from archipelago.client.common import STALE
 from archipelago.errors import ArchipelagoError, InvalidArgument, NotFound, NotRunning
 from archipelago.mapper import Mapper, Volume, VolumeInfo
 from archipelago.peers.client import AsyncClient
@@ -84,7 +85,7 @@ class MapperPeer(Peer):
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
         if v is None:
-            raise NotFound(f"volume {name!r} is not open (open it first)")
+            raise NotFound(f"{STALE}: volume {name!r} is not open here (open it again)")
         return v
 
     async def dispatch(self, req: Request) -> None:
