@@ -58,6 +58,8 @@ class Target:
     sock: Path
     export: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    before: list[list[str]] = field(default_factory=list)  # e.g. start the daemon
+    after: list[list[str]] = field(default_factory=list)
     results: dict[str, tuple[float, float]] = field(default_factory=dict)  # value, cpu µs/op
 
     @property
@@ -67,6 +69,8 @@ class Target:
 
     def start(self) -> None:
         """Start the server and wait for its socket."""
+        for cmd in self.before:
+            subprocess.run(cmd, check=True, timeout=120, stdout=subprocess.DEVNULL)
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -90,6 +94,8 @@ class Target:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for cmd in self.after:
+            subprocess.run(cmd, timeout=120, stdout=subprocess.DEVNULL)
 
     def cpu(self) -> float:
         """Server CPU seconds so far (all threads)."""
@@ -131,8 +137,10 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
             f.truncate(size)
     plug = d / "bytearray_plugin.py"
     plug.write_text(BYTEARRAY_PLUGIN.format(size=size))
-    arch = d / "arch"
+    arch, peer = d / "arch", d / "peer"
     prepare_volume(arch, size)
+    prepare_volume(peer, size)
+    archip = [sys.executable, "-m", "control", "--data-dir", str(peer), "daemon"]
     t = str(threads)
     return [
         Target("nbdkit-file", ["nbdkit", "-f", "-t", t, "-U", str(d / "f.sock"), "file",
@@ -150,6 +158,12 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
                                           "python", str(PLUGIN_PATH), f"dir={arch}",
                                           f"venv={sys.prefix}", "fastpath=no"],
                d / "n.sock", export="bench"),
+        # Every request over the shared-memory segment to the daemon's mapper peer.
+        Target("archipelago-peer", ["nbdkit", "-f", "-t", t, "-U", str(d / "d.sock"), "python",
+                                    str(PLUGIN_PATH), f"dir={peer}", f"venv={sys.prefix}",
+                                    "backend=peer"],
+               d / "d.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
+               after=[archip + ["stop"]]),
     ]
 
 
