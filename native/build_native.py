@@ -15,7 +15,7 @@ import sysconfig
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "archip.c")
+SOURCES = [os.path.join(HERE, "archip.c"), os.path.join(HERE, "kernels.c")]
 
 
 def _check_toolchain() -> None:
@@ -55,7 +55,7 @@ ffi.set_source(
     "archipelago._native",
     '#include "archip.h"',
     # setuptools (pip install) runs from the project root and wants relative paths
-    sources=[SRC if __name__ == "__main__" else os.path.relpath(SRC)],
+    sources=[s if __name__ == "__main__" else os.path.relpath(s) for s in SOURCES],
     include_dirs=[HERE],
     libraries=["crypto"],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wconversion"],

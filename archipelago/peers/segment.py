@@ -4,9 +4,9 @@ Layout (all offsets from the base, see native/archip.h): header (magic, format
 version, sizes), ports (state, pid, generation, sleeping flag, request ring, reply
 ring), the descriptor pool (512-byte descriptors + a free-index ring) and the data
 arena (size classes, each a free-index ring plus an owner word per buffer).
-Rings are bounded lock-free MPMC rings (Vyukov). Known limit: a producer killed
-between claiming a slot and publishing it stalls that one ring until the segment
-is recreated; no lock is ever left held.
+Rings are bounded lock-free MPMC rings (Vyukov); no lock is ever left held. A
+producer killed between claiming a slot and publishing it stalls that ring: the
+registry's stall watch tombstones such a slot after ~0.25 s (Registry.watch_stalls).
 """
 
 from __future__ import annotations
