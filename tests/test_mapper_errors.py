@@ -199,9 +199,9 @@ async def test_corrupt_entries(env: tuple[Blocker, Mapper], damage: str) -> None
     cn = chunk_name(h.uid, 0)
     data = bytearray(await b.read(cn, 0, await b.size(cn)))
     if damage == "truncated":
-        await b.put(cn, bytes(data[:1000]))
+        await b.put(cn, bytes(data[:-1]))
     elif damage == "checksum":
-        data[24 + 33 * 4095 + 5] ^= 1
+        data[8 + 33 * 4095 + 5] ^= 1
         await b.put(cn, bytes(data))
     elif damage == "missing":
         await b.delete(cn)
@@ -209,8 +209,9 @@ async def test_corrupt_entries(env: tuple[Blocker, Mapper], damage: str) -> None
         other = await b.read(cn, 0, len(data))
         await b.put(cn, other[:4] + b"\0\0\0\1" + other[8:])
     else:
-        data[24] = 7
-        data[8:24] = xxhash.xxh3_128_digest(struct.pack(">I", 0) + bytes(data[24:]))
+        data[8] = 7
+        entries = bytes(data[8 : 8 + 33 * 4096])
+        data[-20:-4] = xxhash.xxh3_128_digest(struct.pack(">I", 0) + entries)
         await b.put(cn, bytes(data))
     s = await m.open("s")
     await expect(b, Corrupt, s.read(0, 10))

@@ -62,7 +62,7 @@ async def test_snapshot_waits_for_inflight_writes(gb: GatedBlocker) -> None:
     await v.write(0, b"x" * BS)
     gb.arm("write")
     w = asyncio.create_task(v.write(5, b"late"))
-    await gb.reached.wait()
+    await asyncio.wait_for(gb.reached.wait(), 10)
     snap = asyncio.create_task(m.snapshot("v", "s"))
     await asyncio.sleep(0.05)
     assert not snap.done()
@@ -80,9 +80,9 @@ async def test_clone_of_snapshot_removed_by_another_host(
     other = Mapper(make_blocker(), "h:2:b")
     m = Mapper(gb, "h:1:a")
     await snap_and_clone(other)
-    gb.arm("size", "map@")  # pause while loading the snapshot's first chunk
+    gb.arm("read", "map@")  # pause while loading the snapshot's first chunk
     clone = asyncio.create_task(m.clone("s", "n"))
-    await gb.reached.wait()
+    await asyncio.wait_for(gb.reached.wait(), 10)
     await other.remove("s")
     gb.release.set()
     with pytest.raises(NotFound):

@@ -13,8 +13,8 @@ Naming scheme (every internal name contains a character volume names cannot hold
 Header object: ``b"AMAP"``, u16 format, u16 reserved, 16-byte xxh3-128 of the body,
 then a msgpack body (name, size, block size, epoch, flags, kind, parent, created, uid,
 prefix table, own prefix index, bitmap of stored chunks, pending rename target).
-Chunk object: ``b"AMCK"``, u32 chunk index, 16-byte xxh3-128 of (index, entries), then
-ENTRIES_PER_CHUNK entries of 33 bytes: a kind byte and a 32-byte id. A chunk that is
+Chunk object: ``b"AMCK"``, u32 chunk index, ENTRIES_PER_CHUNK entries of 33 bytes (a
+kind byte and a 32-byte id), then a trailer: xxh3-128 of (index, entries), ``b"KCMA"``. A chunk that is
 not in the bitmap holds only zero entries and is not stored. Entries at or past the
 block count are always zero, so growing a map needs no entry rewrite.
 Entry ids: CONTENT = raw SHA-256 digest; OBJECT = u32 prefix index, u64 epoch,
@@ -44,10 +44,12 @@ MAX_SIZE = 1 << 48
 MAX_NAME = 89
 ENTRIES_PER_CHUNK = 4096
 ENTRY_SIZE = 33
-CHUNK_HDR = struct.Struct(">4sI16s")
+CHUNK_HDR = struct.Struct(">4sI")
+CHUNK_TRAILER = struct.Struct(">16s4s")
 CHUNK_MAGIC = b"AMCK"
+CHUNK_END = b"KCMA"
 CHUNK_BYTES = ENTRY_SIZE * ENTRIES_PER_CHUNK
-CHUNK_SIZE = CHUNK_HDR.size + CHUNK_BYTES
+CHUNK_SIZE = CHUNK_HDR.size + CHUNK_BYTES + CHUNK_TRAILER.size
 HDR = struct.Struct(">4sHH16s")
 HDR_MAGIC = b"AMAP"
 FORMAT = 1
@@ -302,22 +304,25 @@ def decode_header(name: str, data: bytes) -> Header:
 
 
 def encode_chunk(index: int, entries: bytes | bytearray) -> bytes:
-    """Serialize one entry chunk."""
+    """Serialize one entry chunk (checksum in a trailer, so truncation always shows)."""
     idx = struct.pack(">I", index)
     digest = xxhash.xxh3_128_digest(idx + bytes(entries))
-    return CHUNK_HDR.pack(CHUNK_MAGIC, index, digest) + bytes(entries)
+    return CHUNK_HDR.pack(CHUNK_MAGIC, index) + bytes(entries) + CHUNK_TRAILER.pack(digest, CHUNK_END)
 
 
 def decode_chunk(map_name: str, index: int, data: bytes) -> bytearray:
     """Parse and verify one entry chunk; returns its raw entries."""
     if len(data) != CHUNK_SIZE:
         raise Corrupt(f"map {map_name!r}: chunk {index} truncated ({len(data)} bytes)")
-    magic, idx, digest = CHUNK_HDR.unpack_from(data)
+    magic, idx = CHUNK_HDR.unpack_from(data)
+    digest, end = CHUNK_TRAILER.unpack_from(data, CHUNK_SIZE - CHUNK_TRAILER.size)
     if magic == bytes(4):
         raise Corrupt(f"map {map_name!r}: chunk {index} is missing")
     if magic != CHUNK_MAGIC or idx != index:
         raise Corrupt(f"map {map_name!r}: chunk {index} has a bad magic or index")
-    entries = data[CHUNK_HDR.size :]
+    if end != CHUNK_END:
+        raise Corrupt(f"map {map_name!r}: chunk {index} is truncated")
+    entries = data[CHUNK_HDR.size : CHUNK_HDR.size + CHUNK_BYTES]
     if xxhash.xxh3_128_digest(struct.pack(">I", index) + entries) != digest:
         raise Corrupt(f"map {map_name!r}: chunk {index} checksum mismatch")
     if max(entries[0::ENTRY_SIZE]) > OBJECT:
