@@ -94,6 +94,26 @@ def test_serve_foreground(tmp_path: Path) -> None:
         proc.wait(30)
 
 
+def test_serve_tcp_loopback(tmp_path: Path) -> None:
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("vm4", MiB)])
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--direct", "--tcp",
+               f"127.0.0.1:{port}")
+    assert p.returncode == 0, p.stderr
+    try:
+        h = nbd.NBD()
+        h.connect_uri(f"nbd://127.0.0.1:{port}/vm4")
+        h.pwrite(b"t" * 512, 0)
+        assert h.pread(512, 0) == b"t" * 512
+        h.shutdown()
+    finally:
+        s = archip("--data-dir", str(tmp_path), "nbd", "stop")
+    assert s.returncode == 0, s.stderr
+
+
 def test_peer_needs_the_daemon(tmp_path: Path) -> None:
     p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--peer")
     assert p.returncode == 12 and "daemon start" in p.stderr  # NotRunning
