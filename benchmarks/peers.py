@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import multiprocessing as mp
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -222,6 +223,7 @@ def main() -> None:
         reg.stop()
         seg.close()
         seg.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     ratio = seg_rate / sock_rate
     print(f"PING depth {args.depth}: segment {seg_rate:,.0f} msg/s, "

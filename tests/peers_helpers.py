@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ class Daemon:
         self.registry.stop()
         self.segment.close()
         self.segment.unlink()
+        shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
 
 
 def make_daemon(config: SegmentConfig = SMALL) -> Daemon:
