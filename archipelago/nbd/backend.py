@@ -211,13 +211,13 @@ class DirectBackend(Backend):
         """Map-level operations wait for in-flight fast writes (see fastpath.py)."""
         return self._fast.gate.exclusive() if self._fast is not None else nullcontext()
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = CALL_TIMEOUT) -> T:
         """Run ``coro`` on the loop thread and wait for it (GIL released while waiting)."""
         if self._loop is None:
             coro.close()
             raise ArchipelagoError("NBD backend not started")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result(CALL_TIMEOUT)
+        return fut.result(timeout)
 
     # -- namespace -----------------------------------------------------------
 
@@ -301,7 +301,9 @@ class DirectBackend(Backend):
         """Owned blocks: in place in this thread; else the mapper (we wait: no copy)."""
         if self._fast is not None and self._fast.pwrite(vol, buf, offset, fua):
             return
-        self._call(vol.write(offset, buf, fua=fua))
+        # No timeout: the coroutine reads nbdkit's buffer, which is freed once we return;
+        # and a write that landed after we reported failure could overwrite a retry.
+        self._call(vol.write(offset, buf, fua=fua), timeout=None)
 
     def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
         """Zero via the mapper (map update for whole blocks)."""
