@@ -106,6 +106,8 @@ def test_ping_errors_and_split_io(daemon: Daemon, echo: Any) -> None:
         bc.ping(ECHO_PORT)
         with pytest.raises(PeerDied):
             bc.ping(2)  # nobody bound there
+        with pytest.raises(InvalidArgument):
+            bc.ping(10_000)
         with pytest.raises(InvalidArgument, match="does not do CTRL"):
             bc.call(ECHO_PORT, Op.CTRL, "v")
         with bc.call(ECHO_PORT, Op.INFO, "vol1") as r:

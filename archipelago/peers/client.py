@@ -87,6 +87,9 @@ def _finish(seg: Any, idx: int) -> Reply:
 
 
 def _submit(seg: Any, link: PeerLink, idx: int, dst: int, efd: int | None = None) -> None:
+    if not 0 <= dst < len(link.efds):
+        seg.lib.ap_desc_free(seg.base, idx, 1)
+        raise InvalidArgument(f"no port {dst} in the segment")
     rc = seg.lib.ap_submit(seg.base, idx, dst, link.efds[dst] if efd is None else efd)
     if rc < 0:
         seg.lib.ap_desc_free(seg.base, idx, 1)
@@ -168,7 +171,7 @@ class AsyncClient:
             else:
                 self._pending[idx] = None  # drain() frees it when it arrives
             if isinstance(exc, TimeoutError):
-                raise TimedOut(f"{Op(op).name} to port {dst} timed out after {timeout}s") from None
+                raise TimedOut(f"op {op} to port {dst} timed out after {timeout}s") from None
             raise
         return _finish(seg, idx)
 
