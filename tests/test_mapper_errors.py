@@ -141,6 +141,11 @@ async def test_locked_by_another_owner(
     assert info.lock_owner == "testhost:1:a" and not info.lock_stale
     v2 = await other.open("v", force=True)  # breaks the lock
     assert (await other.info("v")).lock_owner == "otherhost:2:b"
+    with pytest.raises(Locked):  # fenced: the old owner can no longer change the map
+        await v.write(3 * BS, b"x")
+    with pytest.raises(Locked):
+        await v.flush()
+    await v2.write(3 * BS, b"y", fua=True)
     await v2.close()
     await v.close()  # our lock was broken: closing must not fail
     await other.close()

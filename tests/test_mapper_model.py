@@ -281,7 +281,7 @@ def test_mapper_model(backend: str) -> None:
     class Machine(MapperMachine):
         BACKEND = backend
 
-    examples = 150 if backend == "memory" else 40
+    examples = 120 if backend == "memory" else 30
     Machine.TestCase.settings = settings(
         max_examples=examples,
         stateful_step_count=40,

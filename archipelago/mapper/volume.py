@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from archipelago.errors import Corrupt, InvalidArgument, NotFound, ReadOnly
+from archipelago.errors import Corrupt, InvalidArgument, Locked, NotFound, ReadOnly
 from archipelago.hashing import is_zero
 from archipelago.mapper.common import (
     BATCH,
@@ -36,6 +36,7 @@ from archipelago.mapper.format import (
     chunk_name,
     chunks_of,
     encode_chunk,
+    lock_name,
     object_id,
     object_name,
 )
@@ -71,6 +72,7 @@ class Volume:
         self.drain = Drain()
         self.refs = 1
         self.closed = False
+        self.fenced = False
         self._cache: dict[int, bytearray] = {}
         self._chunk_locks: dict[int, asyncio.Lock] = {}
         self._pending: dict[int, list[_Update]] = {}
@@ -125,6 +127,7 @@ class Volume:
         self._pending.setdefault(c, []).append(mine)
         async with self._chunk_lock(c):
             if not mine.done:
+                await self._fence()
                 batch = self._pending.pop(c, [])
                 new = bytearray(self._cache[c])
                 for u in batch:
@@ -146,6 +149,14 @@ class Volume:
                     u.done = True
         if mine.error is not None:
             raise mine.error
+
+    async def _fence(self) -> None:
+        """Refuse map updates once our lock was broken (another owner may be writing)."""
+        held = await self._b.lock_info(lock_name(self.name))
+        if held is None or held.owner != self._mapper.owner:
+            self.fenced = True
+        if self.fenced:
+            raise Locked(f"lock of {self.name!r} was broken: reopen the volume")
 
     @asynccontextmanager
     async def _block(self, i: int) -> AsyncIterator[None]:
@@ -286,6 +297,8 @@ class Volume:
         if self.closed:
             raise InvalidArgument(f"volume {self.name!r} is closed")
         await self._b.flush()
+        if self.writable:
+            await self._fence()  # tell the writer its acknowledged data may be overwritten
 
     async def extents(self, offset: int, size: int) -> list[Extent]:
         """Runs of holes and data covering the range (for NBD block status)."""
