@@ -251,7 +251,7 @@ async def test_interrupted_rename_settles(gb: GatedBlocker, stage: int) -> None:
 async def test_locks_and_shared_opens(gb: GatedBlocker, make_blocker: Callable[..., Blocker]) -> None:
     m = Mapper(gb, "h:1:a")
     await m.create("v", BS, BS)
-    v1, v2 = await m.open("v"), await m.open("v")
+    v1, v2 = await asyncio.gather(m.open("v"), m.open("v"))
     assert v1 is v2
     with pytest.raises(Busy):
         await m.rename("v", "w")

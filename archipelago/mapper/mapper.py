@@ -167,6 +167,10 @@ class Mapper:
             v.refs += 1
             return v
         async with self._name_lock(name):
+            v = self._open.get(name)
+            if v is not None and not v.closed:  # opened meanwhile by a concurrent open
+                v.refs += 1
+                return v
             h = await self.live(name)
             if not h.readonly:
                 ln = lock_name(name)
