@@ -143,6 +143,11 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
             raise ArchipelagoError(f"daemon exited with status {proc.returncode}: "
                                    f"{_log_tail(inst)}")
         time.sleep(0.05)
+    proc.terminate()  # do not leave a daemon that never got ready behind
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
     raise TimedOut(f"daemon did not become ready in {timeout:.0f}s: {_log_tail(inst)}")
 
 

@@ -236,7 +236,8 @@ def _summary(st: Stats, verb: str) -> str:
 def _import(a: argparse.Namespace) -> int:
     with connect(a) as c:
         try:
-            total = os.stat(a.file).st_size
+            with open(a.file, "rb") as f:
+                total = f.seek(0, os.SEEK_END)  # st_size is 0 for block devices
         except OSError:
             total = 0
         bar = Progress(total, "importing", not a.no_progress)
