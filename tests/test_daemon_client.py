@@ -157,3 +157,27 @@ def test_default_start_serves_volumes_over_nbd(tmp_path: Path) -> None:
     finally:
         d.stop()
     assert not (tmp_path / "nbd.sock").exists()
+
+
+async def test_content_blocks_direct_to_blocker_peers(daemon: Daemon) -> None:
+    from archipelago.hashing import block_hash
+
+    blocks = [os.urandom(BS), os.urandom(MiB) + bytes(100)]
+    names = [block_hash(b) for b in blocks]
+    with Client.connect(daemon.data_dir) as c:
+        assert c.missing(names) == names
+        assert c.store_block(names[0], blocks[0]) is True
+        assert c.store_block(names[0], blocks[0]) is False
+        assert bytes(c.read_block(names[0], 5, 10)) == blocks[0][5:15]
+        with pytest.raises(InvalidArgument):
+            c.read_block("not-a-hash")
+    async with await AsyncClient.connect(daemon.data_dir) as ac:
+        assert await ac.store_block(names[1], blocks[1]) is True
+        assert await ac.store_block(names[1], blocks[1]) is False
+        assert (await ac.read_block(names[1], 0, MiB)) == blocks[1][:MiB]
+        assert await ac.missing(names) == []
+        nbytes = BS + len(blocks[1])
+        await ac.clone_hashmap("from-blocks", names, nbytes, readonly=True)
+        async with await ac.open("from-blocks") as v:
+            assert v.info.kind == "pithos" and v.info.readonly
+            assert (await v.read(0, nbytes)) == blocks[0] + blocks[1]

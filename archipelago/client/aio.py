@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from archipelago.client.common import (
+    BLOCK_SIZE,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
@@ -19,7 +21,10 @@ from archipelago.client.common import (
     _link,
     _Ops,
     _unpack,
+    block_placement,
+    check_hex,
 )
+from archipelago.errors import NotFound, PeerDied
 from archipelago.instance import Instance
 from archipelago.mapper.common import Extent, VolumeInfo
 from archipelago.peers.client import AsyncClient as _AsyncPeerClient
@@ -37,6 +42,7 @@ class AsyncClient:
         self.peer = _AsyncPeerClient(link)
         self.timeout = timeout
         self.max_buffer = link.segment.max_buffer
+        self._blockers: list[int] | None = None
 
     @classmethod
     async def connect(cls, instance: Instance | str | os.PathLike[str] | None = None,
@@ -129,6 +135,38 @@ class AsyncClient:
         r = await self.call(Op.CREATE, name, 0, len(data), data)
         r.release()
         return bool(r.arg)
+
+    async def _block_call(self, name: str, op: Op, offset: int = 0, size: int = 0,
+                          payload: bytes | memoryview | None = None, arg: int = 0,
+                          retry_for: float = 30.0) -> Reply:
+        """One request to the blocker peer owning content block ``name``."""
+        check_hex(name)
+        if self._blockers is None:
+            self._blockers = [int(b["port"]) for b in (await self.status())["blockers"]]
+        port = self._blockers[block_placement(name, len(self._blockers))]
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return await self.peer.call(port, op, name, offset, size, payload, arg=arg,
+                                            timeout=self.timeout)
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def store_block(self, name: str, data: bytes | memoryview) -> bool:
+        """Store a content block straight on its blocker peer unless present; True if new."""
+        try:
+            (await self._block_call(name, Op.INFO)).release()
+            return False
+        except NotFound:
+            pass
+        (await self._block_call(name, Op.CREATE, 0, len(data), data, arg=len(data))).release()
+        return True
+
+    async def read_block(self, name: str, offset: int = 0, size: int = BLOCK_SIZE) -> bytes:
+        """Read a content block straight from its blocker peer."""
+        return (await self._block_call(name, Op.READ, offset, size)).bytes()
 
     async def open(self, name: str, force: bool = False) -> AsyncVolumeHandle:
         """Open a volume."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from typing import Any
 
 from archipelago.client.common import (
+    BLOCK_SIZE,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
@@ -21,6 +21,8 @@ from archipelago.client.common import (
     _link,
     _Ops,
     _unpack,
+    block_placement,
+    check_hex,
 )
 from archipelago.errors import NotFound, PeerDied
 from archipelago.instance import Instance
@@ -133,29 +135,43 @@ class Client:
         r.release()
         return bool(r.arg)
 
-    def store_block(self, name: str, data: bytes | memoryview, retry_for: float = 30.0) -> bool:
-        """Like :meth:`put_block`, but straight to the blocker peer that owns ``name`` (the
-        mapper's placement: crc32 of the name); content blocks are immutable, so the client
-        may place them itself, as librbd does. A blocker peer that died is waited for."""
+    def _blocker_port(self, name: str) -> int:
         if self._blockers is None:
             self._blockers = [int(b["port"]) for b in self.status()["blockers"]]
-        port = self._blockers[zlib.crc32(name.encode()) % len(self._blockers)]
+        return self._blockers[block_placement(name, len(self._blockers))]
+
+    def _block_call(self, name: str, op: Op, offset: int = 0, size: int = 0,
+                    payload: bytes | memoryview | None = None, arg: int = 0,
+                    retry_for: float = 30.0) -> Reply:
+        """One request to the blocker peer owning content block ``name`` (waits out a
+        restart of that peer)."""
+        check_hex(name)
+        port = self._blocker_port(name)
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                try:
-                    self.peer.call(port, Op.INFO, name, timeout=self.timeout).release()
-                    return False
-                except NotFound:
-                    pass
-                n = len(data)
-                self.peer.call(port, Op.CREATE, name, 0, n, data, arg=n,
-                               timeout=self.timeout).release()
-                return True
+                return self.peer.call(port, op, name, offset, size, payload, arg=arg,
+                                      timeout=self.timeout)
             except PeerDied:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def store_block(self, name: str, data: bytes | memoryview) -> bool:
+        """Like :meth:`put_block`, but straight to the blocker peer that owns ``name`` (the
+        mapper's placement); content blocks are immutable, so the client may place them
+        itself, as librbd does. True if the block was new."""
+        try:
+            self._block_call(name, Op.INFO).release()
+            return False
+        except NotFound:
+            pass
+        self._block_call(name, Op.CREATE, 0, len(data), data, arg=len(data)).release()
+        return True
+
+    def read_block(self, name: str, offset: int = 0, size: int = BLOCK_SIZE) -> bytes:
+        """Read a content block (straight from its blocker peer; past its end reads zeros)."""
+        return self._block_call(name, Op.READ, offset, size).bytes()
 
     def open(self, name: str, force: bool = False) -> VolumeHandle:
         """Open a volume (writable ones take the daemon's lock on it)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
 import msgpack
 
-from archipelago.errors import NotRunning
+from archipelago.errors import InvalidArgument, NotRunning
 from archipelago.instance import Instance
 from archipelago.mapper.common import Extent, VolumeInfo
 from archipelago.peers.registry import PeerLink
@@ -21,6 +22,21 @@ DEFAULT_TIMEOUT = 120.0
 #: In the message of the NotFound a mapper peer answers for I/O on a volume not open there
 #: (it was restarted since the open): the client reopens and re-issues.
 STALE = "stale handle"
+
+
+BLOCK_SIZE = 4 * 1024 * 1024  # a Pithos content block
+
+
+def block_placement(name: str, n: int) -> int:
+    """Index of the blocker peer that owns object ``name`` among ``n`` (the mapper's rule)."""
+    return zlib.crc32(name.encode()) % n
+
+
+def check_hex(name: str) -> str:
+    """A content block name: 64 lowercase hex digits."""
+    if len(name) != 64 or name.strip("0123456789abcdef"):
+        raise InvalidArgument(f"not a content block name: {name!r}")
+    return name
 
 
 def _instance(instance: Instance | str | os.PathLike[str] | None) -> Instance:

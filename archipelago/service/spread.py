@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo
+from archipelago.client.common import block_placement
 from archipelago.errors import NotFound, PeerDied
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.remote import RemoteBlocker
@@ -37,7 +37,7 @@ class SpreadBlocker(Blocker):
         self.reissued = 0
 
     def _index(self, name: str) -> int:
-        return zlib.crc32(name.encode()) % len(self.remotes)
+        return block_placement(name, len(self.remotes))
 
     async def _do(self, name: str, fn: Callable[[RemoteBlocker], Awaitable[T]],
                   idempotent_notfound: bool = False) -> T:
