@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 POOLS = ("archipelago-test", "archipelago")
-PG_NUM = 16
+PG_NUM = 8
 _CREATED = ("ceph.conf", "keyring", "monmap", "cluster.json", "mon.a", "osd.0", "run", "log")
 
 
