@@ -102,3 +102,5 @@ def test_clone_of_imported_snapshot_diverges(daemon: Daemon, image: Path) -> Non
             assert ext[0].offset == 0 and ext[0].zero and ext[0].length >= BS
     with Client.connect(daemon.data_dir) as c, c.open("golden") as g:
         assert bytes(g.read(0, len(src))) == src
+        assert bytes(g.read(0, len(src))) == src  # chunks cached: the fast path reads
+        assert c.status()["fast_reads"] > 0

@@ -45,6 +45,7 @@ from archipelago.service.common import (
     run_loop,
     setup_logging,
 )
+from archipelago.service.fastread import FastReader, make_fast_reader
 from archipelago.service.spread import SpreadBlocker
 
 log = logging.getLogger("archipelago.mapper-peer")
@@ -81,6 +82,7 @@ class MapperPeer(Peer):
         self._ids = itertools.count(1)
         self.stopping = False
         self.started = time.time()
+        self.fast: FastReader | None = None
 
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
@@ -95,6 +97,10 @@ class MapperPeer(Peer):
         op, fua = req.op, bool(req.flags & Flag.FUA)
         if op == Op.READ:
             v = self._vol(req.target)
+            if self.fast is not None and self.fast.read_into(
+                    v, req.reply_buffer(req.size), req.offset):
+                req.reply(serviced=req.size)
+                return
             req.reply(await v.read(req.offset, req.size))
         elif op == Op.WRITE:
             v = self._vol(req.target)
@@ -232,6 +238,7 @@ class MapperPeer(Peer):
                              for n, c in sorted(opened.items()) if n in self.volumes],
             "blockers": self.spread.stats(),
             "reissued": self.spread.reissued,
+            "fast_reads": self.fast.hits if self.fast is not None else None,
         }
 
     async def shutdown(self, timeout: float = 30.0) -> None:
@@ -293,6 +300,7 @@ async def serve(args: Any) -> int:
         spread = SpreadBlocker(AsyncClient(link, port), ports)
         mapper = Mapper(spread, make_owner("mapper"))
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
+        peer.fast = make_fast_reader(cfg)
         port.attach()
         n = await break_stale_locks(mapper)
         log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
