@@ -172,9 +172,44 @@ def _rbd_run(conf: str, size: int, seconds: float) -> dict[str, float]:
     return res
 
 
+# -- `rbd bench`: librbd from C++, no Python on the client side (reference only) ---------
+
+def _rbd_cli_run(conf: str, size: int) -> dict[str, float]:
+    name = f"{POOL}/bench-cli-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "CEPH_CONF": conf}
+
+    def rbd(*args: str) -> str:
+        return subprocess.run(["rbd", *args], env=env, capture_output=True, text=True,
+                              timeout=300, check=True).stdout
+
+    units = {"B/s": 1 / MiB, "KiB/s": 1 / 1024, "MiB/s": 1.0, "GiB/s": 1024.0}
+    rbd("create", "--size", f"{size // MiB}M", "--image-feature", "layering", name)
+    res: dict[str, float] = {}
+    try:
+        for key, io_type, io_size, threads, total, pattern in (
+            ("4m_write", "write", "4M", QD_BIG, size, "seq"),
+            ("4m_read", "read", "4M", QD_BIG, size, "seq"),
+            ("4k_write", "write", "4K", QD_SMALL, 64 * MiB, "rand"),
+            ("4k_read", "read", "4K", QD_SMALL, 128 * MiB, "rand"),
+        ):
+            out = rbd("bench", "--io-type", io_type, "--io-size", io_size, "--io-threads",
+                      str(threads), "--io-total", str(total), "--io-pattern", pattern,
+                      "--rbd-cache=false", name)
+            last = out.strip().splitlines()[-1].split()  # elapsed: N ops: N ops/sec: X bytes/sec: Y U
+            if key.startswith("4m"):
+                res[key] = float(last[-2]) * units.get(last[-1], 1.0)
+            else:
+                res[key] = float(last[last.index("ops/sec:") + 1])
+    finally:
+        subprocess.run(["rbd", "rm", name], env=env, capture_output=True, timeout=120,
+                       check=False)
+    return res
+
+
 # -- driver ---------------------------------------------------------------------------
 
-def _bench(conf: str, size: int, seconds: float) -> dict[str, tuple[float, float]]:
+def _bench(conf: str, size: int, seconds: float
+           ) -> dict[str, tuple[float, float, float]]:
     try:
         import uvloop
 
@@ -184,12 +219,15 @@ def _bench(conf: str, size: int, seconds: float) -> dict[str, tuple[float, float
     # librbd first, then the blocker, then both again: the better of two back-to-back runs.
     best_b: dict[str, float] = {}
     best_r: dict[str, float] = {}
+    best_c: dict[str, float] = {}
     for _ in range(2):
         for k, v in _rbd_run(conf, size, seconds).items():
             best_r[k] = max(best_r.get(k, 0.0), v)
         for k, v in runner(_blocker_run(conf, size, seconds)).items():
             best_b[k] = max(best_b.get(k, 0.0), v)
-    return {k: (best_b[k], best_r[k]) for k in best_r}
+        for k, v in _rbd_cli_run(conf, size).items():
+            best_c[k] = max(best_c.get(k, 0.0), v)
+    return {k: (best_b[k], best_r[k], best_c[k]) for k in best_r}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
             os.rmdir(tmp) if os.path.isdir(tmp) and not os.listdir(tmp) else None
     print(f"RadosBlocker vs librbd, {size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB)")
-    print(f"{'test':<16}{'blocker':>12}{'librbd':>12}{'ratio':>8}")
+    print("librbd = python3-rbd aio (the ratio's base); rbd-bench = `rbd bench` (C++ client)")
+    print(f"{'test':<16}{'blocker':>10}{'librbd':>10}{'ratio':>7}{'rbd-bench':>11}{'ratio':>7}")
     units = {"4m_write": "MiB/s", "4m_read": "MiB/s", "4k_write": "IOPS", "4k_read": "IOPS"}
     ratio = {}
-    for k, (bv, rv) in results.items():
+    for k, (bv, rv, cv) in results.items():
         ratio[k] = bv / rv if rv else 0.0
-        print(f"{k + ' ' + units[k]:<16}{bv:>12.0f}{rv:>12.0f}{ratio[k]:>8.2f}")
+        print(f"{k + ' ' + units[k]:<16}{bv:>10.0f}{rv:>10.0f}{ratio[k]:>7.2f}{cv:>11.0f}"
+              f"{(bv / cv if cv else 0.0):>7.2f}")
     print(f"rados: ratio_4k_write={ratio['4k_write']:.2f} ratio_4k_read={ratio['4k_read']:.2f}")
     print(f"rados: ratio_4m_write={ratio['4m_write']:.2f} ratio_4m_read={ratio['4m_read']:.2f}")
     return 0
