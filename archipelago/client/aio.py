@@ -257,7 +257,10 @@ class AsyncVolumeHandle:
         """Flush and close."""
         if not self.closed:
             self.closed = True
-            await self.client.ctrl("close", handle=self.handle)
+            try:
+                await self.client.ctrl("close", handle=self.handle)
+            except NotFound:
+                pass  # the mapper peer restarted since: nothing of ours is open there
 
     async def __aenter__(self) -> AsyncVolumeHandle:
         return self

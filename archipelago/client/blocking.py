@@ -289,7 +289,10 @@ class VolumeHandle:
         """Flush and close (the last close releases the volume's lock)."""
         if not self.closed:
             self.closed = True
-            self.client.ctrl("close", handle=self.handle)
+            try:
+                self.client.ctrl("close", handle=self.handle)
+            except NotFound:
+                pass  # the mapper peer restarted since: nothing of ours is open there
 
     def __enter__(self) -> VolumeHandle:
         return self
