@@ -120,7 +120,7 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
           gateway: bool = False, timeout: float = 60.0) -> dict[str, Any]:
     """Start the supervisor in the background; returns its status once ready."""
     lock_instance(inst).close()  # refuse early, with the running pid, if one runs
-    inst.config(config_file, overrides)  # refuse a bad config before forking
+    peer_specs(inst, inst.config(config_file, overrides), [])  # refuse a bad config now
     argv = [sys.executable, "-m", "archipelago.daemon", "--data-dir", str(inst.data_dir)]
     if config_file:
         argv += ["--config", config_file]

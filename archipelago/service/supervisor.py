@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from archipelago.config import Config
-from archipelago.errors import ArchipelagoError, Busy
+from archipelago.errors import ArchipelagoError, Busy, ConfigError
 from archipelago.instance import Instance
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.registry import PeerLink, Registry
@@ -97,7 +97,11 @@ def peer_specs(inst: Instance, cfg: Config, base: list[str]) -> list[ChildSpec]:
     """Blocker peers then the mapper peer."""
     n = cfg.peers.blockers
     if not 1 <= n <= MAX_BLOCKERS:
-        raise ArchipelagoError(f"[peers] blockers must be 1..{MAX_BLOCKERS}, got {n}")
+        raise ConfigError(f"[peers] blockers must be 1..{MAX_BLOCKERS}, got {n}")
+    if cfg.blocker.backend == "memory" and n > 1:
+        # Each process would hold its own private store: one peer keeps one store.
+        log.warning("memory backend: running 1 blocker peer instead of %d", n)
+        n = 1
     py = sys.executable
     specs = [ChildSpec(f"blocker-{i}", [py, "-m", "archipelago.service.blocker_peer", *base,
                                         "--port", str(p)], port=p, kind="blocker")
