@@ -189,3 +189,26 @@ def test_kill9_whole_daemon_after_flushed_write(tmp_path: Path) -> None:
             is None
     finally:
         d.stop()
+
+
+def test_no_space_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    store = tmp_path / "small-fs"
+    store.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", str(store)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {r.stderr.strip()}")
+    d = Daemon(tmp_path / "inst", [f"blocker.file.path={store}", "blocker.file.fsync=false"])
+    try:
+        d.start()
+        img = make_image(tmp_path / "big.raw", 6 * BS, seed=5, data_blocks=list(range(6)))
+        r2 = d.archip("import", str(img), "toobig")
+        assert r2.rc == 8, r2.err
+        assert r2.err.startswith("archip: error:") and r2.err.count("\n") == 1
+        assert d.archip("volume", "info", "toobig").rc == 3  # nothing half-made
+        assert d.archip("volume", "list", "--json", check=True).json() == []  # still serving
+        r3 = d.archip("volume", "create", "small", "--size", "4M")  # the store is still full
+        assert r3.rc == 8 and "No space left" in r3.err
+    finally:
+        d.stop()
+        subprocess.run(["umount", str(store)], check=False)
