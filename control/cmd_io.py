@@ -193,18 +193,14 @@ def export_volume(client: Client, volume: str, path: str, threads: int = 2,
             pieces = [(o, min(BLOCK_SIZE, e.offset + e.length - o)) for e in v.extents()
                       if not e.zero or not regular
                       for o in range(e.offset, e.offset + e.length, BLOCK_SIZE)]
-            local = threading.local()
 
             def one(piece: tuple[int, int]) -> None:
                 off, n = piece
-                buf = getattr(local, "buf", None)
-                if buf is None:
-                    buf = local.buf = bytearray(BLOCK_SIZE)
-                mv = memoryview(buf)[:n]
-                v.readinto(off, mv)
-                zero = native.is_zero(mv)
-                if not zero or not regular:
-                    native.pwrite_from(fd, mv, off)
+                with v.read_reply(off, n) as r:  # written from the segment: no extra copy
+                    mv = r.data
+                    zero = native.is_zero(mv)
+                    if not zero or not regular:
+                        native.pwrite_from(fd, mv, off)
                 with st._lock:
                     st.bytes_done += n
                     st.data_blocks += int(not zero)

@@ -212,6 +212,11 @@ class AsyncVolumeHandle:
 
         await asyncio.gather(*(one(o) for o in range(0, len(mv), step)))
 
+    async def read_reply(self, offset: int, size: int) -> Reply:
+        """Zero-copy read of at most ``max_buffer`` bytes: ``reply.data`` is a view of the
+        segment buffer; ``release()`` the Reply (or use ``with``)."""
+        return await self.client.call(Op.READ, self.name, offset, size)
+
     async def read(self, offset: int, size: int) -> bytearray:
         """Read ``size`` bytes."""
         out = bytearray(size)

@@ -249,6 +249,11 @@ class VolumeHandle:
             with self._io(Op.READ, offset + o, n) as r:
                 mv[o : o + n] = r.data
 
+    def read_reply(self, offset: int, size: int) -> Reply:
+        """Zero-copy read of at most ``max_buffer`` bytes: ``reply.data`` is a view of the
+        segment buffer the data landed in; ``release()`` the Reply (or use ``with``)."""
+        return self._io(Op.READ, offset, size)
+
     def read(self, offset: int, size: int) -> bytearray:
         """Read ``size`` bytes."""
         out = bytearray(size)
