@@ -10,15 +10,12 @@ Usage (run with /work/main/.venv/bin/python or /usr/bin/python3, as root):
   ceph_cluster.py osd-start DIR              -> start the OSD again, wait until it is up
   ceph_cluster.py status DIR                 -> pids and `rados -p archipelago ls` check
 
-One mon and one OSD (no mgr) on 127.0.0.1 with a free port, cephx on by default,
-all state under DIR. Pools "archipelago-test" and "archipelago" (size 1) exist when
-`up` returns. Daemons run in the foreground of their own sessions with pids in
-DIR/run/*.pid; `down` kills by pid file, so it also cleans up after a crashed `up`.
-With --watch-pid a detached watchdog runs `down` as soon as that process dies.
-memstore keeps data only while the OSD runs (an OSD restart loses it); bluestore on a
-sparse file under DIR survives osd-stop/osd-start.
-
-Only the standard library and Ceph's own python3-rados binding are used.
+One mon + one OSD (no mgr) on 127.0.0.1 at a free port, cephx, all state under DIR,
+pools "archipelago-test" and "archipelago" (size 1) ready when `up` returns. Daemons
+run in their own sessions with pids in DIR/run/*.pid, so `down` also cleans up after a
+crashed `up`; --watch-pid adds a watchdog that runs `down` when that process dies.
+memstore loses everything when the OSD restarts; bluestore (a sparse file) does not.
+Uses only the standard library and Ceph's own python3-rados.
 """
 
 from __future__ import annotations
@@ -44,22 +41,23 @@ _CREATED = ("ceph.conf", "keyring", "monmap", "cluster.json", "mon.a", "osd.0", 
 
 def _key() -> str:
     """A cephx secret in ceph-authtool's format (CryptoKey: type, created, len, bytes)."""
-    secret = os.urandom(16)
-    return base64.b64encode(struct.pack("<hiih", 1, int(time.time()), 0, 16) + secret).decode()
+    head = struct.pack("<hiih", 1, int(time.time()), 0, 16)
+    return base64.b64encode(head + os.urandom(16)).decode()
 
 
 def _free_port() -> int:
-    """A free loopback port whose next 99 ports serve as the OSD's private bind range."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 100 < 65535:
-            return port
-    raise RuntimeError("no free port found")
+    """A free loopback port (ephemeral, so the next 99 ports exist for the OSD to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _conf(d: Path, port: int, store: str, size_mb: int, auth: str) -> str:
+def _private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def _conf(d: Path, port: int, store: str, size_mb: int, auth: str, fsid: str) -> str:
     """ceph.conf text: loopback only, size-1 pools allowed, everything under d."""
     store_conf = (
         f"osd objectstore = memstore\nmemstore device bytes = {size_mb << 20}\n"
@@ -70,7 +68,7 @@ def _conf(d: Path, port: int, store: str, size_mb: int, auth: str) -> str:
         "bluestore cache size = 134217728\n"
     )
     return f"""[global]
-fsid = {uuid.uuid4()}
+fsid = {fsid}
 mon host = [v2:127.0.0.1:{port}]
 public addr = 127.0.0.1
 public network = 127.0.0.0/8
@@ -166,9 +164,7 @@ def _up_from(cl) -> int:  # noqa: ANN001
 
 def _wait_osd_up(cl, deadline: float, after: int = 0) -> None:  # noqa: ANN001
     """Wait until an OSD instance that booted after epoch ``after`` is up."""
-    while True:
-        if _up_from(cl) > after:
-            return
+    while _up_from(cl) <= after:
         if time.monotonic() > deadline:
             raise RuntimeError("OSD did not come up (see log/osd.0.log)")
         time.sleep(0.05)
@@ -177,19 +173,16 @@ def _wait_osd_up(cl, deadline: float, after: int = 0) -> None:  # noqa: ANN001
 def _probe(cl, deadline: float) -> None:  # noqa: ANN001
     """The data path is the readiness probe: a put blocks until the PG is active."""
     for pool in POOLS:
-        io = cl.open_ioctx(pool)
-        try:
-            while True:
-                try:
-                    io.write_full("ceph-cluster-probe", b"probe")
-                    io.remove_object("ceph-cluster-probe")
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-        finally:
-            io.close()
+        io = cl.open_ioctx(pool)  # closed by cl.shutdown()
+        while True:
+            try:
+                io.write_full("ceph-cluster-probe", b"probe")
+                io.remove_object("ceph-cluster-probe")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 def up(d: Path, store: str = "memstore", size_mb: int = 0, auth: str = "cephx",
@@ -199,24 +192,21 @@ def up(d: Path, store: str = "memstore", size_mb: int = 0, auth: str = "cephx",
     if (d / "run").exists():
         down(d)  # leftovers of an earlier run in the same directory
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (d / "run").mkdir(mode=0o700)
-    (d / "log").mkdir(mode=0o700)
+    for sub in ("run", "log"):
+        (d / sub).mkdir(mode=0o700)
     size_mb = size_mb or (2048 if store == "memstore" else 10240)
     port = _free_port()
     conf = d / "ceph.conf"
-    conf.write_text(_conf(d, port, store, size_mb, auth))
-    conf.chmod(0o600)
+    fsid = str(uuid.uuid4())
+    _private(conf, _conf(d, port, store, size_mb, auth, fsid))
     osd_caps = 'caps mon = "allow profile osd"\n\tcaps osd = "allow *"\n\tcaps mgr = "allow profile osd"'
     keyring = (f'[mon.]\n\tkey = {_key()}\n\tcaps mon = "allow *"\n'
                f'[client.admin]\n\tkey = {_key()}\n\tcaps mon = "allow *"\n\tcaps osd = "allow *"\n'
                f'\tcaps mgr = "allow *"\n[osd.0]\n\tkey = {_key()}\n\t{osd_caps}\n')
-    (d / "keyring").write_text(keyring)
-    (d / "keyring").chmod(0o600)
+    _private(d / "keyring", keyring)
     (d / "cluster.json").write_text(json.dumps({"port": port, "store": store, "auth": auth}))
     deadline = time.monotonic() + timeout
     try:
-        fsid = next(ln.split("=")[1].strip() for ln in conf.read_text().splitlines()
-                    if ln.startswith("fsid"))
         _run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a",
               f"[v2:127.0.0.1:{port}]", str(d / "monmap")])
         _run(["ceph-mon", "--mkfs", "-i", "a", "-c", str(conf), "--monmap", str(d / "monmap"),
@@ -255,12 +245,13 @@ def up(d: Path, store: str = "memstore", size_mb: int = 0, auth: str = "cephx",
 
 
 def _pid_is_ours(pid: int, d: Path) -> bool:
-    """A recycled pid must not be killed: the process must mention our directory."""
+    """A live (non-zombie) process that mentions our directory: recycled pids are safe."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
         return False
-    return str(d) in cmdline
+    return str(d) in cmdline and state != "Z"
 
 
 def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10) -> None:
@@ -270,37 +261,23 @@ def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10
         f = d / "run" / f"{name}.pid"
         try:
             pid = int(f.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if pid != os.getpid() and _pid_is_ours(pid, d):
-            try:
+            if pid != os.getpid() and _pid_is_ours(pid, d):
                 os.kill(pid, sig)
                 pids.append(pid)
-            except ProcessLookupError:
-                pass
+        except (OSError, ValueError, IndexError):
+            pass  # no pid file, garbage in it, or the process is gone
         f.unlink(missing_ok=True)
     end = time.monotonic() + wait
     for pid in pids:
-        while _pid_is_ours(pid, d) and not _zombie(pid):
+        while _pid_is_ours(pid, d):
             if time.monotonic() > end:
                 os.kill(pid, signal.SIGKILL)
                 end = time.monotonic() + 5
             time.sleep(0.02)
-        _reap(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        try:
+            os.waitpid(pid, os.WNOHANG)  # our own child when up() failed half-way
+        except ChildProcessError:
+            pass
 
 
 def down(d: Path, keep: bool = False) -> None:
@@ -364,7 +341,7 @@ def status(d: Path) -> int:
     ok = True
     for f in sorted((d / "run").glob("*.pid")) if (d / "run").is_dir() else []:
         pid = int(f.read_text().split()[0])
-        alive = _pid_is_ours(pid, d) and not _zombie(pid)
+        alive = _pid_is_ours(pid, d)
         ok &= alive or f.stem == "watchdog"
         print(f"{f.stem}: pid {pid} {'running' if alive else 'DEAD'}")
     for pool in POOLS:
@@ -381,27 +358,19 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("up")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--store", choices=("memstore", "bluestore"), default="memstore")
-    p.add_argument("--size-mb", type=int, default=0,
-                   help="memstore bytes (default 2048) or bluestore file size (default 10240)")
-    p.add_argument("--auth", choices=("cephx", "none"), default="cephx")
-    p.add_argument("--watch-pid", type=int, default=None)
-    p.add_argument("--timeout", type=float, default=60)
-    p = sub.add_parser("down")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--keep", action="store_true", help="keep logs and data")
-    p = sub.add_parser("osd-stop")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--graceful", action="store_true")
-    p = sub.add_parser("osd-start")
-    p.add_argument("dir", type=Path)
-    p = sub.add_parser("status")
-    p.add_argument("dir", type=Path)
-    p = sub.add_parser("_watch")
-    p.add_argument("dir", type=Path)
-    p.add_argument("pid", type=int)
+    subs = {n: sub.add_parser(n) for n in ("up", "down", "osd-stop", "osd-start", "status", "_watch")}
+    for p in subs.values():
+        p.add_argument("dir", type=Path)
+    up_p = subs["up"]
+    up_p.add_argument("--store", choices=("memstore", "bluestore"), default="memstore")
+    up_p.add_argument("--size-mb", type=int, default=0,
+                      help="memstore bytes (default 2048) or bluestore file size (default 10240)")
+    up_p.add_argument("--auth", choices=("cephx", "none"), default="cephx")
+    up_p.add_argument("--watch-pid", type=int, default=None)
+    up_p.add_argument("--timeout", type=float, default=60)
+    subs["down"].add_argument("--keep", action="store_true", help="keep logs and data")
+    subs["osd-stop"].add_argument("--graceful", action="store_true")
+    subs["_watch"].add_argument("pid", type=int)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "up":

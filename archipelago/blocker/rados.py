@@ -16,24 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import time
 from collections.abc import Callable
 from typing import Any
 
 from archipelago.blocker.base import (
     Blocker,
-    LockInfo,
     check_name,
     check_range,
-    parse_owner,
 )
-from archipelago.blocker.rados_locks import Locker, LockHandle, RadosCallError
+from archipelago.blocker.rados_aio import (
+    MAX_INFLIGHT_BYTES,
+    MAX_INFLIGHT_OPS,
+    Budget,
+    errno_of,
+    settle,
+)
+from archipelago.blocker.rados_locks import (
+    LOCK_PREFIX,
+    LockHandle,
+    RadosCallError,
+    RadosLocksMixin,
+)
 from archipelago.errors import (
     ArchipelagoError,
     BackendUnavailable,
     ConfigError,
     InvalidArgument,
-    Locked,
     NoSpace,
     NotFound,
     TimedOut,
@@ -41,52 +49,11 @@ from archipelago.errors import (
 )
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
-LOCK_NAME = "archipelago"
-LOCK_PREFIX = "lock/"
 #: copy() moves at most this much per step (bounded memory for big objects).
 COPY_CHUNK = 8 * 1024 * 1024
-#: Our own in-flight limits stay below librados' objecter throttles (raised in _conf),
-#: because a throttled aio_* call would block the event loop thread.
-MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
-MAX_INFLIGHT_OPS = 512
 
 
-def _errno_of(exc: BaseException) -> int:
-    value = getattr(exc, "errno", None)
-    return abs(value) if isinstance(value, int) else errno.EIO
-
-
-class _Budget:
-    """Bounds in-flight operations and bytes without blocking the loop."""
-
-    def __init__(self) -> None:
-        self._cond = asyncio.Condition()
-        self._bytes = 0
-        self._ops = 0
-
-    async def acquire(self, nbytes: int) -> None:
-        async with self._cond:
-            # A single request larger than the budget still goes, alone.
-            await self._cond.wait_for(
-                lambda: self._ops < MAX_INFLIGHT_OPS
-                and (self._bytes == 0 or self._bytes + nbytes <= MAX_INFLIGHT_BYTES)
-            )
-            self._bytes += nbytes
-            self._ops += 1
-
-    async def release(self, nbytes: int) -> None:
-        async with self._cond:
-            self._bytes -= nbytes
-            self._ops -= 1
-            self._cond.notify_all()
-
-
-def _settle(fut: asyncio.Future[Any], result: Any) -> None:
-    if not fut.done():
-        fut.set_result(result)
-
-
-class RadosBlocker(Blocker):
+class RadosBlocker(RadosLocksMixin, Blocker):
     """Objects in one RADOS pool and namespace; locks via the RADOS lock API."""
 
     kind = "rados"
@@ -112,7 +79,7 @@ class RadosBlocker(Blocker):
         self._io: Any = None
         self._locks: LockHandle | None = None
         self._open_lock = asyncio.Lock()
-        self._budget: _Budget | None = None
+        self._budget: Budget | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -159,7 +126,7 @@ class RadosBlocker(Blocker):
             io.set_namespace(self.namespace)
         except rados.Error as e:
             cluster.shutdown()
-            raise self._map(_errno_of(e), "open pool") from e
+            raise self._map(errno_of(e), "open pool") from e
         except BaseException:
             cluster.shutdown()
             raise
@@ -176,7 +143,7 @@ class RadosBlocker(Blocker):
             if self._io is None:
                 loop = asyncio.get_running_loop()
                 self._cluster, self._io = await loop.run_in_executor(None, self._connect_sync)
-                self._budget = _Budget()
+                self._budget = Budget()
         return self._io
 
     async def _lock_handle(self) -> LockHandle:
@@ -236,7 +203,7 @@ class RadosBlocker(Blocker):
         except Exception as e:  # rados.Error and RadosCallError carry an errno
             if type(e).__module__ != "rados" and not isinstance(e, RadosCallError):
                 raise
-            raise self._map(_errno_of(e), what) from e
+            raise self._map(errno_of(e), what) from e
 
     async def _aio(self, what: str, nbytes: int, start: Callable[[Any, Callable[..., None]], Any]
                    ) -> tuple[int, tuple[Any, ...]]:
@@ -249,7 +216,7 @@ class RadosBlocker(Blocker):
         def oncomplete(completion: Any, *args: Any) -> None:
             # Runs in a librados finisher thread: only hand the result over.
             try:
-                loop.call_soon_threadsafe(_settle, fut, (completion.get_return_value(), args))
+                loop.call_soon_threadsafe(settle, fut, (completion.get_return_value(), args))
             except RuntimeError:
                 pass  # the loop is closed: nobody waits any more
 
@@ -260,7 +227,7 @@ class RadosBlocker(Blocker):
             except Exception as e:
                 if type(e).__module__ != "rados":
                     raise
-                raise self._map(_errno_of(e), what) from e
+                raise self._map(errno_of(e), what) from e
             try:
                 # librados enforces the timeout; this guard only catches a lost callback.
                 return await asyncio.wait_for(fut, self.timeout * 2 + 5)
@@ -415,60 +382,3 @@ class RadosBlocker(Blocker):
         if rv < 0 and rv != -errno.EEXIST:
             raise self._map(-rv, f"store {content}")
         return content
-
-    # -- locks ------------------------------------------------------------------------
-
-    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
-        """Take the exclusive RADOS lock with the owner string as cookie."""
-        check_name(name)
-        if not owner:
-            raise InvalidArgument("lock owner must be a non-empty string")
-        h = await self._lock_handle()
-        oid = LOCK_PREFIX + name
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            rc = await self._thread(f"lock {name}", h.lock_exclusive, oid, LOCK_NAME, owner, owner)
-            if rc == 0:
-                return
-            if rc not in (-errno.EBUSY, -errno.EEXIST):
-                raise self._map(-rc, f"lock {name}")
-            lockers = await self._thread(f"lock {name}", h.lockers, oid, LOCK_NAME)
-            mine = [lk for lk in lockers if lk.cookie == owner]
-            if mine and len(mine) == len(lockers):
-                # Same owner from another client instance (RADOS ties locks to the
-                # client id): the owner re-takes its own lock.
-                for lk in mine:
-                    await self._break(h, oid, lk)
-                continue
-            if not lockers:
-                continue  # released meanwhile
-            holder = lockers[0].cookie
-            if not wait or (deadline is not None and time.monotonic() >= deadline):
-                raise Locked(f"{name!r} is locked by {holder}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-    async def _break(self, h: LockHandle, oid: str, locker: Locker) -> None:
-        rc = await self._thread(f"break lock {oid}", h.break_lock, oid, LOCK_NAME, locker)
-        if rc < 0 and rc != -errno.ENOENT:
-            raise self._map(-rc, f"break lock {oid}")
-
-    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
-        """Release the lock; with force, break whoever holds it."""
-        check_name(name)
-        h = await self._lock_handle()
-        oid = LOCK_PREFIX + name
-        lockers = await self._thread(f"unlock {name}", h.lockers, oid, LOCK_NAME)
-        for lk in lockers:
-            if lk.cookie != owner and not force:
-                raise Locked(f"{name!r} is locked by {lk.cookie}")
-        for lk in lockers:
-            await self._break(h, oid, lk)
-
-    async def lock_info(self, name: str) -> LockInfo | None:
-        """The holder (from the lock cookie), or None."""
-        check_name(name)
-        h = await self._lock_handle()
-        lockers = await self._thread(f"lock info {name}", h.lockers, LOCK_PREFIX + name, LOCK_NAME)
-        return parse_owner(lockers[0].cookie) if lockers else None

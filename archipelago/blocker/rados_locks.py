@@ -9,12 +9,21 @@ blocker runs them in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import errno
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
+from archipelago.blocker.base import LockInfo, check_name, parse_owner
+from archipelago.errors import InvalidArgument, Locked
+
+LOCK_NAME = "archipelago"
+#: Lock objects are "lock/<name>": "/" never occurs in a valid object name.
+LOCK_PREFIX = "lock/"
 #: LIBRADOS_LOCK_FLAG_MAY_RENEW: re-taking our own lock (same client and cookie) succeeds.
 LOCK_FLAG_MAY_RENEW = 1
 
@@ -142,3 +151,71 @@ class LockHandle:
         if self._cluster:
             self._lib.rados_shutdown(self._cluster)
             self._cluster = ctypes.c_void_p()
+
+
+class RadosLocksMixin:
+    """lock/unlock/lock_info of the RADOS blocker (needs _lock_handle, _thread, _map)."""
+
+    async def _lock_handle(self) -> LockHandle:
+        raise NotImplementedError
+
+    async def _thread(self, what: str, fn: Any, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def _map(self, err: int, what: str) -> Exception:
+        raise NotImplementedError
+
+    async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
+        """Take the exclusive RADOS lock with the owner string as cookie."""
+        check_name(name)
+        if not owner:
+            raise InvalidArgument("lock owner must be a non-empty string")
+        h = await self._lock_handle()
+        oid = LOCK_PREFIX + name
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            rc = await self._thread(f"lock {name}", h.lock_exclusive, oid, LOCK_NAME, owner, owner)
+            if rc == 0:
+                return
+            if rc not in (-errno.EBUSY, -errno.EEXIST):
+                raise self._map(-rc, f"lock {name}")
+            lockers = await self._thread(f"lock {name}", h.lockers, oid, LOCK_NAME)
+            mine = [lk for lk in lockers if lk.cookie == owner]
+            if mine and len(mine) == len(lockers):
+                # Same owner from another client instance (RADOS ties locks to the
+                # client id): the owner re-takes its own lock.
+                for lk in mine:
+                    await self._break(h, oid, lk)
+                continue
+            if not lockers:
+                continue  # released meanwhile
+            holder = lockers[0].cookie
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise Locked(f"{name!r} is locked by {holder}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _break(self, h: LockHandle, oid: str, locker: Locker) -> None:
+        rc = await self._thread(f"break lock {oid}", h.break_lock, oid, LOCK_NAME, locker)
+        if rc < 0 and rc != -errno.ENOENT:
+            raise self._map(-rc, f"break lock {oid}")
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Release the lock; with force, break whoever holds it."""
+        check_name(name)
+        h = await self._lock_handle()
+        oid = LOCK_PREFIX + name
+        lockers = await self._thread(f"unlock {name}", h.lockers, oid, LOCK_NAME)
+        for lk in lockers:
+            if lk.cookie != owner and not force:
+                raise Locked(f"{name!r} is locked by {lk.cookie}")
+        for lk in lockers:
+            await self._break(h, oid, lk)
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """The holder (from the lock cookie), or None."""
+        check_name(name)
+        h = await self._lock_handle()
+        lockers = await self._thread(f"lock info {name}", h.lockers, LOCK_PREFIX + name, LOCK_NAME)
+        return parse_owner(lockers[0].cookie) if lockers else None
