@@ -51,7 +51,8 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
             f"dir={inst.data_dir}", f"venv={sys.prefix}", "backend=direct"]
     if cfg.nbd.default_export:
         argv.append(f"default-export={cfg.nbd.default_export}")
-    return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0, stale_paths=[sock])
+    return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0,
+                     stale_paths=[sock], private_paths=[sock])
 
 
 def gateway_spec(inst: Instance, config_file: str | None, overrides: list[str]) -> ChildSpec:

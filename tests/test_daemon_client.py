@@ -150,6 +150,10 @@ def test_default_start_serves_volumes_over_nbd(tmp_path: Path) -> None:
                 h = nbd.NBD()
                 h.set_export_name("exported")
         assert h.get_size() == 8 * MiB
+        deadline = time.monotonic() + 10
+        while sock.stat().st_mode & 0o777 != 0o600:  # the supervisor makes it private
+            assert time.monotonic() < deadline, oct(sock.stat().st_mode)
+            time.sleep(0.05)
         h.pwrite(b"via nbd".ljust(512, b"!"), 4096)
         h.flush()
         assert h.pread(512, 4096) == b"via nbd".ljust(512, b"!")

@@ -55,6 +55,8 @@ class ChildSpec:
     env: dict[str, str] | None = None
     #: Files removed before each start (a socket left by a killed predecessor).
     stale_paths: list[str] = field(default_factory=list)
+    #: Files the child creates that must be private (nbdkit makes its socket 0755).
+    private_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,6 +245,10 @@ class Supervisor:
                 if c.proc is None and now >= c.next_start and not self.stopping:
                     c.restarts += 1
                     self.spawn(c)
+                for path in c.spec.private_paths:
+                    with contextlib.suppress(OSError):
+                        if os.stat(path).st_mode & 0o077:
+                            os.chmod(path, 0o600)
             await asyncio.sleep(0.05)
 
     async def _stop_child(self, c: Child) -> None:
