@@ -1,0 +1,241 @@
+"""Suite drivers for the I/O paths: NBD export, Swift/Pithos gateway, RADOS blocker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.measure import (
+    Cfg,
+    GiB,
+    MiB,
+    add,
+    log,
+    new_metric,
+    pidfile_cpu,
+    proc_cpu,
+    self_cpu,
+)
+from benchmarks.report import Goal, Metric
+
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
+SIZES = (("1 GiB", GiB), ("100 GiB", 100 * GiB), ("1 TiB", 1 << 40))
+
+# -- nbd ------------------------------------------------------------------------------
+
+NBD_ARCH = ["archipelago", "archipelago-peer"]
+NBD_PEERS = ["nbdkit-file", "qemu-nbd"]
+NBD_REF = ["nbdkit-python-bytearray"]  # the ceiling of any Python plugin: a reference
+
+
+def run_nbd(cfg: Cfg) -> list[Metric]:
+    """nbdcopy sequential 1 MiB and fio random 4 KiB at several queue depths, every server
+    up at once and measured test by test in turn (interleaved)."""
+    from archipelago.instance import Instance
+    from benchmarks import nbd as nb
+
+    size = (256 if cfg.quick else 1024) * MiB
+    runtime = 1.0 if cfg.quick else 4.0
+    qds = (1, 8, 32) if cfg.quick else (1, 4, 16, 32, 64)
+    b, paths = "nbd", NBD_ARCH + NBD_PEERS + NBD_REF
+    kw = {"group": "throughput"}
+    seqw = new_metric(b, "sequential write, 1 MiB requests (nbdcopy)", "MiB/s", True, NBD_ARCH,
+                      NBD_PEERS, goal=Goal("nbdkit-file", 0.8), **kw)
+    seqr = new_metric(b, "sequential read, 1 MiB requests (nbdcopy)", "MiB/s", True, NBD_ARCH,
+                      NBD_PEERS, goal=Goal("nbdkit-file", 0.8), **kw)
+    rnd: dict[tuple[str, int], Metric] = {}
+    for rw, label in (("randread", "rand read"), ("randwrite", "rand write")):
+        for q in qds:
+            rnd[rw, q] = new_metric(b, f"{label} 4 KiB QD{q} (fio)", "IOPS", True, NBD_ARCH,
+                                    NBD_PEERS, goal=Goal("nbdkit-file", 0.5) if q == 32 else None,
+                                    group="iops_qd", family=label, x=q)
+    lat = new_metric(b, "QD1 4 KiB read latency (fio clat)", "µs", False, NBD_ARCH, NBD_PEERS,
+                     goal=Goal("nbdkit-file", 0.5))
+    with tempfile.TemporaryDirectory(prefix="bench-nbd-", dir=SHM) as tmp:
+        d = Path(tmp)
+        src = d / "src.raw"
+        with open(src, "wb") as f:
+            for _ in range(size // MiB):
+                f.write(os.urandom(MiB))
+        targets = [t for t in nb.make_targets(d, size, 16) if t.name in paths]
+        daemon_pid = Instance((d / "peer").resolve()).daemon_pid
+
+        def extra(t: nb.Target) -> float:  # the daemon's mapper/blocker peers work too
+            return pidfile_cpu(daemon_pid) if t.name == "archipelago-peer" else 0.0
+
+        started: list[nb.Target] = []
+        try:
+            for t in targets:
+                started.append(t)
+                t.start()
+            for i in range(cfg.repeat):
+                log(f"nbd run {i + 1}/{cfg.repeat}")
+                for write, m in ((True, seqw), (False, seqr)):
+                    for t in targets:
+                        e0 = extra(t)
+                        v, us_per_mib = nb.seq(t, src, size, write=write)
+                        add(m, t.name, v, us_per_mib * 1024 / 1e6
+                            + (extra(t) - e0) / (size / GiB))
+                for (rw, q), m in rnd.items():
+                    for t in targets:
+                        e0 = extra(t)
+                        iops, clat, us_op = nb.rand(t, rw, q, size, runtime)
+                        moved = max(iops * runtime * 4096, 1) / GiB
+                        add(m, t.name, iops, us_op * (GiB // 4096) / 1e6 + (extra(t) - e0) / moved)
+                        if rw == "randread" and q == 1:
+                            add(lat, t.name, clat)
+        finally:
+            for t in started:
+                t.stop()
+    return [seqw, seqr, *rnd.values(), lat]
+
+
+# -- gateway --------------------------------------------------------------------------
+
+def run_gateway(cfg: Cfg) -> list[Metric]:
+    """Swift PUT/GET of 64 MiB objects, 4 KiB objects with 8 clients, hashmap re-upload."""
+    import uvloop
+
+    from benchmarks import gateway as gb
+
+    a = argparse.Namespace(objects=2, small=400, hashmap_mib=256) if cfg.quick else \
+        argparse.Namespace(objects=4, small=2000, hashmap_mib=1024)
+    b, arch = "gateway", "archipelago gateway"
+    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [], group="throughput")
+    get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, [arch], [], group="throughput")
+    sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, [arch], [])
+    sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, [arch], [])
+    hm = new_metric(b, f"store an already stored {a.hashmap_mib} MiB file again", "s", False,
+                    ["hashmap PUT (hashes only)"], ["streamed PUT (all bytes)"], internal=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-gw-", dir=SHM))
+    proc = None
+    try:
+        key = gb.add_user(data_dir)
+        proc, url = gb.start_gateway(data_dir, False)
+        for i in range(cfg.repeat):
+            log(f"gateway run {i + 1}/{cfg.repeat}")
+            c0, s0 = proc_cpu(proc.pid), self_cpu()
+            r = uvloop.run(gb.run(url, key, a))
+            moved = (a.objects * 64 * MiB * 2 + a.small * 4096 * 2 + a.hashmap_mib * MiB) / GiB
+            cpu = (proc_cpu(proc.pid) - c0 + self_cpu() - s0) / moved
+            add(put, arch, r["put_mib_s"], cpu)  # CPU of the whole run (server + client)
+            add(get, arch, r["get_mib_s"])
+            add(sput, arch, r["small_put_req_s"])
+            add(sget, arch, r["small_get_req_s"])
+            add(hm, "hashmap PUT (hashes only)", r["hashmap_upload_s"])
+            add(hm, "streamed PUT (all bytes)", r["huge_put_s"])
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return [put, get, sput, sget, hm]
+
+
+# -- rados ----------------------------------------------------------------------------
+
+def _cluster_cpu(ceph_dir: str) -> float:
+    """CPU seconds of the cluster's daemons (mon, osd) so far."""
+    run = Path(ceph_dir) / "run"
+    return sum(pidfile_cpu(p) for p in run.glob("*.pid")) if ceph_dir and run.is_dir() else 0.0
+
+
+def _rbd_clone_s(conf: str, pool: str, size: int) -> float:
+    """Seconds for snap create + protect + clone of an RBD image of ``size`` (librbd)."""
+    import rados
+    import rbd
+
+    cl = rados.Rados(conffile=conf)
+    cl.connect(timeout=30)
+    io = cl.open_ioctx(pool)
+    name = f"bc-{uuid.uuid4().hex[:8]}"
+    r = rbd.RBD()
+    r.create(io, name, size, order=22, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+    try:
+        with rbd.Image(io, name) as img:
+            t = time.perf_counter()
+            img.create_snap("s")
+            img.protect_snap("s")
+            r.clone(io, name, "s", io, name + "-c", features=rbd.RBD_FEATURE_LAYERING)
+            dt = time.perf_counter() - t
+            r.remove(io, name + "-c")
+            img.unprotect_snap("s")
+            img.remove_snap("s")
+        return dt
+    finally:
+        r.remove(io, name)
+        io.close()
+        cl.shutdown()
+
+
+async def _arch_clone_s(conf: str, pool: str, size: int) -> float:
+    """Seconds for snapshot + clone of a volume of ``size`` whose map lives in RADOS."""
+    from archipelago.blocker.rados import RadosBlocker
+    from archipelago.mapper import Mapper
+    from benchmarks import mapper as mb
+
+    blk = RadosBlocker(conf, pool, namespace=f"bench-{uuid.uuid4().hex[:8]}", timeout=60)
+    await blk.open()
+    try:
+        m = Mapper(blk, "bench:1")
+        await m.create("v", size)
+        v = await m.open("v")
+        await mb.fill_chunks(v, size)
+        t = time.perf_counter()
+        await m.snapshot("v", "s")
+        await m.clone("s", "c")
+        dt = time.perf_counter() - t
+        await v.close()
+        await m.close()
+        return dt
+    finally:
+        for n in await blk.list():
+            await blk.delete(n)
+        await blk.close()
+
+
+def run_rados(cfg: Cfg) -> list[Metric]:
+    """RadosBlocker vs librbd on one cluster (started by the suite), then clone time."""
+    import uvloop
+
+    from benchmarks import rados as rb
+
+    if not cfg.ceph_conf:
+        raise SystemExit("rados driver: --ceph-conf is required (the suite starts the cluster)")
+    size, secs = (64 if cfg.quick else 256) * MiB, 1.0 if cfg.quick else 3.0
+    b, arch, peer = "rados", "archipelago RadosBlocker", "librbd"
+    names = {"4m_write": ("4 MiB writes QD16", "MiB/s"), "4m_read": ("4 MiB reads QD16", "MiB/s"),
+             "4k_write": ("4 KiB random writes QD32", "IOPS"),
+             "4k_read": ("4 KiB random reads QD32", "IOPS")}
+    ms = {k: new_metric(b, n, u, True, [arch], [peer], group="throughput" if "4m" in k else "",
+                        goal=Goal(peer, 0.8) if "4m" in k else None) for k, (n, u) in names.items()}
+    clone = {lbl: new_metric(b, f"snapshot + clone of a {lbl} volume", "ms", False,
+                             ["archipelago on RADOS"], ["librbd snap create+protect+clone"],
+                             group="clone_size", family="snapshot+clone (RADOS)", x=sz)
+             for lbl, sz in SIZES}
+    for i in range(cfg.repeat):
+        log(f"rados run {i + 1}/{cfg.repeat}")
+        for path in (peer, arch):
+            c0, s0 = _cluster_cpu(cfg.ceph_dir), self_cpu()
+            r = rb._rbd_run(cfg.ceph_conf, size, secs) if path == peer else \
+                uvloop.run(rb._blocker_run(cfg.ceph_conf, size, secs))
+            moved = (2 * size + (r["4k_write"] + r["4k_read"]) * secs * 4096) / GiB
+            cpu = (_cluster_cpu(cfg.ceph_dir) - c0 + self_cpu() - s0) / moved
+            for k, m in ms.items():
+                add(m, path, r[k], cpu if k == "4m_write" else None)
+        for lbl, sz in SIZES:
+            add(clone[lbl], "librbd snap create+protect+clone",
+                _rbd_clone_s(cfg.ceph_conf, rb.POOL, sz) * 1000)
+            add(clone[lbl], "archipelago on RADOS",
+                asyncio.run(_arch_clone_s(cfg.ceph_conf, rb.POOL, sz)) * 1000)
+    return [*ms.values(), *clone.values()]
