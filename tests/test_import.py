@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import BS, MiB, Daemon, content_objects, make_image, sha256, start_daemon
+from daemon_helpers import BS, Daemon, MiB, content_objects, make_image, sha256, start_daemon
 
 from archipelago.client import Client
 
@@ -104,3 +105,20 @@ def test_clone_of_imported_snapshot_diverges(daemon: Daemon, image: Path) -> Non
         assert bytes(g.read(0, len(src))) == src
         assert bytes(g.read(0, len(src))) == src  # chunks cached: the fast path reads
         assert c.status()["fast_reads"] > 0
+
+
+def test_import_from_a_block_device(daemon: Daemon, tmp_path: Path) -> None:
+    backing = make_image(tmp_path / "dev.raw", 5 * BS, seed=11, data_blocks=[1, 3])
+    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0 or not r.stdout.strip().startswith("/dev/loop"):
+        pytest.skip(f"no loop device: {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        st = daemon.archip("import", dev, "from-dev", "--json", check=True).json()
+        assert st["bytes"] == 5 * BS and st["data_blocks"] == 3  # 1, 3 and the tail block
+        out = tmp_path / "dev.out"
+        daemon.archip("export", "from-dev", str(out), check=True)
+        assert sha256(out) == sha256(backing)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
