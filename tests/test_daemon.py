@@ -212,3 +212,24 @@ def test_no_space_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
     finally:
         d.stop()
         subprocess.run(["umount", str(store)], check=False)
+
+
+async def test_async_handle_reopens_after_mapper_restart(tmp_path: Path) -> None:
+    from archipelago.client import AsyncClient
+
+    d = start_daemon(tmp_path)
+    try:
+        async with await AsyncClient.connect(tmp_path, timeout=30) as c:
+            await c.create("am", 4 * BS)
+            v = await c.open("am")
+            data = os.urandom(6 * 1024 * 1024)  # two pieces in flight at once
+            await v.write(0, data, fua=True)
+            os.kill(d.child_pid("mapper"), signal.SIGKILL)
+            assert await v.read(0, len(data)) == data
+            assert v.reopened == 1  # the concurrent pieces reopened once
+            await v.write(BS, b"again", fua=True)
+            await v.close()
+            assert (await c.info("am")).lock_owner is None
+            assert [x["name"] for x in (await c.status())["open_volumes"]] == []
+    finally:
+        d.stop()

@@ -13,6 +13,7 @@ from archipelago.client.common import (
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
     MAPPER_PORT,
+    STALE,
     _extents,
     _hashes_bin,
     _hashes_hex,
@@ -171,7 +172,7 @@ class AsyncClient:
     async def open(self, name: str, force: bool = False) -> AsyncVolumeHandle:
         """Open a volume."""
         d = await self.ctrl("open", name=name, force=force)
-        return AsyncVolumeHandle(self, int(d["handle"]), _info(d["info"]))
+        return AsyncVolumeHandle(self, int(d["handle"]), _info(d["info"]), force)
 
     def close(self) -> None:
         """Release the port and the link."""
@@ -186,14 +187,51 @@ class AsyncClient:
 
 
 class AsyncVolumeHandle:
-    """An open volume (asyncio); pieces of large requests are issued concurrently."""
+    """An open volume (asyncio); pieces of large requests are issued concurrently.
 
-    def __init__(self, client: AsyncClient, handle: int, info: VolumeInfo) -> None:
+    Like the blocking VolumeHandle, it reopens the volume on a restarted mapper peer
+    (within ``reopen_for`` seconds) and re-issues the idempotent request.
+    """
+
+    def __init__(self, client: AsyncClient, handle: int, info: VolumeInfo, force: bool = False,
+                 reopen_for: float = 30.0) -> None:
         self.client = client
         self.handle = handle
         self.info = info
         self.name = info.name
         self.closed = False
+        self.force = force
+        self.reopen_for = reopen_for
+        self.reopened = 0
+        self._reopening: asyncio.Lock = asyncio.Lock()
+
+    async def _io(self, op: Op, offset: int = 0, size: int = 0,
+                  payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
+        generation = self.reopened  # handle ids restart with the mapper: count reopens
+        try:
+            return await self.client.call(op, self.name, offset, size, payload, flags)
+        except (PeerDied, NotFound) as e:
+            if self.closed or self.reopen_for <= 0 or (
+                    isinstance(e, NotFound) and STALE not in e.message):
+                raise
+        async with self._reopening:  # concurrent pieces reopen once
+            if self.reopened == generation:
+                await self._reopen()
+        return await self.client.call(op, self.name, offset, size, payload, flags)
+
+    async def _reopen(self) -> None:
+        """Open the volume again on a restarted mapper peer."""
+        deadline = time.monotonic() + self.reopen_for
+        while True:
+            try:
+                d = await self.client.ctrl("open", name=self.name, force=self.force)
+                break
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        self.handle, self.info = int(d["handle"]), _info(d["info"])
+        self.reopened += 1
 
     @property
     def size(self) -> int:
@@ -207,7 +245,7 @@ class AsyncVolumeHandle:
 
         async def one(o: int) -> None:
             n = min(step, len(mv) - o)
-            with await self.client.call(Op.READ, self.name, offset + o, n) as r:
+            with await self._io(Op.READ, offset + o, n) as r:
                 mv[o : o + n] = r.data
 
         await asyncio.gather(*(one(o) for o in range(0, len(mv), step)))
@@ -215,7 +253,7 @@ class AsyncVolumeHandle:
     async def read_reply(self, offset: int, size: int) -> Reply:
         """Zero-copy read of at most ``max_buffer`` bytes: ``reply.data`` is a view of the
         segment buffer; ``release()`` the Reply (or use ``with``)."""
-        return await self.client.call(Op.READ, self.name, offset, size)
+        return await self._io(Op.READ, offset, size)
 
     async def read(self, offset: int, size: int) -> bytearray:
         """Read ``size`` bytes."""
@@ -229,24 +267,24 @@ class AsyncVolumeHandle:
         mv = memoryview(data).cast("B")
         step, flags = self.client.max_buffer, Flag.FUA if fua else 0
         replies = await asyncio.gather(*(
-            self.client.call(Op.WRITE, self.name, offset + o, len(mv[o : o + step]),
+            self._io(Op.WRITE, offset + o, len(mv[o : o + step]),
                              mv[o : o + step], flags) for o in range(0, len(mv), step)))
         for r in replies:
             r.release()
 
     async def zero(self, offset: int, size: int, fua: bool = False) -> None:
         """Make a range read as zeros."""
-        (await self.client.call(Op.ZERO, self.name, offset, size,
+        (await self._io(Op.ZERO, offset, size,
                                 flags=Flag.FUA if fua else 0)).release()
 
     async def trim(self, offset: int, size: int, fua: bool = False) -> None:
         """Discard a range."""
-        (await self.client.call(Op.TRIM, self.name, offset, size,
+        (await self._io(Op.TRIM, offset, size,
                                 flags=Flag.FUA if fua else 0)).release()
 
     async def flush(self) -> None:
         """Make written data and map entries durable."""
-        (await self.client.call(Op.FLUSH, self.name)).release()
+        (await self._io(Op.FLUSH)).release()
 
     async def extents(self, offset: int = 0, size: int | None = None) -> list[Extent]:
         """Data/zero extents of a range."""
@@ -254,7 +292,7 @@ class AsyncVolumeHandle:
         out: list[Extent] = []
         while offset < end:
             n = min(EXTENT_WINDOW, end - offset)
-            out += _extents((await self.client.call(Op.EXTENTS, self.name, offset, n)).bytes())
+            out += _extents((await self._io(Op.EXTENTS, offset, n)).bytes())
             offset += n
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -209,16 +210,20 @@ class VolumeHandle:
         self.force = force
         self.reopen_for = reopen_for
         self.reopened = 0
+        self._reopening = threading.Lock()
 
     def _io(self, op: Op, offset: int = 0, size: int = 0,
             payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
+        generation = self.reopened  # handle ids restart with the mapper: count reopens
         try:
             return self.client.call(op, self.name, offset, size, payload, flags)
         except (PeerDied, NotFound) as e:
             if self.closed or self.reopen_for <= 0 or (
                     isinstance(e, NotFound) and STALE not in e.message):
                 raise
-        self._reopen()
+        with self._reopening:  # threads that failed together reopen once
+            if self.reopened == generation:
+                self._reopen()
         return self.client.call(op, self.name, offset, size, payload, flags)
 
     def _reopen(self) -> None:
