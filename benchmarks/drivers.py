@@ -156,7 +156,8 @@ def run_import(cfg: Cfg) -> list[Metric]:
     b, arch = "import", "archip import (file blocker)"
     m = new_metric(b, f"import of a {gib:g} GiB image (60% data, 20% zero, 20% holes)", "GiB/s",
                    True, [arch], ["sha256sum", "cp --sparse=always"],
-                   goal=Goal("sha256sum", 0.7), group="throughput")
+                   goal=Goal("sha256sum", 0.7), group="throughput",
+                   cpu_scope="archip: CLI + daemon processes")
     root = Path(tempfile.mkdtemp(prefix="bench-import-"))
     try:
         img = root / "disk.raw"

@@ -108,7 +108,8 @@ def run_gateway(cfg: Cfg) -> list[Metric]:
     a = argparse.Namespace(objects=2, small=400, hashmap_mib=256) if cfg.quick else \
         argparse.Namespace(objects=4, small=2000, hashmap_mib=1024)
     b, arch = "gateway", "archipelago gateway"
-    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [], group="throughput")
+    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [], group="throughput",
+                     cpu_scope="whole run: every request kind, gateway process + client")
     get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, [arch], [], group="throughput")
     sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, [arch], [])
     sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, [arch], [])
@@ -219,6 +220,7 @@ def run_rados(cfg: Cfg) -> list[Metric]:
              "4k_read": ("4 KiB random reads QD32", "IOPS")}
     ms = {k: new_metric(b, n, u, True, [arch], [peer], group="throughput" if "4m" in k else "",
                         goal=Goal(peer, 0.8) if "4m" in k else None) for k, (n, u) in names.items()}
+    ms["4m_write"].cpu_scope = "whole run: 4 MiB and 4 KiB phases, client + ceph-mon + ceph-osd"
     clone = {lbl: new_metric(b, f"snapshot + clone of a {lbl} volume", "ms", False,
                              ["archipelago on RADOS"], ["librbd snap create+protect+clone"],
                              group="clone_size", family="snapshot+clone (RADOS)", x=sz)

@@ -100,8 +100,10 @@ def plot_iops_qd(results: dict[str, Any], out: Path) -> list[Path]:
         _series_plot([Metric.from_dict({**m.__dict__, "family": "",
                                         "goal": None}) for m in fm], ax, 1)
         ax.set_xscale("log", base=2)
+        qds = sorted({m.x for m in fm if m.x is not None})
+        ax.set_xticks(qds, [f"{q:g}" for q in qds])
         ax.set_yscale("log")
-        ax.set_xlabel("queue depth (requests in flight, log2)")
+        ax.set_xlabel("queue depth (4 KiB requests in flight, log2)")
         ax.set_ylabel("IOPS, 4 KiB requests (log; higher is better)")
         ax.set_title(f"NBD {fam} 4 KiB (fio nbd engine); solid = archipelago", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
@@ -118,11 +120,13 @@ def plot_clone_size(results: dict[str, Any], out: Path) -> list[Path]:
     ms = _metrics(results, "clone_size")
     if not ms:
         return []
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     _series_plot(ms, ax, 1 << 30)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("volume size (GiB, log)")
+    sizes = sorted({m.x / (1 << 30) for m in ms if m.x is not None})
+    ax.set_xticks(sizes, [f"{s / 1024:g} TiB" if s >= 1024 else f"{s:g} GiB" for s in sizes])
+    ax.set_xlabel("volume size (log; sparse volumes, every map chunk stored)")
     ax.set_ylabel("time (ms, log; lower is better)")
     ax.set_title("Snapshot / clone time vs volume size; solid = archipelago, dashed = peers",
                  fontsize=10)

@@ -51,6 +51,7 @@ class Metric:
     family: str = ""  # series label inside a plot group (e.g. "rand read")
     x: float | None = None  # the plot's x (queue depth, volume size in bytes)
     internal: bool = False  # the "peers" are other archipelago modes, not native tools
+    cpu_scope: str = ""  # what the CPU figure covers, when more than this metric's transfer
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Metric:
@@ -156,8 +157,8 @@ def summary_md(results: dict[str, Any]) -> str:
         "| goal | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    behind: list[str] = []
-    cpu_lines: list[str] = []
+    behind: dict[tuple[str, str, str], list[str]] = {}
+    cpu: dict[str, list[Metric]] = {}
     failed: list[str] = []
     for name, b in results.get("benchmarks", {}).items():
         if b.get("status") != "ok":
@@ -174,16 +175,23 @@ def summary_md(results: dict[str, Any]) -> str:
                     f"| {r['peer'] or '—'} | {spread(r['peer_runs'])} | {rt} | {r['goal']} "
                     f"| {r['verdict']} |")
                 if r["ratio"] is not None and r["ratio"] < 0.95 and not m.internal:
-                    behind.append(f"- {name} / {m.name}: {r['arch']} is at {r['ratio']:.2f}× "
-                                  f"of {r['peer']}")
-            for path, xs in m.cpu.items():
-                if xs:
-                    cpu_lines.append(f"| {name} | {m.name} | {path} | {spread(xs)} |")
-    lines += ["", "## Where archipelago is behind", ""]
-    lines += behind or ["- nowhere in this run"]
-    if cpu_lines:
-        lines += ["", "## CPU seconds per GiB moved (lower is better)", "",
-                  "| benchmark | metric | path | CPU s/GiB |", "|---|---|---|---|", *cpu_lines]
+                    behind.setdefault((name, r["arch"], r["peer"]), []).append(
+                        f"{m.name} {r['ratio']:.2f}×")
+            if any(m.cpu.values()):
+                cpu.setdefault(name, []).append(m)
+    lines += ["", "## Where archipelago is behind (ratio < 0.95)", ""]
+    lines += [f"- {b} — {a} vs {p}: " + "; ".join(items)
+              for (b, a, p), items in behind.items()] or ["- nowhere in this run"]
+    if cpu:
+        lines += ["", "## CPU seconds per GiB moved (lower is better; median of the runs)"]
+        for name, ms in cpu.items():
+            paths = list(dict.fromkeys(p for m in ms for p in m.cpu if m.cpu[p]))
+            lines += ["", f"| {name} | " + " | ".join(paths) + " |",
+                      "|---" * (len(paths) + 1) + "|"]
+            for m in ms:
+                label = f"{m.name} ({m.cpu_scope})" if m.cpu_scope else m.name
+                lines.append(f"| {label} | " + " | ".join(
+                    fmt(median(m.cpu[p])) if m.cpu.get(p) else "—" for p in paths) + " |")
     if failed:
         lines += ["", "## Failed benchmarks", "", *failed]
     return "\n".join(lines) + "\n"

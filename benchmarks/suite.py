@@ -186,13 +186,19 @@ def run_suite(mode: str, out: Path, only: list[str] | None = None,
         (out / "results.json").write_text(json.dumps(results, indent=1))  # partial results too
     results["total_seconds"] = round(time.monotonic() - t0, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "summary.md").write_text(summary_md(results))
+    try:
+        (out / "summary.md").write_text(summary_md(results))
+    except Exception as e:  # noqa: BLE001 -- results.json is written: keep it, say what failed
+        (out / "summary.md").write_text(f"summary failed: {type(e).__name__}: {e}\n")
     try:
         from benchmarks.plots import plot_all
 
         results["plots"] = plot_all(results, out)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
     except ImportError as e:
         print(f"benchmarks: no plots ({e}); install python3-matplotlib", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001
+        print(f"benchmarks: plotting failed: {type(e).__name__}: {e}", file=sys.stderr)
     return results
 
 

@@ -72,8 +72,8 @@ def test_summary_lists_behind_rows_failures_cpu_and_spreads() -> None:
                                   "error": "no result within 240 s", "metrics": []}
     md = summary_md(doc)
     assert "| nbd | seq read (MiB/s) | archipelago | 40.0 [36.0–44.0] | nbdkit-file |" in md
-    assert "- nbd / seq read: archipelago is at 0.40× of nbdkit-file" in md
-    assert "| nbd | seq read | archipelago | 2.00 [1.50–2.50] |" in md
+    assert "- nbd — archipelago vs nbdkit-file: seq read 0.40×" in md
+    assert "| nbd | archipelago |" in md and "| seq read | 2.00 |" in md
     assert "**rados**: timeout after 240 s: no result within 240 s" in md
 
 
