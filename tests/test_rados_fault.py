@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from archipelago.errors import BackendUnavailable, TimedOut
+from archipelago.errors import BackendUnavailable, NoSpace, TimedOut
 
 pytest.importorskip("rados", reason="python3-rados is not installed")
 
@@ -108,4 +108,41 @@ async def test_osd_killed_while_writing(bluestore_cluster: tuple[str, Path]) -> 
             assert await fresh.read(name, 0, len(data)) == data, name
     finally:
         await fresh.close()
+        await b.close()
+
+
+@pytest.fixture
+def tiny_cluster(tmp_path: Path) -> Iterator[str]:
+    """A private memstore cluster of 64 MiB, always torn down."""
+    if not os.environ.get("ARCHIPELAGO_CEPH_CONF"):
+        pytest.skip("ARCHIPELAGO_CEPH_CONF is unset: RADOS tests disabled")
+    if os.geteuid() != 0 or not shutil.which("ceph-osd"):
+        pytest.skip("needs root and ceph-osd to run a private cluster")
+    d = tmp_path / "tiny"
+    try:
+        out = _cluster("up", str(d), "--size-mb", "64", "--watch-pid", str(os.getpid()))
+        yield out.strip().splitlines()[-1]
+    finally:
+        _cluster("down", str(d))
+
+
+async def test_full_cluster_gives_no_space_and_deletes_still_work(tiny_cluster: str) -> None:
+    b = RadosBlocker(tiny_cluster, "archipelago", timeout=OP_TIMEOUT)
+    try:
+        written = []
+        with pytest.raises(NoSpace, match="full"):
+            # 96 MiB into 64 MiB, then small objects until the OSD's fullness report
+            # reaches the mon (a few ticks): growing writes then fail at once.
+            end = time.monotonic() + 60
+            for i in range(100000):
+                await b.put(f"o{i}", os.urandom(4 << 20 if i < 24 else 64 << 10))
+                written.append(f"o{i}")
+                if i >= 24:
+                    assert time.monotonic() < end, "the cluster never became full"
+                    await asyncio.sleep(0.1)
+        assert len(written) >= 10
+        await b.delete(written[0])  # RADOS lets deletes through a full cluster
+        assert not await b.exists(written[0])
+        assert await b.size(written[1]) == 4 << 20
+    finally:
         await b.close()

@@ -29,6 +29,7 @@ from archipelago.blocker.rados_aio import (
     MAX_INFLIGHT_OPS,
     Budget,
     errno_of,
+    pool_is_full,
     settle,
 )
 from archipelago.blocker.rados_locks import (
@@ -124,6 +125,9 @@ class RadosBlocker(RadosLocksMixin, Blocker):
                 raise NotFound(f"Ceph pool {self.pool!r} does not exist")
             io = cluster.open_ioctx(self.pool)
             io.set_namespace(self.namespace)
+            # FULL_TRY: on a full pool, growing writes fail at once with ENOSPC (NoSpace)
+            # instead of pausing until the timeout, and deletes still go through.
+            io.set_osdmap_full_try()
         except rados.Error as e:
             cluster.shutdown()
             raise self._map(errno_of(e), "open pool") from e
@@ -189,6 +193,16 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
             return InvalidArgument(f"{what}: too large for RADOS")
         return from_errno(err, f"{what}: {errno.errorcode.get(err, err)} from the {self._where()}")
+
+    async def _write_error(self, err: int, what: str) -> ArchipelagoError:
+        """Map a failed write; a timeout on a full cluster is NoSpace (full pools pause writes)."""
+        if err == errno.ETIMEDOUT and self._cluster is not None:
+            try:
+                if await self._thread("check fullness", pool_is_full, self._cluster, self.pool):
+                    return NoSpace(f"{what}: the Ceph pool {self.pool!r} is full")
+            except ArchipelagoError:
+                pass  # the timeout stands
+        return self._map(err, what)
 
     async def _thread(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking librados call in a thread, with mapped errors."""
@@ -273,7 +287,7 @@ class RadosBlocker(RadosLocksMixin, Blocker):
                 f"write {name}", len(buf),
                 lambda io, cb: io.aio_write(name, buf, offset, oncomplete=cb))
         if rv < 0:
-            raise self._map(-rv, f"write {name}")
+            raise await self._write_error(-rv, f"write {name}")
 
     async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
         """Replace the whole object with write_full (atomic in RADOS)."""
@@ -285,7 +299,7 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         rv, _ = await self._aio(
             f"put {name}", len(buf), lambda io, cb: io.aio_write_full(name, buf, oncomplete=cb))
         if rv < 0:
-            raise self._map(-rv, f"put {name}")
+            raise await self._write_error(-rv, f"put {name}")
 
     @staticmethod
     def _op(io: Any, cb: Callable[..., None], name: str, data: bytes | None,
@@ -338,7 +352,7 @@ class RadosBlocker(RadosLocksMixin, Blocker):
                 f"copy to {dst}", len(chunk),
                 lambda io, cb, c=chunk, o=off: io.aio_write(dst, c, o, oncomplete=cb))
             if rv < 0:
-                raise self._map(-rv, f"copy to {dst}")
+                raise await self._write_error(-rv, f"copy to {dst}")
 
     async def delete(self, name: str) -> None:
         """Remove the object; NotFound if absent."""
@@ -380,5 +394,5 @@ class RadosBlocker(RadosLocksMixin, Blocker):
             f"hash {name}", len(stripped),
             lambda io, cb: self._op(io, cb, content, stripped, create=True, exclusive=True))
         if rv < 0 and rv != -errno.EEXIST:
-            raise self._map(-rv, f"store {content}")
+            raise await self._write_error(-rv, f"store {content}")
         return content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from typing import Any
 
 #: Our own in-flight limits stay below librados' objecter throttles (raised by the
@@ -49,3 +50,16 @@ def settle(fut: asyncio.Future[Any], result: Any) -> None:
     """Set a future's result unless it was cancelled meanwhile (runs in the loop)."""
     if not fut.done():
         fut.set_result(result)
+
+
+def pool_is_full(cluster: Any, pool: str) -> bool:
+    """True if the osdmap marks the cluster or ``pool`` full (blocking mon call)."""
+    ret, out, _ = cluster.mon_command(json.dumps({"prefix": "osd dump", "format": "json"}),
+                                      b"", timeout=5)
+    if ret != 0:
+        return False
+    dump = json.loads(out)
+    if "full" in dump.get("flags", "").split(","):
+        return True
+    return any("full" in p.get("flags_names", "").split(",")
+               for p in dump.get("pools", []) if p.get("pool_name") == pool)
