@@ -8,6 +8,7 @@ tests, which need only python3-rados.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
@@ -220,3 +221,31 @@ async def test_unreachable_cluster_fails_within_the_timeout(tmp_path: Path) -> N
     with pytest.raises((BackendUnavailable, TimedOut)):  # and again: no cached half-state
         await b.lock("x", owner("a"))
     await b.close()
+
+
+async def test_read_only_cephx_user_gets_a_clear_error(
+    make: Callable[..., RadosBlocker], tmp_path: Path,
+) -> None:
+    conf = _conf()
+    admin = make()
+    await admin.put("obj", b"visible")
+    user = f"client.ro-{uuid.uuid4().hex[:8]}"
+    cl = rados.Rados(conffile=conf)
+    cl.connect(timeout=10)
+    try:
+        ret, out, err = cl.mon_command(json.dumps({
+            "prefix": "auth get-or-create", "entity": user,
+            "caps": ["mon", "allow r", "osd", f"allow r pool={POOL}"]}), b"")
+        if ret != 0:
+            pytest.skip(f"cannot create a cephx user (auth none?): {err}")
+        keyring = tmp_path / "ro.keyring"
+        keyring.write_bytes(out)
+        ro = make(admin.namespace, keyring=str(keyring), rados_id=user.removeprefix("client."),
+                  timeout=10)
+        assert await ro.read("obj", 0, 7) == b"visible"
+        with pytest.raises(BackendUnavailable, match="permission denied"):
+            await ro.put("obj", b"changed")
+        assert await admin.read("obj", 0, 7) == b"visible"
+    finally:
+        cl.mon_command(json.dumps({"prefix": "auth rm", "entity": user}), b"")
+        cl.shutdown()
