@@ -28,7 +28,7 @@ import msgpack
 
 from archipelago.blocker.base import make_owner
 from archipelago.client.common import STALE
-from archipelago.errors import ArchipelagoError, InvalidArgument, NotFound, NotRunning
+from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
 from archipelago.mapper import Mapper, Volume, VolumeInfo
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
@@ -192,7 +192,15 @@ class MapperPeer(Peer):
         raise InvalidArgument(f"unknown volume op {op!r}")
 
     async def _open(self, req: Request, name: str, force: bool) -> dict[str, Any]:
-        v = await self.mapper.open(name, force=force)
+        try:
+            v = await self.mapper.open(name, force=force)
+        except Locked:
+            info = await self.mapper.info(name)
+            if not info.lock_stale:
+                raise
+            log.warning("broke stale lock of volume %r held by %s (dead process on this host)",
+                        name, info.lock_owner)
+            v = await self.mapper.open(name, force=True)
         self.volumes[name] = v
         hid = next(self._ids)
         _, _, gen = self.seg.port_state(req.src)
@@ -292,17 +300,20 @@ async def serve(args: Any) -> int:
     ports = blocker_ports(args.blockers)
     peer: MapperPeer | None = None
     try:
+        owner = make_owner("mapper")
         probe = AsyncClient(link)
         await wait_blockers(probe, ports)
+        # Before clients can reach us: a client reopening after a crash must find the dead
+        # mapper's locks already broken.
+        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports), owner))
         probe.close()
         # One port both serves clients and submits to the blockers (one pump, one eventfd).
         port = Port(link, MAPPER_PORT)
         spread = SpreadBlocker(AsyncClient(link, port), ports)
-        mapper = Mapper(spread, make_owner("mapper"))
+        mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
         peer.fast = make_fast_reader(cfg)
         port.attach()
-        n = await break_stale_locks(mapper)
         log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
                  mapper.owner, MAPPER_PORT, ports, n)
         loop = asyncio.get_running_loop()
