@@ -29,7 +29,6 @@ async def serve(args: object) -> int:
     peer = BlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, peer.stop)
-    loop.add_signal_handler(signal.SIGINT, peer.stop)
 
     async def watch_registry() -> None:
         while link.registry_alive():

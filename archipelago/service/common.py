@@ -74,7 +74,9 @@ def load(args: argparse.Namespace) -> tuple[Instance, Config]:
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask the kernel to signal us when the supervisor dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """Ask the kernel to signal us when the supervisor dies (Linux prctl PR_SET_PDEATHSIG),
+    and ignore the terminal's Ctrl-C: the supervisor stops its children in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
     except (OSError, AttributeError):

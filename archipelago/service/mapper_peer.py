@@ -325,7 +325,6 @@ async def serve(args: Any) -> int:
                 stopping.append(loop.create_task(peer.shutdown()))
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
-        loop.add_signal_handler(signal.SIGINT, on_term)
 
         async def watch_registry() -> None:
             while link.registry_alive():
