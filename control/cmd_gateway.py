@@ -128,11 +128,12 @@ def _status(args: argparse.Namespace) -> int:
     inst = get_instance(args)
     state = gateway_state(inst)
     doc = {"running": state is not None, "url": state["url"] if state else None,
-           "pid": state["pid"] if state else None, "data_dir": str(inst.data_dir)}
+           "pid": state["pid"] if state else None, "data_dir": str(inst.data_dir),
+           "blocks": state.get("blocks") if state else None}
     if wants_json(args):
         print_json(doc)
     elif state:
-        print(f"gateway running at {doc['url']} (pid {doc['pid']})")
+        print(f"gateway running at {doc['url']} (pid {doc['pid']}, blocks: {doc['blocks']})")
     else:
         print("gateway not running")
     return 0 if state else NotRunning.exit_code

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from archipelago.client import Client
+from archipelago.errors import InvalidArgument
 from archipelago.mapper.common import VolumeInfo
 from control.context import print_json, wants_json
 from control.volume_fmt import connect, human, info_table, info_text, parse_size
@@ -34,8 +35,21 @@ def _done(args: argparse.Namespace, doc: dict[str, Any], text: str) -> int:
 
 
 def _create(a: argparse.Namespace) -> int:
+    if a.from_image:
+        return _create_from_image(a)
+    if a.size is None:
+        raise InvalidArgument("volume create needs --size (or --from-image ID)")
     size, bs = parse_size(a.size), parse_size(a.block_size)
     return _show(a, _run(a, lambda c: c.create(a.name, size, bs)), "created")
+
+
+def _create_from_image(a: argparse.Namespace) -> int:
+    """Thin clone of a gateway image's map: no block is copied."""
+    from pithos_gw.plankton import volume_from_image
+
+    size = parse_size(a.size) if a.size is not None else None
+    info = _run(a, lambda c: volume_from_image(c, a.from_image, a.name, size))
+    return _show(a, info, f"created from image {a.from_image}")
 
 
 def _list(a: argparse.Namespace) -> int:
@@ -107,8 +121,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return s
 
     s = cmd("create", _create, "create an empty volume", "name")
-    s.add_argument("--size", required=True, help="size (e.g. 10G)")
+    s.add_argument("--size", default=None,
+                   help="size (e.g. 10G); with --from-image at least the image's (default)")
     s.add_argument("--block-size", default="4M", help="map block size, 64K..4M (default 4M)")
+    s.add_argument("--from-image", metavar="ID", default=None,
+                   help="thin clone of a gateway (Plankton) image: no block is copied")
     cmd("list", _list, "list volumes and snapshots")
     cmd("info", _info, "describe a volume", "name")
     cmd("remove", _remove, "remove a volume or snapshot", "name")

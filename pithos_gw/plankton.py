@@ -49,6 +49,33 @@ async def image_to_volume(meta: MetaStore, mapper: Any, image_id: str, volume: s
     return await mapper.clone_hashmap(volume, hashes, nbytes, size=size)
 
 
+def volume_from_image(client: Any, image_id: str, volume: str,
+                      size: int | None = None) -> Any:
+    """Blocking: thin-clone image ``image_id`` into ``volume`` through a daemon client
+    (an archipelago.client.Client); the image's map comes from DATA_DIR/gateway.db."""
+    import asyncio
+
+    from pithos_gw.server import db_path
+
+    path = db_path(client.instance)
+    if not path.exists():
+        raise NotFound(f"image {image_id!r} not found (no gateway metadata in "
+                       f"{client.instance.data_dir}: images are registered through the gateway)")
+
+    async def lookup() -> tuple[list[str], int]:
+        meta = MetaStore(path)
+        try:
+            return await image_hashmap(meta, image_id)
+        finally:
+            await meta.close()
+
+    hashes, nbytes = asyncio.run(lookup())
+    if size is not None and size < nbytes:
+        raise InvalidArgument(f"volume size {size} is smaller than image {image_id!r} "
+                              f"({nbytes} bytes)")
+    return client.clone_hashmap(volume, hashes, nbytes, size=size)
+
+
 def _public(img: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in img.items() if not k.startswith("_")}
 

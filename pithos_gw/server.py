@@ -1,7 +1,9 @@
 """Run the gateway as a process: `python -m pithos_gw.server --data-dir DIR [--listen H:P]`.
 
-Serves over the instance's configured blocker directly (the peer proxy comes later),
-with metadata in DATA_DIR/gateway.db. Writes run/gateway.json ({"url", "pid"}) once
+Blocks: through the daemon's blocker peers when a daemon serves the instance (the
+daemon runs the gateway as its child with ``--gateway``), else over the instance's
+configured blocker opened directly (``--blocks direct|peers`` forces one); metadata
+in DATA_DIR/gateway.db. Writes run/gateway.json ({"url", "pid"}) once
 listening and removes it on exit; SIGTERM/SIGINT stop it cleanly.
 """
 
@@ -16,11 +18,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiohttp import web
 
 from archipelago.blocker import open_blocker
+from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError, InvalidArgument
 from archipelago.instance import Instance
 from pithos_gw.app import make_app
@@ -52,12 +56,28 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
+    """The gateway's blocks: the daemon's blocker peers ("peers"), the blocker opened
+    here ("direct"), or "auto": peers when a daemon serves the instance."""
+    if mode not in ("auto", "direct", "peers"):
+        raise InvalidArgument(f"--blocks wants auto, direct or peers, not {mode!r}")
+    if mode == "auto":
+        from archipelago.daemon import is_running
+
+        mode = "peers" if is_running(inst) else "direct"
+    if mode == "peers":
+        from pithos_gw.peer_blocks import PeerBlocks
+
+        return await PeerBlocks.open(inst)
+    return open_blocker(cfg)
+
+
 async def serve(inst: Instance, listen: str, config_file: str | None = None,
-                overrides: list[str] | None = None) -> None:
+                overrides: list[str] | None = None, blocks: str = "auto") -> None:
     """Serve until SIGTERM/SIGINT."""
     cfg = inst.config(config_file, overrides or [])
     host, port = parse_listen(listen or cfg.gateway.listen)
-    blocker = open_blocker(cfg)
+    blocker = await open_blocks(inst, cfg, blocks)
     app = make_app(blocker, db_path(inst), GatewayConfig(etag=cfg.gateway.etag))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -71,12 +91,13 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
         bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         state = {"url": f"http://{shown}:{bound}", "pid": os.getpid(),
-                 "data_dir": str(inst.data_dir)}
+                 "data_dir": str(inst.data_dir), "blocks": blocker.kind}
         tmp = state_path(inst).with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(state_path(inst))
         inst.gateway_pid.write_text(f"{os.getpid()}\n")
-        logging.getLogger("pithos_gw").info("gateway listening on %s", state["url"])
+        logging.getLogger("pithos_gw").info("gateway listening on %s (blocks: %s)",
+                                            state["url"], blocker.kind)
         await stop.wait()
     finally:
         state_path(inst).unlink(missing_ok=True)
@@ -92,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="")
     p.add_argument("--config")
     p.add_argument("-o", "--set", dest="overrides", action="append", default=[])
+    p.add_argument("--blocks", default="auto", choices=("auto", "direct", "peers"),
+                   help="blocks through the daemon's peers or the blocker directly")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.umask(0o077)
     inst = Instance.from_args(args.data_dir).ensure()
     try:
-        uvloop.run(serve(inst, args.listen, args.config, args.overrides))
+        uvloop.run(serve(inst, args.listen, args.config, args.overrides, args.blocks))
     except ArchipelagoError as e:
         print(f"gateway: error: {e.message}", file=sys.stderr)
         return e.exit_code

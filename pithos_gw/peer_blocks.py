@@ -1,0 +1,155 @@
+"""Gateway blocks through the daemon: a Blocker-shaped adapter over the blocker peers.
+
+When the archipelago daemon serves the instance, the gateway does not open the
+blocker itself: every content block goes to the blocker peer that owns it (the
+mapper's placement rule, ``block_placement``) over the shared-memory segment,
+exactly where the client library's ``store_block``/``read_block`` put it. Only the
+calls the gateway's BlockStore makes are supported (read/put/size/exists/flush);
+the rest raise NotSupported, because the gateway never needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from archipelago.blocker.base import Blocker, LockInfo, check_range
+from archipelago.client import AsyncClient
+from archipelago.client.common import block_placement, check_hex
+from archipelago.errors import NotFound, NotRunning, NotSupported, PeerDied
+from archipelago.instance import Instance
+from archipelago.peers.ops import Flag, Op
+from archipelago.peers.request import Reply
+
+log = logging.getLogger("pithos_gw")
+#: How long a request is retried while its blocker peer restarts (the supervisor restarts it).
+RETRY_FOR = 30.0
+
+
+class PeerBlocks(Blocker):
+    """Content blocks on the daemon's blocker peers (create with ``await PeerBlocks.open``)."""
+
+    kind = "peers"
+
+    def __init__(self, client: AsyncClient, ports: list[int]) -> None:
+        self.client = client
+        self.ports = ports
+        self.step = client.max_buffer
+
+    @classmethod
+    async def open(cls, inst: Instance, wait: float = 30.0) -> PeerBlocks:
+        """Connect to the daemon of ``inst``; waits up to ``wait`` s for its peers to be up."""
+        deadline = time.monotonic() + wait
+        while True:
+            client: AsyncClient | None = None
+            try:
+                client = await AsyncClient.connect(inst, timeout=60.0)
+                ports = [int(b["port"]) for b in (await client.status())["blockers"]]
+                if ports:
+                    return cls(client, ports)
+            except (NotRunning, PeerDied):
+                if time.monotonic() > deadline:
+                    raise
+            if client is not None:
+                client.close()
+            if time.monotonic() > deadline:
+                raise NotRunning(f"the daemon of {inst.data_dir} has no blocker peers")
+            await asyncio.sleep(0.1)
+
+    def _port(self, name: str) -> int:
+        return self.ports[block_placement(check_hex(name), len(self.ports))]
+
+    async def _call(self, port: int, op: Op, name: str, **kw: Any) -> Reply:
+        """One request; retried while the owning peer restarts (every op here is idempotent)."""
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                return await self.client.peer.call(port, op, name, timeout=self.client.timeout,
+                                                   **kw)
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        """``size`` bytes of block ``name`` from ``offset`` (short at the object's end)."""
+        check_range(offset, size)
+        port = self._port(name)
+        if size <= self.step:
+            return (await self._call(port, Op.READ, name, offset=offset, size=size)).bytes()
+        parts = await asyncio.gather(*(
+            self._call(port, Op.READ, name, offset=offset + o, size=min(self.step, size - o))
+            for o in range(0, size, self.step)))
+        return b"".join(r.bytes() for r in parts)
+
+    async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
+        """Store the whole block (parts the peer stages when above the arena's buffer)."""
+        port = self._port(name)
+        mv = memoryview(data).cast("B")
+        total, flags = len(mv), Flag.FUA if fua else 0
+        parts = range(0, total, self.step) if total else range(1)
+        replies = await asyncio.gather(*(
+            self._call(port, Op.CREATE, name, offset=o, size=len(mv[o : o + self.step]),
+                       payload=mv[o : o + self.step], flags=flags, arg=total) for o in parts))
+        for r in replies:
+            r.release()
+
+    async def size(self, name: str) -> int:
+        """Stored size of block ``name``; NotFound when absent."""
+        r = await self._call(self._port(name), Op.INFO, name)
+        r.release()
+        return int(r.arg)
+
+    async def exists(self, name: str) -> bool:
+        """True when block ``name`` is stored."""
+        try:
+            await self.size(name)
+        except NotFound:
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Barrier on every blocker peer: blocks put without FUA become durable."""
+        replies = await asyncio.gather(*(self._call(p, Op.FLUSH, "") for p in self.ports))
+        for r in replies:
+            r.release()
+
+    async def close(self) -> None:
+        """Release the client's port and link (the peers keep running)."""
+        self.client.close()
+
+    async def write(self, name: str, offset: int, data: bytes | memoryview,
+                    fua: bool = False) -> None:
+        """Not used by the gateway (blocks are immutable)."""
+        raise NotSupported("the gateway never overwrites a content block")
+
+    async def copy(self, src: str, dst: str, fua: bool = False) -> None:
+        """Not used by the gateway."""
+        raise NotSupported("copy is not available through the gateway's block adapter")
+
+    async def delete(self, name: str) -> None:
+        """Not used by the gateway (blocks may be shared with volumes)."""
+        raise NotSupported("the gateway never deletes a content block")
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Not used by the gateway."""
+        raise NotSupported("list is not available through the gateway's block adapter")
+
+    async def hash(self, name: str) -> str:
+        """Not used by the gateway."""
+        raise NotSupported("hash is not available through the gateway's block adapter")
+
+    async def lock(self, name: str, owner: str, wait: bool = False,
+                   timeout: float | None = None) -> None:
+        """Not used by the gateway."""
+        raise NotSupported("locks are not available through the gateway's block adapter")
+
+    async def unlock(self, name: str, owner: str, force: bool = False) -> None:
+        """Not used by the gateway."""
+        raise NotSupported("locks are not available through the gateway's block adapter")
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Not used by the gateway."""
+        raise NotSupported("locks are not available through the gateway's block adapter")
