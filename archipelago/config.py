@@ -220,6 +220,8 @@ def resolve(cfg: Config, data_dir: Path) -> Config:
 
     cfg.blocker.file.path = fix(cfg.blocker.file.path, data_dir / "blocks")
     cfg.nbd.socket = fix(cfg.nbd.socket, data_dir / "nbd.sock")
+    if cfg.blocker.rados.conffile:  # a relative ceph.conf is relative to the data dir too
+        cfg.blocker.rados.conffile = fix(cfg.blocker.rados.conffile, data_dir)
     return cfg
 
 

@@ -9,6 +9,7 @@ functions here are what ``archip daemon`` calls.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import fcntl
 import json
 import logging
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archipelago.config import Config
+from archipelago.config import Config, to_toml
 from archipelago.errors import ArchipelagoError, ConfigError, TimedOut
 from archipelago.instance import Instance
 from archipelago.service.common import run_loop, setup_logging
@@ -51,8 +52,36 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
             f"dir={inst.data_dir}", f"venv={sys.prefix}", "backend=direct"]
     if cfg.nbd.default_export:
         argv.append(f"default-export={cfg.nbd.default_export}")
+    # The plugin loads the instance's config itself, without our --config/-o (e.g. from
+    # `daemon start --backend rados --ceph-conf`): hand it the effective config instead.
+    effective = inst.run_dir / "effective.toml"
+    fd = os.open(effective, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(to_toml(cfg))
     return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0,
+                     env={"ARCHIPELAGO_CONFIG": str(effective)},
                      stale_paths=[sock], private_paths=[sock])
+
+
+def check_backend(cfg: Config) -> None:
+    """Refuse a rados backend that cannot work (no ceph.conf, no cluster, no pool) now,
+    with one clear error, rather than peers that keep dying after the fork."""
+    if cfg.blocker.backend != "rados":
+        return
+    conffile = cfg.blocker.rados.conffile
+    if not os.path.isfile(conffile):
+        raise ConfigError(f"Ceph config {conffile!r} not found "
+                          f"(give --ceph-conf PATH or set [blocker.rados] conffile)")
+    from archipelago.blocker import open_blocker
+
+    async def probe() -> None:
+        b = open_blocker(cfg)
+        try:
+            await b.open()  # type: ignore[attr-defined]
+        finally:
+            await b.close()
+
+    asyncio.run(probe())  # the peers connect on their own after the fork
 
 
 def gateway_spec(inst: Instance, config_file: str | None, overrides: list[str]) -> ChildSpec:
@@ -121,7 +150,9 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
           gateway: bool = False, timeout: float = 60.0) -> dict[str, Any]:
     """Start the supervisor in the background; returns its status once ready."""
     lock_instance(inst).close()  # refuse early, with the running pid, if one runs
-    peer_specs(inst, inst.config(config_file, overrides), [])  # refuse a bad config now
+    cfg = inst.config(config_file, overrides)
+    peer_specs(inst, cfg, [])  # refuse a bad config now
+    check_backend(cfg)
     argv = [sys.executable, "-m", "archipelago.daemon", "--data-dir", str(inst.data_dir)]
     if config_file:
         argv += ["--config", config_file]

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 
 from archipelago import daemon
-from archipelago.errors import NotRunning
+from archipelago.errors import InvalidArgument, NotRunning
 from control.context import get_config, get_instance, print_json, wants_json
+
+
+def backend_overrides(args: argparse.Namespace) -> list[str]:
+    """`-o` overrides for --backend/--ceph-conf/--pool/--namespace (rados keys imply rados)."""
+    rados = {"conffile": getattr(args, "ceph_conf", None), "pool": getattr(args, "pool", None),
+             "namespace": getattr(args, "namespace", None)}
+    rados = {k: v for k, v in rados.items() if v is not None}
+    backend = getattr(args, "backend", None) or ("rados" if rados else None)
+    if rados and backend != "rados":
+        raise InvalidArgument(f"--ceph-conf/--pool/--namespace need --backend rados, "
+                              f"not --backend {backend}")
+    if "conffile" in rados:
+        rados["conffile"] = os.path.abspath(rados["conffile"])  # children may chdir
+    # JSON strings are TOML basic strings: a pool named "123" stays a string.
+    out = [f"blocker.backend={json.dumps(backend)}"] if backend else []
+    return out + [f"blocker.rados.{k}={json.dumps(v)}" for k, v in rados.items()]
 
 
 def _start(args: argparse.Namespace) -> int:
     inst = get_instance(args).ensure()
+    # Flags become config overrides, so every child process (peers, nbdkit) sees them.
+    args.overrides = [*(getattr(args, "overrides", None) or []), *backend_overrides(args)]
     cfg = get_config(args, inst)
     overrides = getattr(args, "overrides", None) or []
     config_file = getattr(args, "config", None)
@@ -86,6 +106,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--no-nbd", action="store_true", help="do not run nbdkit on DIR/nbd.sock")
     s.add_argument("--gateway", action="store_true",
                    help="also run the Pithos+/Swift gateway ([gateway] listen)")
+    s.add_argument("--backend", choices=("file", "memory", "rados"), default=None,
+                   help="object store ([blocker] backend; default from the config: file)")
+    s.add_argument("--ceph-conf", metavar="PATH", default=None,
+                   help="rados: the cluster's ceph.conf ([blocker.rados] conffile)")
+    s.add_argument("--pool", metavar="NAME", default=None,
+                   help="rados: pool holding blocks and maps ([blocker.rados] pool)")
+    s.add_argument("--namespace", metavar="NS", default=None,
+                   help="rados: namespace inside the pool ([blocker.rados] namespace)")
     s.set_defaults(func=_start)
     s = sub.add_parser("stop", help="drain, flush, release locks and stop")
     s.set_defaults(func=_stop)
