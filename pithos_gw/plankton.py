@@ -49,10 +49,15 @@ async def image_to_volume(meta: MetaStore, mapper: Any, image_id: str, volume: s
     return await mapper.clone_hashmap(volume, hashes, nbytes, size=size)
 
 
+#: Default volume sizes from images are rounded up to this.
+SECTOR = 512
+
+
 def volume_from_image(client: Any, image_id: str, volume: str,
                       size: int | None = None) -> Any:
     """Blocking: thin-clone image ``image_id`` into ``volume`` through a daemon client
-    (an archipelago.client.Client); the image's map comes from DATA_DIR/gateway.db."""
+    (an archipelago.client.Client); the image's map comes from DATA_DIR/gateway.db.
+    The default size is the image's rounded up to a 512-byte sector (zeros past it)."""
     import asyncio
 
     from pithos_gw.server import db_path
@@ -70,7 +75,10 @@ def volume_from_image(client: Any, image_id: str, volume: str,
             await meta.close()
 
     hashes, nbytes = asyncio.run(lookup())
-    if size is not None and size < nbytes:
+    if size is None:
+        # A disk is whole sectors: NBD clients cannot address a partial last sector.
+        size = -(-nbytes // SECTOR) * SECTOR
+    elif size < nbytes:
         raise InvalidArgument(f"volume size {size} is smaller than image {image_id!r} "
                               f"({nbytes} bytes)")
     return client.clone_hashmap(volume, hashes, nbytes, size=size)
