@@ -2,16 +2,21 @@
 
 Starts a real gateway process (`python -m pithos_gw.server`, uvloop, file blocker in
 a temporary data dir, by default on /dev/shm so the disk does not dominate) and drives
-it with an aiohttp client in this process:
+it with an aiohttp client in this process. ``--blocks`` picks how the gateway reaches
+its blocks: ``direct`` (the gateway opens the file blocker itself, standalone
+`archip gateway start`), ``peers`` (the gateway is the daemon's child,
+`archip daemon start --gateway`: every block goes through the blocker peers over the
+shared-memory segment) or ``both`` (default; one fresh data dir each):
 
 - PUT then GET of ``--objects`` 64 MiB objects (distinct content), MiB/s;
 - 4 KiB objects, 8 concurrent clients: PUT then GET of ``--small`` objects, req/s;
 - a ``--hashmap-mib`` file (default 1 GiB) stored once by a streamed PUT, then the
   time to "upload" it again under a new name with PUT ?hashmap (only hashes travel).
 
-The last line is machine-readable:
+The last lines are machine-readable, one per mode:
 
-    gateway: put_mib_s=<x> get_mib_s=<y> small_req_s=<z>
+    gateway: put_mib_s=<x> get_mib_s=<y> small_req_s=<z>          (direct)
+    gateway-peers: put_mib_s=<x> get_mib_s=<y> small_req_s=<z>    (through the peers)
 
 (small_req_s is the mean of the small PUT and GET rates.)
 Usage: .venv/bin/python benchmarks/gateway.py [--objects 4] [--small 2000] [--hashmap-mib 1024]
@@ -39,9 +44,10 @@ BLOCK = 4 * MiB
 
 
 def start_gateway(data_dir: Path, fsync: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the gateway process; returns it and its base URL."""
+    """Start the gateway process (direct blocker); returns it and its base URL."""
     cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(data_dir),
-           "--listen", "127.0.0.1:0", "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
+           "--listen", "127.0.0.1:0", "--blocks", "direct",
+           "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = data_dir / "run" / "gateway.json"
     deadline = time.monotonic() + 30
@@ -53,6 +59,33 @@ def start_gateway(data_dir: Path, fsync: bool) -> tuple[subprocess.Popen[bytes],
         time.sleep(0.05)
     proc.kill()
     raise SystemExit("gateway did not start")
+
+
+def _archip(data_dir: Path, *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), *args],
+                          check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def start_daemon_gateway(data_dir: Path, fsync: bool) -> str:
+    """Start a daemon running the gateway as its child (blocks through the peers); its URL."""
+    _archip(data_dir, "-o", f"blocker.file.fsync={'true' if fsync else 'false'}",
+            "-o", "gateway.listen=127.0.0.1:0", "daemon", "start", "--no-nbd", "--gateway")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads((data_dir / "run" / "gateway.json").read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+            continue
+        if state.get("blocks") != "peers":
+            raise SystemExit(f"the daemon's gateway uses {state.get('blocks')} blocks")
+        return str(state["url"])
+    raise SystemExit("the daemon's gateway did not start")
+
+
+def stop_daemon(data_dir: Path) -> None:
+    """`archip daemon stop` (stops the gateway child too)."""
+    _archip(data_dir, "daemon", "stop")
 
 
 def add_user(data_dir: Path) -> str:
@@ -136,6 +169,28 @@ async def run(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
     return res
 
 
+def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
+    """One mode ("direct" or "peers") in a fresh data dir."""
+    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-", dir=args.dir))
+    proc = None
+    daemon = False
+    try:
+        key = add_user(data_dir)
+        if mode == "peers":
+            daemon = True
+            url = start_daemon_gateway(data_dir, args.fsync)
+        else:
+            proc, url = start_gateway(data_dir, args.fsync)
+        return uvloop.run(run(url, key, args))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        if daemon:
+            stop_daemon(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def main() -> int:
     """Run the benchmark and print the results."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,28 +200,26 @@ def main() -> int:
     p.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                    help="where the temporary data dir goes")
     p.add_argument("--fsync", action="store_true", help="fsync blocks (default off)")
+    p.add_argument("--blocks", choices=("direct", "peers", "both"), default="both",
+                   help="gateway opens the blocker itself, goes through the daemon, or both")
     args = p.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-", dir=args.dir))
-    proc = None
-    try:
-        key = add_user(data_dir)
-        proc, url = start_gateway(data_dir, args.fsync)
-        res = uvloop.run(run(url, key, args))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
-        shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"PUT 64 MiB objects:  {res['put_mib_s']:8.1f} MiB/s")
-    print(f"GET 64 MiB objects:  {res['get_mib_s']:8.1f} MiB/s")
-    print(f"4 KiB PUT, 8 clients: {res['small_put_req_s']:7.0f} req/s")
-    print(f"4 KiB GET, 8 clients: {res['small_get_req_s']:7.0f} req/s")
-    print(f"{args.hashmap_mib} MiB streamed PUT: {res['huge_put_s']:.2f} s; "
-          f"same file via hashmap: {res['hashmap_upload_s'] * 1000:.1f} ms "
-          f"({res['hashmap_bytes'] / 1024:.1f} KiB of hashes)")
-    small = (res["small_put_req_s"] + res["small_get_req_s"]) / 2
-    print(f"gateway: put_mib_s={res['put_mib_s']:.1f} get_mib_s={res['get_mib_s']:.1f} "
-          f"small_req_s={small:.0f}")
+    modes = ["direct", "peers"] if args.blocks == "both" else [args.blocks]
+    results = {m: measure(m, args) for m in modes}
+    for mode, res in results.items():
+        print(f"-- blocks {mode}")
+        print(f"PUT 64 MiB objects:  {res['put_mib_s']:8.1f} MiB/s")
+        print(f"GET 64 MiB objects:  {res['get_mib_s']:8.1f} MiB/s")
+        print(f"4 KiB PUT, 8 clients: {res['small_put_req_s']:7.0f} req/s")
+        print(f"4 KiB GET, 8 clients: {res['small_get_req_s']:7.0f} req/s")
+        print(f"{args.hashmap_mib} MiB streamed PUT: {res['huge_put_s']:.2f} s; "
+              f"same file via hashmap: {res['hashmap_upload_s'] * 1000:.1f} ms "
+              f"({res['hashmap_bytes'] / 1024:.1f} KiB of hashes)")
+    for mode, res in results.items():
+        small = (res["small_put_req_s"] + res["small_get_req_s"]) / 2
+        name = "gateway" if mode == "direct" else "gateway-peers"
+        print(f"{name}: put_mib_s={res['put_mib_s']:.1f} get_mib_s={res['get_mib_s']:.1f} "
+              f"small_req_s={small:.0f} huge_put_s={res['huge_put_s']:.2f} "
+              f"hashmap_upload_ms={res['hashmap_upload_s'] * 1000:.1f}")
     return 0
 
 
