@@ -17,6 +17,7 @@ from benchmarks.measure import (
     GiB,
     MiB,
     add,
+    children_cpu,
     log,
     new_metric,
     pidfile_cpu,
@@ -41,8 +42,8 @@ def run_nbd(cfg: Cfg) -> list[Metric]:
     from archipelago.instance import Instance
     from benchmarks import nbd as nb
 
-    size = (256 if cfg.quick else 1024) * MiB
-    runtime = 1.0 if cfg.quick else 4.0
+    size = (512 if cfg.quick else 1024) * MiB
+    runtime = 1.5 if cfg.quick else 4.0
     qds = (1, 8, 32) if cfg.quick else (1, 4, 16, 32, 64)
     b, paths = "nbd", NBD_ARCH + NBD_PEERS + NBD_REF
     kw = {"group": "throughput"}
@@ -99,46 +100,99 @@ def run_nbd(cfg: Cfg) -> list[Metric]:
 
 # -- gateway --------------------------------------------------------------------------
 
+async def _swift_load(url: str, token: str, objects: int, small: int) -> dict[str, float]:
+    """The same client against any server: PUT/GET 64 MiB objects, 4 KiB objects x 8 clients."""
+    import aiohttp
+
+    from benchmarks import gateway as gb
+
+    base, h, res = os.urandom(gb.BLOCK), {"X-Auth-Token": token}, {}
+    c = f"{url}/v1/bench/load"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as s:
+        async with s.put(c, headers=h) as r:
+            assert r.status in (201, 202), r.status
+        t0 = time.perf_counter()
+        for n in range(objects):
+            parts = gb.blocks_of(n, 64 * MiB, base)
+            async with s.put(f"{c}/big{n}", data=gb.stream(parts), headers=h) as r:
+                assert r.status == 201, await r.text()
+        res["put"] = objects * 64 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for n in range(objects):
+            got = 0
+            async with s.get(f"{c}/big{n}", headers=h) as r:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    got += len(chunk)
+            assert got == 64 * MiB, got
+        res["get"] = objects * 64 / (time.perf_counter() - t0)
+        bodies = [os.urandom(16) + base[:4096 - 16] for _ in range(64)]
+
+        async def worker(k: int, method: str) -> None:
+            for i in range(k, small, 8):
+                if method == "put":
+                    async with s.put(f"{c}/small/{i}", data=bodies[i % 64], headers=h) as r:
+                        assert r.status == 201, r.status
+                else:
+                    async with s.get(f"{c}/small/{i}", headers=h) as r:
+                        assert len(await r.read()) == 4096
+        for method in ("put", "get"):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(k, method) for k in range(8)))
+            res[f"small_{method}"] = small / (time.perf_counter() - t0)
+    return res
+
+
 def run_gateway(cfg: Cfg) -> list[Metric]:
-    """Swift PUT/GET of 64 MiB objects, 4 KiB objects with 8 clients, hashmap re-upload."""
+    """Swift PUT/GET of 64 MiB and 4 KiB objects against a bare aiohttp file server (same
+    client, interleaved), and re-upload of a stored file via PUT ?hashmap."""
+    import sys
+
     import uvloop
 
     from benchmarks import gateway as gb
 
-    a = argparse.Namespace(objects=2, small=400, hashmap_mib=256) if cfg.quick else \
-        argparse.Namespace(objects=4, small=2000, hashmap_mib=1024)
-    b, arch = "gateway", "archipelago gateway"
-    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [], group="throughput",
-                     cpu_scope="whole run: every request kind, gateway process + client")
-    get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, [arch], [], group="throughput")
-    sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, [arch], [])
-    sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, [arch], [])
-    hm = new_metric(b, f"store an already stored {a.hashmap_mib} MiB file again", "s", False,
+    objects, small, hm_mib = (2, 400, 256) if cfg.quick else (4, 2000, 1024)
+    b, arch, ref = "gateway", "archipelago gateway", "bare aiohttp file server (reference)"
+    kw = {"group": "throughput"}
+    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [ref],
+                     cpu_scope="PUT+GET+4 KiB objects, server + client", **kw)
+    get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, [arch], [ref], **kw)
+    sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, [arch], [ref])
+    sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, [arch], [ref])
+    hm = new_metric(b, f"store an already stored {hm_mib} MiB file again", "s", False,
                     ["hashmap PUT (hashes only)"], ["streamed PUT (all bytes)"], internal=True)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-gw-", dir=SHM))
-    proc = None
+    (data_dir / "ref").mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         key = gb.add_user(data_dir)
         proc, url = gb.start_gateway(data_dir, False)
+        procs.append(proc)
+        rp = subprocess.Popen([sys.executable, "-m", "benchmarks.httpref", str(data_dir / "ref")],
+                              stdout=subprocess.PIPE)
+        procs.append(rp)
+        ref_url = rp.stdout.readline().decode().strip() if rp.stdout else ""
+        moved = (objects * 64 * MiB * 2 + small * 4096 * 2) / GiB
         for i in range(cfg.repeat):
             log(f"gateway run {i + 1}/{cfg.repeat}")
-            c0, s0 = proc_cpu(proc.pid), self_cpu()
-            r = uvloop.run(gb.run(url, key, a))
-            moved = (a.objects * 64 * MiB * 2 + a.small * 4096 * 2 + a.hashmap_mib * MiB) / GiB
-            cpu = (proc_cpu(proc.pid) - c0 + self_cpu() - s0) / moved
-            add(put, arch, r["put_mib_s"], cpu)  # CPU of the whole run (server + client)
-            add(get, arch, r["get_mib_s"])
-            add(sput, arch, r["small_put_req_s"])
-            add(sget, arch, r["small_get_req_s"])
+            for path, p, u in ((arch, proc, url), (ref, rp, ref_url)):
+                c0, s0 = proc_cpu(p.pid), self_cpu()
+                r = uvloop.run(_swift_load(u, key, objects, small))
+                add(put, path, r["put"], (proc_cpu(p.pid) - c0 + self_cpu() - s0) / moved)
+                add(get, path, r["get"])
+                add(sput, path, r["small_put"])
+                add(sget, path, r["small_get"])
+            r = uvloop.run(gb.run(url, key, argparse.Namespace(objects=0, small=0,
+                                                               hashmap_mib=hm_mib)))
             add(hm, "hashmap PUT (hashes only)", r["hashmap_upload_s"])
             add(hm, "streamed PUT (all bytes)", r["huge_put_s"])
     finally:
-        if proc is not None:
-            proc.terminate()
+        for p in procs:
+            p.terminate()
             try:
-                proc.wait(30)
+                p.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                p.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
     return [put, get, sput, sget, hm]
 
@@ -161,13 +215,15 @@ def _rbd_clone_s(conf: str, pool: str, size: int) -> float:
     io = cl.open_ioctx(pool)
     name = f"bc-{uuid.uuid4().hex[:8]}"
     r = rbd.RBD()
-    r.create(io, name, size, order=22, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+    # librbd's default features (layering, exclusive-lock, object-map, fast-diff): what
+    # `rbd create` gives users; the object map also makes removing a 1 TiB image fast.
+    r.create(io, name, size, order=22, old_format=False)
     try:
         with rbd.Image(io, name) as img:
             t = time.perf_counter()
             img.create_snap("s")
             img.protect_snap("s")
-            r.clone(io, name, "s", io, name + "-c", features=rbd.RBD_FEATURE_LAYERING)
+            r.clone(io, name, "s", io, name + "-c")
             dt = time.perf_counter() - t
             r.remove(io, name + "-c")
             img.unprotect_snap("s")
@@ -215,10 +271,13 @@ def run_rados(cfg: Cfg) -> list[Metric]:
         raise SystemExit("rados driver: --ceph-conf is required (the suite starts the cluster)")
     size, secs = (64 if cfg.quick else 256) * MiB, 1.0 if cfg.quick else 3.0
     b, arch, peer = "rados", "archipelago RadosBlocker", "librbd"
+    cli = "rbd bench (C++ client)"
+    cli_run = getattr(rb, "_rbd_cli_run", None)  # librbd with no Python on the client side
     names = {"4m_write": ("4 MiB writes QD16", "MiB/s"), "4m_read": ("4 MiB reads QD16", "MiB/s"),
              "4k_write": ("4 KiB random writes QD32", "IOPS"),
              "4k_read": ("4 KiB random reads QD32", "IOPS")}
-    ms = {k: new_metric(b, n, u, True, [arch], [peer], group="throughput" if "4m" in k else "",
+    peers = [peer, cli] if cli_run else [peer]
+    ms = {k: new_metric(b, n, u, True, [arch], peers, group="throughput" if "4m" in k else "",
                         goal=Goal(peer, 0.8) if "4m" in k else None) for k, (n, u) in names.items()}
     ms["4m_write"].cpu_scope = "whole run: 4 MiB and 4 KiB phases, client + ceph-mon + ceph-osd"
     clone = {lbl: new_metric(b, f"snapshot + clone of a {lbl} volume", "ms", False,
@@ -227,12 +286,18 @@ def run_rados(cfg: Cfg) -> list[Metric]:
              for lbl, sz in SIZES}
     for i in range(cfg.repeat):
         log(f"rados run {i + 1}/{cfg.repeat}")
-        for path in (peer, arch):
-            c0, s0 = _cluster_cpu(cfg.ceph_dir), self_cpu()
-            r = rb._rbd_run(cfg.ceph_conf, size, secs) if path == peer else \
-                uvloop.run(rb._blocker_run(cfg.ceph_conf, size, secs))
-            moved = (2 * size + (r["4k_write"] + r["4k_read"]) * secs * 4096) / GiB
-            cpu = (_cluster_cpu(cfg.ceph_dir) - c0 + self_cpu() - s0) / moved
+        for path in (peer, arch, cli) if cli_run else (peer, arch):
+            c0, s0 = _cluster_cpu(cfg.ceph_dir), self_cpu() + children_cpu()
+            t0 = time.perf_counter()
+            if path == cli:
+                r = cli_run(cfg.ceph_conf, size)  # fixed totals: 64 MiB / 128 MiB of 4 KiB
+                moved = (2 * size + 192 * MiB) / GiB
+            else:
+                r = rb._rbd_run(cfg.ceph_conf, size, secs) if path == peer else \
+                    uvloop.run(rb._blocker_run(cfg.ceph_conf, size, secs))
+                moved = (2 * size + (r["4k_write"] + r["4k_read"]) * secs * 4096) / GiB
+            log(f"  {path}: {time.perf_counter() - t0:.1f} s")
+            cpu = (_cluster_cpu(cfg.ceph_dir) - c0 + self_cpu() + children_cpu() - s0) / moved
             for k, m in ms.items():
                 add(m, path, r[k], cpu if k == "4m_write" else None)
         for lbl, sz in SIZES:

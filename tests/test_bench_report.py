@@ -142,3 +142,38 @@ def test_cpu_accounting_counts_a_busy_child() -> None:
         p.kill()
         p.wait()
     assert proc_cpu(p.pid) == 0.0
+
+
+def _driver(code: str) -> list[str]:
+    """A stand-in driver: python code that receives `--out FILE` in sys.argv."""
+    return [sys.executable, "-c", code]
+
+
+def test_suite_records_failure_and_timeout_and_kills_the_group(tmp_path: Path) -> None:
+    from benchmarks.suite import Spec, run_one
+
+    r = run_one(Spec("x", 60, 60), "quick", 1, tmp_path,
+                _driver("import sys; print('driver broke'); sys.exit(3)"))
+    assert r["status"] == "failed" and "driver broke" in r["error"]
+    assert (tmp_path / "logs" / "x.log").exists()
+    # the driver's child must die with it (process group), not linger
+    pidf = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time\n"
+            "p = subprocess.Popen(['sleep', '300'])\n"
+            f"open({str(pidf)!r}, 'w').write(str(p.pid))\n"
+            "time.sleep(300)\n")
+    r = run_one(Spec("slow", 2, 2), "quick", 1, tmp_path, _driver(code))
+    assert r["status"] == "timeout"
+    child = int(pidf.read_text())
+    assert not Path(f"/proc/{child}").exists() or \
+        Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_suite_reads_the_driver_metrics(tmp_path: Path) -> None:
+    from benchmarks.suite import Spec, run_one
+
+    doc = json.dumps(metrics_to_json([metric()]))
+    code = f"import sys; open(sys.argv[sys.argv.index('--out') + 1], 'w').write({doc!r})"
+    r = run_one(Spec("ok", 60, 60), "quick", 1, tmp_path, _driver(code))
+    assert r["status"] == "ok"
+    assert Metric.from_dict(r["metrics"][0]) == metric()
