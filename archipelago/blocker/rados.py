@@ -182,14 +182,17 @@ class RadosBlocker(RadosLocksMixin, Blocker):
 
     def _map(self, err: int, what: str) -> ArchipelagoError:
         """Turn a librados errno into the archipelago error class."""
+        # The cause comes first: the peers' wire format keeps only 95 bytes of a message,
+        # and object names are long (the daemon's client would lose "within Ns").
+        where = f"({what}; {self.conffile}, pool {self.pool!r})"
         if err == errno.ETIMEDOUT:
-            return TimedOut(f"{what}: no answer from the {self._where()} within {self.timeout:g}s")
+            return TimedOut(f"no answer from the Ceph cluster within {self.timeout:g}s {where}")
         if err in (errno.EACCES, errno.EPERM):
-            return BackendUnavailable(f"{what}: permission denied by the {self._where()}")
+            return BackendUnavailable(f"permission denied by the Ceph cluster {where}")
         if err in (errno.ENOSPC, errno.EDQUOT):
-            return NoSpace(f"{what}: the Ceph pool {self.pool!r} is full")
+            return NoSpace(f"the Ceph pool {self.pool!r} is full ({what})")
         if err in (errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
-            return BackendUnavailable(f"{what}: {self._where()} unreachable")
+            return BackendUnavailable(f"the Ceph cluster is unreachable {where}")
         if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
             return InvalidArgument(f"{what}: too large for RADOS")
         return from_errno(err, f"{what}: {errno.errorcode.get(err, err)} from the {self._where()}")
