@@ -10,6 +10,7 @@ volumes, and every nbdkit connection shares that one mapper state (multi-conn).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ def _pooled_client(link: Any, max_ports: int) -> Any:
 
     class PooledClient(BlockingClient):
         def __init__(self) -> None:
-            super().__init__(link)
+            super().__init__(link, spin=int(os.environ.get("ARCHIPELAGO_NBD_SPIN", "200")))
             self._free: list[Port] = []
             self._slots = threading.BoundedSemaphore(max_ports)
 

@@ -1,4 +1,4 @@
-"""Mapper-peer read fast path for the file blocker: pread objects straight into the reply buffer.
+"""Mapper-peer fast path for the file blocker: pread/pwrite objects straight from/to the segment.
 
 Through the blockers a read is copied five times (file -> bytes -> segment -> mapper
 bytes -> segment -> caller). Here the mapper looks the blocks up in the map chunks it
@@ -9,6 +9,18 @@ object whose file is gone (its block was zeroed, its volume removed) makes the r
 fall back to the mapper; reads racing overlapping writes are undefined for block
 devices anyway. The whole read is planned and done without yielding to the event
 loop, so no map operation of this peer interleaves with it.
+
+Writes (``write_from``) go in place, from the request's segment buffer, into blocks the
+volume owns at its current epoch -- what the mapper's own write would do, minus the hop
+to the blocker peer (which cost ~2/3 of a 4 KiB write's latency). Safe because:
+- planned and written without yielding: a snapshot either has bumped the epoch already
+  (the block is no longer owned: the mapper copies up) or has not started its header
+  update (the write lands before it, as if acknowledged first); while a snapshot, resize
+  or close holds the volume's drain exclusively we decline outright;
+- a zero entry, a shared block or a whole zero block goes to the mapper (map updates);
+- durability: written files are noted dirty in this process's FileBlocker and fsynced
+  by :meth:`flush`, which the mapper peer calls before every volume flush and close;
+  FUA fdatasyncs before the reply.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from archipelago.hashing import is_zero
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO
 
 _ZEROS = memoryview(bytes(4 * 1024 * 1024))
@@ -28,6 +41,8 @@ class FastReader:
         self.path_of = path_of
         self.hits = 0
         self.misses = 0
+        self.writes = 0
+        self.blocker: Any = None  # the FileBlocker whose dirty set ``flush`` syncs
 
     def read_into(self, vol: Any, buf: memoryview, offset: int) -> bool:
         """Fill ``buf`` from ``offset`` of ``vol``; False (buf partly written): use the mapper."""
@@ -70,6 +85,65 @@ class FastReader:
         return True
 
 
+    def write_from(self, vol: Any, data: memoryview, offset: int, fua: bool) -> bool:
+        """Write ``data`` at ``offset`` in place if every block it touches is owned and
+        cached; False (nothing written): use the mapper."""
+        fb = self.blocker
+        if fb is None or vol.closed or not vol.writable or vol.fenced:
+            return False
+        if getattr(vol.drain, "_blocked", True):
+            return False  # a snapshot/resize/close is draining the volume
+        h = vol.header
+        n = len(data)
+        if n == 0 or offset + n > h.size:
+            return False
+        bs = h.block_size
+        plan: list[tuple[str, int, int, int]] = []
+        pos = 0
+        while pos < n:  # decide for the whole request before writing anything
+            i, o = divmod(offset + pos, bs)
+            ln = min(bs - o, n - pos)
+            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
+            if chunk is None:
+                return False
+            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
+            kind, ident = chunk[e], bytes(chunk[e + 1 : e + ENTRY_SIZE])
+            if not h.owns(kind, ident):
+                return False  # zero entry or shared block: copy-up/allocation in the mapper
+            if o == 0 and ln >= min(bs, h.size - i * bs) and is_zero(data[pos : pos + ln]):
+                return False  # a whole zero block becomes a zero entry
+            plan.append((self.path_of(h.name_of(kind, ident)), o, pos, ln))
+            pos += ln
+        fds: list[int] = []
+        try:
+            for path, _, _, _ in plan:  # open all first: a missing one means no write at all
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        except FileNotFoundError:
+            for fd in fds:
+                os.close(fd)
+            return False
+        try:
+            for fd, (path, o, p, ln) in zip(fds, plan, strict=True):
+                done = 0
+                while done < ln:
+                    done += os.pwrite(fd, data[p + done : p + ln], o + done)
+                if fb.fsync:
+                    if fua:
+                        os.fdatasync(fd)
+                    else:
+                        fb.note_dirty(path)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.writes += 1
+        return True
+
+    async def flush(self) -> None:
+        """fdatasync the files written in place since the last flush."""
+        if self.blocker is not None:
+            await self.blocker.flush()
+
+
 def make_fast_reader(cfg: Any) -> FastReader | None:
     """A FastReader when the configured blocker is the file blocker, else None."""
     if cfg.blocker.backend != "file" or os.environ.get("ARCHIPELAGO_NO_FAST_READ") == "1":
@@ -78,4 +152,9 @@ def make_fast_reader(cfg: Any) -> FastReader | None:
 
     fb = FileBlocker(cfg.blocker.file.path, fsync=cfg.blocker.file.fsync)
     path_of = getattr(fb, "path_of", None)
-    return FastReader(path_of) if path_of is not None else None
+    if path_of is None:
+        return None
+    fr = FastReader(path_of)
+    if os.environ.get("ARCHIPELAGO_NO_FAST_WRITE") != "1" and hasattr(fb, "note_dirty"):
+        fr.blocker = fb
+    return fr
