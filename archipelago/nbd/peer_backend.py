@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from archipelago.errors import ConfigError, Locked, NotFound
+from archipelago.errors import ConfigError, Locked, NotFound, PeerDied
 from archipelago.nbd.backend import Backend, Span, VolumeSummary, summary_of
 
 T = TypeVar("T")
@@ -88,6 +89,19 @@ class PeerBackend(Backend):
         self._client = Client.connect(self._dir)
         self._client.peer.close()
         self._client.peer = _pooled_client(self._client.link, MAX_PORTS)
+        # As the daemon's child, nbdkit starts alongside the mapper peer: wait for it.
+        self._retry(self._client.ping)
+
+    def _retry(self, fn: Callable[[], T], wait: float = 30.0) -> T:
+        """``fn()``, retried while the mapper peer is not bound (starting or restarting)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return fn()
+            except PeerDied:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def stop(self) -> None:
         """Release this process's ports (connections, hence handles, are closed by now)."""
@@ -97,15 +111,15 @@ class PeerBackend(Backend):
 
     def list_volumes(self) -> list[VolumeSummary]:
         """Every volume and snapshot."""
-        return [summary_of(i) for i in self._client.list()]
+        return [summary_of(i) for i in self._retry(self._client.list)]
 
     def info(self, name: str) -> VolumeSummary:
         """One volume's summary."""
-        return summary_of(self._client.info(name))
+        return summary_of(self._retry(lambda: self._client.info(name)))
 
     def open(self, name: str) -> Any:
         """Open in the daemon, breaking a lock only when its holder is dead."""
-        return PeerVolume(name, self._open_handle(name))
+        return PeerVolume(name, self._retry(lambda: self._open_handle(name)))
 
     def _open_handle(self, name: str) -> Any:
         try:

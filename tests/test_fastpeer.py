@@ -1,0 +1,165 @@
+"""The daemon's NBD export goes through its mapper peer (backend=peer) and its fast path.
+
+The mapper peer reads and writes blocks it knows in place (service/fastread.py); these
+tests check that this stays coherent with snapshots taken, through the daemon, of a
+volume that is exported and connected: the snapshot holds exactly what was written
+before it, and later in-place writes never reach it (they must copy up).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import Daemon
+
+from archipelago.client import Client
+
+nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
+
+KiB = 1024
+MiB = 1024 * KiB
+BLOCK = 64 * KiB  # small map blocks: many blocks, cheap copy-ups
+SIZE = 4 * MiB
+SLOT = 4 * KiB  # the writer stamps 4 KiB slots, two per map block it visits
+
+
+@pytest.fixture()
+def exported(tmp_path: Path) -> Iterator[tuple[Daemon, nbd.NBD]]:
+    """A started daemon (with its nbdkit child) and a libnbd handle on volume 'vm'."""
+    d = Daemon(tmp_path)
+    try:
+        st = d.archip("daemon", "start", "--json", check=True).json()
+        assert "nbdkit" in [c["name"] for c in st["children"]]
+        d.archip("volume", "create", "vm", "--size", str(SIZE), "--block-size", str(BLOCK),
+                 check=True)
+        h = connect(tmp_path / "nbd.sock", "vm")
+        try:
+            yield d, h
+        finally:
+            h.shutdown()
+    finally:
+        d.stop()
+
+
+def connect(sock: Path, export: str, timeout: float = 30.0) -> nbd.NBD:
+    """Connect once the daemon's nbdkit accepts connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        h = nbd.NBD()
+        h.set_export_name(export)
+        try:
+            h.connect_unix(str(sock))
+            return h
+        except nbd.Error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stamp(seq: int, slot: int) -> bytes:
+    """A 4 KiB slot image naming its write: (sequence, slot) repeated."""
+    return struct.pack("<QQ", seq, slot) * (SLOT // 16)
+
+
+def seq_of(data: bytes, slot: int) -> int:
+    """The sequence number a slot holds (0: never written); checks the slot is whole."""
+    if data == bytes(SLOT):
+        return 0
+    seq, s = struct.unpack_from("<QQ", data)
+    assert s == slot and data == stamp(seq, slot), f"torn or misplaced slot {slot}"
+    return seq
+
+
+def read_volume(data_dir: Path, name: str) -> bytes:
+    """Read a whole volume or snapshot through the daemon's client API."""
+    with Client.connect(data_dir) as c, c.open(name) as v:
+        return bytes(v.read(0, v.size))
+
+
+def test_snapshot_of_a_connected_volume(exported: tuple[Daemon, nbd.NBD]) -> None:
+    d, h = exported
+    first = [bytes([i + 1]) * BLOCK for i in range(8)]
+    for i, b in enumerate(first):
+        h.pwrite(b, i * BLOCK)
+    # in-place rewrites of owned blocks (the mapper peer's fast path), partial blocks too
+    h.pwrite(b"\xaa" * 4096, 4096)
+    h.pwrite(b"\xbb" * 1024, 3 * BLOCK - 512)  # across a block boundary
+    h.flush()
+    expected = bytearray(b"".join(first) + bytes(SIZE - 8 * BLOCK))
+    expected[4096:8192] = b"\xaa" * 4096
+    expected[3 * BLOCK - 512 : 3 * BLOCK + 512] = b"\xbb" * 1024
+
+    r = d.archip("volume", "snapshot", "vm", "snap1")
+    assert r.rc == 0, r.err  # was Locked while nbdkit held a private mapper
+    # keep writing over the same connection: every block is shared now, so copy up
+    for i in range(8):
+        h.pwrite(b"\xcc" * 512, i * BLOCK + 1536)
+    h.pwrite(b"\xdd" * BLOCK, 5 * BLOCK)
+    h.flush()
+    assert read_volume(d.data_dir, "snap1") == bytes(expected)
+    now = bytearray(expected)
+    for i in range(8):
+        now[i * BLOCK + 1536 : i * BLOCK + 2048] = b"\xcc" * 512
+    now[5 * BLOCK : 6 * BLOCK] = b"\xdd" * BLOCK
+    assert h.pread(SIZE, 0) == bytes(now)
+    # a second round: the fast path owns the copied-up blocks again; snapshot again
+    h.pwrite(b"\xee" * 4096, 4096)
+    assert d.archip("volume", "snapshot", "vm", "snap2").rc == 0
+    h.pwrite(b"\xff" * 4096, 4096)
+    assert read_volume(d.data_dir, "snap2")[4096:8192] == b"\xee" * 4096
+    assert read_volume(d.data_dir, "snap1") == bytes(expected)
+    assert h.pread(4096, 4096) == b"\xff" * 4096
+
+
+def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """A writer keeps stamping slots over NBD while the snapshot is taken: the snapshot
+    holds every write acknowledged before it started, none started after it returned,
+    and does not change afterwards."""
+    d, h = exported
+    nslots = SIZE // SLOT
+    slots = list(range(0, nslots, 7))  # spread over many map blocks, two slots in some
+    for s in slots:  # own every block first: the writes below start on the fast path
+        h.pwrite(stamp(1, s), s * SLOT)
+    acked = dict.fromkeys(slots, 1)  # slot -> last acknowledged sequence
+    started = dict.fromkeys(slots, 1)  # slot -> last sequence sent
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        seq = 1
+        try:
+            while not stop.is_set():
+                seq += 1
+                for s in slots:
+                    started[s] = seq
+                    h.pwrite(stamp(seq, s), s * SLOT)
+                    acked[s] = seq
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        before = dict(acked)
+        assert d.archip("volume", "snapshot", "vm", "live").rc == 0
+        after = dict(started)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive() and not errors, errors
+    snap = read_volume(d.data_dir, "live")
+    for s in slots:
+        got = seq_of(snap[s * SLOT : (s + 1) * SLOT], s)
+        assert before[s] <= got <= after[s], (s, before[s], got, after[s])
+    h.flush()
+    assert read_volume(d.data_dir, "live") == snap  # later writes copied up, not in place
+    vol = h.pread(SIZE, 0)
+    for s in slots:  # and the volume has the newest writes
+        assert seq_of(vol[s * SLOT : (s + 1) * SLOT], s) == acked[s]
