@@ -8,9 +8,10 @@ cache off), in the same pool (benchmarks.rados._rbd_run). Sequential 4 MiB write
 reads over SIZE (queue depth 16), random 4 KiB writes then reads for SECONDS each
 (queue depth 32); then clone time: archipelago `snapshot` + `clone` of the written
 volume vs `rbd snap create` + `snap protect` + `clone` of the written image (the
-median of a few repetitions). Ratios are archipelago/librbd: throughput ratios (higher
-is better for archipelago) and a time ratio for clones (lower is better). The last
-line is machine-readable:
+median of a few repetitions). A third column runs the RadosBlocker alone (no daemon)
+as a reference for what the stack costs. Ratios are archipelago/librbd: throughput
+ratios (higher is better for archipelago) and a time ratio for clones (lower is
+better). The last line is machine-readable:
 
     rados_stack: ratio_4m_write=<x> ratio_4m_read=<y> clone_ratio=<z>
 
@@ -34,7 +35,17 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.rados import BLOCK, CLUSTER, POOL, QD_BIG, QD_SMALL, SMALL, MiB, _rbd_run
+from benchmarks.rados import (
+    BLOCK,
+    CLUSTER,
+    POOL,
+    QD_BIG,
+    QD_SMALL,
+    SMALL,
+    MiB,
+    _blocker_run,
+    _rbd_run,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLONES = 5
@@ -181,7 +192,8 @@ def _purge(conf: str, ns: str) -> None:
         cl.shutdown()
 
 
-def _bench(conf: str, size: int, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+def _bench(conf: str, size: int, seconds: float
+           ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     try:
         import uvloop
 
@@ -190,6 +202,8 @@ def _bench(conf: str, size: int, seconds: float) -> tuple[dict[str, float], dict
         runner = asyncio.run  # type: ignore[assignment]
     rbd_res = _rbd_run(conf, size, seconds)
     rbd_res["clone_s"] = _rbd_clone_run(conf, size)
+    # Reference: the RadosBlocker alone, in this process (what the stack adds on top).
+    blocker = runner(_blocker_run(conf, size, seconds))
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     data_dir = Path(tempfile.mkdtemp(prefix="archip-bench-"))
     try:
@@ -201,7 +215,7 @@ def _bench(conf: str, size: int, seconds: float) -> tuple[dict[str, float], dict
                         "stop"], capture_output=True, timeout=120, cwd=ROOT, check=False)
         shutil.rmtree(data_dir, ignore_errors=True)
         _purge(conf, ns)
-    return stack, rbd_res
+    return stack, rbd_res, blocker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,14 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                  "--watch-pid", str(os.getpid())],
                 capture_output=True, text=True, timeout=120, check=True).stdout
             conf = out.strip().splitlines()[-1]
-        stack, rbd_res = _bench(conf, size, a.seconds)
+        stack, rbd_res, blocker = _bench(conf, size, a.seconds)
     finally:
         if tmp:
             subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"archipelago daemon on rados (client library) vs librbd (python3-rbd aio), "
           f"{size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB)")
-    print(f"{'test':<18}{'archipelago':>12}{'librbd':>10}{'ratio':>7}")
+    print(f"{'test':<18}{'archipelago':>12}{'librbd':>10}{'ratio':>7}{'blocker':>10}"
+          f"{'stack/blocker':>15}")
     units = {"4m_write": "MiB/s", "4m_read": "MiB/s", "4k_write": "IOPS", "4k_read": "IOPS",
              "clone_s": "ms"}
     ratio: dict[str, float] = {}
@@ -237,9 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         sv, rv = stack[k], rbd_res[k]
         ratio[k] = sv / rv if rv else 0.0
         scale = 1000.0 if k == "clone_s" else 1.0
-        print(f"{k + ' ' + unit:<18}{sv * scale:>12.1f}{rv * scale:>10.1f}{ratio[k]:>7.2f}")
+        bv = blocker.get(k)
+        ref = f"{bv:>10.1f}{sv / bv:>15.2f}" if bv else f"{'-':>10}{'-':>15}"
+        print(f"{k + ' ' + unit:<18}{sv * scale:>12.1f}{rv * scale:>10.1f}{ratio[k]:>7.2f}{ref}")
     print("ratios: throughput archipelago/librbd (higher is better); clone: time "
           "archipelago/librbd (lower is better; rbd = snap create + protect + clone)")
+    print("blocker = RadosBlocker alone (benchmarks.rados), no daemon: stack/blocker is what "
+          "the client, segment, mapper and blocker peers cost")
     print(f"rados_stack: ratio_4k_write={ratio['4k_write']:.2f} "
           f"ratio_4k_read={ratio['4k_read']:.2f}")
     print(f"rados_stack: ratio_4m_write={ratio['4m_write']:.2f} "

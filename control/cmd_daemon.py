@@ -36,6 +36,7 @@ def _start(args: argparse.Namespace) -> int:
     overrides = getattr(args, "overrides", None) or []
     config_file = getattr(args, "config", None)
     if args.foreground:
+        daemon.check_backend(cfg)  # (the background start() checks in daemon.start)
         return daemon.run_foreground(inst, cfg, config_file, overrides, True, not args.no_nbd,
                                      args.gateway)
     st = daemon.start(inst, config_file, overrides, nbd=not args.no_nbd, gateway=args.gateway)
