@@ -16,6 +16,10 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from benchmarks.report import Metric, fmt, median  # noqa: E402
 
 ARCH_COLOR, PEER_COLOR, REF_COLOR = "#1f6fb4", "#e07b20", "#9a9a9a"
+# Line plots: blues/greens for archipelago, warm colours for peers, greys for references.
+PALETTE = {"arch": ["#1f6fb4", "#17becf", "#2ca02c", "#6a3d9a"],
+           "peer": ["#e07b20", "#d62728", "#8c564b", "#e377c2"],
+           "ref": ["#7f7f7f", "#bcbd22"]}
 
 
 def _metrics(results: dict[str, Any], group: str) -> list[Metric]:
@@ -53,15 +57,16 @@ def plot_throughput(results: dict[str, Any], out: Path) -> list[Path]:
             errs = list(zip(*(_err(m.samples[p]) for p in paths), strict=True))
             y = range(len(paths))
             ax.barh(y, meds, xerr=errs, color=[_color(m, p) for p in paths], capsize=3)
+            tops = [max(m.samples[p]) for p in paths]
             ax.set_yticks(list(y), paths)
             ax.invert_yaxis()
             ax.set_xlabel(f"{m.unit} (median of {max(len(v) for v in m.samples.values())} runs, "
                           "whiskers min–max; higher is better)")
             ax.set_title(m.name, fontsize=10, loc="left")
-            for yi, v in zip(y, meds, strict=True):
-                ax.text(v, yi, f"  {fmt(v)}", va="center", fontsize=8)
+            for yi, v, top in zip(y, meds, tops, strict=True):  # right of the whisker
+                ax.text(top, yi, f"  {fmt(v)}", va="center", fontsize=8)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
-            ax.set_xlim(0, max(meds) * 1.25 if meds and max(meds) > 0 else 1)
+            ax.set_xlim(0, max(tops) * 1.25 if tops and max(tops) > 0 else 1)
         fig.suptitle(f"{bench}: archipelago (blue) vs native peers (orange), "
                      "references (grey)", fontsize=11)
         fig.tight_layout()
@@ -79,12 +84,16 @@ def _series_plot(ms: list[Metric], ax: Any, xscale: float) -> None:
         for p, xs in m.samples.items():
             if xs and m.x is not None:
                 series.setdefault((m.family, p), []).append((m.x / xscale, median(xs), xs))
+    used = {"arch": 0, "peer": 0, "ref": 0}
     for (fam, p), pts in sorted(series.items()):
         pts.sort()
         arch = any(p in m.arch for m in ms)
+        role = "arch" if arch else "peer" if any(p in m.peers for m in ms) else "ref"
+        color = PALETTE[role][used[role] % len(PALETTE[role])]
+        used[role] += 1
         ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts],
                     yerr=list(zip(*(_err(xs) for _, _, xs in pts), strict=True)),
-                    marker="o", capsize=3, linestyle="-" if arch else "--",
+                    marker="o", capsize=3, linestyle="-" if arch else "--", color=color,
                     label=f"{fam}: {p}" if fam else p)
 
 
@@ -105,7 +114,8 @@ def plot_iops_qd(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("queue depth (4 KiB requests in flight, log2)")
         ax.set_ylabel("IOPS, 4 KiB requests (log; higher is better)")
-        ax.set_title(f"NBD {fam} 4 KiB (fio nbd engine); solid = archipelago", fontsize=10)
+        ax.set_title(f"NBD {fam} 4 KiB (fio nbd engine); solid = archipelago, dashed = peers",
+                     fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
