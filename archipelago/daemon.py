@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archipelago.config import Config, to_toml
+from archipelago.config import Config
 from archipelago.errors import ArchipelagoError, ConfigError, TimedOut
 from archipelago.instance import Instance
 from archipelago.service.common import run_loop, setup_logging
@@ -58,14 +58,7 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
             f"dir={inst.data_dir}", f"venv={sys.prefix}", "backend=peer"]
     if cfg.nbd.default_export:
         argv.append(f"default-export={cfg.nbd.default_export}")
-    # The plugin loads the instance's config itself, without our --config/-o (e.g. from
-    # `daemon start --backend rados --ceph-conf`): hand it the effective config instead.
-    effective = inst.run_dir / "effective.toml"
-    fd = os.open(effective, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(to_toml(cfg))
     return ChildSpec("nbdkit", argv, kind="service", stop_timeout=5.0,
-                     env={"ARCHIPELAGO_CONFIG": str(effective)},
                      stale_paths=[sock], private_paths=[sock])
 
 

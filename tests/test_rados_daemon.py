@@ -273,6 +273,49 @@ def test_daemon_start_refuses_bad_rados_settings(tmp_path: Path) -> None:
     assert not d.status()["running"]
 
 
+def test_nbd_export_and_config_file_on_rados(tmp_path: Path) -> None:
+    nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
+    if not shutil.which("nbdkit"):
+        pytest.skip("nbdkit is not installed")
+    conf = _conf()
+    ns = f"t-{uuid.uuid4().hex[:12]}"
+    a = Daemon(tmp_path / "N")
+    b = Daemon(tmp_path / "T")
+    try:
+        # A: the flags only (overrides): nbdkit must see them too, not the file default.
+        a.archip("daemon", "start", "--json", "--backend", "rados", "--ceph-conf", conf,
+                 "--pool", POOL, "--namespace", ns, check=True)
+        a.archip("volume", "create", "disk", "--size", "8M", check=True)
+        h = nbd.NBD()
+        h.set_export_name("disk")
+        end = time.monotonic() + 15
+        while True:
+            try:
+                h.connect_unix(str(a.data_dir / "nbd.sock"))
+                break
+            except nbd.Error:
+                assert time.monotonic() < end, f"nbdkit did not listen: {a.log()[-2000:]}"
+                time.sleep(0.1)
+                h = nbd.NBD()
+                h.set_export_name("disk")
+        h.pwrite(pattern(21, 64 * 1024), 4 * MiB - 4096, nbd.CMD_FLAG_FUA)
+        h.shutdown()
+        assert not (a.data_dir / "blocks").exists()
+        a.stop()
+        # B: the same settings from DATA_DIR/archipelago.toml, no flags.
+        b.data_dir.mkdir()
+        (b.data_dir / "archipelago.toml").write_text(
+            f'[blocker]\nbackend = "rados"\n[blocker.rados]\nconffile = "{conf}"\n'
+            f'pool = "{POOL}"\nnamespace = "{ns}"\n')
+        b.archip("daemon", "start", "--no-nbd", check=True)
+        with Client.connect(b.data_dir) as c, c.open("disk") as v:
+            assert bytes(v.read(4 * MiB - 4096, 64 * 1024)) == pattern(21, 64 * 1024)
+    finally:
+        a.stop()
+        b.stop()
+        _purge(conf, ns)
+
+
 # -- the OSD stops while a client writes through the daemon -------------------------------
 
 def _cluster(*args: str) -> str:
