@@ -26,6 +26,8 @@ from archipelago.peers.request import Reply
 log = logging.getLogger("pithos_gw")
 #: How long a request is retried while its blocker peer restarts (the supervisor restarts it).
 RETRY_FOR = 30.0
+#: Existence checks in flight at once when looking for missing blocks.
+MISSING_BATCH = 256
 
 
 class PeerBlocks(Blocker):
@@ -41,6 +43,12 @@ class PeerBlocks(Blocker):
     @classmethod
     async def open(cls, inst: Instance, wait: float = 30.0) -> PeerBlocks:
         """Connect to the daemon of ``inst``; waits up to ``wait`` s for its peers to be up."""
+        from archipelago.client import start_command
+        from archipelago.daemon import is_running
+
+        if not is_running(inst):
+            raise NotRunning(f"no archipelago daemon serves {inst.data_dir} "
+                             f"(start it with: {start_command(inst)} --gateway)")
         deadline = time.monotonic() + wait
         while True:
             client: AsyncClient | None = None
@@ -109,6 +117,16 @@ class PeerBlocks(Blocker):
         except NotFound:
             return False
         return True
+
+    async def missing(self, names: list[str]) -> list[str]:
+        """The names not stored, in order: existence checks issued together, in large
+        batches (the peers queue up to ``max_inflight`` each; the rest waits in the segment)."""
+        out: list[str] = []
+        for i in range(0, len(names), MISSING_BATCH):
+            batch = names[i : i + MISSING_BATCH]
+            found = await asyncio.gather(*(self.exists(n) for n in batch))
+            out += [n for n, ok in zip(batch, found, strict=True) if not ok]
+        return out
 
     async def flush(self) -> None:
         """Barrier on every blocker peer: blocks put without FUA become durable."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -59,9 +60,11 @@ def nblocks(size: int, block_size: int = BLOCK_SIZE) -> int:
 class BlockStore:
     """Content-addressed blocks over a Blocker (the same store volumes use)."""
 
-    def __init__(self, blocker: Blocker, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, blocker: Blocker, block_size: int = BLOCK_SIZE, prefetch: int = 1) -> None:
         self.blocker = blocker
         self.block_size = block_size
+        #: Pieces read ahead of the one being sent (2 measured no faster, direct or via peers).
+        self.prefetch = prefetch
 
     async def has(self, h: str) -> bool:
         """True when block ``h`` is stored (the zero block always is)."""
@@ -70,6 +73,9 @@ class BlockStore:
     async def missing(self, hashes: list[str]) -> list[str]:
         """The distinct ids among ``hashes`` that are not stored, in map order."""
         todo = [h for h in dict.fromkeys(hashes) if h != ZERO_HASH]
+        bulk = getattr(self.blocker, "missing", None)
+        if bulk is not None:  # the daemon's peers answer a whole batch at once
+            return list(await bulk(todo))
         out: list[str] = []
         for i in range(0, len(todo), _EXISTS_BATCH):
             batch = todo[i : i + _EXISTS_BATCH]
@@ -163,28 +169,32 @@ class BlockStore:
     ) -> AsyncIterator[bytes]:
         """Yield the bytes [start, end) of an object, one block piece at a time.
 
-        The next piece is fetched while the current one is being sent.
+        The next ``prefetch`` pieces are fetched while the current one is being sent.
         """
         end = min(end, size)
         bs = self.block_size
+        window: deque[asyncio.Future[bytes]] = deque()
+        nxt = start
 
-        def piece(pos: int) -> Awaitable[bytes]:
-            idx, off = divmod(pos, bs)
-            length = min(bs - off, end - pos)
-            return asyncio.ensure_future(self.read_block(hashes[idx], off, length))
+        def launch() -> None:
+            nonlocal nxt
+            idx, off = divmod(nxt, bs)
+            length = min(bs - off, end - nxt)  # reads are exact: short blocks read as zeros
+            window.append(asyncio.ensure_future(self.read_block(hashes[idx], off, length)))
+            nxt += length
 
-        pos = start
-        nxt = piece(pos) if pos < end else None
         try:
-            while nxt is not None:
-                data = await nxt
-                pos += len(data)
-                nxt = piece(pos) if pos < end else None
+            while nxt < end and len(window) <= self.prefetch:
+                launch()
+            while window:
+                data = await window.popleft()
+                if nxt < end:
+                    launch()
                 yield data
         finally:
-            if isinstance(nxt, asyncio.Future) and not nxt.done():
-                nxt.cancel()
-                await asyncio.gather(nxt, return_exceptions=True)
+            for fut in window:
+                fut.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
 
     async def md5_of(self, hashes: list[str], size: int) -> str:
         """MD5 of an object assembled from its blocks (one read pass, hashing in a thread)."""

@@ -5,17 +5,22 @@ client and over NBD (libnbd) byte-identical, zero blocks copied."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
 import swiftclient
 
 from archipelago.client import Client
+from archipelago.errors import NotRunning
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH, block_hash, object_hashmap
 from tests.daemon_helpers import Daemon, content_objects
 
@@ -137,6 +142,30 @@ def test_uploads_land_on_the_peers_as_content_blocks(gwd: GwDaemon) -> None:
     assert len(content_objects(gwd.d.data_dir)) == count
 
 
+def test_hashmap_upload_through_the_peers(gwd: GwDaemon) -> None:
+    r0 = random.Random(5)
+    blocks = [r0.randbytes(BLOCK_SIZE), r0.randbytes(BLOCK_SIZE), r0.randbytes(MiB)]
+    data = b"".join(blocks)
+    ids = [block_hash(b) for b in blocks]
+    url = f"{gwd.url}/v1/alice/hm"
+    assert requests.put(url, headers=gwd.headers, timeout=30).status_code in (201, 202)
+    with Client.connect(gwd.d.data_dir) as c:  # one block already there, stored by a client
+        assert c.store_block(ids[0], blocks[0])
+    doc = {"bytes": len(data), "hashes": ids}
+    r = requests.put(f"{url}/nine?hashmap&format=json", data=json.dumps(doc), timeout=30,
+                     headers={**gwd.headers, "Content-Type": "application/json"})
+    assert r.status_code == 409 and r.json() == ids[1:]
+    for b in blocks[1:]:
+        r = requests.post(f"{url}?update&format=json", data=b, timeout=30, headers={
+            **gwd.headers, "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202
+    r = requests.put(f"{url}/nine?hashmap&format=json", data=json.dumps(doc), timeout=30,
+                     headers={**gwd.headers, "Content-Type": "application/json"})
+    assert r.status_code == 201 and r.headers["ETag"] == hashlib.md5(data).hexdigest()
+    assert ids[1] in content_objects(gwd.d.data_dir)
+    assert gwd.swift.get_object("hm", "nine")[1] == data
+
+
 def test_volume_from_image_is_a_thin_clone(gwd: GwDaemon) -> None:
     data = _image_data(2)
     image = _upload_image(gwd, "disk.raw", data)
@@ -212,3 +241,19 @@ def test_gateway_restarted_by_the_daemon_keeps_serving(gwd: GwDaemon) -> None:
                                 retries=0, timeout=30)
     assert sw.get_object("r", "before")[1] == data
     gwd.url, gwd.swift = str(st["url"]), sw
+
+
+def test_standalone_gateway_opens_the_blocker_itself(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, ["blocker.file.fsync=false"])
+    try:
+        st = d.archip("--json", "gateway", "start", "--listen", "127.0.0.1:0", check=True).json()
+        assert st["blocks"] == "file"  # no daemon: the direct blocker
+        assert d.archip("--json", "gateway", "status", check=True).json()["blocks"] == "file"
+    finally:
+        d.archip("gateway", "stop")
+    # Forcing the peers without a daemon fails at once, naming the command that starts it.
+    p = subprocess.run([sys.executable, "-m", "pithos_gw.server", "--data-dir", str(tmp_path),
+                        "--listen", "127.0.0.1:0", "--blocks", "peers"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == NotRunning.exit_code
+    assert "daemon start --gateway" in p.stderr and "Traceback" not in p.stderr
