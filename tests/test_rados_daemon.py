@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,50 +30,28 @@ import pytest
 from archipelago.errors import ConfigError, InvalidArgument, Locked, NotFound
 from tests.daemon_helpers import Daemon, make_image, sha256
 
-rados = pytest.importorskip("rados", reason="python3-rados is not installed")
+pytest.importorskip("rados", reason="python3-rados is not installed")
 
 from archipelago.client import Client  # noqa: E402
 from archipelago.mapper.format import lock_name  # noqa: E402
+from tests.rados_daemon_helpers import (  # noqa: E402
+    POOL,
+    MiB,
+    ceph_conf,
+    owner_of,
+    pattern,
+    purge,
+    run_cluster,
+    start_host,
+)
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(90)]
-POOL = "archipelago"
-MiB = 1 << 20
-SCRIPT = Path(__file__).with_name("ceph_cluster.py")
-
-
-def _conf() -> str:
-    conf = os.environ.get("ARCHIPELAGO_CEPH_CONF")
-    if not conf:
-        pytest.skip("ARCHIPELAGO_CEPH_CONF is unset: no Ceph cluster (scripts/test.sh starts one)")
-    return conf
-
-
-def _purge(conf: str, ns: str) -> None:
-    """Remove every object of namespace ``ns`` (lock objects included)."""
-    cl = rados.Rados(conffile=conf)
-    cl.connect(timeout=10)
-    try:
-        io = cl.open_ioctx(POOL)
-        io.set_namespace(ns)
-        for obj in list(io.list_objects()):
-            io.remove_object(obj.key)
-        io.close()
-    finally:
-        cl.shutdown()
-
-
-def start_host(d: Path, conf: str, ns: str, *extra: str) -> Daemon:
-    """A daemon on the rados backend in data dir ``d`` (tracked by the caller for stop)."""
-    h = Daemon(d)
-    h.archip("daemon", "start", "--no-nbd", "--json", "--backend", "rados", "--ceph-conf",
-             conf, "--pool", POOL, "--namespace", ns, *extra, check=True)
-    return h
 
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, str]]:
     """Hosts A and B sharing one pool and a fresh namespace; always stopped and purged."""
-    conf = _conf()
+    conf = ceph_conf()
     ns = f"t-{uuid.uuid4().hex[:12]}"
     started: list[Daemon] = []
     try:
@@ -86,16 +62,7 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, str]]:
     finally:
         for h in started:
             h.stop()
-        _purge(conf, ns)
-
-
-def owner_of(h: Daemon) -> str:
-    """The lock owner string of a daemon's mapper peer."""
-    return str(h.status()["mapper"]["owner"])
-
-
-def pattern(seed: int, n: int) -> bytes:
-    return (seed.to_bytes(4, "little") * (n // 4 + 1))[:n]
+        purge(conf, ns)
 
 
 def test_writable_open_is_exclusive_across_hosts(hosts: tuple[Daemon, Daemon, str]) -> None:
@@ -205,7 +172,7 @@ def test_lock_of_another_host_is_broken_only_with_force(
     from archipelago.blocker.rados import RadosBlocker
 
     _, b, ns = hosts
-    conf = _conf()
+    conf = ceph_conf()
     far = "elsewhere.invalid:4194303:mapper"  # no such pid here either: host decides
     with Client.connect(b.data_dir) as cb:
         cb.create("far", 8 * MiB)
@@ -267,7 +234,7 @@ def test_daemon_start_refuses_bad_rados_settings(tmp_path: Path) -> None:
     r = d.archip("daemon", "start", "--no-nbd", "--backend", "file", "--pool", "x")
     assert r.rc == InvalidArgument.exit_code and "--backend rados" in r.err, r
     if os.environ.get("ARCHIPELAGO_CEPH_CONF"):
-        r = d.archip("daemon", "start", "--no-nbd", "--ceph-conf", _conf(), "--pool",
+        r = d.archip("daemon", "start", "--no-nbd", "--ceph-conf", ceph_conf(), "--pool",
                      f"no-such-{uuid.uuid4().hex[:6]}")
         assert r.rc == NotFound.exit_code and "does not exist" in r.err, r
     assert not d.status()["running"]
@@ -277,7 +244,7 @@ def test_nbd_export_and_config_file_on_rados(tmp_path: Path) -> None:
     nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
     if not shutil.which("nbdkit"):
         pytest.skip("nbdkit is not installed")
-    conf = _conf()
+    conf = ceph_conf()
     ns = f"t-{uuid.uuid4().hex[:12]}"
     a = Daemon(tmp_path / "N")
     b = Daemon(tmp_path / "T")
@@ -313,31 +280,24 @@ def test_nbd_export_and_config_file_on_rados(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
-        _purge(conf, ns)
+        purge(conf, ns)
 
 
 # -- the OSD stops while a client writes through the daemon -------------------------------
 
-def _cluster(*args: str) -> str:
-    p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                       timeout=120, check=False)
-    assert p.returncode == 0, f"ceph_cluster.py {args[0]} failed: {p.stderr}"
-    return p.stdout
-
-
 @pytest.fixture
 def bluestore(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A private one-OSD bluestore cluster (survives OSD restarts), always torn down."""
-    _conf()
+    ceph_conf()
     if os.geteuid() != 0 or not shutil.which("ceph-osd"):
         pytest.skip("needs root and ceph-osd to run a private cluster")
     d = tmp_path / "ceph"
     try:
-        out = _cluster("up", str(d), "--store", "bluestore", "--size-mb", "2048",
+        out = run_cluster("up", str(d), "--store", "bluestore", "--size-mb", "2048",
                        "--watch-pid", str(os.getpid()))
         yield out.strip().splitlines()[-1], d
     finally:
-        _cluster("down", str(d))
+        run_cluster("down", str(d))
 
 
 def test_osd_stop_while_writing_through_the_daemon(bluestore: tuple[str, Path],
@@ -383,12 +343,12 @@ def test_osd_stop_while_writing_through_the_daemon(bluestore: tuple[str, Path],
             t.start()
         try:
             until(lambda: len(acked) >= 20, 30, "20 writes before the outage")
-            _cluster("osd-stop", str(d))
+            run_cluster("osd-stop", str(d))
             until(lambda: len(errors) >= 2, 4 * op_timeout + 10, "writes fail during the outage")
             st = h.status()  # the daemon stays up and answers while the OSD is down
             assert st["running"] and "error" not in st["mapper"], st
             before = len(acked)
-            _cluster("osd-start", str(d))
+            run_cluster("osd-start", str(d))
             until(lambda: len(acked) >= before + 10, 60, "writes succeed again after osd-start")
         finally:
             stop.set()

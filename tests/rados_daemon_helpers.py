@@ -1,0 +1,67 @@
+"""Helpers of the rados-daemon tests: the cluster from $ARCHIPELAGO_CEPH_CONF, daemons on
+the rados backend ("hosts"), namespace cleanup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_helpers import Daemon
+
+POOL = "archipelago"
+MiB = 1 << 20
+SCRIPT = Path(__file__).with_name("ceph_cluster.py")
+
+
+def ceph_conf() -> str:
+    """The shared cluster's ceph.conf, or skip the test."""
+    conf = os.environ.get("ARCHIPELAGO_CEPH_CONF")
+    if not conf:
+        pytest.skip("ARCHIPELAGO_CEPH_CONF is unset: no Ceph cluster (scripts/test.sh starts one)")
+    return conf
+
+
+def purge(conf: str, ns: str) -> None:
+    """Remove every object of namespace ``ns`` (lock objects included)."""
+    import rados
+
+    cl = rados.Rados(conffile=conf)
+    cl.connect(timeout=10)
+    try:
+        io = cl.open_ioctx(POOL)
+        io.set_namespace(ns)
+        for obj in list(io.list_objects()):
+            io.remove_object(obj.key)
+        io.close()
+    finally:
+        cl.shutdown()
+
+
+def start_host(d: Path, conf: str, ns: str, *extra: str) -> Daemon:
+    """A daemon on the rados backend in data dir ``d`` (tracked by the caller for stop)."""
+    h = Daemon(d)
+    h.archip("daemon", "start", "--no-nbd", "--json", "--backend", "rados", "--ceph-conf",
+             conf, "--pool", POOL, "--namespace", ns, *extra, check=True)
+    return h
+
+
+def owner_of(h: Daemon) -> str:
+    """The lock owner string of a daemon's mapper peer."""
+    return str(h.status()["mapper"]["owner"])
+
+
+def pattern(seed: int, n: int) -> bytes:
+    """``n`` bytes repeating the 4-byte ``seed``."""
+    return (seed.to_bytes(4, "little") * (n // 4 + 1))[:n]
+
+
+def run_cluster(*args: str) -> str:
+    """Run tests/ceph_cluster.py ARGS; its stdout."""
+    p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert p.returncode == 0, f"ceph_cluster.py {args[0]} failed: {p.stderr}"
+    return p.stdout
