@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.measure import (
@@ -153,32 +154,49 @@ def run_gateway(cfg: Cfg) -> list[Metric]:
 
     objects, small, hm_mib = (2, 400, 256) if cfg.quick else (4, 2000, 1024)
     b, arch, ref = "gateway", "archipelago gateway", "bare aiohttp file server (reference)"
+    viad = "archipelago gateway (daemon child, blocks via peers)"
+    has_daemon = hasattr(gb, "start_daemon_gateway") and hasattr(gb, "stop_daemon")
+    archs = [arch, viad] if has_daemon else [arch]
     kw = {"group": "throughput"}
-    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, [arch], [ref],
-                     cpu_scope="PUT+GET+4 KiB objects, server + client", **kw)
-    get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, [arch], [ref], **kw)
-    sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, [arch], [ref])
-    sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, [arch], [ref])
+    put = new_metric(b, "PUT 64 MiB objects", "MiB/s", True, archs, [ref],
+                     cpu_scope="PUT+GET+4 KiB objects, server(s) + client", **kw)
+    get = new_metric(b, "GET 64 MiB objects", "MiB/s", True, archs, [ref], **kw)
+    sput = new_metric(b, "PUT 4 KiB objects, 8 clients", "req/s", True, archs, [ref])
+    sget = new_metric(b, "GET 4 KiB objects, 8 clients", "req/s", True, archs, [ref])
     hm = new_metric(b, f"store an already stored {hm_mib} MiB file again", "s", False,
                     ["hashmap PUT (hashes only)"], ["streamed PUT (all bytes)"], internal=True)
+    from archipelago.instance import Instance
+
     data_dir = Path(tempfile.mkdtemp(prefix="bench-gw-", dir=SHM))
     (data_dir / "ref").mkdir()
+    d_dir = data_dir / "daemon"
     procs: list[subprocess.Popen[bytes]] = []
+    daemon_up = False
     try:
         key = gb.add_user(data_dir)
         proc, url = gb.start_gateway(data_dir, False)
         procs.append(proc)
+        servers: list[tuple[str, Callable[[], float], str, str]] = [
+            (arch, lambda: proc_cpu(proc.pid), url, key)]
+        if has_daemon:
+            d_dir.mkdir(mode=0o700)
+            d_key = gb.add_user(d_dir)
+            daemon_up = True
+            d_url = gb.start_daemon_gateway(d_dir, False)
+            d_pid = Instance(d_dir.resolve()).daemon_pid  # the gateway is the daemon's child
+            servers.append((viad, lambda: pidfile_cpu(d_pid), d_url, d_key))
         rp = subprocess.Popen([sys.executable, "-m", "benchmarks.httpref", str(data_dir / "ref")],
                               stdout=subprocess.PIPE)
         procs.append(rp)
         ref_url = rp.stdout.readline().decode().strip() if rp.stdout else ""
+        servers.append((ref, lambda: proc_cpu(rp.pid), ref_url, key))
         moved = (objects * 64 * MiB * 2 + small * 4096 * 2) / GiB
         for i in range(cfg.repeat):
             log(f"gateway run {i + 1}/{cfg.repeat}")
-            for path, p, u in ((arch, proc, url), (ref, rp, ref_url)):
-                c0, s0 = proc_cpu(p.pid), self_cpu()
-                r = uvloop.run(_swift_load(u, key, objects, small))
-                add(put, path, r["put"], (proc_cpu(p.pid) - c0 + self_cpu() - s0) / moved)
+            for path, cpu, u, k in servers:
+                c0, s0 = cpu(), self_cpu()
+                r = uvloop.run(_swift_load(u, k, objects, small))
+                add(put, path, r["put"], (cpu() - c0 + self_cpu() - s0) / moved)
                 add(get, path, r["get"])
                 add(sput, path, r["small_put"])
                 add(sget, path, r["small_get"])
@@ -193,6 +211,11 @@ def run_gateway(cfg: Cfg) -> list[Metric]:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if daemon_up:
+            try:
+                gb.stop_daemon(d_dir)
+            except (Exception, SystemExit) as e:  # noqa: BLE001 -- still remove the data dir
+                log(f"daemon stop failed: {e}")
         shutil.rmtree(data_dir, ignore_errors=True)
     return [put, get, sput, sget, hm]
 

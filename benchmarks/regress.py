@@ -60,8 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         b, m, ar, p = c.key
         print(f"{flag:10s} {b} / {m} / {ar} vs {p}: {c.old:.3f}× -> {c.new:.3f}× "
               f"({-c.drop * 100:+.1f}%)")
-    for b, m, ar, p in missing:
-        print(f"{'missing':10s} {b} / {m} / {ar} vs {p}: not in the new run")
+    status = {n: b.get("status", "?") for n, b in new.get("benchmarks", {}).items()}
+    for bench in dict.fromkeys(k[0] for k in missing):
+        keys = [k for k in missing if k[0] == bench]
+        why = "not run" if bench not in status else status[bench]
+        if why == "ok":
+            for _, m, ar, p in keys:
+                print(f"{'missing':10s} {bench} / {m} / {ar} vs {p}: not in the new run")
+        else:
+            print(f"{'missing':10s} {bench}: {len(keys)} ratios ({why} in the new run)")
     print(f"regress: {len(bad)} of {len(changes)} ratios dropped by more than "
           f"{a.threshold * 100:.0f}%" + (f", {len(missing)} missing" if missing else ""))
     return 1 if bad else 0
