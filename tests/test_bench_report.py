@@ -177,3 +177,13 @@ def test_suite_reads_the_driver_metrics(tmp_path: Path) -> None:
     r = run_one(Spec("ok", 60, 60), "quick", 1, tmp_path, _driver(code))
     assert r["status"] == "ok"
     assert Metric.from_dict(r["metrics"][0]) == metric()
+
+
+def test_regress_reports_benchmarks_missing_from_the_new_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(results(metric("a"), metric("b"))))
+    new.write_text(json.dumps(results(metric("a"), status="timeout")))
+    assert regress.main([str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "nbd: 2 ratios (timeout in the new run)" in out and ", 2 missing" in out
