@@ -299,19 +299,39 @@ def run_rados(cfg: Cfg) -> list[Metric]:
     names = {"4m_write": ("4 MiB writes QD16", "MiB/s"), "4m_read": ("4 MiB reads QD16", "MiB/s"),
              "4k_write": ("4 KiB random writes QD32", "IOPS"),
              "4k_read": ("4 KiB random reads QD32", "IOPS")}
+    try:  # the whole stack: client -> segment -> mapper peer -> blocker peers -> RADOS
+        from benchmarks import rados_stack as rs
+
+        stack_round = getattr(rs, "_stack_round", None)
+    except ImportError:
+        stack_round = None
+    stack = "archipelago daemon on RADOS (full stack)"
+    archs = [stack, arch] if stack_round else [arch]
     peers = [peer, cli] if cli_run else [peer]
-    ms = {k: new_metric(b, n, u, True, [arch], peers, group="throughput" if "4m" in k else "",
+    ms = {k: new_metric(b, n, u, True, archs, peers, group="throughput" if "4m" in k else "",
                         goal=Goal(peer, 0.8) if "4m" in k else None) for k, (n, u) in names.items()}
     ms["4m_write"].cpu_scope = "whole run: 4 MiB and 4 KiB phases, client + ceph-mon + ceph-osd"
     clone = {lbl: new_metric(b, f"snapshot + clone of a {lbl} volume", "ms", False,
                              ["archipelago on RADOS"], ["librbd snap create+protect+clone"],
                              group="clone_size", family="snapshot+clone (RADOS)", x=sz)
              for lbl, sz in SIZES}
+    wclone = new_metric(b, f"snapshot + clone of a written {size // MiB} MiB volume", "ms", False,
+                        [stack], ["librbd snap create+protect+clone"])
+    paths = [peer, arch] + ([cli] if cli_run else []) + ([stack] if stack_round else [])
     for i in range(cfg.repeat):
         log(f"rados run {i + 1}/{cfg.repeat}")
-        for path in (peer, arch, cli) if cli_run else (peer, arch):
+        for path in paths:
             c0, s0 = _cluster_cpu(cfg.ceph_dir), self_cpu() + children_cpu()
             t0 = time.perf_counter()
+            if path == stack:
+                r = stack_round(cfg.ceph_conf, size, secs, uvloop.run)  # type: ignore[misc]
+                log(f"  {path}: {time.perf_counter() - t0:.1f} s")
+                for k, m in ms.items():  # no CPU: the daemon is not this process's child
+                    add(m, path, r[k])
+                add(wclone, stack, r["clone_s"] * 1000)
+                add(wclone, "librbd snap create+protect+clone",
+                    rs._rbd_clone_run(cfg.ceph_conf, size) * 1000)
+                continue
             if path == cli:
                 r = cli_run(cfg.ceph_conf, size)  # fixed totals: 64 MiB / 128 MiB of 4 KiB
                 moved = (2 * size + 192 * MiB) / GiB
@@ -328,4 +348,4 @@ def run_rados(cfg: Cfg) -> list[Metric]:
                 _rbd_clone_s(cfg.ceph_conf, rb.POOL, sz) * 1000)
             add(clone[lbl], "archipelago on RADOS",
                 asyncio.run(_arch_clone_s(cfg.ceph_conf, rb.POOL, sz)) * 1000)
-    return [*ms.values(), *clone.values()]
+    return [*ms.values(), *clone.values(), *([wclone] if stack_round else [])]
