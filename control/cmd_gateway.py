@@ -13,7 +13,7 @@ import time
 import urllib.request
 from typing import Any
 
-from archipelago.errors import AlreadyExists, InvalidArgument, NotRunning, TimedOut
+from archipelago.errors import AlreadyExists, Busy, InvalidArgument, NotRunning, TimedOut
 from archipelago.instance import Instance
 from control.context import get_instance, print_json, wants_json
 
@@ -33,6 +33,20 @@ def gateway_state(inst: Instance) -> dict[str, Any] | None:
     except PermissionError:
         pass
     return dict(state)
+
+
+def run_by_daemon(inst: Instance, pid: int) -> bool:
+    """True when ``pid`` is the gateway child of this instance's running daemon."""
+    from archipelago.daemon import is_running
+    from archipelago.service.supervisor import status_path
+
+    if not is_running(inst):
+        return False
+    try:
+        children = json.loads(status_path(inst).read_text())["children"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(c.get("name") == "gateway" and c.get("pid") == pid for c in children)
 
 
 def _server_cmd(inst: Instance, args: argparse.Namespace) -> list[str]:
@@ -97,6 +111,10 @@ def _stop(args: argparse.Namespace) -> int:
     if state is None:
         raise NotRunning("no gateway is running for this instance")
     pid = int(state["pid"])
+    if run_by_daemon(inst, pid):
+        # The supervisor would only restart it: the daemon owns this gateway.
+        raise Busy("the gateway is run by the daemon (started with --gateway): stop it with "
+                   "`archip daemon stop`, or start the daemon without --gateway")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while _alive(pid):
@@ -129,7 +147,8 @@ def _status(args: argparse.Namespace) -> int:
     state = gateway_state(inst)
     doc = {"running": state is not None, "url": state["url"] if state else None,
            "pid": state["pid"] if state else None, "data_dir": str(inst.data_dir),
-           "blocks": state.get("blocks") if state else None}
+           "blocks": state.get("blocks") if state else None,
+           "run_by_daemon": bool(state) and run_by_daemon(inst, int(state["pid"]))}
     if wants_json(args):
         print_json(doc)
     elif state:

@@ -20,7 +20,7 @@ import requests
 import swiftclient
 
 from archipelago.client import Client
-from archipelago.errors import NotRunning
+from archipelago.errors import Busy, NotRunning
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH, block_hash, object_hashmap
 from tests.daemon_helpers import Daemon, content_objects
 
@@ -66,6 +66,9 @@ def gwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GwDaemon]:
         st = _wait_gateway(d)
         assert st["running"] is True and str(st["url"]).startswith("http://127.0.0.1:")
         assert st["blocks"] == "peers"  # run by the daemon: blocks through its peers
+        assert st["run_by_daemon"] is True
+        r = d.archip("gateway", "stop")  # the daemon owns it: refused, still serving
+        assert r.rc == Busy.exit_code and "archip daemon stop" in r.err
         key = d.archip("gateway", "user", "add", "alice", check=True).out.strip()
         sw = swiftclient.Connection(authurl=f"{st['url']}/auth/v1.0", user="alice", key=key,
                                     retries=0, timeout=30)
