@@ -41,7 +41,8 @@ def exported(tmp_path: Path) -> Iterator[tuple[Daemon, nbd.NBD]]:
         try:
             yield d, h
         finally:
-            h.shutdown()
+            if not h.aio_is_closed():
+                h.shutdown()
     finally:
         d.stop()
 
@@ -163,3 +164,62 @@ def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
     vol = h.pread(SIZE, 0)
     for s in slots:  # and the volume has the newest writes
         assert seq_of(vol[s * SLOT : (s + 1) * SLOT], s) == acked[s]
+
+
+def test_cache_serves_known_blocks(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """After the first touch, reads and in-place writes are served by nbdkit's map cache
+    (the count goes to nbdkit's log when the connection closes)."""
+    d, h = exported
+    h.pwrite(b"\x11" * BLOCK, 0)  # allocation: through the mapper
+    for k in range(20):
+        h.pwrite(bytes([k]) * 4096, 4096 * (k % 16))
+        assert h.pread(4096, 4096 * (k % 16)) == bytes([k]) * 4096
+    h.flush()
+    h.shutdown()
+    log = d.data_dir / "log" / "archipelago.log"  # the daemon's children log there
+    deadline = time.monotonic() + 10
+    while "closing vm" not in (text := log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(0.05)
+    served = int(text.rsplit("map cache served ", 1)[1].split()[0])
+    assert served >= 30, text[-500:]
+
+
+async def test_exclusive_waits_for_in_place_writers(tmp_path: Path) -> None:
+    """The mapper's side of the write protocol (mapgen.py): a snapshot bumps the counter,
+    then waits for writers holding the slot; none can start while it runs."""
+    import asyncio
+
+    from archipelago.service.mapgen import GenPage, WriterLocks, slot_of
+
+    path = str(tmp_path / "mapgen")
+    mapper, client = GenPage(path, writer=True), GenPage(path)
+    locks = WriterLocks(path)
+    s = slot_of("vm")
+    g0 = client.gen(s)
+    fd = locks.acquire(s)
+    assert fd >= 0
+    entered = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def snapshot() -> None:
+        async with mapper.exclusive("vm"):
+            entered.set()
+            await leave.wait()
+
+    task = asyncio.create_task(snapshot())
+    await asyncio.sleep(0.1)
+    assert client.gen(s) == g0 + 1  # new writers see the change before locking
+    assert not entered.is_set()  # the writer in flight holds it off
+    locks.release(fd, s)
+    await asyncio.wait_for(entered.wait(), 5)
+    assert locks.acquire(s) == -1  # no in-place write while the snapshot runs
+    leave.set()
+    await task
+    assert client.gen(s) == g0 + 2
+    fd = locks.acquire(s)
+    assert fd >= 0
+    locks.release(fd, s)
+    locks.close()
+    client.close()
+    mapper.close()

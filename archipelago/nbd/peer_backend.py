@@ -11,6 +11,7 @@ volumes, and every nbdkit connection shares that one mapper state (multi-conn).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ class PeerVolume:
 
     name: str
     handle: Any  # archipelago.client.blocking.VolumeHandle
+    cache: Any = None  # peer_cache.VolCache when blocks may be addressed directly
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -81,6 +83,7 @@ class PeerBackend(Backend):
             raise ConfigError("backend=peer needs dir=DATA_DIR (the daemon's instance)")
         self._dir = data_dir
         self._client: Any = None
+        self._cache: Any = None  # peer_cache.PeerCache
 
     def start(self) -> None:
         """Connect to the daemon (NotRunning if it is not started)."""
@@ -91,6 +94,10 @@ class PeerBackend(Backend):
         self._client.peer = _pooled_client(self._client.link, MAX_PORTS)
         # As the daemon's child, nbdkit starts alongside the mapper peer: wait for it.
         self._retry(self._client.ping)
+        if os.environ.get("ARCHIPELAGO_NBD_PEER_CACHE", "1") != "0":
+            from archipelago.nbd.peer_cache import PeerCache
+
+            self._cache = PeerCache(self._client)
 
     def _retry(self, fn: Callable[[], T], wait: float = 30.0) -> T:
         """``fn()``, retried while the mapper peer is not bound (starting or restarting)."""
@@ -105,6 +112,9 @@ class PeerBackend(Backend):
 
     def stop(self) -> None:
         """Release this process's ports (connections, hence handles, are closed by now)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -119,7 +129,9 @@ class PeerBackend(Backend):
 
     def open(self, name: str) -> Any:
         """Open in the daemon, breaking a lock only when its holder is dead."""
-        return PeerVolume(name, self._retry(lambda: self._open_handle(name)))
+        h = self._retry(lambda: self._open_handle(name))
+        cache = self._cache.volume(name, int(h.info.block_size)) if self._cache else None
+        return PeerVolume(name, h, cache=cache)
 
     def _open_handle(self, name: str) -> Any:
         try:
@@ -143,6 +155,11 @@ class PeerBackend(Backend):
 
     def close(self, vol: Any) -> None:
         """Flush and close the daemon's handle."""
+        if self._cache is not None:
+            self._cache.flush()
+            # one line per connection in nbdkit's log: what the map cache served
+            print(f"archipelago nbd: closing {vol.name}: map cache served {self._cache.hits} "
+                  f"requests, {self._cache.fills} fills", file=sys.stderr, flush=True)
         vol.handle.close()
 
     def size(self, vol: Any) -> int:
@@ -158,11 +175,17 @@ class PeerBackend(Backend):
         return not vol.handle.info.readonly
 
     def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
-        """One request (per 4 MiB), one copy from the segment into nbdkit's buffer."""
+        """Cached blocks: pread here (peer_cache.py); else one request (per 4 MiB), one
+        copy from the segment into nbdkit's buffer."""
+        if vol.cache is not None and self._cache.pread(vol.cache, buf, offset):
+            return
         self._io(vol, lambda h: h.readinto(offset, buf))
 
     def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
-        """One request (per 4 MiB); the data is copied once into the segment."""
+        """Owned cached blocks: in place here; else one request (per 4 MiB), the data
+        copied once into the segment."""
+        if vol.cache is not None and self._cache.pwrite(vol.cache, buf, offset, fua):
+            return
         self._io(vol, lambda h: h.write(offset, buf, fua=fua))
 
     def zero(self, vol: Any, offset: int, count: int, fua: bool) -> None:
@@ -174,7 +197,9 @@ class PeerBackend(Backend):
         self._io(vol, lambda h: h.trim(offset, count, fua=fua))
 
     def flush(self, vol: Any) -> None:
-        """Flush data and map entries."""
+        """Flush data (ours first) and map entries."""
+        if self._cache is not None:
+            self._cache.flush()
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:

@@ -138,6 +138,32 @@ class FastReader:
         self.writes += 1
         return True
 
+    async def load(self, vol: Any, first: int, last: int) -> None:
+        """Load the entry chunks of blocks [first, last) (before :meth:`entries`)."""
+        for c in range(first // ENTRIES_PER_CHUNK, (last - 1) // ENTRIES_PER_CHUNK + 1):
+            await vol.chunk(c)
+
+    def entries(self, vol: Any, first: int, last: int) -> list[list[Any]]:
+        """[object file or "" (a hole), owned] of blocks [first, last) of ``vol``, for
+        clients caching entries (archipelago/nbd/peer_cache.py). Synchronous: read the
+        generation (mapgen.py) right before, without yielding in between."""
+        h = vol.header
+        # while a snapshot drains the volume nothing is owned: its blocks become shared
+        writable = vol.writable and not vol.fenced and not getattr(vol.drain, "_blocked", True)
+        out: list[list[Any]] = []
+        for i in range(first, last):
+            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
+            if chunk is None:
+                break  # evicted meanwhile: the client asks again
+            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
+            kind, ident = chunk[e], bytes(chunk[e + 1 : e + ENTRY_SIZE])
+            if kind == ZERO:
+                out.append(["", False])
+            else:
+                out.append([self.path_of(h.name_of(kind, ident)),
+                            writable and h.owns(kind, ident)])
+        return out
+
     async def flush(self) -> None:
         """fdatasync the files written in place since the last flush."""
         if self.blocker is not None:

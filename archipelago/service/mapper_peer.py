@@ -6,7 +6,8 @@ READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZE
 · CREATE (target = 64-hex content name, payload = the block: store it if absent; used
 by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
 result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
-resize, rename, remove, lock, unlock, missing, status. I/O ops need the volume to be
+resize, rename, remove, lock, unlock, missing, status, locate (entries for a client
+map cache, see mapgen.py). I/O ops need the volume to be
 open through this peer (any handle). Objects go to the blocker peers through a
 SpreadBlocker, which re-issues requests of a blocker peer that died.
 """
@@ -21,6 +22,7 @@ import re
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,14 @@ import msgpack
 
 from archipelago.blocker.base import make_owner
 from archipelago.client.common import STALE
-from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
+from archipelago.errors import (
+    ArchipelagoError,
+    InvalidArgument,
+    Locked,
+    NotFound,
+    NotRunning,
+    NotSupported,
+)
 from archipelago.mapper import Mapper, Volume, VolumeInfo
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
@@ -46,6 +55,7 @@ from archipelago.service.common import (
     setup_logging,
 )
 from archipelago.service.fastread import FastReader, make_fast_reader
+from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.spread import SpreadBlocker
 
 log = logging.getLogger("archipelago.mapper-peer")
@@ -83,6 +93,7 @@ class MapperPeer(Peer):
         self.stopping = False
         self.started = time.time()
         self.fast: FastReader | None = None
+        self.gens: GenPage | None = None
 
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
@@ -125,6 +136,7 @@ class MapperPeer(Peer):
             v = self._vol(req.target)
             if self.fast is None or not self.fast.write_from(v, req.data, req.offset, fua):
                 await v.write(req.offset, req.data, fua=fua)
+                self.bump(req.target)  # entries may have changed (copy-up, allocation)
             req.reply(serviced=len(req.data))
         elif op == Op.FLUSH:
             v = self._vol(req.target)
@@ -133,9 +145,11 @@ class MapperPeer(Peer):
             await v.flush()
         elif op == Op.ZERO:
             await self._vol(req.target).zero(req.offset, req.size, fua=fua)
+            self.bump(req.target)
         elif op == Op.TRIM:
             v = self._vol(req.target)
             await v.trim(req.offset, req.size)
+            self.bump(req.target)
             if fua:
                 await v.flush()
         elif op == Op.EXTENTS:
@@ -180,9 +194,10 @@ class MapperPeer(Peer):
         if op == "list":
             return [info_dict(i) for i in await m.list()]
         if op == "snapshot":
-            if self.fast is not None:  # in-place writes durable like the blockers' own
-                await self.fast.flush()
-            return info_dict(await m.snapshot(a["volume"], a["snap"]))
+            async with self.excl(a["volume"]):  # no client in-place write lands meanwhile
+                if self.fast is not None:  # in-place writes durable like the blockers' own
+                    await self.fast.flush()
+                return info_dict(await m.snapshot(a["volume"], a["snap"]))
         if op == "clone":
             return info_dict(await m.clone(a["source"], a["new"], a.get("size")))
         if op == "clone_hashmap":
@@ -196,7 +211,10 @@ class MapperPeer(Peer):
             hashes, nbytes = await m.hashmap(a["name"])
             return {"hashes": b"".join(bytes.fromhex(h) for h in hashes), "bytes": nbytes}
         if op == "resize":
-            return info_dict(await m.resize(a["name"], int(a["size"])))
+            async with self.excl(a["name"]):
+                return info_dict(await m.resize(a["name"], int(a["size"])))
+        if op == "locate":
+            return await self._locate(a["name"], int(a["first"]), int(a["count"]))
         if op == "rename":
             return info_dict(await m.rename(a["old"], a["new"]))
         if op == "remove":
@@ -243,6 +261,29 @@ class MapperPeer(Peer):
         finally:
             if not any(x.name == h.name for x in self.handles.values()):
                 self.volumes.pop(h.name, None)
+            self.bump(h.name)
+
+    def bump(self, name: str) -> None:
+        """Invalidate clients' cached entries of volume ``name`` (mapgen.py)."""
+        if self.gens is not None:
+            self.gens.bump(name)
+
+    def excl(self, name: str) -> Any:
+        """Keep clients' in-place writes of ``name`` out (an async context manager)."""
+        return self.gens.exclusive(name) if self.gens is not None else nullcontext()
+
+    async def _locate(self, name: str, first: int, count: int) -> dict[str, Any]:
+        """Entries for a client's map cache, with the generation they are valid for."""
+        v = self._vol(name)
+        if self.fast is None or self.gens is None:
+            raise NotSupported("no client-side map cache on this blocker")
+        last = min(first + max(1, min(count, 1024)), v.header.nblocks)
+        if not 0 <= first < last:
+            raise InvalidArgument(f"no blocks {first}+{count} in {name!r}")
+        await self.fast.load(v, first, last)
+        gen = self.gens.gen(slot_of(name))  # then the entries, without yielding
+        return {"gen": gen, "token": self.gens.token, "page": self.gens.path,
+                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last)}
 
     async def sweep(self) -> None:
         """Close handles whose client port was released or reclaimed (the client died)."""
@@ -343,6 +384,8 @@ async def serve(args: Any) -> int:
         mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
         peer.fast = make_fast_reader(cfg)
+        if peer.fast is not None:
+            peer.gens = GenPage(str(inst.run_dir / "mapgen"), writer=True)
         port.attach()
         log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
                  mapper.owner, MAPPER_PORT, ports, n)
