@@ -260,3 +260,17 @@ def test_standalone_gateway_opens_the_blocker_itself(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == NotRunning.exit_code
     assert "daemon start --gateway" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_uploads_survive_a_blocker_peer_restart(gwd: GwDaemon) -> None:
+    data = _image_data(6)
+    gwd.swift.put_container("k")
+    for name in ("blocker-0", "blocker-1"):
+        os.kill(gwd.d.child_pid(name), 9)
+    # The gateway retries while the supervisor restarts the peers.
+    gwd.swift.put_object("k", "after-kill", data)
+    assert gwd.swift.get_object("k", "after-kill")[1] == data
+    hashes = object_hashmap(data)
+    assert {hashes[0], hashes[2]} <= content_objects(gwd.d.data_dir)
+    restarts = {c["name"]: c["restarts"] for c in gwd.d.status()["children"]}
+    assert restarts["blocker-0"] >= 1 and restarts["blocker-1"] >= 1
