@@ -33,8 +33,9 @@ SIZES = (("1 GiB", GiB), ("100 GiB", 100 * GiB), ("1 TiB", 1 << 40))
 # -- nbd ------------------------------------------------------------------------------
 
 NBD_ARCH = ["archipelago", "archipelago-peer"]
-NBD_PEERS = ["nbdkit-file", "qemu-nbd"]
-NBD_REF = ["nbdkit-python-bytearray"]  # the ceiling of any Python plugin: a reference
+# nbdkit-python-bytearray: the ceiling of any Python plugin (the third peer).
+NBD_PEERS = ["nbdkit-file", "qemu-nbd", "nbdkit-python-bytearray"]
+NBD_REF: list[str] = []
 
 
 def run_nbd(cfg: Cfg) -> list[Metric]:

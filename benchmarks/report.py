@@ -152,15 +152,14 @@ def summary_md(results: dict[str, Any]) -> str:
         f"- runs per path: {results.get('repeat', '?')}, interleaved with the peers; values are "
         "median [min–max]; ratio = archipelago / peer on medians, inverted for times and "
         "latencies, so **ratio > 1 means archipelago is better, < 1 means it is behind**.",
-        "",
-        "| benchmark | metric | archipelago path | archipelago | peer | peer value | ratio "
-        "| goal | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = ["| benchmark | metric | archipelago path | archipelago | peer | peer value | ratio "
+              "| goal | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     behind: dict[tuple[str, str, str], list[str]] = {}
     cpu: dict[str, list[Metric]] = {}
     failed: list[str] = []
     for name, b in results.get("benchmarks", {}).items():
+        lines += ["", f"## {name} ({b.get('status')}, {b.get('seconds', 0):.0f} s)", "", *header]
         if b.get("status") != "ok":
             failed.append(f"- **{name}**: {b.get('status')} after {b.get('seconds', 0):.0f} s: "
                           f"{b.get('error', '').strip()[:300]}")
