@@ -7,9 +7,9 @@ READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZE
 by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
 result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
 resize, rename, remove, lock, unlock, missing, status, locate (entries for a client
-map cache, see mapgen.py). I/O ops need the volume to be
-open through this peer (any handle). Objects go to the blocker peers through a
-SpreadBlocker, which re-issues requests of a blocker peer that died.
+map cache, see mapgen.py). I/O ops need the volume to be open through this peer (any
+handle). Objects go to the blocker peers through a SpreadBlocker, which re-issues
+requests of a blocker peer that died.
 """
 
 from __future__ import annotations
@@ -30,14 +30,7 @@ import msgpack
 
 from archipelago.blocker.base import make_owner
 from archipelago.client.common import STALE
-from archipelago.errors import (
-    ArchipelagoError,
-    InvalidArgument,
-    Locked,
-    NotFound,
-    NotRunning,
-    NotSupported,
-)
+from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
 from archipelago.mapper import Mapper, Volume, VolumeInfo
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
@@ -56,6 +49,7 @@ from archipelago.service.common import (
 )
 from archipelago.service.fastread import FastReader, make_fast_reader
 from archipelago.service.mapgen import GenPage, slot_of
+from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
 
 log = logging.getLogger("archipelago.mapper-peer")
@@ -113,8 +107,7 @@ class MapperPeer(Peer):
                 req.reply(serviced=req.size)
                 return True
         elif op == Op.WRITE:
-            v = self.volumes.get(req.target)
-            data = req.data
+            v, data = self.volumes.get(req.target), req.data
             if v is not None and fast.write_from(v, data, req.offset, bool(req.flags & Flag.FUA)):
                 req.reply(serviced=len(data))
                 return True
@@ -132,26 +125,21 @@ class MapperPeer(Peer):
                 req.reply(serviced=req.size)
                 return
             req.reply(await v.read(req.offset, req.size))
-        elif op == Op.WRITE:
+        elif op in (Op.WRITE, Op.ZERO, Op.TRIM):
             v = self._vol(req.target)
-            if self.fast is None or not self.fast.write_from(v, req.data, req.offset, fua):
-                await v.write(req.offset, req.data, fua=fua)
-                self.bump(req.target)  # entries may have changed (copy-up, allocation)
-            req.reply(serviced=len(req.data))
+            try:  # the map may change (copy-up, allocation, zero entry): even if we fail
+                if op == Op.WRITE:
+                    await v.write(req.offset, req.data, fua=fua)
+                    req.reply(serviced=len(req.data))
+                else:
+                    await v.zero(req.offset, req.size, fua=fua)  # trim = zero here
+            finally:
+                self.bump(req.target)
         elif op == Op.FLUSH:
             v = self._vol(req.target)
             if self.fast is not None:
                 await self.fast.flush()
             await v.flush()
-        elif op == Op.ZERO:
-            await self._vol(req.target).zero(req.offset, req.size, fua=fua)
-            self.bump(req.target)
-        elif op == Op.TRIM:
-            v = self._vol(req.target)
-            await v.trim(req.offset, req.size)
-            self.bump(req.target)
-            if fua:
-                await v.flush()
         elif op == Op.EXTENTS:
             exts = await self._vol(req.target).extents(req.offset, req.size)
             req.reply(msgpack.packb([[e.offset, e.length, e.zero] for e in exts]))
@@ -276,6 +264,8 @@ class MapperPeer(Peer):
         """Entries for a client's map cache, with the generation they are valid for."""
         v = self._vol(name)
         if self.fast is None or self.gens is None:
+            from archipelago.errors import NotSupported
+
             raise NotSupported("no client-side map cache on this blocker")
         last = min(first + max(1, min(count, 1024)), v.header.nblocks)
         if not 0 <= first < last:
@@ -333,35 +323,6 @@ class MapperPeer(Peer):
         self.handles.clear()
         self.volumes.clear()
         self.stop()
-
-
-async def break_stale_locks(mapper: Mapper) -> int:
-    """Break volume locks whose owner is a dead process on this host; returns the count."""
-    n = 0
-    for vi in await mapper.list():
-        if vi.readonly:
-            continue
-        info = await mapper.info(vi.name)
-        if info.lock_owner and info.lock_stale:
-            await mapper.unlock(vi.name, force=True)
-            log.warning("broke stale lock of volume %r held by %s (dead process on this host)",
-                        vi.name, info.lock_owner)
-            n += 1
-    return n
-
-
-async def wait_blockers(client: AsyncClient, ports: list[int], timeout: float = 30.0) -> None:
-    """Wait until every blocker peer answers a PING."""
-    deadline = time.monotonic() + timeout
-    for p in ports:
-        while True:
-            try:
-                await client.ping(p, timeout=1.0)
-                break
-            except ArchipelagoError:
-                if time.monotonic() > deadline:
-                    raise NotRunning(f"blocker peer on port {p} did not come up") from None
-                await asyncio.sleep(0.05)
 
 
 async def serve(args: Any) -> int:
