@@ -164,6 +164,21 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
                                     "backend=peer"],
                d / "d.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
                after=[archip + ["stop"]]),
+        # Levers off, one at a time: nbdkit's map cache (peer_cache.py), then also the
+        # mapper peer's own fast path (service/fastread.py: every block via a blocker peer).
+        Target("archipelago-peer-nocache",
+               ["env", "ARCHIPELAGO_NBD_PEER_CACHE=0", "nbdkit", "-f", "-t", t, "-U",
+                str(d / "c.sock"), "python", str(PLUGIN_PATH), f"dir={peer}",
+                f"venv={sys.prefix}", "backend=peer"],
+               d / "c.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
+               after=[archip + ["stop"]]),
+        Target("archipelago-peer-nofast",
+               ["env", "ARCHIPELAGO_NBD_PEER_CACHE=0", "nbdkit", "-f", "-t", t, "-U",
+                str(d / "s.sock"), "python", str(PLUGIN_PATH), f"dir={peer}",
+                f"venv={sys.prefix}", "backend=peer"],
+               d / "s.sock", export="bench",
+               before=[["env", "ARCHIPELAGO_NO_FAST_READ=1", *archip, "start", "--no-nbd"]],
+               after=[archip + ["stop"]]),
     ]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,11 @@ from archipelago.hashing import is_zero
 from archipelago.service.mapgen import GenPage, WriterLocks, slot_of
 
 #: Entries asked for per locate (read-ahead around a miss); the mapper caps it at 1024.
-LOCATE = 512
+LOCATE = 128
+#: Seconds between refills of a volume whose generation keeps moving (blocks being
+#: allocated or copied up: each mapper write bumps it). Meanwhile requests go to the
+#: mapper -- always correct -- instead of paying a locate round trip each.
+REFILL_GAP = 0.05
 _ZEROS = bytes(4 * 1024 * 1024)
 
 
@@ -48,6 +53,7 @@ class VolCache:
     block_size: int
     state: tuple[int, dict[int, tuple[str, bool]]] = (-1, {})
     lock: threading.Lock = field(default_factory=threading.Lock)
+    filled_at: float = -1e9  # monotonic time of the last refill after a change
 
 
 class PeerCache:
@@ -102,7 +108,14 @@ class PeerCache:
             g, entries = vc.state
             if g == gen and all(i in entries for i in range(first, last + 1)):
                 break
-            if attempt or not self._fill(vc, first, last - first + 1):
+            if attempt:
+                return None
+            if g != gen and g >= 0:  # changed since: refill, unless it keeps changing
+                now = time.monotonic()
+                if now - vc.filled_at < REFILL_GAP:
+                    return None
+                vc.filled_at = now
+            if not self._fill(vc, first, last - first + 1):
                 return None
             page = self.page
         else:  # pragma: no cover - the loop always breaks or returns
