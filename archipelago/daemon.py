@@ -45,8 +45,10 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
 
     backend=peer: every connection goes through the daemon's mapper peer, which holds
     the volume's lock, so `archip volume snapshot` (and every other volume op) works on
-    an exported, connected volume; its fast path (service/fastread.py) keeps 4 KiB I/O
-    on par with the in-process direct backend.
+    an exported, connected volume. Speed comes from nbdkit's map cache (nbd/peer_cache.py:
+    known blocks of the file blocker read/written in place, kept coherent by the mapper's
+    generation page, service/mapgen.py) and the mapper's own fast path (fastread.py): 4 KiB
+    random I/O measured at or above backend=direct (benchmarks/nbd.py).
     """
     if shutil.which("nbdkit") is None:
         return None
