@@ -118,9 +118,9 @@ def test_snapshot_of_a_connected_volume(exported: tuple[Daemon, nbd.NBD]) -> Non
 
 
 def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
-    """A writer keeps stamping slots over NBD while the snapshot is taken: the snapshot
-    holds every write acknowledged before it started, none started after it returned,
-    and does not change afterwards."""
+    """Writers on three connections keep stamping slots while the snapshot is taken: the
+    snapshot holds every write acknowledged before it started, none started after it
+    returned, and does not change afterwards."""
     d, h = exported
     nslots = SIZE // SLOT
     slots = list(range(0, nslots, 7))  # spread over many map blocks, two slots in some
@@ -130,21 +130,24 @@ def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
     started = dict.fromkeys(slots, 1)  # slot -> last sequence sent
     stop = threading.Event()
     errors: list[BaseException] = []
+    handles = [h] + [connect(d.data_dir / "nbd.sock", "vm") for _ in range(2)]
 
-    def writer() -> None:
+    def writer(conn: nbd.NBD, mine: list[int]) -> None:
         seq = 1
         try:
             while not stop.is_set():
                 seq += 1
-                for s in slots:
+                for s in mine:
                     started[s] = seq
-                    h.pwrite(stamp(seq, s), s * SLOT)
+                    conn.pwrite(stamp(seq, s), s * SLOT)
                     acked[s] = seq
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             errors.append(e)
 
-    t = threading.Thread(target=writer, daemon=True)
-    t.start()
+    threads = [threading.Thread(target=writer, args=(c, slots[k::3]), daemon=True)
+               for k, c in enumerate(handles)]
+    for t in threads:
+        t.start()
     try:
         time.sleep(0.3)
         before = dict(acked)
@@ -153,8 +156,11 @@ def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
         time.sleep(0.3)
     finally:
         stop.set()
-        t.join(30)
-    assert not t.is_alive() and not errors, errors
+        for t in threads:
+            t.join(30)
+        for c in handles[1:]:
+            c.shutdown()
+    assert not any(t.is_alive() for t in threads) and not errors, errors
     snap = read_volume(d.data_dir, "live")
     for s in slots:
         got = seq_of(snap[s * SLOT : (s + 1) * SLOT], s)
