@@ -54,6 +54,7 @@ class VolCache:
     state: tuple[int, dict[int, tuple[str, bool]]] = (-1, {})
     lock: threading.Lock = field(default_factory=threading.Lock)
     filled_at: float = -1e9  # monotonic time of the last refill after a change
+    failed: bool = False  # the last locate failed (e.g. the mapper restarting)
 
 
 class PeerCache:
@@ -110,12 +111,14 @@ class PeerCache:
                 break
             if attempt:
                 return None
-            if g != gen and g >= 0:  # changed since: refill, unless it keeps changing
+            # changed since (or the last locate failed): refill, unless that keeps happening
+            if (g != gen and g >= 0) or vc.failed:
                 now = time.monotonic()
                 if now - vc.filled_at < REFILL_GAP:
                     return None
                 vc.filled_at = now
-            if not self._fill(vc, first, last - first + 1):
+            vc.failed = not self._fill(vc, first, last - first + 1)
+            if vc.failed:
                 return None
             page = self.page
         else:  # pragma: no cover - the loop always breaks or returns
