@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from archipelago.blocker.base import pid_alive
 from archipelago.errors import Busy, ConfigError, InvalidArgument, NotRunning
 from archipelago.instance import Instance
 from archipelago.nbd import PLUGIN_PATH
@@ -132,23 +133,13 @@ def _supervise(cmd: list[str], sock: Path | None) -> int:
             sock.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _running_pid(inst: Instance) -> int | None:
     """Pid of the `nbd serve` supervisor of this instance, if alive."""
     try:
         pid = int(inst.nbd_pid.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _background(inst: Instance, args: argparse.Namespace, sock: Path | None,
@@ -218,7 +209,7 @@ def _stop(args: argparse.Namespace) -> int:
         raise NotRunning("no nbdkit is running for this instance")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE + 10
-    while _pid_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             break

@@ -74,11 +74,12 @@ def parse_owner(owner: str) -> LockInfo:
         pid = -1
     stale = False
     if host == socket.gethostname() and pid > 0:
-        stale = not _pid_alive(pid)
+        stale = not pid_alive(pid)
     return LockInfo(owner=owner, host=host, pid=pid, stale=stale)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host (a pid we may not signal is alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

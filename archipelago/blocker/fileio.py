@@ -6,18 +6,9 @@ import contextlib
 import errno
 import os
 
+from archipelago.blocker.base import pid_alive
+
 _COPY_CHUNK = 8 * 1024 * 1024
-
-
-def pid_alive(pid: int) -> bool:
-    """True if process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sync_dir(d: str) -> None:

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from archipelago.blocker.base import pid_alive
 from archipelago.errors import ArchipelagoError, NotFound
 from archipelago.nbd.backend import Backend, VolumeSummary
 
@@ -33,16 +34,6 @@ SCRATCH_PREFIX = "nbd-scratch."
 def _host_tag() -> str:
     # Volume names allow few characters: a short digest names this host.
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def errno_of(exc: BaseException) -> int:
@@ -111,7 +102,7 @@ class ExportTable:
             if not v.name.startswith(mine):
                 continue
             pid = v.name[len(mine):].split(".")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 dead.append(v.name)
         self._remove_all(sorted(dead, key=lambda n: n.endswith(".origin")))
 
