@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from fractions import Fraction
 
 from archipelago.client import Client
 from archipelago.errors import InvalidArgument
@@ -19,9 +20,12 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*", str(text).upper())
     if not m:
         raise InvalidArgument(f"bad size {text!r} (examples: 4096, 64K, 10G)")
-    n = float(m.group(1)) * _UNITS[m.group(2)]
-    if n != int(n):
+    # Fraction, not float: exact for any digits, so 9007199254740993 stays itself.
+    n = Fraction(m.group(1)) * _UNITS[m.group(2)]
+    if n.denominator != 1:
         raise InvalidArgument(f"size {text!r} is not a whole number of bytes")
+    if n >= 1 << 63:
+        raise InvalidArgument(f"size {text!r} is too large")
     return int(n)
 
 

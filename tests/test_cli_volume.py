@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from daemon_helpers import Daemon, start_daemon
 
+from archipelago.errors import InvalidArgument
+from control.volume_fmt import parse_size
+
 pytestmark = pytest.mark.timeout(120)
 
 INFO_KEYS = {"name", "size", "block_size", "epoch", "readonly", "parent", "created", "kind",
@@ -51,6 +54,20 @@ def test_errors_are_one_line_with_stable_codes(daemon: Daemon) -> None:
     assert r.rc == 2 and r.err.startswith("archip: error:")
     r = daemon.archip("volume", "create", "x", "--size", "ten")
     assert r.rc == 2 and "bad size" in r.err
+    for size in ("-1", "10Q", "99999999999999999999T"):
+        r = daemon.archip("volume", "create", "x", "--size", size)
+        assert r.rc == 2 and r.err.count("\n") == 1 and "internal" not in r.err, (size, r.err)
+    r = daemon.archip("volume", "create", "x", "--size", "1G", "--block-size", "3000")
+    assert r.rc == 2 and "power of two" in r.err
+
+
+def test_parse_size_is_exact_and_bounded() -> None:
+    assert parse_size("9007199254740993") == 9007199254740993
+    assert parse_size("1.5G") == 3 << 29
+    assert parse_size("64KiB") == 65536
+    for bad in ("-1", "10Q", "1.5", "99999999999999999999T", ""):
+        with pytest.raises(InvalidArgument):
+            parse_size(bad)
 
 
 def test_snapshot_clone_resize_rename_hash_remove(daemon: Daemon) -> None:
