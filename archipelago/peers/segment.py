@@ -124,14 +124,17 @@ class Segment:
     # -- layout facts
     @property
     def nr_ports(self) -> int:
+        """Number of ports (static and dynamic) in the segment."""
         return int(self.hdr.nr_ports)
 
     @property
     def nr_static(self) -> int:
+        """Number of static (server) ports; the rest are dynamic client ports."""
         return int(self.hdr.nr_static)
 
     @property
     def nr_desc(self) -> int:
+        """Number of request descriptors in the pool."""
         return int(self.hdr.nr_desc)
 
     @property
