@@ -22,20 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from archipelago.blocker.base import (
-    Blocker,
-    LockInfo,
-    check_name,
-    check_range,
-    parse_owner,
-)
-from archipelago.blocker.fileio import (
-    copy_range,
-    pwrite_all,
-    read_zero_filled,
-    sweep_dead_temps,
-    sync_dir,
-)
+from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range, parse_owner
+from archipelago.blocker.fileio import copy_range, pwrite_all, read_zero_filled, sweep_dead_temps, sync_dir
 from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
 from archipelago.hashing import ZERO_HASH
 
