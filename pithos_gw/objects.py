@@ -163,6 +163,11 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     """PUT data (streamed), a hashmap, or a copy/move (X-Copy-From, X-Move-From)."""
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
+    if request.query.get("multipart-manifest") == "put":
+        # Without this the SLO manifest (JSON) would be stored as the object's content and
+        # `swift upload --use-slo` would "succeed" with the wrong bytes.
+        fail(501, "static large objects are not supported: upload segments as a dynamic "
+                  "large object (swift upload -S SIZE, without --use-slo)")
     if "hashmap" in request.query:
         return await hashmaps.put_hashmap(request, t)
     for hdr, move in (("X-Copy-From", False), ("X-Move-From", True)):

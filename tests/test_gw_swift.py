@@ -329,3 +329,18 @@ def test_unicode_names(alice: Connection) -> None:
     assert alice.get_object("καλάθι", "αντίγραφο")[1] == b"euro"
     _, conts = alice.get_account()
     assert [c["name"] for c in conts] == ["καλάθι"]
+
+
+def test_static_large_object_manifest_is_refused(alice: Connection) -> None:
+    """No SLO support: the manifest PUT fails clearly (501) instead of storing the JSON
+    manifest as the object's content, which `swift upload --use-slo` would then report
+    as a successful upload."""
+    alice.put_container("c")
+    manifest = b'[{"path": "/c/part", "etag": null, "size_bytes": null}]'
+    with pytest.raises(ClientException) as ei:
+        alice.put_object("c", "slo", manifest, query_string="multipart-manifest=put")
+    assert ei.value.http_status == 501
+    assert b"dynamic large object" in (ei.value.http_response_content or b"")
+    with pytest.raises(ClientException) as ei:
+        alice.head_object("c", "slo")
+    assert ei.value.http_status == 404
