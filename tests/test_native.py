@@ -98,3 +98,15 @@ def test_opt_out_is_explicit() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == NativeUnavailable.__name__
+
+
+def test_missing_compiler_names_the_package() -> None:
+    # run_name != "__main__": only the toolchain check and cdef run, nothing is compiled.
+    build = os.path.join(os.path.dirname(__file__), "..", "native", "build_native.py")
+    code = f"import runpy; runpy.run_path({build!r}, run_name='probe')"
+    env = dict(os.environ, CC="/nonexistent/archip-cc")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert "no C compiler" in out.stderr and "apt-get install build-essential" in out.stderr
+    assert "Traceback" not in out.stderr
