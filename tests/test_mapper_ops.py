@@ -74,6 +74,31 @@ async def test_snapshot_waits_for_inflight_writes(gb: GatedBlocker) -> None:
     await m.close()
 
 
+@pytest.mark.parametrize("op", ["resize", "remove"])
+async def test_resize_and_remove_wait_for_inflight_writes(gb: GatedBlocker, op: str) -> None:
+    m = Mapper(gb, "h:1:a")
+    await m.create("v", 2 * BS, BS)
+    v = await m.open("v")
+    await v.write(0, b"x" * BS)
+    gb.arm("write")
+    w = asyncio.create_task(v.write(5, b"late"))
+    await asyncio.wait_for(gb.reached.wait(), 10)
+    other = asyncio.create_task(m.resize("v", BS) if op == "resize" else m.remove("v"))
+    await asyncio.sleep(0.05)
+    assert not other.done()  # held off by the write in flight
+    gb.release.set()
+    await w  # the write that was in flight completes normally
+    await other
+    if op == "resize":
+        assert (await m.info("v")).size == BS
+        assert await v.read(0, 10) == b"xxxxxlatex"
+    else:
+        with pytest.raises(NotFound):
+            await m.info("v")
+        assert await missing_objects(m) == []
+    await m.close()
+
+
 async def test_clone_of_snapshot_removed_by_another_host(
     gb: GatedBlocker, make_blocker: Callable[..., Blocker]
 ) -> None:
