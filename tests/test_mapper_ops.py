@@ -13,7 +13,7 @@ from archipelago.blocker.base import Blocker
 from archipelago.errors import Busy, InvalidArgument, NotFound
 from archipelago.hashing import ZERO_HASH, object_hash
 from archipelago.mapper import Extent, Mapper
-from archipelago.mapper.format import CHUNK_SIZE, encode_header, header_name
+from archipelago.mapper.format import CHUNK_SIZE, ENTRIES_PER_CHUNK, chunk_name, encode_header, header_name
 from archipelago.mapper.mapper import tombstone
 
 pytestmark = pytest.mark.timeout(60)
@@ -293,4 +293,30 @@ async def test_locks_and_shared_opens(gb: GatedBlocker, make_blocker: Callable[.
     await m.lock("v")
     await other.unlock("v", force=True)
     assert (await m.info("v")).lock_owner is None
+    await m.close()
+
+
+async def test_one_entry_update_rewrites_one_chunk_and_zero_block_is_a_zero_entry(
+        gb: GatedBlocker) -> None:
+    m = Mapper(gb, "h:1:a")
+    per = ENTRIES_PER_CHUNK
+    await m.create("v", 3 * per * BS, BS)
+    v = await m.open("v")
+    for blk in (0, per, 2 * per):  # one stored chunk each
+        await v.write(blk * BS, b"d" * 7, fua=True)
+
+    async def chunks() -> dict[str, bytes]:
+        return {n: bytes(await gb.read(n, 0, CHUNK_SIZE)) for n in await gb.list("map@")}
+
+    before = await chunks()
+    assert len(before) == 3
+    await v.write((per + 1) * BS + 9, b"e", fua=True)  # a new entry in chunk 1
+    after = await chunks()
+    assert [n for n in after if after[n] != before.get(n)] == [chunk_name(v.header.uid, 1)]
+    await v.write(per * BS, bytes(BS), fua=True)  # all-zero whole block: a zero entry
+    again = await chunks()
+    assert [n for n in again if again[n] != after[n]] == [chunk_name(v.header.uid, 1)]
+    assert await v.extents(per * BS, 2 * BS) == [Extent(per * BS, BS, True),
+                                                 Extent((per + 1) * BS, BS, False)]
+    assert await v.read(per * BS, BS) == bytes(BS)
     await m.close()
