@@ -119,9 +119,12 @@ class Progress:
                          f"{human(rate)}/s {extra}\x1b[K")
         sys.stderr.flush()
 
-    def finish(self) -> None:
-        """End the bar's line."""
+    def finish(self, done: int | None = None, extra: str = "") -> None:
+        """Draw the final state (holes count as done: they are skipped, not read) and end the line."""
         if self.enabled:
+            if done is not None:
+                self._last = float("-inf")  # always drawn, even right after a redraw
+                self.update(done, extra)
             sys.stderr.write("\n")
 
 
@@ -239,7 +242,7 @@ def _import(a: argparse.Namespace) -> int:
         bar = Progress(total, "importing", not a.no_progress)
         st = import_file(c, a.file, a.volume, a.threads, lambda s: bar.update(
             s.bytes_done, f"{s.new_blocks} new / {s.data_blocks} data blocks"))
-        bar.finish()
+        bar.finish(st.bytes, f"{st.new_blocks} new / {st.data_blocks} data blocks")
     if wants_json(a):
         print_json(st.to_dict())
     else:
@@ -251,7 +254,7 @@ def _export(a: argparse.Namespace) -> int:
     with connect(a) as c:
         bar = Progress(c.info(a.volume).size, "exporting", not a.no_progress)
         st = export_volume(c, a.volume, a.file, a.threads, lambda s: bar.update(s.bytes_done))
-        bar.finish()
+        bar.finish(st.bytes)
     if wants_json(a):
         print_json(st.to_dict())
     else:

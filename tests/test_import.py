@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import BS, Daemon, MiB, content_objects, make_image, sha256, start_daemon
+from daemon_helpers import (
+    ARCHIP,
+    BS,
+    ROOT,
+    Daemon,
+    MiB,
+    content_objects,
+    make_image,
+    sha256,
+    start_daemon,
+)
 
 from archipelago.client import Client
 
@@ -122,3 +133,47 @@ def test_import_from_a_block_device(daemon: Daemon, tmp_path: Path) -> None:
         assert sha256(out) == sha256(backing)
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def _on_a_terminal(daemon: Daemon, *args: str) -> tuple[int, str]:
+    """Run archip with stderr on a pty (the progress bar shows only on a terminal)."""
+    master, slave = os.openpty()
+    try:
+        p = subprocess.run([*ARCHIP, "--data-dir", str(daemon.data_dir), *daemon_overrides(daemon),
+                            *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=slave, timeout=90, cwd=ROOT)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 65536)
+            except OSError:  # EIO: the writer side is closed and drained
+                break
+            if not b:
+                break
+            chunks.append(b)
+        return p.returncode, b"".join(chunks).decode()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def daemon_overrides(daemon: Daemon) -> list[str]:
+    """The daemon's -o overrides as CLI arguments."""
+    return [a for o in daemon.overrides for a in ("-o", o)]
+
+
+def test_progress_bar_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
+    img = make_image(tmp_path / "p.raw", 8 * BS, seed=5, data_blocks=[2, 6])
+    rc, err = _on_a_terminal(daemon, "import", str(img), "prog")
+    assert rc == 0, err
+    assert "\rimporting [" in err and "/s" in err
+    assert "100.0%" in err  # holes count as done: the bar ends full on a sparse image
+    assert "dedup ratio 1.00" in err and "Traceback" not in err
+    rc, err = _on_a_terminal(daemon, "export", "prog", str(tmp_path / "p.out"))
+    assert rc == 0 and "\rexporting [" in err and "100.0%" in err, err
+    assert sha256(tmp_path / "p.out") == sha256(img)
+    rc, err = _on_a_terminal(daemon, "import", "--no-progress", str(img), "prog2")
+    assert rc == 0 and "\r" not in err.replace("\r\n", "\n") and "nothing new stored" in err
