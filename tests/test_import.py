@@ -171,7 +171,7 @@ def test_progress_bar_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     assert rc == 0, err
     assert "\rimporting [" in err and "/s" in err
     assert "100.0%" in err  # holes count as done: the bar ends full on a sparse image
-    assert "dedup ratio 1.00" in err and "Traceback" not in err
+    assert "dedup ratio" in err and "Traceback" not in err
     rc, err = _on_a_terminal(daemon, "export", "prog", str(tmp_path / "p.out"))
     assert rc == 0 and "\rexporting [" in err and "100.0%" in err, err
     assert sha256(tmp_path / "p.out") == sha256(img)
