@@ -48,6 +48,7 @@ from archipelago.service.common import (
     setup_logging,
 )
 from archipelago.service.fastread import FastReader, make_fast_reader
+from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
@@ -119,16 +120,12 @@ class MapperPeer(Peer):
             raise NotRunning("the daemon is stopping")
         op, fua = req.op, bool(req.flags & Flag.FUA)
         if op == Op.READ:
-            v = self._vol(req.target)
-            if self.fast is not None and self.fast.read_into(
-                    v, req.reply_buffer(req.size), req.offset):
-                req.reply(serviced=req.size)
-                return
-            req.reply(await v.read(req.offset, req.size))
+            await serve_read(self.fast, self._vol(req.target), self.spread, req)
         elif op in (Op.WRITE, Op.ZERO, Op.TRIM):
             v = self._vol(req.target)
             try:  # the map may change (copy-up, allocation, zero entry): even if we fail
                 if op == Op.WRITE:
+                    CURRENT.set(req)  # our task's context: the blockers borrow req's buffer
                     await v.write(req.offset, req.data, fua=fua)
                     req.reply(serviced=len(req.data))
                 else:

@@ -19,7 +19,10 @@ from archipelago.blocker.base import Blocker, LockInfo
 from archipelago.client.common import block_placement
 from archipelago.errors import NotFound, PeerDied
 from archipelago.peers.client import AsyncClient
+from archipelago.peers.ops import Flag, Op
 from archipelago.peers.remote import RemoteBlocker
+from archipelago.peers.request import Request
+from archipelago.service.forward import borrowable, call_shared
 
 log = logging.getLogger("archipelago.mapper-peer")
 T = TypeVar("T")
@@ -70,12 +73,28 @@ class SpreadBlocker(Blocker):
 
     async def write(self, name: str, offset: int, data: bytes | memoryview,
                     fua: bool = False) -> None:
-        """Write through the peer owning ``name``."""
+        """Write through the peer owning ``name`` (borrowing the client's buffer if it can)."""
+        req = borrowable(data)
+        if req is not None and len(data) <= self.remotes[0].step:
+            flags = Flag.FUA if fua else 0
+            (await self._do(name, lambda r: call_shared(
+                r, Op.WRITE, name, offset, len(data), flags, req))).release()
+            return
         await self._do(name, lambda r: r.write(name, offset, data, fua))
 
     async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
-        """Atomic put through the peer owning ``name``."""
+        """Atomic put through the peer owning ``name`` (borrowing like :meth:`write`)."""
+        req = borrowable(data)
+        if req is not None and len(data) <= self.remotes[0].step:
+            flags, n = (Flag.FUA if fua else 0), len(data)
+            (await self._do(name, lambda r: call_shared(
+                r, Op.CREATE, name, 0, n, flags, req, arg=n))).release()
+            return
         await self._do(name, lambda r: r.put(name, data, fua))
+
+    async def read_shared(self, name: str, offset: int, size: int, req: Request) -> Any:
+        """Read into ``req``'s buffer (forward.read_forward); returns the Reply to release."""
+        return await self._do(name, lambda r: call_shared(r, Op.READ, name, offset, size, 0, req))
 
     async def copy(self, src: str, dst: str, fua: bool = False) -> None:
         """Server-side copy (any peer can do it: the store is shared)."""
