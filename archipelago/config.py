@@ -83,6 +83,9 @@ class NbdConfig:
     socket: str = field(default="", metadata=doc("NBD unix socket (empty: DATA_DIR/nbd.sock)"))
     default_export: str = field(default="", metadata=doc("volume served to clients naming none"))
     threads: int = field(default=16, metadata=doc("nbdkit worker threads"))
+    cfilter: bool = field(default=True, metadata=doc(
+        "put the C filter archip-fast (pread/pwrite of cached blocks without Python) in "
+        "front of the plugin when it is built (scripts/install.sh)"))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archipelago.nbd import PLUGIN_PATH
+from archipelago.nbd.cfilter import so_path as cfilter_so
 from archipelago.nbd.config import parse_size
 
 MiB = 1 << 20
@@ -164,6 +165,14 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
                                     "backend=peer"],
                d / "d.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
                after=[archip + ["stop"]]),
+        # The peer backend with the C filter archip-fast in front of the plugin
+        # (native/nbdkit_filter_archip.c: cached blocks read/written without Python).
+        *([Target("archipelago-peer-cfilter",
+                  ["nbdkit", "-f", "-t", t, "-U", str(d / "k.sock"), f"--filter={cf}",
+                   "python", str(PLUGIN_PATH), f"dir={peer}", f"venv={sys.prefix}",
+                   "backend=peer"],
+                  d / "k.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
+                  after=[archip + ["stop"]])] if (cf := cfilter_so()) else []),
         # Levers off, one at a time: nbdkit's map cache (peer_cache.py), then also the
         # mapper peer's own fast path (service/fastread.py: every block via a blocker peer).
         Target("archipelago-peer-nocache",

@@ -53,4 +53,7 @@ if [ "$need_pip" -eq 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+# The C nbdkit filter archip-fast (native/nbdkit_filter_archip.c -> native/build/archip-fast.so):
+# the daemon's nbdkit puts it in front of the Python plugin when it is built.
+.venv/bin/python -m archipelago.nbd.cfilter build >/dev/null
 echo "install.sh: ready ($(.venv/bin/archip --version))" >&2

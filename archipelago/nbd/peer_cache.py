@@ -68,6 +68,11 @@ class PeerCache:
         self._dirty: set[str] = set()
         self._mutex = threading.Lock()
         self.hits = self.fills = 0
+        # the C filter archip-fast, when nbdkit loaded it: it gets every entry we learn
+        # and serves single-block pread/pwrite of them without entering Python (cfilter.py)
+        from archipelago.nbd.cfilter import Publisher
+
+        self.publisher = Publisher.find()
 
     def volume(self, name: str, block_size: int) -> VolCache:
         """A cache for a newly opened volume."""
@@ -97,6 +102,9 @@ class PeerCache:
                 entries.update(new)  # dict updates are atomic for concurrent readers
             else:
                 vc.state = (gen, new)
+        if self.publisher is not None:
+            self.publisher.publish(d["page"], vc.name, vc.slot, vc.block_size, gen, start,
+                                   [(str(p), bool(o)) for p, o in d["entries"]])
         return True
 
     def _plan(self, vc: VolCache, offset: int, n: int,

@@ -1,0 +1,143 @@
+"""The C nbdkit filter archip-fast in front of the daemon's NBD plugin (backend=peer).
+
+The filter (native/nbdkit_filter_archip.c) serves single-block pread/pwrite of blocks
+the plugin's map cache published to it, without entering Python. These tests run the
+daemon's coherence cases with it on (snapshot while writing, copy-up after a snapshot,
+kill -9 of nbdkit), check that it really serves requests, and that zero/trim -- which
+always go to the mapper -- invalidate what it knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import test_fastpeer as fp
+from daemon_helpers import Daemon
+
+from archipelago.config import Config
+from archipelago.daemon import nbd_spec
+from archipelago.instance import Instance
+from archipelago.nbd import cfilter
+
+nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
+
+BLOCK, SIZE = fp.BLOCK, fp.SIZE
+
+
+@pytest.fixture(scope="module")
+def so() -> Path:
+    """The filter, built if needed (install.sh builds it too)."""
+    try:
+        return cfilter.build()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture()
+def exported(tmp_path: Path, so: Path) -> Iterator[tuple[Daemon, nbd.NBD]]:
+    """A started daemon whose nbdkit runs the filter, and a libnbd handle on 'vm'."""
+    d = Daemon(tmp_path, overrides=["nbd.cfilter=true"])
+    try:
+        d.archip("daemon", "start", check=True)
+        d.archip("volume", "create", "vm", "--size", str(SIZE), "--block-size", str(BLOCK),
+                 check=True)
+        h = fp.connect(tmp_path / "nbd.sock", "vm")
+        try:
+            yield d, h
+        finally:
+            with contextlib.suppress(nbd.Error):
+                h.shutdown()
+    finally:
+        d.stop()
+
+
+def filter_counts(d: Daemon, timeout: float = 10) -> tuple[int, int]:
+    """(reads, writes) the filter served, from the line the plugin logs at disconnect."""
+    log = d.data_dir / "log" / "archipelago.log"
+    deadline = time.monotonic() + timeout
+    pat = re.compile(r"archip-fast filter served (\d+) reads, (\d+) writes")
+    while not (m := pat.findall(log.read_text(errors="replace"))):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.05)
+    r, w = m[-1]
+    return int(r), int(w)
+
+
+def test_daemon_spec_uses_filter_unless_disabled(tmp_path: Path, so: Path) -> None:
+    inst = Instance(tmp_path)
+    cfg = Config()
+    spec = nbd_spec(inst, cfg)
+    assert spec is not None and f"--filter={so}" in spec.argv
+    assert spec.argv.index(f"--filter={so}") < spec.argv.index("python")
+    cfg.nbd.cfilter = False
+    spec = nbd_spec(inst, cfg)
+    assert spec is not None and not any(a.startswith("--filter") for a in spec.argv)
+
+
+def test_filter_serves_known_blocks(exported: tuple[Daemon, nbd.NBD]) -> None:
+    d, h = exported
+    h.pwrite(b"\x11" * BLOCK, 0)  # allocation: through the plugin and the mapper
+    for k in range(20):
+        h.pwrite(bytes([k + 1]) * 4096, 4096 * (k % 16))
+        assert h.pread(4096, 4096 * (k % 16)) == bytes([k + 1]) * 4096
+    assert h.pread(4096, 2 * BLOCK) == bytes(4096)  # a hole, unwritten
+    h.pwrite(b"\x22" * 1024, BLOCK - 512)  # across blocks: the plugin's
+    h.flush()
+    expect = bytearray(b"\x11" * BLOCK + bytes(BLOCK))
+    for k in range(20):
+        expect[4096 * (k % 16) : 4096 * (k % 16 + 1)] = bytes([k + 1]) * 4096
+    expect[BLOCK - 512 : BLOCK + 512] = b"\x22" * 1024
+    assert h.pread(2 * BLOCK, 0) == bytes(expect)
+    h.shutdown()
+    reads, writes = filter_counts(d)
+    assert reads >= 15 and writes >= 15, (reads, writes)
+    assert fp.read_volume(d.data_dir, "vm")[: 2 * BLOCK] == bytes(expect)
+
+
+def test_zero_and_trim_then_read(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """Zero and trim go to the mapper (zero entries, deleted objects): the filter must
+    not serve the old data of those blocks afterwards."""
+    d, h = exported
+    data = bytes(range(256)) * (4 * BLOCK // 256)
+    h.pwrite(data, 0)
+    for i in range(4):  # the filter learns every block
+        assert h.pread(4096, i * BLOCK) == data[i * BLOCK : i * BLOCK + 4096]
+    h.zero(BLOCK, BLOCK)  # a whole block: a zero entry
+    h.zero(4096, 2 * BLOCK + 4096)  # part of a block
+    h.trim(BLOCK, 3 * BLOCK)  # whole block trimmed
+    expect = bytearray(data)
+    expect[BLOCK : 2 * BLOCK] = bytes(BLOCK)
+    expect[2 * BLOCK + 4096 : 2 * BLOCK + 8192] = bytes(4096)
+    expect[3 * BLOCK : 4 * BLOCK] = bytes(BLOCK)
+    for i in range(4):
+        for off in (0, 4096, BLOCK - 4096):
+            o = i * BLOCK + off
+            assert h.pread(4096, o) == expect[o : o + 4096], o
+    # writes after the zero land in the right place (re-allocated through the mapper)
+    h.pwrite(b"\x33" * 4096, BLOCK + 8192)
+    h.pwrite(b"\x44" * 4096, BLOCK + 8192)  # then in place, if the filter learnt it
+    expect[BLOCK + 8192 : BLOCK + 12288] = b"\x44" * 4096
+    assert h.pread(4 * BLOCK, 0) == bytes(expect)
+    h.flush()
+    assert fp.read_volume(d.data_dir, "vm")[: 4 * BLOCK] == bytes(expect)
+
+
+def test_cow_after_snapshot(exported: tuple[Daemon, nbd.NBD]) -> None:
+    fp.test_snapshot_of_a_connected_volume(exported)
+
+
+def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
+    fp.test_snapshot_while_writing(exported)
+    d, h = exported
+    h.shutdown()
+    reads, writes = filter_counts(d)
+    assert writes > 0, (reads, writes)  # the concurrent writers did go through the filter
+
+
+def test_kill9_nbdkit_with_filter(exported: tuple[Daemon, nbd.NBD]) -> None:
+    fp.test_kill9_nbdkit_during_cached_writes(exported)
