@@ -126,4 +126,5 @@ echo "== archip volume list"
 $archip volume list
 echo "== archip daemon status"
 $archip daemon status
-echo "The daemon is still running (stop it with: $archip daemon stop)."
+# Name the instance: a shell without ARCHIPELAGO_DATA_DIR would stop the default one.
+echo "The daemon is still running (stop it with: $archip${ARCHIPELAGO_DATA_DIR:+ --data-dir $ARCHIPELAGO_DATA_DIR} daemon stop)."
