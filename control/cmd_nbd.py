@@ -59,8 +59,14 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     else:
         cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
     cmd += ["-f", "--exit-with-parent"]  # always under _supervise (restart on crash)
+    backend = choose_backend(inst, args)
+    if backend == "peer" and cfg.nbd.cfilter:
+        from archipelago.nbd.cfilter import so_path
+
+        if (so := so_path()) is not None:  # cached blocks served in C (nbd/cfilter.py)
+            cmd.append(f"--filter={so}")
     cmd += ["python", str(PLUGIN_PATH), f"dir={inst.data_dir}", f"venv={sys.prefix}",
-            f"backend={choose_backend(inst, args)}"]
+            f"backend={backend}"]
     default = args.default_export or cfg.nbd.default_export
     if default:
         cmd.append(f"default-export={default}")

@@ -158,7 +158,12 @@ EXPORT int archip_cf_publish(const char *name, uint32_t slot, uint64_t bs, uint6
     v->slot = slot;
     v->bs = bs;
     v->gen = UINT64_MAX;
-    pthread_rwlock_init(&v->lock, NULL);
+    /* readers hold it only to copy one entry; let a publish in under a read storm */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&v->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     v->next = vols;
     __atomic_store_n(&vols, v, __ATOMIC_RELEASE);
   }
@@ -166,6 +171,10 @@ EXPORT int archip_cf_publish(const char *name, uint32_t slot, uint64_t bs, uint6
 
   int r = 0;
   pthread_rwlock_wrlock(&v->lock);
+  /* generations only grow (the page is never truncated, a new mapper bumps every
+   * slot): an answer older than what we hold lost a race with a newer one */
+  if (v->gen != UINT64_MAX && gen < v->gen && v->bs == bs && v->slot == slot)
+    goto out;
   if (v->gen != gen || v->bs != bs || v->slot != slot) {
     clear_entries(v);
     v->gen = gen;
@@ -218,9 +227,12 @@ static int lookup(struct handle *h, uint64_t offset, uint32_t count, char *path,
 {
   if (slots == NULL || count == 0)
     return -1;
-  if (h->vol == NULL && (h->vol = find_vol(h->name)) == NULL)
-    return -1;
-  struct vol *v = h->vol;
+  struct vol *v = __atomic_load_n(&h->vol, __ATOMIC_ACQUIRE);
+  if (v == NULL) {
+    if ((v = find_vol(h->name)) == NULL)
+      return -1;
+    __atomic_store_n(&h->vol, v, __ATOMIC_RELEASE); /* the same value from any thread */
+  }
   int r = -1;
   pthread_rwlock_rdlock(&v->lock);
   uint64_t bs = v->bs, blk = offset / bs;
