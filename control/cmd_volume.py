@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from archipelago.client import Client
-from archipelago.errors import InvalidArgument
+from archipelago.errors import InvalidArgument, NotFound
 from archipelago.mapper.common import VolumeInfo
 from control.context import print_json, wants_json
 from control.volume_fmt import connect, human, info_table, info_text, parse_size
@@ -103,7 +103,16 @@ def _lock(a: argparse.Namespace) -> int:
 
 
 def _unlock(a: argparse.Namespace) -> int:
-    _run(a, lambda c: c.unlock(a.name, force=a.force))
+    def go(c: Client) -> None:
+        # Unlocking a name that is no volume is a typo; --force still clears a leftover lock.
+        try:
+            c.info(a.name)
+        except NotFound:
+            if not a.force:
+                raise
+        c.unlock(a.name, force=a.force)
+
+    _run(a, go)
     return _done(a, {"unlocked": a.name, "forced": a.force}, f"unlocked {a.name!r}")
 
 

@@ -110,6 +110,9 @@ def test_lock_unlock(daemon: Daemon) -> None:
     assert r.rc == 5
     daemon.archip("volume", "unlock", "lk", "--force", check=True)
     daemon.archip("volume", "remove", "lk", check=True)
+    r = daemon.archip("volume", "unlock", "lk")  # removed: a typo, not a silent success
+    assert r.rc == 3 and "not found" in r.err
+    daemon.archip("volume", "unlock", "lk", "--force", check=True)  # still clears leftovers
 
 
 def test_daemon_not_running_names_the_start_command(tmp_path: Path) -> None:
