@@ -121,6 +121,8 @@ class Instance:
         for d in (self.data_dir, self.run_dir, self.log_dir):
             try:
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except FileExistsError as e:  # mkdir(exist_ok) only raises this for a non-directory
+                raise ConfigError(f"cannot use {d}: it exists and is not a directory") from e
             except OSError as e:
                 raise ConfigError(f"cannot create {d}: {e.strerror}") from e
         return self

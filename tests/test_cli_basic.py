@@ -100,6 +100,8 @@ def test_data_dir_that_cannot_be_created(tmp_path: Path) -> None:
     r = archip("selftest", data_dir=blocker_file / "sub")
     assert r.returncode != 0
     assert r.stderr.startswith("archip: error:") and r.stderr.count("\n") == 1
+    r = archip("daemon", "start", data_dir=blocker_file)
+    assert r.returncode == 15 and "exists and is not a directory" in r.stderr, r.stderr
 
 
 def test_python_dash_m_control() -> None:
