@@ -74,12 +74,14 @@ class NbdServer:
         self.log = data_dir / "nbdkit.log"
         self.args = list(args)
         self.threads = threads
+        self.filters: list[str] = []  # nbdkit --filter= arguments (e.g. archip-fast.so)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         """The nbdkit command line."""
         return ["nbdkit", "-f", "--exit-with-parent", "-U", str(self.sock), "-t",
-                str(self.threads), "python", plugin_path(), f"dir={self.data_dir}",
+                str(self.threads), *(f"--filter={f}" for f in self.filters), "python",
+                plugin_path(), f"dir={self.data_dir}",
                 f"venv={sys.prefix}", *self.args]
 
     def start(self, timeout: float = 20.0) -> NbdServer:

@@ -33,7 +33,8 @@ ODD_SIZE = MiB + 4096 + 512  # not a multiple of the map block: exact size must 
 SNAP_DATA = bytes(random.Random(7).randbytes(BS + 1000))
 
 
-@pytest.fixture(scope="module", params=["fastpath=yes", "fastpath=no", "backend=peer"])
+@pytest.fixture(scope="module",
+                params=["fastpath=yes", "fastpath=no", "backend=peer", "backend=peer+cfilter"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[NbdServer]:
     """Every protocol test runs on both backends: direct (with and without the fast
@@ -44,10 +45,15 @@ def server(request: pytest.FixtureRequest,
     prepare(d, volumes=[(n, SIZE) for n in names] + [("odd", ODD_SIZE)],
             writes=[("ro-src", 1000, SNAP_DATA), ("scr", 0, b"S" * BS)],
             snapshots=[("ro-src", "ro-snap")])
-    peer = request.param == "backend=peer"
+    peer = request.param.startswith("backend=peer")
     if peer:
         daemon(d, "start", "--no-nbd")
-    srv = NbdServer(d, "default-export=vol", request.param).start()
+    srv = NbdServer(d, "default-export=vol", request.param.removesuffix("+cfilter"))
+    if request.param.endswith("+cfilter"):  # the C filter archip-fast in front (cfilter.py)
+        from archipelago.nbd.cfilter import build
+
+        srv.filters.append(str(build()))
+    srv.start()
     yield srv
     srv.stop()
     if peer:
