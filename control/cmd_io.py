@@ -186,6 +186,8 @@ def export_volume(client: Client, volume: str, path: str, threads: int = 2,
         st = Stats(volume, path, bytes=size, blocks=(size + BLOCK_SIZE - 1) // BLOCK_SIZE)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except IsADirectoryError:
+            raise InvalidArgument(f"cannot export to {path}: it is a directory") from None
         except OSError as e:
             raise from_errno(e.errno or 5, f"cannot open {path}: {e.strerror}") from None
         regular = stat.S_ISREG(os.fstat(fd).st_mode)
@@ -262,6 +264,17 @@ def _export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(text: str) -> int:
+    """argparse type for --threads: 1..256 (0 or a negative count is a typo, not 'one')."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..256, got {text!r}")
+    return n
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `archip import` and `archip export`."""
     threads = max(4, os.cpu_count() or 4)  # > cores: hashing overlaps blocker round trips
@@ -269,12 +282,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "as a new volume")
     s.add_argument("file")
     s.add_argument("volume")
-    s.add_argument("--threads", type=int, default=threads, help="hashing threads")
+    s.add_argument("--threads", type=_threads, default=threads, help="hashing threads")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_import)
     s = subparsers.add_parser("export", help="write a volume to a sparse raw file")
     s.add_argument("volume")
     s.add_argument("file")
-    s.add_argument("--threads", type=int, default=threads, help="reader threads")
+    s.add_argument("--threads", type=_threads, default=threads, help="reader threads")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_export)

@@ -177,3 +177,13 @@ def test_progress_bar_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     assert sha256(tmp_path / "p.out") == sha256(img)
     rc, err = _on_a_terminal(daemon, "import", "--no-progress", str(img), "prog2")
     assert rc == 0 and "\r" not in err.replace("\r\n", "\n") and "nothing new stored" in err
+
+
+def test_bad_targets_and_thread_counts(daemon: Daemon, image: Path, tmp_path: Path) -> None:
+    daemon.archip("import", str(image), "bad-args", check=True)
+    r = daemon.archip("export", "bad-args", str(tmp_path))
+    assert r.rc == 2 and "is a directory" in r.err and r.err.count("\n") == 1, r.err
+    for n in ("0", "-5", "x"):
+        r = daemon.archip("import", "--threads", n, str(image), "bad-threads")
+        assert r.rc == 2 and "--threads" in r.err, r.err
+    assert daemon.archip("volume", "info", "bad-threads").rc == 3  # nothing was created
