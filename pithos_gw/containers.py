@@ -177,7 +177,7 @@ async def _items(request: web.Request, t: Target, until: float | None,
         if keep is not None and not await keep(v):
             continue
         pairs.append((v.name, object_item(request, v)))
-    return apply_delimiter(pairs, prefix, delimiter, limit)
+    return apply_delimiter(pairs, prefix, delimiter, limit, q.get("marker") or None)
 
 
 async def listing(request: web.Request, t: Target, headers: dict[str, str],

@@ -50,7 +50,7 @@ def render(request: web.Request, root: str, root_name: str, item_tag: str,
 
 
 def apply_delimiter(names: list[tuple[str, dict[str, Any]]], prefix: str, delimiter: str | None,
-                    limit: int) -> list[dict[str, Any]]:
+                    limit: int, marker: str | None = None) -> list[dict[str, Any]]:
     """Fold names sharing a prefix up to ``delimiter`` into subdir entries; cut at ``limit``."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -62,7 +62,9 @@ def apply_delimiter(names: list[tuple[str, dict[str, Any]]], prefix: str, delimi
             if idx >= 0:
                 sub = name[: idx + len(delimiter)]
                 if sub != name:
-                    if sub not in seen:
+                    # A subdir not after the marker was on an earlier page: clients page
+                    # with the last entry (a subdir) as marker; repeating it loops them.
+                    if sub not in seen and (marker is None or sub > marker):
                         seen.add(sub)
                         out.append({"subdir": sub})
                     continue

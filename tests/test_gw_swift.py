@@ -344,3 +344,18 @@ def test_static_large_object_manifest_is_refused(alice: Connection) -> None:
     with pytest.raises(ClientException) as ei:
         alice.head_object("c", "slo")
     assert ei.value.http_status == 404
+
+
+@pytest.mark.timeout(30)
+def test_delimiter_listing_pages_past_a_subdir_marker(alice: Connection) -> None:
+    """swiftclient pages with the last entry as marker; a subdir must not come back
+    (`swift list C --prefix P -d /` looped forever printing the same subdir)."""
+    alice.put_container("d")
+    for name in ("a/1", "a/2", "b", "c/x/1", "c/y"):
+        alice.put_object("d", name, b"x")
+    _, items = alice.get_container("d", delimiter="/", full_listing=True)
+    assert [i.get("subdir") or i["name"] for i in items] == ["a/", "b", "c/"]
+    _, items = alice.get_container("d", delimiter="/", marker="a/")
+    assert [i.get("subdir") or i["name"] for i in items] == ["b", "c/"]
+    _, items = alice.get_container("d", prefix="c/", delimiter="/", full_listing=True)
+    assert [i.get("subdir") or i["name"] for i in items] == ["c/x/", "c/y"]
