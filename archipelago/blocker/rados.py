@@ -25,13 +25,15 @@ from archipelago.blocker.base import (
     check_range,
 )
 from archipelago.blocker.rados_aio import (
-    MAX_INFLIGHT_BYTES,
-    MAX_INFLIGHT_OPS,
     Budget,
+    client_conf,
+    compound_write,
     errno_of,
+    map_error,
     pool_is_full,
     settle,
 )
+from archipelago.blocker.rados_direct import DirectIO, direct_io, direct_read, direct_write, usable
 from archipelago.blocker.rados_locks import (
     LOCK_PREFIX,
     LockHandle,
@@ -42,11 +44,8 @@ from archipelago.errors import (
     ArchipelagoError,
     BackendUnavailable,
     ConfigError,
-    InvalidArgument,
     NoSpace,
     NotFound,
-    TimedOut,
-    from_errno,
 )
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
@@ -81,26 +80,12 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         self._locks: LockHandle | None = None
         self._open_lock = asyncio.Lock()
         self._budget: Budget | None = None
+        self._direct: DirectIO | None = None  # zero-copy data path (rados_direct)
 
     # -- connection -------------------------------------------------------------------
 
     def _conf(self) -> dict[str, str]:
-        t = str(max(1, round(self.timeout)))
-        conf = {
-            "rados_osd_op_timeout": t,
-            "rados_mon_op_timeout": t,
-            "client_mount_timeout": t,
-            # Ops older than objecter_timeout make the client fetch a new osdmap; it
-            # must be shorter than the op timeout, or a client whose OSD restarted on
-            # a new address times out forever against the old one.
-            "objecter_timeout": f"{max(0.5, min(10.0, self.timeout / 4)):g}",
-            "objecter_tick_interval": "1",
-            "objecter_inflight_op_bytes": str(2 * MAX_INFLIGHT_BYTES),
-            "objecter_inflight_ops": str(2 * MAX_INFLIGHT_OPS),
-        }
-        if self.keyring:
-            conf["keyring"] = self.keyring
-        return conf
+        return client_conf(self.timeout, self.keyring)
 
     def _where(self) -> str:
         return f"Ceph cluster ({self.conffile}, pool {self.pool!r})"
@@ -147,6 +132,8 @@ class RadosBlocker(RadosLocksMixin, Blocker):
             if self._io is None:
                 loop = asyncio.get_running_loop()
                 self._cluster, self._io = await loop.run_in_executor(None, self._connect_sync)
+                self._direct = direct_io(self._cluster, self._io, self._io.get_pool_id(),
+                                         self.namespace)
                 self._budget = Budget()
         return self._io
 
@@ -182,20 +169,7 @@ class RadosBlocker(RadosLocksMixin, Blocker):
 
     def _map(self, err: int, what: str) -> ArchipelagoError:
         """Turn a librados errno into the archipelago error class."""
-        # The cause comes first: the peers' wire format keeps only 95 bytes of a message,
-        # and object names are long (the daemon's client would lose "within Ns").
-        where = f"({what}; {self.conffile}, pool {self.pool!r})"
-        if err == errno.ETIMEDOUT:
-            return TimedOut(f"no answer from the Ceph cluster within {self.timeout:g}s {where}")
-        if err in (errno.EACCES, errno.EPERM):
-            return BackendUnavailable(f"permission denied by the Ceph cluster {where}")
-        if err in (errno.ENOSPC, errno.EDQUOT):
-            return NoSpace(f"the Ceph pool {self.pool!r} is full ({what})")
-        if err in (errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
-            return BackendUnavailable(f"the Ceph cluster is unreachable {where}")
-        if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
-            return InvalidArgument(f"{what}: too large for RADOS")
-        return from_errno(err, f"{what}: {errno.errorcode.get(err, err)} from the {self._where()}")
+        return map_error(err, what, self.conffile, self.pool, self.timeout, self._where())
 
     async def _write_error(self, err: int, what: str) -> ArchipelagoError:
         """Map a failed write; a timeout on a full cluster is NoSpace (full pools pause writes)."""
@@ -276,10 +250,31 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         check_range(offset, size)
         return await self._read(name, offset, size)
 
+    async def read_into(self, name: str, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` (e.g. a segment buffer) from ``offset``, zeros past the data."""
+        check_name(name)
+        check_range(offset, len(buf))
+        await self._ioctx()
+        if (mv := usable(self._direct, buf)) is None:
+            buf[:] = await self._read(name, offset, len(buf))
+            return
+        rv = await direct_read(self, name, offset, mv)
+        if rv == -errno.ENOENT:
+            rv = 0
+        elif rv < 0:
+            raise self._map(-rv, f"read {name}")
+        if rv < len(mv):
+            mv[rv:] = bytes(len(mv) - rv)
+
     async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         """Write at offset (RADOS acknowledges only committed writes: always durable)."""
         check_name(name)
         check_range(offset, len(data))
+        if (mv := usable(self._direct, data)) is not None:  # no Python copy of the data
+            rv = await direct_write(self, name, offset, mv)
+            if rv < 0:
+                raise await self._write_error(-rv, f"write {name}")
+            return
         buf = bytes(data)
         if not buf:
             # A 0-byte RADOS write at an offset would extend the object: only create it.
@@ -296,7 +291,10 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         """Replace the whole object with write_full (atomic in RADOS)."""
         check_name(name)
         check_range(0, len(data))
-        await self._write_full(name, bytes(data))
+        if (mv := usable(self._direct, data)) is None:
+            await self._write_full(name, bytes(data))
+        elif (rv := await direct_write(self, name, None, mv)) < 0:
+            raise await self._write_error(-rv, f"put {name}")
 
     async def _write_full(self, name: str, buf: bytes) -> None:
         rv, _ = await self._aio(
@@ -304,23 +302,7 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         if rv < 0:
             raise await self._write_error(-rv, f"put {name}")
 
-    @staticmethod
-    def _op(io: Any, cb: Callable[..., None], name: str, data: bytes | None,
-            create: bool = False, exclusive: bool = False) -> Any:
-        """Submit a compound write: optional (exclusive) create, optional write_full."""
-        import rados
-
-        op = io.create_write_op()
-        try:
-            if create:
-                op.new(rados.LIBRADOS_CREATE_EXCLUSIVE if exclusive
-                       else rados.LIBRADOS_CREATE_IDEMPOTENT)
-            if data is not None:
-                op.write_full(data)
-            return io.operate_aio_write_op(op, name, oncomplete=cb)
-        finally:
-            # librados moves the operation into the request at submission.
-            io.release_write_op(op)
+    _op = staticmethod(compound_write)
 
     async def _stat(self, name: str) -> int:
         rv, args = await self._aio(

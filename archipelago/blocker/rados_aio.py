@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+from collections.abc import Callable
 from typing import Any
+
+from archipelago.errors import (
+    ArchipelagoError,
+    BackendUnavailable,
+    InvalidArgument,
+    NoSpace,
+    TimedOut,
+    from_errno,
+)
 
 #: Our own in-flight limits stay below librados' objecter throttles (raised by the
 #: blocker's config), because a throttled aio_* call would block the event loop thread.
@@ -63,3 +73,60 @@ def pool_is_full(cluster: Any, pool: str) -> bool:
         return True
     return any("full" in p.get("flags_names", "").split(",")
                for p in dump.get("pools", []) if p.get("pool_name") == pool)
+
+
+def client_conf(timeout: float, keyring: str | None) -> dict[str, str]:
+    """librados settings for a blocker client with operation timeout ``timeout``."""
+    t = str(max(1, round(timeout)))
+    conf = {
+        "rados_osd_op_timeout": t,
+        "rados_mon_op_timeout": t,
+        "client_mount_timeout": t,
+        # Ops older than objecter_timeout make the client fetch a new osdmap; it
+        # must be shorter than the op timeout, or a client whose OSD restarted on
+        # a new address times out forever against the old one.
+        "objecter_timeout": f"{max(0.5, min(10.0, timeout / 4)):g}",
+        "objecter_tick_interval": "1",
+        "objecter_inflight_op_bytes": str(2 * MAX_INFLIGHT_BYTES),
+        "objecter_inflight_ops": str(2 * MAX_INFLIGHT_OPS),
+    }
+    if keyring:
+        conf["keyring"] = keyring
+    return conf
+
+
+def map_error(err: int, what: str, conffile: str, pool: str, timeout: float,
+              cluster: str) -> ArchipelagoError:
+    """Turn a librados errno into the archipelago error class."""
+    # The cause comes first: the peers' wire format keeps only 95 bytes of a message,
+    # and object names are long (the daemon's client would lose "within Ns").
+    where = f"({what}; {conffile}, pool {pool!r})"
+    if err == errno.ETIMEDOUT:
+        return TimedOut(f"no answer from the Ceph cluster within {timeout:g}s {where}")
+    if err in (errno.EACCES, errno.EPERM):
+        return BackendUnavailable(f"permission denied by the Ceph cluster {where}")
+    if err in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"the Ceph pool {pool!r} is full ({what})")
+    if err in (errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
+        return BackendUnavailable(f"the Ceph cluster is unreachable {where}")
+    if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
+        return InvalidArgument(f"{what}: too large for RADOS")
+    return from_errno(err, f"{what}: {errno.errorcode.get(err, err)} from the {cluster}")
+
+
+def compound_write(io: Any, cb: Callable[..., None], name: str, data: bytes | None,
+                   create: bool = False, exclusive: bool = False) -> Any:
+    """Submit a compound write: optional (exclusive) create, optional write_full."""
+    import rados
+
+    op = io.create_write_op()
+    try:
+        if create:
+            op.new(rados.LIBRADOS_CREATE_EXCLUSIVE if exclusive
+                   else rados.LIBRADOS_CREATE_IDEMPOTENT)
+        if data is not None:
+            op.write_full(data)
+        return io.operate_aio_write_op(op, name, oncomplete=cb)
+    finally:
+        # librados moves the operation into the request at submission.
+        io.release_write_op(op)

@@ -13,11 +13,27 @@ import sys
 
 from archipelago.blocker import open_blocker
 from archipelago.errors import ArchipelagoError
+from archipelago.peers.ops import Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.remote import BlockerPeer
+from archipelago.peers.request import Request
 from archipelago.service.common import child_args, die_with_parent, load, run_loop, setup_logging
 
 log = logging.getLogger("archipelago.blocker-peer")
+
+
+class DirectBlockerPeer(BlockerPeer):
+    """A BlockerPeer whose READs land straight in the request's segment buffer when the
+    blocker can fill a buffer (RadosBlocker.read_into): no bytes object, no copy."""
+
+    async def dispatch(self, req: Request) -> None:
+        """READ via ``read_into`` if the blocker has it; everything else as BlockerPeer."""
+        read_into = getattr(self.blocker, "read_into", None)
+        if req.op == Op.READ and read_into is not None and req.size:
+            await read_into(req.target, req.offset, req.reply_buffer(req.size))
+            req.reply(serviced=req.size)
+            return
+        await super().dispatch(req)
 
 
 async def serve(args: object) -> int:
@@ -26,7 +42,7 @@ async def serve(args: object) -> int:
     port: int = args.port  # type: ignore[attr-defined]
     link = PeerLink(str(inst.control_socket))
     blocker = open_blocker(cfg)
-    peer = BlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
+    peer = DirectBlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, peer.stop)
 
