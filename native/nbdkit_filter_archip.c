@@ -48,7 +48,12 @@
 struct entry {
   char *path; /* NULL: unknown; "": hole (reads as zeros) */
   int owned;
+  int fd1; /* cached descriptor + 1 (0: none); closed only under the write lock */
 };
+
+/* Descriptors kept open at most (beyond: one open per request). */
+#define MAX_CACHED_FDS 256
+static int n_cached;
 
 struct vol {
   struct vol *next;
@@ -130,11 +135,21 @@ static struct vol *find_vol(const char *name)
   return NULL;
 }
 
+static void drop_fd(struct entry *e)
+{
+  if (e->fd1 > 0) {
+    close(e->fd1 - 1);
+    e->fd1 = 0;
+    __atomic_sub_fetch(&n_cached, 1, __ATOMIC_RELAXED);
+  }
+}
+
 static void clear_entries(struct vol *v)
 {
   for (size_t i = 0; i < v->nents; i++) {
     free(v->ents[i].path);
     v->ents[i].path = NULL;
+    drop_fd(&v->ents[i]);
   }
 }
 
@@ -195,12 +210,28 @@ EXPORT int archip_cf_publish(const char *name, uint32_t slot, uint64_t bs, uint6
   for (uint32_t k = 0; k < n; k++) {
     struct entry *e = &v->ents[first + k];
     free(e->path);
+    drop_fd(e);
     e->path = strdup(paths[k]);
     e->owned = owned[k] != 0;
   }
 out:
   pthread_rwlock_unlock(&v->lock);
   return r;
+}
+
+/* Drop what is known of `name` (its last connection closed): cached descriptors
+ * would otherwise keep removed objects' space allocated. */
+EXPORT void archip_cf_forget(const char *name)
+{
+  pthread_mutex_lock(&vols_mu);
+  struct vol *v = find_vol(name);
+  pthread_mutex_unlock(&vols_mu);
+  if (v == NULL)
+    return;
+  pthread_rwlock_wrlock(&v->lock);
+  clear_entries(v);
+  v->gen = UINT64_MAX;
+  pthread_rwlock_unlock(&v->lock);
 }
 
 /* hits of reads, hits of writes, requests sent down to the plugin */
@@ -220,10 +251,13 @@ static uint64_t gen_of(uint32_t slot)
   return s[slot];
 }
 
-/* Copy the entry of the block holding [offset, offset+count) into path/owned;
- * 0 if it is known at the current generation *gen, else -1. */
-static int lookup(struct handle *h, uint64_t offset, uint32_t count, char *path,
-                  int *owned, uint64_t *gen, uint64_t *boff)
+/* The entry of the block holding [offset, offset+count), if it is known at the
+ * current generation (*gen): returns 0 with the volume's read lock held (the caller
+ * unlocks *vp after its I/O: cached descriptors are closed only under the write
+ * lock) and *fd = a descriptor of the object (-1: a hole), to be closed by the
+ * caller if *tmp; else -1, nothing held. */
+static int lookup(struct handle *h, uint64_t offset, uint32_t count, int *fd, int *tmp,
+                  int *owned, uint64_t *gen, uint64_t *boff, struct vol **vp)
 {
   if (slots == NULL || count == 0)
     return -1;
@@ -233,23 +267,56 @@ static int lookup(struct handle *h, uint64_t offset, uint32_t count, char *path,
       return -1;
     __atomic_store_n(&h->vol, v, __ATOMIC_RELEASE); /* the same value from any thread */
   }
-  int r = -1;
   pthread_rwlock_rdlock(&v->lock);
   uint64_t bs = v->bs, blk = offset / bs;
   *boff = offset % bs;
-  if (blk == (offset + count - 1) / bs && blk < v->nents && v->ents[blk].path != NULL) {
-    *gen = gen_of(v->slot);
-    if (*gen == v->gen) {
-      size_t len = strlen(v->ents[blk].path);
-      if (len < MAX_PATH) {
-        memcpy(path, v->ents[blk].path, len + 1);
-        *owned = v->ents[blk].owned;
-        r = 0;
-      }
-    }
+  if (blk != (offset + count - 1) / bs || blk >= v->nents || v->ents[blk].path == NULL)
+    goto miss;
+  *gen = gen_of(v->slot);
+  if (*gen != v->gen)
+    goto miss;
+  struct entry *e = &v->ents[blk];
+  *owned = e->owned;
+  *tmp = 0;
+  *fd = -1;
+  if (e->path[0] == '\0')
+    goto hit;
+  int fd1 = __atomic_load_n(&e->fd1, __ATOMIC_ACQUIRE);
+  if (fd1 > 0) {
+    *fd = fd1 - 1;
+    goto hit;
   }
+  int nfd = open(e->path, (e->owned ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (nfd < 0)
+    goto miss; /* zeroed or removed meanwhile */
+  if (__atomic_add_fetch(&n_cached, 1, __ATOMIC_RELAXED) > MAX_CACHED_FDS) {
+    __atomic_sub_fetch(&n_cached, 1, __ATOMIC_RELAXED);
+    *fd = nfd;
+    *tmp = 1;
+    goto hit;
+  }
+  int zero = 0;
+  if (__atomic_compare_exchange_n(&e->fd1, &zero, nfd + 1, 0, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE)) {
+    *fd = nfd;
+  } else { /* another thread cached one first */
+    close(nfd);
+    __atomic_sub_fetch(&n_cached, 1, __ATOMIC_RELAXED);
+    *fd = zero - 1;
+  }
+hit:
+  *vp = v;
+  return 0;
+miss:
   pthread_rwlock_unlock(&v->lock);
-  return r;
+  return -1;
+}
+
+static void done_with(struct vol *v, int fd, int tmp)
+{
+  pthread_rwlock_unlock(&v->lock);
+  if (tmp)
+    close(fd);
 }
 
 static int lock_slot(uint32_t slot)
@@ -344,35 +411,28 @@ static int miss(void)
 
 static int fast_pread(struct handle *h, char *buf, uint32_t count, uint64_t offset)
 {
-  char path[MAX_PATH];
-  int owned;
+  int fd, tmp, owned;
   uint64_t gen, o;
-  if (lookup(h, offset, count, path, &owned, &gen, &o) != 0)
+  struct vol *v;
+  if (lookup(h, offset, count, &fd, &tmp, &owned, &gen, &o, &v) != 0)
     return miss();
-  if (path[0] == '\0') {
-    memset(buf, 0, count);
-  } else {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return miss(); /* zeroed or removed meanwhile */
-    size_t done = 0;
-    while (done < count) {
-      ssize_t n = pread(fd, buf + done, count - done, (off_t)(o + done));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0) {
-        close(fd);
-        return miss(); /* an I/O error: let the plugin report (or retry) it */
-      }
-      if (n == 0)
-        break;
-      done += (size_t)n;
+  size_t done = 0;
+  while (fd >= 0 && done < count) {
+    ssize_t n = pread(fd, buf + done, count - done, (off_t)(o + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      done_with(v, fd, tmp);
+      return miss(); /* an I/O error: let the plugin report (or retry) it */
     }
-    close(fd);
-    if (done < count) /* objects may be short: what is not stored reads as zeros */
-      memset(buf + done, 0, count - done);
+    if (n == 0)
+      break;
+    done += (size_t)n;
   }
-  if (gen_of(h->vol->slot) != gen)
+  done_with(v, fd, tmp);
+  if (done < count) /* holes, short objects: what is not stored reads as zeros */
+    memset(buf + done, 0, count - done);
+  if (gen_of(v->slot) != gen)
     return miss(); /* entries changed while we read: the plugin answers */
   __atomic_add_fetch(&n_rhit, 1, __ATOMIC_RELAXED);
   return 0;
@@ -395,22 +455,20 @@ static int all_zero(const char *p, uint32_t n)
 static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64_t offset,
                        int fua, int *err)
 {
-  char path[MAX_PATH];
-  int owned;
+  int fd, tmp, owned;
   uint64_t gen, o;
-  if (lookup(h, offset, count, path, &owned, &gen, &o) != 0 || !owned || path[0] == '\0')
+  struct vol *v;
+  if (lookup(h, offset, count, &fd, &tmp, &owned, &gen, &o, &v) != 0)
     return 1;
-  struct vol *v = h->vol;
+  int r = 1, lfd = -1;
+  const char *path = v->ents[offset / v->bs].path; /* stable while we hold the read lock */
+  if (!owned || fd < 0)
+    goto out; /* hole or shared block: the mapper allocates / copies up */
   if (o == 0 && count == v->bs && all_zero(buf, count))
-    return 1; /* a whole zero block becomes a zero entry in the mapper */
-  int lfd = lock_slot(v->slot);
-  if (lfd < 0)
-    return 1; /* a snapshot or resize holds the volume */
-  int r = 1, fd = -1;
+    goto out; /* a whole zero block becomes a zero entry in the mapper */
+  if ((lfd = lock_slot(v->slot)) < 0)
+    goto out; /* a snapshot or resize holds the volume */
   if (gen_of(v->slot) != gen)
-    goto out;
-  fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0)
     goto out;
   r = -1;
   size_t done = 0;
@@ -430,9 +488,9 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
   }
   r = 0;
 out:
-  if (fd >= 0)
-    close(fd);
-  unlock_slot(lfd, v->slot);
+  if (lfd >= 0)
+    unlock_slot(lfd, v->slot);
+  done_with(v, fd, tmp);
   return r;
 }
 

@@ -99,6 +99,34 @@ def test_filter_serves_known_blocks(exported: tuple[Daemon, nbd.NBD]) -> None:
     assert fp.read_volume(d.data_dir, "vm")[: 2 * BLOCK] == bytes(expect)
 
 
+def test_descriptors_dropped_when_the_volume_closes(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """The filter keeps object files open while it knows them, and closes them when the
+    volume's last connection goes (else removed blocks would keep their space)."""
+    import os
+
+    d, h = exported
+    pid = d.child_pid("nbdkit")
+    blocks = str(Instance(d.data_dir).blocks_dir) + "/"
+
+    def open_objects() -> list[str]:
+        out = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                t = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if t.startswith(blocks):
+                    out.append(t)
+        return out
+
+    h.pwrite(b"\x55" * (4 * BLOCK), 0)
+    for i in range(4):
+        h.pwrite(b"\x66" * 4096, i * BLOCK)
+        assert h.pread(4096, i * BLOCK) == b"\x66" * 4096
+    assert len(open_objects()) >= 4, open_objects()
+    h.shutdown()
+    filter_counts(d)  # the plugin closed the volume
+    assert open_objects() == []
+
+
 def test_zero_and_trim_then_read(exported: tuple[Daemon, nbd.NBD]) -> None:
     """Zero and trim go to the mapper (zero entries, deleted objects): the filter must
     not serve the old data of those blocks afterwards."""

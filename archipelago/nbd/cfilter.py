@@ -63,6 +63,8 @@ class Publisher:
         self._pub.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64,
                               ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
                               ctypes.POINTER(ctypes.c_char_p), ctypes.c_char_p]
+        self._forget = lib.archip_cf_forget
+        self._forget.argtypes = [ctypes.c_char_p]
         self._stats = lib.archip_cf_stats
         self._stats.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
         self._page_path = ""
@@ -94,6 +96,10 @@ class Publisher:
         paths = (ctypes.c_char_p * n)(*[p.encode() for p, _ in entries])
         owned = bytes(1 if o else 0 for _, o in entries)
         self._pub(name.encode(), slot, block_size, gen, first, n, paths, owned)
+
+    def forget(self, name: str) -> None:
+        """Drop the entries (and open descriptors) of ``name``: its last connection closed."""
+        self._forget(name.encode())
 
     def stats(self) -> tuple[int, int, int]:
         """(read hits, write hits, requests sent down to the plugin)."""

@@ -161,6 +161,7 @@ class PeerBackend(Backend):
             print(f"archipelago nbd: closing {vol.name}: map cache served {self._cache.hits} "
                   f"requests, {self._cache.fills} fills", file=sys.stderr, flush=True)
             if self._cache.publisher is not None:  # the C filter's counts (process-wide)
+                self._cache.publisher.forget(vol.name)
                 r, w, m = self._cache.publisher.stats()
                 print(f"archipelago nbd: archip-fast filter served {r} reads, {w} writes, "
                       f"passed {m} on", file=sys.stderr, flush=True)
