@@ -38,7 +38,8 @@ fi
 stamp=.venv/.archipelago-installed
 inputs=(pyproject.toml)
 [ -f setup.py ] && inputs+=(setup.py)
-[ -d native ] && while IFS= read -r f; do inputs+=("$f"); done < <(find native -type f \( -name '*.c' -o -name '*.h' -o -name '*.py' \))
+# (the nbdkit filter is built below, not by pip; native/build holds build outputs)
+[ -d native ] && while IFS= read -r f; do inputs+=("$f"); done < <(find native -path native/build -prune -o -type f \( -name '*.c' -o -name '*.h' -o -name '*.py' \) ! -name 'nbdkit_filter*' -print)
 need_pip=1
 probe='import archipelago, control'
 # The cffi extension is built by the editable install: it must import too.
