@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from archipelago.blocker import open_blocker
 from archipelago.blocker.base import Blocker
-from archipelago.errors import ArchipelagoError, InvalidArgument
+from archipelago.errors import ArchipelagoError, Busy, ConfigError, InvalidArgument
 from archipelago.instance import Instance
 from pithos_gw.app import make_app
 from pithos_gw.common import GatewayConfig
@@ -87,7 +88,12 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
         loop.add_signal_handler(sig, stop.set)
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:  # one line for the user, not uvloop's traceback
+            cls = Busy if e.errno == errno.EADDRINUSE else ConfigError
+            raise cls(f"cannot listen on {host}:{port}: {e.strerror or e} "
+                      f"(choose another with --listen or [gateway] listen)") from None
         bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         state = {"url": f"http://{shown}:{bound}", "pid": os.getpid(),

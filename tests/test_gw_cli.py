@@ -90,3 +90,18 @@ def test_gateway_cli_lifecycle(tmp_path: Path) -> None:
         assert requests.get(f"{url}/v1/alice/c/o", headers=tok).content == b"data"
     finally:
         stop(d)
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    """A taken port: the user gets one line naming the address, no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = archip(tmp_path, "gateway", "start", "--listen", f"127.0.0.1:{port}", check=False)
+    assert r.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "in use" in r.stderr and "Traceback" not in r.stderr and "^^^" not in r.stderr
+    assert archip(tmp_path, "gateway", "status", check=False).returncode != 0
