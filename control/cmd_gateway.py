@@ -75,13 +75,18 @@ def _start(args: argparse.Namespace) -> int:
     if args.foreground:
         os.execv(sys.executable, cmd)
     os.umask(0o077)
+    log_start = inst.gateway_log.stat().st_size if inst.gateway_log.exists() else 0
     with open(inst.gateway_log, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = inst.gateway_log.read_text(errors="replace").strip().splitlines()[-3:]
+            with open(inst.gateway_log, "rb") as f:  # this run's output only
+                f.seek(log_start)
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            said = [ln for ln in lines if ln.startswith("gateway: error: ")]
+            tail = said[-1:] or lines[-3:]
             raise NotRunning(f"gateway exited ({proc.returncode}): " + " | ".join(tail))
         state = gateway_state(inst)
         if state and state["pid"] == proc.pid and _answers(state["url"]):

@@ -91,9 +91,11 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
         try:
             await site.start()
         except OSError as e:  # one line for the user, not uvloop's traceback
-            cls = Busy if e.errno == errno.EADDRINUSE else ConfigError
-            raise cls(f"cannot listen on {host}:{port}: {e.strerror or e} "
-                      f"(choose another with --listen or [gateway] listen)") from None
+            in_use = e.errno == errno.EADDRINUSE
+            why = "address already in use" if in_use else (e.strerror or str(e))
+            raise (Busy if in_use else ConfigError)(
+                f"cannot listen on {host}:{port}: {why} "
+                f"(choose another with --listen or [gateway] listen)") from None
         bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         state = {"url": f"http://{shown}:{bound}", "pid": os.getpid(),

@@ -100,8 +100,11 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        r = archip(tmp_path, "gateway", "start", "--listen", f"127.0.0.1:{port}", check=False)
-    assert r.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
-    assert "in use" in r.stderr and "Traceback" not in r.stderr and "^^^" not in r.stderr
+        for _ in range(2):  # the second start shows its own error, not the first one's log
+            r = archip(tmp_path, "gateway", "start", "--listen", f"127.0.0.1:{port}",
+                       check=False)
+            assert r.returncode != 0
+            assert r.stderr.count(f"cannot listen on 127.0.0.1:{port}") == 1, r.stderr
+            assert "in use" in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert "^^^" not in r.stderr and "uvloop" not in r.stderr, r.stderr
     assert archip(tmp_path, "gateway", "status", check=False).returncode != 0
