@@ -159,22 +159,23 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
                                           "python", str(PLUGIN_PATH), f"dir={arch}",
                                           f"venv={sys.prefix}", "fastpath=no"],
                d / "n.sock", export="bench"),
-        # Every request over the shared-memory segment to the daemon's mapper peer.
-        Target("archipelago-peer", ["nbdkit", "-f", "-t", t, "-U", str(d / "d.sock"), "python",
-                                    str(PLUGIN_PATH), f"dir={peer}", f"venv={sys.prefix}",
-                                    "backend=peer"],
+        # Every request over the shared-memory segment to the daemon's mapper peer, as the
+        # daemon runs it: with the C filter archip-fast in front of the plugin when it is
+        # built (native/nbdkit_filter_archip.c: cached blocks read/written without Python).
+        Target("archipelago-peer",
+               ["nbdkit", "-f", "-t", t, "-U", str(d / "d.sock"),
+                *([f"--filter={cf}"] if (cf := cfilter_so()) else []), "python",
+                str(PLUGIN_PATH), f"dir={peer}", f"venv={sys.prefix}", "backend=peer"],
                d / "d.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
                after=[archip + ["stop"]]),
-        # The peer backend with the C filter archip-fast in front of the plugin
-        # (native/nbdkit_filter_archip.c: cached blocks read/written without Python).
-        *([Target("archipelago-peer-cfilter",
-                  ["nbdkit", "-f", "-t", t, "-U", str(d / "k.sock"), f"--filter={cf}",
-                   "python", str(PLUGIN_PATH), f"dir={peer}", f"venv={sys.prefix}",
-                   "backend=peer"],
-                  d / "k.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
-                  after=[archip + ["stop"]])] if (cf := cfilter_so()) else []),
-        # Levers off, one at a time: nbdkit's map cache (peer_cache.py), then also the
-        # mapper peer's own fast path (service/fastread.py: every block via a blocker peer).
+        # Levers off, one at a time: the C filter (the plugin's map cache alone), then
+        # nbdkit's map cache (peer_cache.py), then also the mapper peer's own fast path
+        # (service/fastread.py: every block via a blocker peer).
+        Target("archipelago-peer-nofilter",
+               ["nbdkit", "-f", "-t", t, "-U", str(d / "k.sock"), "python", str(PLUGIN_PATH),
+                f"dir={peer}", f"venv={sys.prefix}", "backend=peer"],
+               d / "k.sock", export="bench", before=[archip + ["start", "--no-nbd"]],
+               after=[archip + ["stop"]]),
         Target("archipelago-peer-nocache",
                ["env", "ARCHIPELAGO_NBD_PEER_CACHE=0", "nbdkit", "-f", "-t", t, "-U",
                 str(d / "c.sock"), "python", str(PLUGIN_PATH), f"dir={peer}",
