@@ -169,3 +169,49 @@ def test_snapshot_while_writing(exported: tuple[Daemon, nbd.NBD]) -> None:
 
 def test_kill9_nbdkit_with_filter(exported: tuple[Daemon, nbd.NBD]) -> None:
     fp.test_kill9_nbdkit_during_cached_writes(exported)
+
+
+def test_random_ops_match_a_model(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """A random mix of reads, writes (4 KiB and across blocks, FUA or not), zeros, trims,
+    flushes and snapshots over two connections: every read matches a byte model, and each
+    snapshot still holds what the volume held when it was taken."""
+    import random
+
+    d, h = exported
+    h2 = fp.connect(d.data_dir / "nbd.sock", "vm")
+    rng = random.Random(11)
+    model = bytearray(SIZE)
+    snaps: dict[str, bytes] = {}
+    try:
+        for step in range(400):
+            c = h if rng.random() < 0.5 else h2
+            op = rng.random()
+            if op < 0.40:
+                n = rng.choice((4096, 4096, 8192, BLOCK // 2))
+                off = rng.randrange(0, SIZE - n + 1, 512)
+                data = rng.randbytes(n)
+                c.pwrite(data, off, nbd.CMD_FLAG_FUA if rng.random() < 0.2 else 0)
+                model[off : off + n] = data
+            elif op < 0.80:
+                n = rng.choice((4096, 8192, BLOCK))
+                off = rng.randrange(0, SIZE - n + 1, 512)
+                assert c.pread(n, off) == model[off : off + n], (step, off, n)
+            elif op < 0.88:
+                n = rng.choice((4096, BLOCK, 2 * BLOCK))
+                off = rng.randrange(0, SIZE - n + 1, 4096)
+                (c.zero if rng.random() < 0.5 else c.trim)(n, off)
+                model[off : off + n] = bytes(n)
+            elif op < 0.97:
+                c.flush()
+            else:
+                name = f"s{step}"
+                assert d.archip("volume", "snapshot", "vm", name).rc == 0
+                snaps[name] = bytes(model)
+        assert h.pread(SIZE, 0) == model
+    finally:
+        h2.shutdown()
+    for name, data in snaps.items():
+        assert fp.read_volume(d.data_dir, name) == data, name
+    h.shutdown()
+    reads, writes = filter_counts(d)
+    assert reads > 0 and writes > 0, (reads, writes)
