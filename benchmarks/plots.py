@@ -67,8 +67,9 @@ def plot_throughput(results: dict[str, Any], out: Path) -> list[Path]:
                 ax.text(top, yi, f"  {fmt(v)}", va="center", fontsize=8)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
             ax.set_xlim(0, max(tops) * 1.25 if tops and max(tops) > 0 else 1)
-        fig.suptitle(f"{bench}: archipelago (blue) vs native peers (orange), "
-                     "references (grey)", fontsize=11)
+        refs = any(_color(m, p) == REF_COLOR for m in ms for p in m.samples if m.samples[p])
+        fig.suptitle(f"{bench}: archipelago (blue) vs native peers (orange)"
+                     + (", references (grey)" if refs else ""), fontsize=11)
         fig.tight_layout()
         f = out / f"throughput_{bench}.png"
         fig.savefig(f, dpi=90)
