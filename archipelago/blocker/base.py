@@ -79,14 +79,20 @@ def parse_owner(owner: str) -> LockInfo:
 
 
 def pid_alive(pid: int) -> bool:
-    """True if process ``pid`` exists on this host (a pid we may not signal is alive)."""
+    """True if process ``pid`` runs on this host (a pid we may not signal is alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed process whose parent died too stays a zombie until init reaps it (some
+    # inits never do): it holds nothing, so its locks are stale.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Blocker(ABC):

@@ -305,6 +305,12 @@ class MapperPeer(Peer):
             "fast_writes": self.fast.writes if self.fast is not None else None,
         }
 
+    async def _close_all(self) -> None:
+        if self.fast is not None:
+            await self.fast.flush()
+        await self.mapper.close()
+        await self.spread.flush()
+
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Refuse new requests, drain those in flight, close volumes (flush, unlock)."""
         self.stopping = True
@@ -313,10 +319,11 @@ class MapperPeer(Peer):
             await asyncio.sleep(0.01)
         if self.inflight:
             log.warning("%d requests still in flight after %.0fs", self.inflight, timeout)
-        if self.fast is not None:
-            await self.fast.flush()
-        await self.mapper.close()
-        await self.spread.flush()
+        try:
+            # Bounded: blocker peers that exit with a killed supervisor may never answer.
+            await asyncio.wait_for(self._close_all(), max(1.0, deadline - time.monotonic()))
+        except (TimeoutError, ArchipelagoError) as e:
+            log.warning("volumes not closed cleanly (%s); their locks go stale with this pid", e)
         self.handles.clear()
         self.volumes.clear()
         self.stop()
