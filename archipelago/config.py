@@ -93,6 +93,9 @@ class GatewayConfig:
     """[gateway]: the Pithos+/Swift HTTP gateway."""
 
     listen: str = field(default="127.0.0.1:8080", metadata=doc("host:port to bind (loopback)"))
+    with_daemon: bool = field(
+        default=False, metadata=doc("`archip daemon start` also runs the gateway (like --gateway)")
+    )
     etag: str = field(
         default="md5", metadata=doc("object ETag algorithm", choices=("md5", "merkle"))
     )

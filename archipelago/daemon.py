@@ -130,7 +130,7 @@ def run_foreground(inst: Instance, cfg: Config, config_file: str | None,
         specs = peer_specs(inst, cfg, base)
         if nbd and (spec := nbd_spec(inst, cfg)) is not None:
             specs.append(spec)
-        if gateway:
+        if gateway or cfg.gateway.with_daemon:
             specs.append(gateway_spec(inst, config_file, overrides))
         for hook in EXTRA_CHILDREN:
             specs += hook(inst, cfg, base)

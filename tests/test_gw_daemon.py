@@ -274,3 +274,14 @@ def test_uploads_survive_a_blocker_peer_restart(gwd: GwDaemon) -> None:
     assert {hashes[0], hashes[2]} <= content_objects(gwd.d.data_dir)
     restarts = {c["name"]: c["restarts"] for c in gwd.d.status()["children"]}
     assert restarts["blocker-0"] >= 1 and restarts["blocker-1"] >= 1
+
+
+def test_config_key_starts_the_gateway_with_the_daemon(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, ["blocker.file.fsync=false", "gateway.listen=127.0.0.1:0"])
+    (tmp_path / "archipelago.toml").write_text("[gateway]\nwith_daemon = true\n")
+    try:
+        d.archip("daemon", "start", "--no-nbd", check=True)
+        st = _wait_gateway(d)
+        assert st["run_by_daemon"] is True and st["blocks"] == "peers"
+    finally:
+        d.stop()
