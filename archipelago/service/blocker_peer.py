@@ -12,6 +12,7 @@ import signal
 import sys
 
 from archipelago.blocker import open_blocker
+from archipelago.client.common import prefault
 from archipelago.errors import ArchipelagoError
 from archipelago.peers.ops import Op
 from archipelago.peers.registry import PeerLink
@@ -41,6 +42,7 @@ async def serve(args: object) -> int:
     inst, cfg = load(args)  # type: ignore[arg-type]
     port: int = args.port  # type: ignore[attr-defined]
     link = PeerLink(str(inst.control_socket))
+    prefault(link.segment)  # background: librados reads client buffers without page faults
     blocker = open_blocker(cfg)
     peer = DirectBlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
     loop = asyncio.get_running_loop()
