@@ -13,12 +13,11 @@ import sys
 
 from archipelago.blocker import open_blocker
 from archipelago.client.common import prefault
-from archipelago.errors import ArchipelagoError
 from archipelago.peers.ops import Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.remote import BlockerPeer
 from archipelago.peers.request import Request
-from archipelago.service.common import child_args, die_with_parent, load, run_loop, setup_logging
+from archipelago.service.common import child_args, load, run_child
 
 log = logging.getLogger("archipelago.blocker-peer")
 
@@ -71,15 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Process entry point."""
     p = child_args("blocker-peer")
     p.add_argument("--port", type=int, required=True)
-    args = p.parse_args(argv)
-    die_with_parent()
-    inst, _ = load(args)
-    setup_logging(inst.log_file, args.foreground)
-    try:
-        return run_loop(serve(args))
-    except ArchipelagoError as e:
-        log.error("blocker peer failed: %s", e.message)
-        return e.exit_code
+    return run_child("blocker-peer", p.parse_args(argv), serve)
 
 
 if __name__ == "__main__":

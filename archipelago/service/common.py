@@ -8,11 +8,12 @@ import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from archipelago.config import Config, PeersConfig
+from archipelago.errors import ArchipelagoError
 from archipelago.instance import Instance
 from archipelago.peers.segment import MiB, SegmentConfig
 
@@ -91,3 +92,16 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
         return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+
+
+def run_child(name: str, args: argparse.Namespace,
+              serve: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> int:
+    """Start a peer process: die with the supervisor, log to the instance, run ``serve``."""
+    die_with_parent()
+    inst, _ = load(args)
+    setup_logging(inst.log_file, args.foreground)
+    try:
+        return run_loop(serve(args))
+    except ArchipelagoError as e:
+        logging.getLogger(f"archipelago.{name}").error("%s failed: %s", name, e.message)
+        return e.exit_code

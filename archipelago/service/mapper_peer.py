@@ -42,10 +42,8 @@ from archipelago.service.common import (
     MAPPER_PORT,
     blocker_ports,
     child_args,
-    die_with_parent,
     load,
-    run_loop,
-    setup_logging,
+    run_child,
 )
 from archipelago.service.fastread import FastReader, make_fast_reader
 from archipelago.service.forward import CURRENT, serve_read
@@ -388,15 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     """Process entry point."""
     p = child_args("mapper-peer")
     p.add_argument("--blockers", type=int, required=True)
-    args = p.parse_args(argv)
-    die_with_parent()
-    inst, _ = load(args)
-    setup_logging(inst.log_file, args.foreground)
-    try:
-        return run_loop(serve(args))
-    except ArchipelagoError as e:
-        log.error("mapper peer failed: %s", e.message)
-        return e.exit_code
+    return run_child("mapper-peer", p.parse_args(argv), serve)
 
 
 if __name__ == "__main__":
