@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from archipelago.hashing import is_zero
-from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO
+from archipelago.mapper.format import ZERO
+from archipelago.mapper.inplace import cached_pieces, owned_pieces
 
 
 class Gate:
@@ -131,21 +131,14 @@ class FastPath:
         if path_of is None or vol.closed:
             return False
         h = vol.header
-        bs = h.block_size
-        n = len(buf)
-        pos = 0
-        while pos < n:
-            i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
-            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
-            if chunk is None:
-                return False  # the mapper loads (and caches) the chunk
-            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            kind = chunk[e]
-            if kind == ZERO:
+        pieces = cached_pieces(vol, offset, len(buf))
+        if pieces is None:
+            return False  # the mapper loads (and caches) the chunk
+        for entry, o, pos, ln in pieces:
+            if entry[0] == ZERO:
                 buf[pos:pos + ln] = bytes(ln)
             else:
-                path = self._file(vol, h, bytes(chunk[e:e + ENTRY_SIZE]))
+                path = self._file(vol, h, entry)
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
@@ -156,7 +149,6 @@ class FastPath:
                     os.close(fd)
                 if got < ln:  # objects may be short (trailing zeros are not stored)
                     buf[pos + got:pos + ln] = bytes(ln - got)
-            pos += ln
         return True
 
     def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> bool:
@@ -174,25 +166,11 @@ class FastPath:
         if vol.closed or not vol.writable:
             return False
         h = vol.header
-        bs = h.block_size
-        n = len(buf)
-        plan: list[tuple[str, int, int, int]] = []  # path, offset in object, buf pos, len
-        pos = 0
-        while pos < n:  # decide for the whole request before writing anything
-            i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
-            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
-            if chunk is None:
-                return False
-            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            kind, ident = chunk[e], bytes(chunk[e + 1:e + ENTRY_SIZE])
-            if not h.owns(kind, ident):
-                return False  # zero entry or shared block: the mapper allocates/copies up
-            if o == 0 and ln >= min(bs, h.size - i * bs) and is_zero(buf[pos:pos + ln]):
-                return False  # a whole zero block becomes a zero entry
-            plan.append((self._file(vol, h, bytes(chunk[e:e + ENTRY_SIZE])), o, pos, ln))
-            pos += ln
-        for path, o, p, ln in plan:
+        pieces = owned_pieces(vol, offset, buf)  # decided for the whole request up front
+        if pieces is None:
+            return False
+        for entry, o, p, ln in pieces:
+            path = self._file(vol, h, entry)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from archipelago.hashing import is_zero
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO
+from archipelago.mapper.inplace import cached_pieces, owned_pieces
 
 _ZEROS = memoryview(bytes(4 * 1024 * 1024))
 
@@ -50,28 +50,16 @@ class FastReader:
         n = len(buf)
         if vol.closed or n == 0 or offset + n > h.size:
             return False
-        bs = h.block_size
-        plan: list[tuple[str | None, int, int, int]] = []  # file, object offset, buf pos, len
-        pos = 0
-        while pos < n:
-            i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
-            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
-            if chunk is None:
-                self.misses += 1
-                return False  # the mapper loads (and caches) the chunk
-            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            kind = chunk[e]
-            path = None if kind == ZERO else self.path_of(
-                h.name_of(kind, bytes(chunk[e + 1 : e + ENTRY_SIZE])))
-            plan.append((path, o, pos, ln))
-            pos += ln
-        for path, o, p, ln in plan:
-            if path is None:
+        pieces = cached_pieces(vol, offset, n)
+        if pieces is None:
+            self.misses += 1
+            return False  # the mapper loads (and caches) the chunk
+        for entry, o, p, ln in pieces:
+            if entry[0] == ZERO:
                 buf[p : p + ln] = _ZEROS[:ln]
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self.path_of(h.name_of(entry[0], entry[1:])), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 self.misses += 1
                 return False
@@ -97,23 +85,10 @@ class FastReader:
         n = len(data)
         if n == 0 or offset + n > h.size:
             return False
-        bs = h.block_size
-        plan: list[tuple[str, int, int, int]] = []
-        pos = 0
-        while pos < n:  # decide for the whole request before writing anything
-            i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
-            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
-            if chunk is None:
-                return False
-            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            kind, ident = chunk[e], bytes(chunk[e + 1 : e + ENTRY_SIZE])
-            if not h.owns(kind, ident):
-                return False  # zero entry or shared block: copy-up/allocation in the mapper
-            if o == 0 and ln >= min(bs, h.size - i * bs) and is_zero(data[pos : pos + ln]):
-                return False  # a whole zero block becomes a zero entry
-            plan.append((self.path_of(h.name_of(kind, ident)), o, pos, ln))
-            pos += ln
+        pieces = owned_pieces(vol, offset, data)  # decided for the whole request up front
+        if pieces is None:
+            return False
+        plan = [(self.path_of(h.name_of(e[0], e[1:])), o, p, ln) for e, o, p, ln in pieces]
         fds: list[int] = []
         try:
             for path, _, _, _ in plan:  # open all first: a missing one means no write at all
