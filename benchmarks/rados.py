@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MiB = 1 << 20
@@ -230,6 +232,25 @@ def _bench(conf: str, size: int, seconds: float
     return {k: (best_b[k], best_r[k], best_c[k]) for k in best_r}
 
 
+
+@contextlib.contextmanager
+def ceph_cluster(conf: str | None, size_mb: int) -> Iterator[str]:
+    """``conf`` when given; else a throwaway cluster of ``size_mb`` (always torn down)."""
+    if conf:
+        yield conf
+        return
+    tmp = tempfile.mkdtemp(prefix="archipelago-bench-ceph.")
+    try:
+        out = subprocess.run(
+            [sys.executable, str(CLUSTER), "up", tmp, "--size-mb", str(size_mb),
+             "--watch-pid", str(os.getpid())],
+            capture_output=True, text=True, timeout=120, check=True).stdout
+        yield out.strip().splitlines()[-1]
+    finally:
+        subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the ratios."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -238,21 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per random 4 KiB test")
     a = ap.parse_args(argv)
     size = max(1, a.size // 4) * BLOCK
-    tmp = None
-    conf = a.ceph_conf
-    try:
-        if not conf:
-            tmp = tempfile.mkdtemp(prefix="archipelago-bench-ceph.")
-            out = subprocess.run(
-                [sys.executable, str(CLUSTER), "up", tmp, "--size-mb", str(4 * a.size + 1024),
-                 "--watch-pid", str(os.getpid())],
-                capture_output=True, text=True, timeout=120, check=True).stdout
-            conf = out.strip().splitlines()[-1]
+    with ceph_cluster(a.ceph_conf, 4 * a.size + 1024) as conf:
         results = _bench(conf, size, a.seconds)
-    finally:
-        if tmp:
-            subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
-            os.rmdir(tmp) if os.path.isdir(tmp) and not os.listdir(tmp) else None
     print(f"RadosBlocker vs librbd, {size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB)")
     print("librbd = python3-rbd aio (the ratio's base); rbd-bench = `rbd bench` (C++ client)")
     print(f"{'test':<16}{'blocker':>10}{'librbd':>10}{'ratio':>7}{'rbd-bench':>11}{'ratio':>7}")

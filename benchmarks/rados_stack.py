@@ -38,7 +38,6 @@ from pathlib import Path
 
 from benchmarks.rados import (
     BLOCK,
-    CLUSTER,
     POOL,
     QD_BIG,
     QD_SMALL,
@@ -46,6 +45,7 @@ from benchmarks.rados import (
     MiB,
     _blocker_run,
     _rbd_run,
+    ceph_cluster,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,21 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternating rounds; each side keeps its best (default 2)")
     a = ap.parse_args(argv)
     size = max(1, a.size // 4) * BLOCK
-    tmp = None
-    conf = a.ceph_conf
-    try:
-        if not conf:
-            tmp = tempfile.mkdtemp(prefix="archipelago-bench-ceph.")
-            out = subprocess.run(
-                [sys.executable, str(CLUSTER), "up", tmp, "--size-mb", str(6 * a.size + 1024),
-                 "--watch-pid", str(os.getpid())],
-                capture_output=True, text=True, timeout=120, check=True).stdout
-            conf = out.strip().splitlines()[-1]
+    with ceph_cluster(a.ceph_conf, 6 * a.size + 1024) as conf:
         stack, rbd_res, blocker = _bench(conf, size, a.seconds, max(1, a.rounds))
-    finally:
-        if tmp:
-            subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
-            shutil.rmtree(tmp, ignore_errors=True)
     print(f"archipelago daemon on rados (client library) vs librbd (python3-rbd aio), "
           f"{size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB), best of {a.rounds}")
     print(f"{'test':<18}{'archipelago':>12}{'librbd':>10}{'ratio':>7}{'blocker':>10}"
