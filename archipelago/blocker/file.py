@@ -23,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range, parse_owner
-from archipelago.blocker.fileio import copy_range, pwrite_all, read_zero_filled, sweep_dead_temps, sync_dir
+from archipelago.blocker.fileio import (
+    copy_range,
+    fdatasync_paths,
+    pwrite_all,
+    read_zero_filled,
+    sweep_dead_temps,
+    sync_dir,
+)
 from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
 from archipelago.hashing import ZERO_HASH
 
@@ -264,15 +271,7 @@ class FileBlocker(Blocker):
             return
         with self._mutex:
             files, self._dirty_files = self._dirty_files, set()
-        for path in sorted(files):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # deleted or replaced since: nothing of ours left to sync
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        fdatasync_paths(files)
         self._sync_dirs_now()
 
     async def hash(self, name: str) -> str:

@@ -73,3 +73,16 @@ def sweep_dead_temps(tmp_dir: str) -> None:
         if not pid_text.isdigit() or not pid_alive(int(pid_text)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(tmp_dir, entry))
+
+
+def fdatasync_paths(paths: set[str]) -> None:
+    """fdatasync each file (in path order); a file gone since holds nothing left to sync."""
+    for path in sorted(paths):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)

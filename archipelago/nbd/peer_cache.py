@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from archipelago.blocker.fileio import fdatasync_paths
 from archipelago.errors import ArchipelagoError, NotSupported
 from archipelago.hashing import is_zero
 from archipelago.service.mapgen import GenPage, WriterLocks, slot_of
@@ -217,15 +218,7 @@ class PeerCache:
         """fdatasync every file written in place since the last flush."""
         with self._mutex:
             dirty, self._dirty = self._dirty, set()
-        for path in sorted(dirty):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # zeroed or removed since: nothing of ours left to sync
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        fdatasync_paths(dirty)
 
     def close(self) -> None:
         """Sync and release the page."""
