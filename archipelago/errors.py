@@ -164,6 +164,69 @@ class NativeUnavailable(ArchipelagoError):
     http_status = 500
 
 
+class Unauthorized(ArchipelagoError):
+    """Unauthorized: no valid credentials."""
+
+    code = "unauthorized"
+    errno = _errno.EACCES
+    exit_code = 17
+    http_status = 401
+
+
+class Forbidden(ArchipelagoError):
+    """Forbidden."""
+
+    code = "forbidden"
+    errno = _errno.EPERM
+    exit_code = 18
+    http_status = 403
+
+
+class QuotaExceeded(ArchipelagoError):
+    """Quota exceeded."""
+
+    code = "quota-exceeded"
+    errno = _errno.EDQUOT
+    exit_code = 19
+    http_status = 413
+
+
+class Fenced(ArchipelagoError):
+    """Fenced: this writer's lock was taken away."""
+
+    code = "fenced"
+    errno = _errno.ESTALE
+    exit_code = 20
+    http_status = 409
+
+
+class StaleHandle(ArchipelagoError):
+    """Stale handle (the peer restarted): reopen."""
+
+    code = "stale-handle"
+    errno = _errno.ESTALE
+    exit_code = 21
+    http_status = 503
+
+
+class MissingBlock(Corrupt):
+    """A referenced block is missing from the store."""
+
+    code = "missing-block"
+    errno = _errno.EIO
+    exit_code = 22
+    http_status = 500
+
+
+class TooManyRequests(ArchipelagoError):
+    """Too many requests: try again later."""
+
+    code = "too-many-requests"
+    errno = _errno.EAGAIN
+    exit_code = 23
+    http_status = 429
+
+
 def _all_classes() -> list[type[ArchipelagoError]]:
     seen: list[type[ArchipelagoError]] = [ArchipelagoError]
     stack = [ArchipelagoError]

@@ -27,6 +27,13 @@ STABLE = {
     E.TimedOut: ("timed-out", errno.ETIMEDOUT, 14, 504),
     E.ConfigError: ("config", errno.EINVAL, 15, 500),
     E.NativeUnavailable: ("native-unavailable", errno.ENOSYS, 16, 500),
+    E.Unauthorized: ("unauthorized", errno.EACCES, 17, 401),
+    E.Forbidden: ("forbidden", errno.EPERM, 18, 403),
+    E.QuotaExceeded: ("quota-exceeded", errno.EDQUOT, 19, 413),
+    E.Fenced: ("fenced", errno.ESTALE, 20, 409),
+    E.StaleHandle: ("stale-handle", errno.ESTALE, 21, 503),
+    E.MissingBlock: ("missing-block", errno.EIO, 22, 500),
+    E.TooManyRequests: ("too-many-requests", errno.EAGAIN, 23, 429),
 }
 
 
