@@ -1,0 +1,143 @@
+"""Issue 23, gateway half: the reproducers of a hostile user and an unlucky operator.
+
+One test per numbered point of the issue (test_p1_..., test_p2_...), each written from
+the issue's reproducer over real HTTP against a real gateway.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from pithos_gw.common import META
+from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
+
+
+class User:
+    """One account's token and a request helper addressing any account's paths."""
+
+    def __init__(self, g: GatewayThread, account: str) -> None:
+        self.g = g
+        self.name = account
+        self.tok = {"X-Auth-Token": g.add_user(account)}
+
+    def req(self, method: str, path: str, **kw: object) -> requests.Response:
+        """``path`` starts with the account: /alice/c/o."""
+        headers = {**self.tok, **kw.pop("headers", {})}  # type: ignore[dict-item]
+        return requests.request(method, f"{self.g.url}/v1{path}", headers=headers,
+                                timeout=30, **kw)  # type: ignore[arg-type]
+
+    def img(self, method: str, path: str = "", **kw: object) -> requests.Response:
+        """A Plankton request under /image/v1.0/images."""
+        headers = {**self.tok, **kw.pop("headers", {})}  # type: ignore[dict-item]
+        return requests.request(method, f"{self.g.url}/image/v1.0/images{path}",
+                                headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def trio(gw_mem: GatewayThread) -> tuple[User, User, User]:  # noqa: F811
+    a, b, c = User(gw_mem, "alice"), User(gw_mem, "bob"), User(gw_mem, "carol")
+    assert a.req("PUT", "/alice/c1").status_code == 201
+    assert b.req("PUT", "/bob/mine").status_code == 201
+    return a, b, c
+
+
+def _register(u: User, loc: str, name: str = "img") -> requests.Response:
+    return u.img("POST", headers={"X-Image-Meta-Name": name, "X-Image-Meta-Location": loc})
+
+
+def test_p1_image_takeover(trio: tuple[User, User, User]) -> None:
+    a, b, carol = trio
+    a.req("PUT", "/alice/c1/disk", data=b"alice's disk")
+    a.req("POST", "/alice/c1/disk", headers={"X-Object-Sharing": "read=bob"})
+    loc = "pithos://alice/c1/disk"
+    # A read-sharee cannot register someone else's object (Pithos: only the owner may
+    # change an object's permissions, and registering sets them).
+    r = _register(b, loc)
+    assert r.status_code == 403, r.text
+    iid = _register(a, loc, "alice's").json()["image"]["id"]
+    # Nor re-register it once registered: the row stays alice's.
+    assert _register(b, loc, "bob's").status_code == 403
+    got = a.img("GET", f"/{iid}").json()["image"]
+    assert got["owner"] == "alice" and got["name"] == "alice's"
+    # Members only by the image owner: bob cannot publish alice's file.
+    assert b.img("PUT", f"/{iid}/members/*").status_code == 403
+    r = b.img("PUT", f"/{iid}/members", json={"memberships": [{"member_id": "*"}]})
+    assert r.status_code == 403
+    assert a.req("HEAD", "/alice/c1/disk").headers["X-Object-Sharing"] == "read=bob"
+    assert carol.req("GET", "/alice/c1/disk").status_code == 403
+    assert b.img("DELETE", f"/{iid}").status_code == 403
+    assert a.img("DELETE", f"/{iid}").status_code == 204
+
+
+def test_p1_owner_deletes_a_row_hijacked_before_the_fix(
+        trio: tuple[User, User, User]) -> None:
+    a, b, carol = trio
+    a.req("PUT", "/alice/c1/disk", data=b"alice's disk")
+    iid = _register(a, "pithos://alice/c1/disk").json()["image"]["id"]
+    meta = a.g.app[META]
+    row = a.g.call(meta.image_get(iid))
+    assert row is not None
+    row["owner"] = "bob"  # what INSERT OR REPLACE by a read-sharee left behind
+    a.g.call(meta.image_put(iid, "bob", row))
+    # The stale owner field gives bob nothing; the object's owner keeps every right.
+    assert b.img("PUT", f"/{iid}/members/carol").status_code in (403, 404)
+    assert carol.req("GET", "/alice/c1/disk").status_code == 403
+    assert a.img("PUT", f"/{iid}/members/carol").status_code == 204
+    assert a.img("DELETE", f"/{iid}").status_code == 204
+    assert a.img("HEAD", f"/{iid}").status_code == 404
+
+
+def test_p2_write_sharee_cannot_make_a_directory(trio: tuple[User, User, User]) -> None:
+    a, b, _ = trio
+    a.req("PUT", "/alice/c1/proj", data=b"a file")
+    a.req("PUT", "/alice/c1/proj/secret", data=b"alice only")
+    a.req("POST", "/alice/c1/proj", headers={"X-Object-Sharing": "write=bob"})
+    assert b.req("GET", "/alice/c1/proj/secret").status_code == 403
+    for ctype in ("application/directory", "application/folder",
+                  "Application/Directory; charset=x"):
+        r = b.req("PUT", "/alice/c1/proj", data=b"", headers={"Content-Type": ctype})
+        assert r.status_code == 403, (ctype, r.status_code)
+    # Not through COPY either (bob's own directory object copied over alice's file).
+    b.req("PUT", "/bob/mine/d", data=b"", headers={"Content-Type": "application/directory"})
+    r = b.req("COPY", "/bob/mine/d", headers={"Destination": "/c1/proj",
+                                               "Destination-Account": "alice"})
+    assert r.status_code == 403
+    r = b.req("PUT", "/alice/c1/proj", headers={"X-Copy-From": "/mine/d",
+                                                "X-Source-Account": "bob"})
+    assert r.status_code == 403
+    assert a.req("HEAD", "/alice/c1/proj").headers["Content-Type"] != "application/directory"
+    assert b.req("GET", "/alice/c1/proj/secret").status_code == 403
+    # Writing new content of an ordinary type is still allowed to a write-sharee.
+    r = b.req("PUT", "/alice/c1/proj", data=b"edited", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 201
+    # The owner may still turn it into a folder.
+    r = a.req("PUT", "/alice/c1/proj", data=b"",
+              headers={"Content-Type": "application/directory"})
+    assert r.status_code == 201
+
+
+def test_p2_move_by_a_sharee_never_deletes_the_owners_object(
+        trio: tuple[User, User, User]) -> None:
+    a, b, _ = trio
+    a.req("PUT", "/alice/c1/doc", data=b"alice's doc")
+    a.req("PUT", "/alice/c1/tree/x", data=b"x")
+    a.req("POST", "/alice/c1/doc", headers={"X-Object-Sharing": "write=bob"})
+    a.req("POST", "/alice/c1/tree/x", headers={"X-Object-Sharing": "write=bob"})
+    r = b.req("MOVE", "/alice/c1/doc", headers={"Destination": "/mine/stolen",
+                                                "Destination-Account": "bob"})
+    assert r.status_code == 403
+    r = b.req("PUT", "/bob/mine/stolen", headers={"X-Move-From": "/c1/doc",
+                                                  "X-Source-Account": "alice"})
+    assert r.status_code == 403
+    r = b.req("MOVE", "/alice/c1/tree?delimiter=/",
+              headers={"Destination": "/mine/t", "Destination-Account": "bob"})
+    assert r.status_code in (403, 404)
+    assert a.req("GET", "/alice/c1/doc").content == b"alice's doc"
+    assert a.req("GET", "/alice/c1/tree/x").content == b"x"
+    assert b.req("HEAD", "/bob/mine/stolen").status_code == 404
+    # Copy is what a sharee may do (the owner keeps the source).
+    r = b.req("COPY", "/alice/c1/doc", headers={"Destination": "/mine/copy",
+                                                "Destination-Account": "bob"})
+    assert r.status_code == 201
+    assert a.req("GET", "/alice/c1/doc").content == b"alice's doc"
