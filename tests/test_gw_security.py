@@ -6,11 +6,21 @@ the issue's reproducer over real HTTP against a real gateway.
 
 from __future__ import annotations
 
+import hashlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import requests
 
+from archipelago.blocker.memory import MemoryBlocker
+from archipelago.errors import BackendUnavailable
 from pithos_gw.common import META
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
+
+MiB = 1024 * 1024
+BS = 4 * MiB
 
 
 class User:
@@ -141,3 +151,65 @@ def test_p2_move_by_a_sharee_never_deletes_the_owners_object(
                                                 "Destination-Account": "bob"})
     assert r.status_code == 201
     assert a.req("GET", "/alice/c1/doc").content == b"alice's doc"
+
+
+class FaultyBlocker(MemoryBlocker):
+    """A memory blocker whose reads of the blocks named in ``bad`` fail (a dying backend)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: set[str] = set()
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        if name in self.bad:
+            raise BackendUnavailable("injected read error")
+        return await super().read(name, offset, size)
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[GatewayThread]:
+    g = GatewayThread(FaultyBlocker, tmp_path / "meta.db").start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def raw_get(g: GatewayThread, path: str, token: str, extra: str = "") -> tuple[bytes, bytes]:
+    """GET over a raw socket, read until the server closes: (status line + headers, body).
+
+    A server that keeps the connection open after its response makes this time out.
+    """
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: {token}\r\n"
+                  f"{extra}\r\n".encode())
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_p3_read_error_after_headers_aborts_the_connection(faulty: GatewayThread) -> None:
+    g = faulty
+    a = User(g, "alice")
+    a.req("PUT", "/alice/c1")
+    first, second = b"a" * BS, b"b" * (2 * MiB)
+    assert a.req("PUT", "/alice/c1/six", data=first + second).status_code == 201
+    g.blocker.bad.add(hashlib.sha256(second).hexdigest())  # type: ignore[attr-defined]
+    head, body = raw_get(g, "/v1/alice/c1/six", a.tok["X-Auth-Token"])
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"Content-Length: 6291456" in head
+    # A truncated transfer the client can see, never a second response inside the body.
+    assert len(body) < 6 * MiB
+    assert b"HTTP/1.1" not in body
+    assert body == first[: len(body)]
+    # A failure before any byte is sent is an ordinary error reply.
+    g.blocker.bad.add(hashlib.sha256(first).hexdigest())  # type: ignore[attr-defined]
+    r = a.req("GET", "/alice/c1/six")
+    assert r.status_code == 503 and b"HTTP/1.1" not in r.content
+    r = a.req("GET", "/alice/c1/six", headers={"Range": "bytes=0-9,4194304-4194309"})
+    assert r.status_code == 503
