@@ -7,6 +7,7 @@ the issue's reproducer over real HTTP against a real gateway.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import requests
 from archipelago.blocker.memory import MemoryBlocker
 from archipelago.errors import BackendUnavailable
 from pithos_gw.common import META
+from tests.daemon_helpers import Daemon
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
 
 MiB = 1024 * 1024
@@ -213,3 +215,34 @@ def test_p3_read_error_after_headers_aborts_the_connection(faulty: GatewayThread
     assert r.status_code == 503 and b"HTTP/1.1" not in r.content
     r = a.req("GET", "/alice/c1/six", headers={"Range": "bytes=0-9,4194304-4194309"})
     assert r.status_code == 503
+
+
+@pytest.mark.timeout(180)
+def test_p3_gateway_reconnects_to_a_restarted_daemon(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, ["blocker.file.fsync=false"])
+    d.start()
+    try:
+        st = d.archip("--json", "gateway", "start", "--listen", "127.0.0.1:0",
+                      check=True).json()
+        assert st["blocks"] == "peers"
+        key = d.archip("gateway", "user", "add", "alice", check=True).out.strip()
+        url, h = f"{st['url']}/v1/alice", {"X-Auth-Token": key}
+        data = os.urandom(5 * MiB)
+        assert requests.put(url + "/c", headers=h, timeout=30).status_code == 201
+        assert requests.put(url + "/c/before", data=data, headers=h,
+                            timeout=30).status_code == 201
+        d.archip("daemon", "stop", check=True)
+        # No daemon: a prompt 503 (the request timeout is far below the 60 s hang seen).
+        r = requests.get(url + "/c/before", headers=h, timeout=20)
+        assert r.status_code == 503, r.text
+        r = requests.put(url + "/c/during", data=b"x" * 1000, headers=h, timeout=20)
+        assert r.status_code == 503, r.text
+        d.start()
+        r = requests.get(url + "/c/before", headers=h, timeout=30)
+        assert r.status_code == 200 and r.content == data
+        assert requests.put(url + "/c/after", data=data[:MiB], headers=h,
+                            timeout=30).status_code == 201
+        assert requests.get(url + "/c/after", headers=h, timeout=30).content == data[:MiB]
+    finally:
+        d.archip("gateway", "stop")
+        d.stop()
