@@ -19,7 +19,7 @@ from archipelago.blocker.memory import MemoryBlocker
 from archipelago.errors import BackendUnavailable
 from pithos_gw.common import META
 from tests.daemon_helpers import Daemon
-from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
+from tests.gw_helpers import GatewayThread, file_blocker, gw_mem  # noqa: F401
 
 MiB = 1024 * 1024
 BS = 4 * MiB
@@ -246,3 +246,35 @@ def test_p3_gateway_reconnects_to_a_restarted_daemon(tmp_path: Path) -> None:
     finally:
         d.archip("gateway", "stop")
         d.stop()
+
+
+@pytest.mark.parametrize("store", ["memory", "file"])
+def test_p6_missing_block_fails_loudly(tmp_path: Path, store: str) -> None:
+    make = FaultyBlocker if store == "memory" else file_blocker(tmp_path / "blocks")
+    g = GatewayThread(make, tmp_path / "meta.db").start()
+    try:
+        a = User(g, "alice")
+        a.req("PUT", "/alice/c1")
+        first, second = os.urandom(BS), os.urandom(2 * MiB)
+        assert a.req("PUT", "/alice/c1/six", data=first + second).status_code == 201
+        assert a.req("PUT", "/alice/c1/one", data=second).status_code == 201
+        g.call(g.blocker.delete(hashlib.sha256(second).hexdigest()))  # lost from the store
+        # Headers out before the loss is seen: the transfer is cut short, never padded.
+        head, body = raw_get(g, "/v1/alice/c1/six", a.tok["X-Auth-Token"])
+        assert head.startswith(b"HTTP/1.1 200") and len(body) < 6 * MiB
+        assert body == first[: len(body)]
+        # Seen before the headers: an error status, never 200 with zeros.
+        for path, hdrs in (("/alice/c1/one", {}),
+                           ("/alice/c1/six", {"Range": "bytes=4194304-4194400"})):
+            r = a.req("GET", path, headers=hdrs)
+            assert r.status_code == 500 and "missing" in r.text, (path, r.status_code)
+            assert r.content != bytes(len(r.content))
+        # Partial updates and truncations that read the block fail too (no zeros stored).
+        r = a.req("POST", "/alice/c1/one", data=b"xy",
+                  headers={"Content-Range": "bytes 10-11/*"})
+        assert r.status_code == 500
+        r = a.req("POST", "/alice/c1/six", headers={"X-Object-Bytes": str(5 * MiB)})
+        assert r.status_code == 500
+        assert a.req("HEAD", "/alice/c1/six").headers["Content-Length"] == str(6 * MiB)
+    finally:
+        g.stop()
