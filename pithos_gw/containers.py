@@ -20,6 +20,7 @@ from pithos_gw.common import (
     fail,
     http_date,
     int_param,
+    out_name,
     out_value,
     parse_until,
     read_meta,
@@ -55,7 +56,7 @@ def container_headers(request: web.Request, c: Container) -> dict[str, str]:
          "X-Container-Policy-Quota": c.policy.get("quota", "0"),
          "Last-Modified": http_date(c.mtime)}
     for k, v in c.meta.items():
-        h[k] = out_value(v)
+        h[out_name(k)] = out_value(v)
     return h
 
 

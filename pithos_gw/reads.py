@@ -20,6 +20,7 @@ from pithos_gw.common import (
     etag_of,
     fail,
     http_date,
+    out_name,
     out_value,
     parse_date,
     want_format,
@@ -43,7 +44,7 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
          "X-Object-Modified-By": v.modified_by, "Accept-Ranges": "bytes",
          "X-Timestamp": f"{v.mtime:.5f}"}
     for k, val in v.meta.items():
-        h[k] = out_value(val)
+        h[out_name(k)] = out_value(val)
     if latest:
         found, token = await meta.object_acl(v.account, v.container, v.name)
         if found:

@@ -278,3 +278,39 @@ def test_p6_missing_block_fails_loudly(tmp_path: Path, store: str) -> None:
         assert a.req("HEAD", "/alice/c1/six").headers["Content-Length"] == str(6 * MiB)
     finally:
         g.stop()
+
+
+@pytest.mark.parametrize("level", ["Object", "Container", "Account"])
+def test_p11_control_characters_in_metadata(trio: tuple[User, User, User], level: str) -> None:
+    a, _, _ = trio
+    a.req("PUT", "/alice/c1/o", data=b"x")
+    path = {"Object": "/alice/c1/o", "Container": "/alice/c1", "Account": "/alice"}[level]
+    method = "POST"
+    pre = f"X-{level}-Meta-"
+    for name, value in (("A", "foo%0d%0aX-Injected: yes"), ("A", "foo%0aX"), ("A", "a%00b"),
+                        ("A", "bell%07"), ("A", "del%7f"), ("A", "c1%C2%85"),
+                        ("A%0d%0aX-Injected", "v"), ("B%3aC", "v"), ("B%20C", "v")):
+        r = a.req(method, path, headers={pre + name: value})
+        assert r.status_code == 400, (name, value, r.status_code)
+    assert "X-Injected" not in a.req("HEAD", path).headers
+    # Ordinary %-encoded UTF-8 is still fine.
+    assert a.req(method, path, headers={pre + "Ok": "caf%C3%A9"}).status_code in (202, 204)
+    # Rows stored before the check never break reads: the bad bytes go out %-encoded.
+    meta, g = a.g.app[META], a.g
+    bad = {pre + "Bad": "foo\r\nX-Injected: yes", pre + "K\r\nX-Injected": "v",
+           pre + "Ctl": "a\x01b"}
+    if level == "Object":
+        g.call(meta.object_set_meta("alice", "c1", "o", bad))
+    elif level == "Container":
+        g.call(meta.container_update("alice", "c1", bad, {}, replace=False))
+    else:
+        g.call(meta.account_update("alice", bad, {"team\r\nX-Injected": ["b\x01"]},
+                                   replace=False))
+    for m in ("HEAD", "GET"):
+        r = a.req(m, path)
+        assert r.status_code in (200, 204), (m, r.status_code, r.text)
+        assert "X-Injected" not in r.headers
+        assert r.headers.get(pre + "Bad") == "foo%0D%0AX-Injected: yes"
+    for fmt in ("json", "xml", "plain"):
+        assert a.req("GET", f"/alice?format={fmt}").status_code == 200
+        assert a.req("GET", f"/alice/c1?format={fmt}").status_code == 200
