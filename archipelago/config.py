@@ -99,6 +99,9 @@ class GatewayConfig:
     etag: str = field(
         default="md5", metadata=doc("object ETag algorithm", choices=("md5", "merkle"))
     )
+    assembled_md5_limit: int = field(default=256 << 20, metadata=doc(
+        "bytes: objects assembled by hashmap PUT or partial updates above this size get "
+        "their Merkle root as ETag (an MD5 would hash every byte)"))
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote, unquote
@@ -29,6 +30,8 @@ class GatewayConfig:
     max_file_size: int = 1 << 40
     max_groups: int = 32
     max_group_members: int = 32
+    #: Objects assembled from stored blocks get an MD5 ETag up to this size only.
+    assembled_md5_limit: int = 256 << 20
 
 
 META = web.AppKey("meta", MetaStore)
@@ -213,6 +216,21 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
     if val < 0:
         fail(400, f"Invalid {name}")
     return val
+
+
+def client_alive(request: web.Request) -> bool:
+    """False once the client closed its connection (long work then stops)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def while_connected(request: web.Request,
+                          chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks``, stopped with ConnectionResetError once the client went away."""
+    async for chunk in chunks:
+        if not client_alive(request):
+            raise ConnectionResetError("the client went away")
+        yield chunk
 
 
 def now() -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -57,6 +58,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def gateway_config(cfg: Any) -> GatewayConfig:
+    """The app's settings from the [gateway] section (the keys both define)."""
+    keys = {f.name for f in dataclasses.fields(GatewayConfig)}
+    return GatewayConfig(**{k: v for k, v in dataclasses.asdict(cfg.gateway).items()
+                            if k in keys})
+
+
 async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     """The gateway's blocks: the daemon's blocker peers ("peers"), the blocker opened
     here ("direct"), or "auto": peers when a daemon serves the instance."""
@@ -79,7 +87,7 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
     cfg = inst.config(config_file, overrides or [])
     host, port = parse_listen(listen or cfg.gateway.listen)
     blocker = await open_blocks(inst, cfg, blocks)
-    app = make_app(blocker, db_path(inst), GatewayConfig(etag=cfg.gateway.etag))
+    app = make_app(blocker, db_path(inst), gateway_config(cfg))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()

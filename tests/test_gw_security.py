@@ -7,8 +7,10 @@ the issue's reproducer over real HTTP against a real gateway.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,8 @@ import requests
 
 from archipelago.blocker.memory import MemoryBlocker
 from archipelago.errors import BackendUnavailable
-from pithos_gw.common import META
+from pithos_gw import hashmaps
+from pithos_gw.common import META, GatewayConfig
 from tests.daemon_helpers import Daemon
 from tests.gw_helpers import GatewayThread, file_blocker, gw_mem  # noqa: F401
 
@@ -314,3 +317,71 @@ def test_p11_control_characters_in_metadata(trio: tuple[User, User, User], level
     for fmt in ("json", "xml", "plain"):
         assert a.req("GET", f"/alice?format={fmt}").status_code == 200
         assert a.req("GET", f"/alice/c1?format={fmt}").status_code == 200
+
+
+TiB = 1 << 40
+
+
+@pytest.mark.timeout(120)
+def test_p7_assembled_objects_are_not_md5_hashed_over_the_limit(
+        trio: tuple[User, User, User]) -> None:
+    a, _, _ = trio
+    a.req("PUT", "/alice/c1/o", data=b"x")
+    # 1 TiB of logical zeros: the MD5 would take ~25 min; the Merkle root is the ETag.
+    r = a.req("POST", "/alice/c1/o", headers={"X-Object-Bytes": str(TiB)})
+    assert r.status_code == 204, r.text
+    h = a.req("HEAD", "/alice/c1/o").headers
+    assert h["Content-Length"] == str(TiB) and h["ETag"].strip('"') == h["X-Object-Hash"]
+    tail = a.req("GET", "/alice/c1/o", headers={"Range": f"bytes={TiB - 5}-"})
+    assert tail.status_code == 206 and tail.content == bytes(5)
+    zero = hashlib.sha256(b"").hexdigest()
+    doc = {"bytes": TiB, "hashes": [zero] * (TiB // BS)}
+    r = a.req("PUT", "/alice/c1/zeros?hashmap", data=json.dumps(doc),
+              headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.headers["ETag"].strip('"') == r.headers["X-Object-Hash"]
+    # Under the limit an assembled object still gets the MD5 Swift clients check.
+    data = os.urandom(MiB)
+    a.req("PUT", "/alice/c1/small", data=data)
+    doc = {"bytes": MiB, "hashes": [hashlib.sha256(data).hexdigest()]}
+    r = a.req("PUT", "/alice/c1/again?hashmap", data=json.dumps(doc),
+              headers={"Content-Type": "application/json"})
+    assert r.headers["ETag"].strip('"') == hashlib.md5(data).hexdigest()
+    r = a.req("POST", "/alice/c1/again", headers={"X-Object-Bytes": str(2 * MiB)})
+    assert r.headers["ETag"].strip('"') == hashlib.md5(data + bytes(MiB)).hexdigest()
+    # A listing's hash is the ETag in both cases.
+    listed = {i["name"]: i["hash"] for i in a.req("GET", "/alice/c1?format=json").json()}
+    assert listed["o"] == h["X-Object-Hash"]
+    assert listed["again"] == hashlib.md5(data + bytes(MiB)).hexdigest()
+
+
+def _wait(cond: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_p7_work_stops_when_the_client_disconnects(tmp_path: Path) -> None:
+    from tests.gw_helpers import memory_blocker
+
+    g = GatewayThread(memory_blocker, tmp_path / "meta.db",
+                      GatewayConfig(assembled_md5_limit=TiB)).start()
+    try:
+        a = User(g, "alice")
+        a.req("PUT", "/alice/c1")
+        a.req("PUT", "/alice/c1/o", data=b"x")
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        s.sendall(f"POST /v1/alice/c1/o HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: "
+                  f"{a.tok['X-Auth-Token']}\r\nX-Object-Bytes: {TiB}\r\n"
+                  f"Content-Length: 0\r\n\r\n".encode())
+        key = ("alice", "c1", "o")
+        _wait(lambda: key in hashmaps._UPDATE_LOCKS, "the update to start")
+        s.close()
+        # Hashing 1 TiB would hold the object's update lock for ~25 minutes.
+        _wait(lambda: key not in hashmaps._UPDATE_LOCKS, "the update to stop")
+        assert a.req("HEAD", "/alice/c1/o").headers["Content-Length"] == "1"
+    finally:
+        g.stop()
