@@ -102,6 +102,9 @@ class GatewayConfig:
     assembled_md5_limit: int = field(default=256 << 20, metadata=doc(
         "bytes: objects assembled by hashmap PUT or partial updates above this size get "
         "their Merkle root as ETag (an MD5 would hash every byte)"))
+    client_timeout: float = field(default=60.0, metadata=doc(
+        "seconds a client may stall mid-headers or mid-body (or idle between requests) "
+        "before its connection is closed (408 mid-body), as Swift's client_timeout"))
 
 
 @dataclass

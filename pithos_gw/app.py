@@ -37,7 +37,7 @@ from pithos_gw.store import BlockStore
 log = logging.getLogger("pithos_gw")
 PREFIXES = ("/object-store/v1", "/v1")
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+            405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
             412: "Precondition Failed", 413: "Request Entity Too Large",
             416: "Requested Range Not Satisfiable", 422: "Unprocessable Entity",
             423: "Locked", 500: "Internal Server Error", 503: "Service Unavailable",
@@ -51,7 +51,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
         return web.Response(status=status, headers=headers)
     reason = _REASONS.get(status, "Error")
     text = message if message.startswith(reason) else f"{reason}: {message}"
-    return web.Response(status=status, text=text[:300] + "\n", headers=headers)
+    resp = web.Response(status=status, text=text[:300] + "\n", headers=headers)
+    if headers and headers.get("Connection") == "close":
+        resp.force_close()  # the body was not read to its end: no keep-alive
+    return resp
 
 
 #: The response whose headers went out already (set when a handler prepares a stream).
@@ -202,4 +205,14 @@ def make_app(blocker: Blocker, db_path: str | Path,
     return app
 
 
-__all__ = ["make_app", "GatewayConfig", "Target"]
+def make_runner(app: web.Application, **kwargs: object) -> web.AppRunner:
+    """The runner that serves ``app``: a connection that sends no complete request for
+    ``client_timeout`` s (half-sent headers, an idle keep-alive) is closed."""
+    timeout = app[CONFIG].client_timeout
+    # After an error reply to an unfinished upload aiohttp reads and drops the rest for
+    # lingering_time (so the client sees the reply): a stalled client gets no more time.
+    return web.AppRunner(app, keepalive_timeout=timeout, lingering_time=min(10.0, timeout),
+                         **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["make_app", "make_runner", "GatewayConfig", "Target"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 from urllib.parse import quote, unquote
 
 from aiohttp import web
@@ -32,8 +33,11 @@ class GatewayConfig:
     max_group_members: int = 32
     #: Objects assembled from stored blocks get an MD5 ETag up to this size only.
     assembled_md5_limit: int = 256 << 20
+    #: Seconds a client may stall mid-headers or mid-body before its connection is closed.
+    client_timeout: float = 60.0
 
 
+T = TypeVar("T")
 META = web.AppKey("meta", MetaStore)
 BLOCKS = web.AppKey("blocks", BlockStore)
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -216,6 +220,23 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
     if val < 0:
         fail(400, f"Invalid {name}")
     return val
+
+
+async def timed(request: web.Request, aw: Awaitable[T]) -> T:
+    """Await one read from the client: 408 after ``client_timeout`` s without progress."""
+    limit = request.app[CONFIG].client_timeout
+    try:
+        return await asyncio.wait_for(aw, limit)
+    except TimeoutError:
+        raise HttpError(408, f"Request Timeout: the client sent nothing for {limit:g} s",
+                        {"Connection": "close"}) from None
+
+
+async def request_body(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, each read bounded by ``client_timeout`` (Swift's
+    client_timeout): a stalled upload ends with 408 and frees what it buffered."""
+    while chunk := await timed(request, request.content.readany()):
+        yield chunk
 
 
 def client_alive(request: web.Request) -> bool:

@@ -19,6 +19,7 @@ from pithos_gw.common import (
     Target,
     etag_of,
     fail,
+    request_body,
     want_format,
     while_connected,
 )
@@ -98,7 +99,7 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
     if clen is not None and clen > MAX_HASHMAP_BODY:
         fail(413, "Hashmap too large")
     body = bytearray()
-    async for chunk in request.content.iter_any():
+    async for chunk in request_body(request):
         body += chunk
         if len(body) > MAX_HASHMAP_BODY:
             fail(413, "Hashmap too large")
@@ -128,7 +129,7 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
 
 async def upload_blocks(request: web.Request, t: Target) -> web.Response:
     """POST raw data to a container: stored as 4 MiB blocks, reply = their ids."""
-    got = await request.app[BLOCKS].ingest(request.content.iter_any(),
+    got = await request.app[BLOCKS].ingest(request_body(request),
                                            limit=request.app[CONFIG].max_file_size)
     await request.app[BLOCKS].barrier()  # the client may reference them right away
     return web.Response(status=202, body=json.dumps(got.hashes).encode(),
@@ -211,7 +212,7 @@ async def _partial_update(request: web.Request, t: Target) -> web.Response:
                 fail(416, "Source object shorter than the range")
             chunks = while_connected(request, store.read_range(sv.hashes, sv.bytes, 0, length))
         else:
-            chunks = request.content.iter_any()
+            chunks = request_body(request)
         hashes, size = await store.rewrite(hashes, size, offset, chunks, length)
     nb = request.headers.get("X-Object-Bytes")
     if nb is not None:

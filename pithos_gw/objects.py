@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import mimetypes
 from urllib.parse import quote, unquote
@@ -25,6 +24,8 @@ from pithos_gw.common import (
     http_date,
     parse_until,
     read_meta,
+    request_body,
+    timed,
 )
 from pithos_gw.meta import Container, ObjectVersion
 from pithos_gw.store import body_chunks
@@ -187,7 +188,7 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     old = await current(request, t)
     reads.check_conditions(request, old)
     await check_type_change(request, t, _content_type(request, t.obj))  # before data moves
-    got = await request.app[BLOCKS].ingest(request.content.iter_any(), limit=cfg.max_file_size)
+    got = await request.app[BLOCKS].ingest(request_body(request), limit=cfg.max_file_size)
     if clen is not None and got.size != int(clen):
         fail(400, "Body shorter than Content-Length")
     sent = request.headers.get("ETag")
@@ -203,10 +204,10 @@ async def form_upload(request: web.Request, t: Target) -> web.StreamResponse:
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
     reader = await request.multipart()
-    async for part in reader:
+    while (part := await timed(request, reader.next())) is not None:
         if isinstance(part, BodyPartReader) and part.name == "X-Object-Data":
             got = await request.app[BLOCKS].ingest(
-                body_chunks(functools.partial(part.read_chunk, 1 << 20)),
+                body_chunks(lambda: timed(request, part.read_chunk(1 << 20))),
                 limit=request.app[CONFIG].max_file_size)
             ctype = part.headers.get("Content-Type") or _content_type(request, t.obj)
             old = await current(request, t)
@@ -214,6 +215,8 @@ async def form_upload(request: web.Request, t: Target) -> web.StreamResponse:
                                 got.size - (old.bytes if old else 0))
             v = await _record(request, t, got.hashes, got.size, got.md5, {}, None, ctype=ctype)
             return web.Response(status=201, headers=reply_headers(request, v))
+        if isinstance(part, BodyPartReader):
+            await timed(request, part.release())
     fail(400, "multipart body without an X-Object-Data field")
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from archipelago.errors import InvalidArgument, NotFound
 from pithos_gw.auth import access
-from pithos_gw.common import META, Target, fail, out_value
+from pithos_gw.common import META, Target, fail, out_value, timed
 from pithos_gw.meta import MetaStore
 
 PREFIXES = ("/image/v1.0/images", "/images", "/image/v1.0/shared-images", "/shared-images")
@@ -255,7 +255,7 @@ async def members(request: web.Request, user: str, image_id: str,
         fail(403, "Forbidden")
     if m == "PUT" and not rest:
         try:
-            doc = await request.json()
+            doc = await timed(request, request.json())
             read = sorted({str(x["member_id"]) for x in doc["memberships"]})
         except (ValueError, KeyError, TypeError):
             fail(400, "Bad memberships document")

@@ -29,7 +29,7 @@ from archipelago.blocker import open_blocker
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError, Busy, ConfigError, InvalidArgument
 from archipelago.instance import Instance
-from pithos_gw.app import make_app
+from pithos_gw.app import make_app, make_runner
 from pithos_gw.common import GatewayConfig
 
 
@@ -61,8 +61,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 def gateway_config(cfg: Any) -> GatewayConfig:
     """The app's settings from the [gateway] section (the keys both define)."""
     keys = {f.name for f in dataclasses.fields(GatewayConfig)}
-    return GatewayConfig(**{k: v for k, v in dataclasses.asdict(cfg.gateway).items()
-                            if k in keys})
+    out = GatewayConfig(**{k: v for k, v in dataclasses.asdict(cfg.gateway).items()
+                           if k in keys})
+    if not out.client_timeout > 0:
+        raise ConfigError("gateway.client_timeout must be a positive number of seconds")
+    return out
 
 
 async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
@@ -88,7 +91,7 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
     host, port = parse_listen(listen or cfg.gateway.listen)
     blocker = await open_blocks(inst, cfg, blocks)
     app = make_app(blocker, db_path(inst), gateway_config(cfg))
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ import uvloop
 from aiohttp import web
 
 from archipelago.blocker.base import Blocker
-from pithos_gw.app import make_app
+from pithos_gw.app import make_app, make_runner
 from pithos_gw.common import META, GatewayConfig
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class GatewayThread:
     async def _start(self) -> None:
         self.blocker = self._make_blocker()
         self.app = make_app(self.blocker, self._db_path, self._config)
-        self._runner = web.AppRunner(self.app)
+        self._runner = make_runner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

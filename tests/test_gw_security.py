@@ -385,3 +385,45 @@ def test_p7_work_stops_when_the_client_disconnects(tmp_path: Path) -> None:
         assert a.req("HEAD", "/alice/c1/o").headers["Content-Length"] == "1"
     finally:
         g.stop()
+
+
+def _read_until_closed(s: socket.socket) -> bytes:
+    data = bytearray()
+    while chunk := s.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.timeout(120)
+def test_p8_stalled_clients_are_closed_after_client_timeout(tmp_path: Path) -> None:
+    from tests.gw_helpers import memory_blocker
+
+    g = GatewayThread(memory_blocker, tmp_path / "meta.db",
+                      GatewayConfig(client_timeout=1.0)).start()
+    socks: list[socket.socket] = []
+    try:
+        a = User(g, "alice")
+        a.req("PUT", "/alice/c1")
+        tok = a.tok["X-Auth-Token"]
+        for i in range(20):  # chunked uploads that stop after 1 MiB
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+            s.sendall(f"PUT /v1/alice/c1/o{i} HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: {tok}"
+                      f"\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n".encode()
+                      + bytes(MiB) + b"\r\n")
+            socks.append(s)
+        for i in range(10):  # headers that never end
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+            s.sendall(f"PUT /v1/alice/c1/h{i} HTTP/1.1\r\nHost: gw\r\n".encode())
+            socks.append(s)
+        for s in socks[:20]:
+            assert _read_until_closed(s).startswith(b"HTTP/1.1 408"), "no 408 for a stall"
+        for s in socks[20:]:
+            assert _read_until_closed(s) == b""
+        server = g._runner.server
+        assert server is not None
+        _wait(lambda: not server.connections, "the server to drop every stalled connection")
+        assert a.req("GET", "/alice/c1?format=json").json() == []  # nothing was recorded
+    finally:
+        for s in socks:
+            s.close()
+        g.stop()
