@@ -6,11 +6,14 @@ and libnbd/qemu clients.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,14 @@ ARCHIP = [sys.executable, "-m", "control"]
 def archip(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI."""
     return subprocess.run([*ARCHIP, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(pred: Callable[[], object], what: str, timeout: float = 20) -> None:
+    """Poll ``pred`` until true (nbdkit closes a connection after the client's shutdown)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -114,3 +125,67 @@ def test_tls_flags_and_key_checks(tmp_path: Path) -> None:
         tls_setup(str(key), str(tmp_path), False)
     p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--insecure")
     assert p.returncode == 2 and "go with --tcp" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- 10: scratch exports are private to their connection ------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A started daemon exporting its volumes on DATA_DIR/nbd.sock (peer backend)."""
+    need("nbdkit")
+    d = tmp_path_factory.mktemp("sec")
+    p = archip("--data-dir", str(d), "daemon", "start")
+    assert p.returncode == 0, p.stderr
+    try:
+        yield d
+    finally:
+        archip("--data-dir", str(d), "daemon", "stop")
+
+
+def connect(d: Path, export: str) -> nbd.NBD:
+    """A libnbd handle on the daemon's socket."""
+    h = nbd.NBD()
+    h.set_export_name(export)
+    h.connect_unix(str(d / "nbd.sock"))
+    return h
+
+
+def internal_names(d: Path) -> list[str]:
+    """Every volume the daemon's mapper knows, internal ones included."""
+    from archipelago.client.blocking import Client
+
+    with Client.connect(str(d)) as c:
+        return [v["name"] for v in c.ctrl("list", internal=True)]
+
+
+def test_scratch_clone_is_bound_to_its_connection(daemon_dir: Path) -> None:
+    """Point 10: another client can neither see, open nor remove a scratch clone."""
+    d = str(daemon_dir)
+    assert archip("--data-dir", d, "volume", "create", "v1", "--size", "8M").returncode == 0
+    h = connect(daemon_dir, "v1")
+    h.pwrite(b"base" * 1024, 0)
+    h.shutdown()
+    a = connect(daemon_dir, "v1@scratch")
+    a.pwrite(b"mine" * 1024, 0)
+    clones = [n for n in internal_names(daemon_dir) if n.startswith("nbd-scratch.")]
+    assert len(clones) == 2, clones  # the clone and the snapshot it was made from
+    listed = json.loads(archip("--data-dir", d, "--json", "volume", "list").stdout)
+    assert [v["name"] for v in listed] == ["v1"]
+    for name in clones:
+        with pytest.raises(nbd.Error) as ei:
+            connect(daemon_dir, name)
+        assert ei.value.errnum == errno.ENOENT
+        with pytest.raises(nbd.Error):
+            connect(daemon_dir, name + "@scratch")
+        r = archip("--data-dir", d, "volume", "remove", name)
+        assert r.returncode == 2 and "reserved" in r.stderr, r.stderr
+    # the owner still works on its clone, and only its disconnect removes it
+    assert a.pread(4096, 0) == b"mine" * 1024
+    a.flush()
+    a.shutdown()
+    wait_until(lambda: not [n for n in internal_names(daemon_dir)
+                            if n.startswith("nbd-scratch.")], "the clone was not removed")
+    h = connect(daemon_dir, "v1")
+    assert h.pread(4096, 0) == b"base" * 1024
+    h.shutdown()
