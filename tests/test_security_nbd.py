@@ -189,3 +189,64 @@ def test_scratch_clone_is_bound_to_its_connection(daemon_dir: Path) -> None:
     h = connect(daemon_dir, "v1")
     assert h.pread(4096, 0) == b"base" * 1024
     h.shutdown()
+
+
+# -- 5: reserved names ----------------------------------------------------------------
+
+
+def test_reserved_names_are_refused_everywhere(tmp_path: Path) -> None:
+    """Point 5: no create/snapshot/clone/rename/import path accepts a scratch name, so
+    the startup sweep of dead nbdkits' scratch clones never deletes a user's volume."""
+    import asyncio
+
+    from archipelago.blocker.memory import MemoryBlocker
+    from archipelago.errors import InvalidArgument
+    from archipelago.mapper import Mapper
+    from archipelago.nbd.exports import _host_tag
+
+    need("nbdkit")
+    d = str(tmp_path)
+    assert archip("--data-dir", d, "daemon", "start").returncode == 0
+    try:
+        assert archip("--data-dir", d, "volume", "create", "keep", "--size", "4M").returncode == 0
+        assert archip("--data-dir", d, "volume", "snapshot", "keep", "keep-s").returncode == 0
+        img = tmp_path / "img.raw"
+        img.write_bytes(b"i" * 4096)
+        # the reproducer's name, and one this host's sweep would take for a dead nbdkit's
+        for name in ("nbd-scratch.x.1.2", f"nbd-scratch.{_host_tag()}.999999.1"):
+            for args in (("volume", "create", name, "--size", "4M"),
+                         ("volume", "snapshot", "keep", name),
+                         ("volume", "clone", "keep-s", name),
+                         ("volume", "rename", "keep", name),
+                         ("import", img.name, name)):
+                r = subprocess.run([*ARCHIP, "--data-dir", d, *args], capture_output=True,
+                                   text=True, timeout=60, cwd=tmp_path)
+                assert r.returncode == 2, (args, r.stderr)  # InvalidArgument
+                assert "reserved" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        # nothing of the user's is touched by the next start (its nbdkit sweeps at startup)
+        assert archip("--data-dir", d, "daemon", "stop").returncode == 0
+        assert archip("--data-dir", d, "daemon", "start").returncode == 0
+        listed = json.loads(archip("--data-dir", d, "--json", "volume", "list").stdout)
+        assert [v["name"] for v in listed] == ["keep", "keep-s"]
+    finally:
+        archip("--data-dir", d, "daemon", "stop")
+
+    async def library() -> None:  # the same one rule for in-process callers (direct NBD, gateway)
+        m = Mapper(MemoryBlocker(), "test:1")
+        await m.create("src", 1 << 20)
+        await m.snapshot("src", "snap")
+        for call in (lambda: m.create("nbd-scratch.a", 1 << 20),
+                     lambda: m.clone("snap", "nbd-scratch.b"),
+                     lambda: m.snapshot("src", "nbd-scratch.c"),
+                     lambda: m.rename("src", "nbd-scratch.d"),
+                     lambda: m.clone_hashmap("nbd-scratch.e", [], 0)):
+            with pytest.raises(InvalidArgument, match="reserved"):
+                await call()
+        await m.create("nbd-scratch.f", 1 << 20, internal=True)  # the plugin's own
+        assert [v.name for v in await m.list()] == ["snap", "src"]
+        assert "nbd-scratch.f" in [v.name for v in await m.list(internal=True)]
+        with pytest.raises(InvalidArgument, match="reserved"):
+            await m.remove("nbd-scratch.f")
+        await m.remove("nbd-scratch.f", internal=True)
+
+    asyncio.run(library())
