@@ -250,3 +250,32 @@ def test_reserved_names_are_refused_everywhere(tmp_path: Path) -> None:
         await m.remove("nbd-scratch.f", internal=True)
 
     asyncio.run(library())
+
+
+# -- 12: an unknown export name is one log line ----------------------------------------
+
+
+def test_unknown_export_logs_one_line(tmp_path: Path) -> None:
+    """Point 12 (NBD): a client naming an unknown export leaves one line, no traceback."""
+    from nbd_helpers import NbdServer
+
+    need("nbdkit")
+    prepare(tmp_path, volumes=[("v", MiB)])
+    srv = NbdServer(tmp_path).start()
+    try:
+        for name in ("nope", "nope@scratch", "nbd-scratch.x.1.2"):
+            h = nbd.NBD()
+            h.set_export_name(name)
+            with pytest.raises(nbd.Error) as ei:
+                h.connect_unix(str(srv.sock))
+            assert ei.value.errnum == errno.ENOENT
+        h = nbd.NBD()
+        h.set_export_name("v")
+        h.connect_unix(str(srv.sock))  # nbdkit still serves
+        h.shutdown()
+    finally:
+        srv.stop()
+    lines = [ln for ln in srv.log_text().splitlines() if "nope" in ln or "nbd-scratch" in ln
+             or ln.startswith((" ", "\t")) or "Traceback" in ln]
+    assert len(lines) == 3, lines
+    assert all("open: error: NotFound:" in ln for ln in lines), lines
