@@ -169,6 +169,23 @@ def fold(events: Iterable[UsageEvent], prices: PriceTable, start: datetime | Non
     return out
 
 
+def replay(events: Iterable[UsageEvent], prices: PriceTable) -> Ledger:
+    """A fresh ledger fed the whole log in order (what running totals must equal)."""
+    led = Ledger(prices)
+    for ev in sorted(unique(events), key=lambda e: e.order):
+        led.record(ev)
+    return led
+
+
+def flatten(closed: dict[Key, Totals]) -> Totals:
+    """One Totals out of per-key totals."""
+    out: Totals = {}
+    for per_key in closed.values():
+        for line, charge in per_key.items():
+            add_charge(out, line, charge)
+    return out
+
+
 def credits_of(totals: Totals, user: str | None = None) -> Fraction:
     """Sum of credits charged (credits added count negative), optionally for one user."""
     return sum((c.credits for k, c in totals.items() if user is None or k.user == user), ZERO)

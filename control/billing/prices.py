@@ -55,6 +55,18 @@ def parse_price(text: str | int | Decimal) -> Decimal:
     return value
 
 
+def parse_amount(text: str | int | Decimal) -> Decimal:
+    """Credits to add: a decimal > 0, ≤ 1e12, at most 6 decimals; InvalidArgument otherwise."""
+    try:
+        value = parse_price(text)
+    except InvalidArgument as e:
+        raise InvalidArgument(str(e).replace("bad price", "bad amount")
+                              .replace("prices cannot", "amounts cannot")) from None
+    if value <= 0 or -value.normalize().as_tuple().exponent > 6:
+        raise InvalidArgument(f"bad amount {text!r}: credits to add must be > 0 with at most 6 decimals")
+    return value
+
+
 def make_price(name: str, price: str | int | Decimal, unit: str | None, effective: datetime,
                state: str = "", project: str = "") -> Price:
     """A validated Price (unknown resource, unpriceable resource, bad state or unit → InvalidArgument)."""
