@@ -8,6 +8,7 @@ SQL: a PostgreSQL store would implement the same methods.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from archipelago.errors import Busy, NotFound
+from archipelago.errors import Busy, NoSpace, NotFound
 from pithos_gw.meta_extra import ExtraMixin
 
 T = TypeVar("T")
@@ -143,13 +144,34 @@ class MetaStore(ExtraMixin):
         db.commit()
         self._db = db
 
+    def _full(self, e: sqlite3.Error) -> bool:
+        """True when ``e`` means the disk holding the database is full."""
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        # Growing the WAL index fails as an I/O error on a full disk.
+        if not isinstance(e, sqlite3.OperationalError) or self.path == ":memory:":
+            return False
+        try:
+            return os.statvfs(os.path.dirname(os.path.abspath(self.path))).f_bavail == 0
+        except OSError:
+            return False
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         def txn() -> T:
-            if self._db is None:
-                self._open()
-            assert self._db is not None
-            with self._db:
-                return fn(self._db, *args)
+            try:
+                if self._db is None:
+                    self._open()
+                assert self._db is not None
+                with self._db:
+                    return fn(self._db, *args)
+            except sqlite3.Error as e:
+                if self._full(e):
+                    raise NoSpace(f"the gateway's metadata database: {e}") from None
+                raise
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpace(f"the gateway's metadata database: {e.strerror}") from None
+                raise
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, txn)
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -426,4 +427,75 @@ def test_p8_stalled_clients_are_closed_after_client_timeout(tmp_path: Path) -> N
     finally:
         for s in socks:
             s.close()
+        g.stop()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs (needs root; skipped where mounting is not allowed)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the filesystem is full."""
+    with open(path, "wb", buffering=0) as f:
+        chunk = os.urandom(64 * 1024)
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as e:
+            assert e.errno == 28  # ENOSPC
+
+
+@pytest.mark.timeout(120)
+def test_p9_full_disk_answers_507_and_reads_still_work(small_fs: Path) -> None:
+    g = GatewayThread(file_blocker(small_fs / "blocks"), small_fs / "meta.db").start()
+    try:
+        a = User(g, "alice")
+        assert a.req("PUT", "/alice/c1").status_code == 201
+        data = os.urandom(MiB)
+        assert a.req("PUT", "/alice/c1/kept", data=data,
+                     headers={"X-Object-Meta-A": "1"}).status_code == 201
+        assert a.req("PUT", "/alice/c1/gone", data=b"g").status_code == 201
+        _fill(small_fs / "filler")
+        big = {f"X-Container-Meta-K{i}": "v" * 250 for i in range(15)}
+        seen = set()
+        for i in range(400):  # until SQLite must grow a file on the full disk
+            r = a.req("PUT", f"/alice/full{i}", headers=big)
+            seen.add(r.status_code)
+            assert r.status_code in (201, 507), (i, r.status_code, r.text)
+            if r.status_code == 507:
+                break
+        assert 507 in seen
+        writes = [("PUT", "/alice/c1/new", {"data": os.urandom(2 * MiB)}),
+                  ("PUT", "/alice/c1/small", {"data": b"tiny"}),
+                  ("POST", "/alice/c1/kept", {"headers": {"X-Object-Meta-B": "2"}}),
+                  ("POST", "/alice/c1", {"headers": {"X-Container-Meta-B": "2"}}),
+                  ("POST", "/alice", {"headers": {"X-Account-Meta-B": "2"}}),
+                  ("COPY", "/alice/c1/kept", {"headers": {"Destination": "/c1/copy"}}),
+                  ("DELETE", "/alice/c1/gone", {})]
+        for method, path, kw in writes:
+            r = a.req(method, path, **kw)
+            assert r.status_code in (507, 201, 202, 204), (method, path, r.status_code, r.text)
+        # Everything written before reads back.
+        got = a.req("GET", "/alice/c1/kept")
+        assert got.status_code == 200 and got.content == data
+        for path in ("/alice", "/alice/c1", "/alice/c1?format=json"):
+            assert a.req("GET", path).status_code in (200, 204)
+        (small_fs / "filler").unlink()
+        assert a.req("PUT", "/alice/again").status_code == 201
+        assert a.req("PUT", "/alice/c1/after", data=data).status_code == 201
+        assert a.req("GET", "/alice/c1/after").content == data
+    finally:
         g.stop()
