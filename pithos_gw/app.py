@@ -34,6 +34,7 @@ from pithos_gw.hooks import AUTH, Authenticator, LegacyAuth, QuotaCharger
 from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
 from pithos_gw.quota import ChargedMetaStore
+from pithos_gw.serving import make_runner
 from pithos_gw.store import BlockStore
 
 log = logging.getLogger("pithos_gw")
@@ -216,16 +217,6 @@ def make_app(blocker: Blocker, db_path: str | Path,
         app.add_subapp(prefix, sub)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
-
-
-def make_runner(app: web.Application, **kwargs: object) -> web.AppRunner:
-    """The runner that serves ``app``: a connection that sends no complete request for
-    ``client_timeout`` s (half-sent headers, an idle keep-alive) is closed."""
-    timeout = app[CONFIG].client_timeout
-    # After an error reply to an unfinished upload aiohttp reads and drops the rest for
-    # lingering_time (so the client sees the reply): a stalled client gets no more time.
-    return web.AppRunner(app, keepalive_timeout=timeout, lingering_time=min(10.0, timeout),
-                         **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["make_app", "make_runner", "GatewayConfig", "Target"]

@@ -91,18 +91,25 @@ def parse_date(value: str | None) -> float | None:
         return None
 
 
+#: Largest value a SQLite INTEGER holds (serials, limits).
+MAX_INT64 = (1 << 63) - 1
+#: 9999-12-31T23:59:59Z: the last instant an HTTP date can name.
+_MAX_TS = 253402300799.0
+
+
 def parse_until(request: web.Request) -> float | None:
-    """The ``until`` query parameter as a timestamp (seconds or HTTP date)."""
+    """The ``until`` query parameter as a timestamp (seconds or HTTP date), 400 unless
+    it is a finite instant between 1970 and 9999."""
     raw = request.query.get("until")
     if raw is None:
         return None
     try:
-        return float(raw)
+        ts: float | None = float(raw)
     except ValueError:
         ts = parse_date(raw)
-        if ts is None:
-            fail(400, "Bad until")
-        return ts
+    if ts is None or not 0.0 <= ts <= _MAX_TS:  # also refuses nan
+        fail(400, "Bad until")
+    return ts
 
 
 def out_value(value: str) -> str:
@@ -170,18 +177,18 @@ def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) ->
 
 
 def check_container_name(request: web.Request, name: str) -> None:
-    """400 on a bad container name."""
+    """400 on a bad container name (its length counted in UTF-8 bytes, as Swift)."""
     if not name or "/" in name or "\0" in name:
         fail(400, "Invalid container name")
-    if len(name) > request.app[CONFIG].max_container_name_length:
+    if len(name.encode()) > request.app[CONFIG].max_container_name_length:
         fail(400, "Container name too long")
 
 
 def check_object_name(request: web.Request, name: str) -> None:
-    """400 on a bad object name."""
+    """400 on a bad object name (its length counted in UTF-8 bytes, as Swift)."""
     if not name or "\0" in name:
         fail(400, "Invalid object name")
-    if len(name) > request.app[CONFIG].max_object_name_length:
+    if len(name.encode()) > request.app[CONFIG].max_object_name_length:
         fail(400, "Object name too long")
 
 
@@ -217,7 +224,7 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
         val = int(raw)
     except ValueError:
         fail(400, f"Invalid {name}")
-    if val < 0:
+    if not 0 <= val <= MAX_INT64:
         fail(400, f"Invalid {name}")
     return val
 

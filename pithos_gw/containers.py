@@ -38,7 +38,7 @@ def _policy(request: web.Request) -> dict[str, str]:
         out["versioning"] = v.lower()
     q = request.headers.get("X-Container-Policy-Quota")
     if q is not None:
-        if q and not q.isdigit():
+        if q and not (q.isascii() and q.isdigit()):
             fail(400, "Bad quota policy")
         out["quota"] = q
     p = request.headers.get("X-Container-Policy-Project")

@@ -28,6 +28,8 @@ from pithos_gw.store import check_hash, nblocks
 
 #: Largest hashmap body accepted (a 1 TiB object's map is ~17 MiB of JSON).
 MAX_HASHMAP_BODY = 64 * 1024 * 1024
+#: Bytes one hash may take in a hashmap body (quotes, comma, indentation).
+_HASH_JSON = 80
 _RANGE_RE = re.compile(r"^bytes\s+(?:(\d+)-(\d*)|\*)/(\*|\d+)$")
 
 
@@ -46,17 +48,21 @@ async def get_hashmap(request: web.Request, v: ObjectVersion,
                         content_type="application/json")
 
 
-def parse_hashmap(body: bytes | bytearray, block_size: int) -> tuple[list[str], int]:
-    """Validate a hashmap document: (hashes, bytes); InvalidArgument -> 400."""
+def parse_hashmap(body: bytes | bytearray, block_size: int,
+                  max_size: int = 1 << 40) -> tuple[list[str], int]:
+    """Validate a hashmap document: (hashes, bytes); InvalidArgument -> 400, an object
+    above ``max_size`` (or more hashes than it needs) -> 413."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("hashmap body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidArgument("hashmap body is not JSON (or nested too deeply)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("hashes"), list):
         raise InvalidArgument("hashmap needs a 'hashes' list")
     size = doc.get("bytes")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidArgument("hashmap needs a non-negative integer 'bytes'")
+    if size > max_size or len(doc["hashes"]) > nblocks(max_size, block_size):
+        fail(413, f"Request Entity Too Large: objects are at most {max_size} bytes")
     if doc.get("block_size", block_size) != block_size:
         raise InvalidArgument(f"block_size must be {block_size}")
     if doc.get("block_hash", "sha256") != "sha256":
@@ -95,23 +101,25 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
 
     if "Content-Type" not in request.headers:
         fail(411, "Content-Type required")
+    store = request.app[BLOCKS]
+    max_size = request.app[CONFIG].max_file_size
+    limit = min(MAX_HASHMAP_BODY, nblocks(max_size, store.block_size) * _HASH_JSON + 65536)
     clen = request.content_length
-    if clen is not None and clen > MAX_HASHMAP_BODY:
+    if clen is not None and clen > limit:
         fail(413, "Hashmap too large")
     body = bytearray()
     async for chunk in request_body(request):
         body += chunk
-        if len(body) > MAX_HASHMAP_BODY:
+        if len(body) > limit:
             fail(413, "Hashmap too large")
-    store = request.app[BLOCKS]
-    hashes, size = parse_hashmap(body, store.block_size)
+    hashes, size = parse_hashmap(body, store.block_size, max_size)
     old = await objects.current(request, t)
     reads.check_conditions(request, old)
     await objects._container_ok(request, t.account, t.container,
                                 size - (old.bytes if old else 0))
     missing = await store.missing(hashes)
     if missing:
-        return web.Response(status=409, body=json.dumps(missing).encode(),
+        return web.Response(status=409, body=json.dumps(missing, separators=(",", ":")).encode(),
                             content_type="application/json")
     root = merkle_root(hashes)
     md5 = await _checksum(request, hashes, size, root)
@@ -216,7 +224,7 @@ async def _partial_update(request: web.Request, t: Target) -> web.Response:
         hashes, size = await store.rewrite(hashes, size, offset, chunks, length)
     nb = request.headers.get("X-Object-Bytes")
     if nb is not None:
-        if not nb.isdigit() or int(nb) > request.app[CONFIG].max_file_size:
+        if not (nb.isascii() and nb.isdigit()) or int(nb) > request.app[CONFIG].max_file_size:
             fail(400, "Bad X-Object-Bytes")
         hashes = await store.truncate(hashes, size, int(nb))
         size = int(nb)

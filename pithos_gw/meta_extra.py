@@ -13,9 +13,27 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from archipelago.errors import AlreadyExists, Forbidden, NotFound
+from archipelago.errors import AlreadyExists, Forbidden, InvalidArgument, NotFound
 
 T = TypeVar("T")
+
+
+#: Characters an account name may not hold: path and sharing syntax ("read=a,b;write=c",
+#: "account:group", "*" = everyone), and what Swift tempauth splits on.
+_ACCOUNT_FORBIDDEN = frozenset("/:*,;=")
+
+
+def check_account_name(name: str) -> str:
+    """InvalidArgument unless ``name`` can be an account: 1..256 UTF-8 bytes, not "." or
+    "..", no control characters, no surrounding spaces, none of / : * , ; =."""
+    bad = (not name or name in (".", "..") or name != name.strip()
+           or len(name.encode("utf-8", "surrogatepass")) > 256
+           or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name)
+           or any(c in _ACCOUNT_FORBIDDEN for c in name))
+    if bad:
+        raise InvalidArgument(f"bad account name {name!r}: 1..256 bytes, not '.' or '..', "
+                              "no control characters or surrounding spaces, none of / : * , ; =")
+    return name
 
 
 class ExtraMixin:
@@ -26,7 +44,9 @@ class ExtraMixin:
 
     # users ----------------------------------------------------------------
     async def user_add(self, account: str) -> str:
-        """Create a user with a fresh random key; AlreadyExists if present."""
+        """Create a user with a fresh random key; AlreadyExists if present, InvalidArgument
+        for a name that is not a valid account (check_account_name)."""
+        check_account_name(account)
         key = secrets.token_urlsafe(24)
 
         def q(db: sqlite3.Connection) -> str:

@@ -15,6 +15,7 @@ from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
     CONFIG,
+    MAX_INT64,
     META,
     Target,
     check_container_name,
@@ -38,9 +39,12 @@ def _version_param(request: web.Request, name: str = "version") -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        val = int(raw)
     except ValueError:
         fail(400, f"Bad {name}")
+    if not 0 <= val <= MAX_INT64:  # serials are SQLite integers
+        fail(400, f"Bad {name}")
+    return val
 
 
 async def current(request: web.Request, t: Target) -> ObjectVersion | None:
@@ -181,8 +185,9 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if clen is None and not chunked:
         fail(411, "Length Required")
-    if clen is not None and (not clen.isdigit() or int(clen) > cfg.max_file_size):
-        fail(413 if clen.isdigit() else 400, "Bad Content-Length")
+    digits = clen is not None and clen.isascii() and clen.isdigit()
+    if clen is not None and (not digits or int(clen) > cfg.max_file_size):
+        fail(413 if digits else 400, "Bad Content-Length")
     meta = read_meta(request, "X-Object-Meta-", _EXTRA)
     sharing = _sharing(request)
     old = await current(request, t)

@@ -184,7 +184,8 @@ async def register(request: web.Request, user: str) -> web.Response:
     if not t.owner:
         # Registering sets the object's read sharing (members): only its owner may.
         fail(403, "Only the object's owner may register it as an image")
-    if "size" in fields and (not fields["size"].isdigit() or int(fields["size"]) != v.bytes):
+    size = fields.get("size")
+    if size is not None and (not (size.isascii() and size.isdigit()) or int(size) != v.bytes):
         fail(400, "Image size does not match the object")
     if "checksum" in fields and fields["checksum"].lower() != v.hash:
         fail(400, "Image checksum must be the object's Merkle root")
@@ -257,7 +258,7 @@ async def members(request: web.Request, user: str, image_id: str,
         try:
             doc = await timed(request, request.json())
             read = sorted({str(x["member_id"]) for x in doc["memberships"]})
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             fail(400, "Bad memberships document")
     elif m == "PUT" and len(rest) == 1:
         read = sorted(set(read) | {rest[0]})

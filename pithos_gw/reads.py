@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -131,7 +132,20 @@ def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
     if not out:
         raise HttpError(416, "Requested Range Not Satisfiable",
                         {"Content-Range": f"bytes */{size}"})
-    return out
+    return None if _egregious(out) else out
+
+
+#: As Swift (RFC 9110 section 14.2): more overlapping pairs or out-of-order ranges than
+#: these make the Range header ignored, so a tiny request cannot ask for a huge reply.
+MAX_RANGE_OVERLAPS = 2
+MAX_NONASCENDING_RANGES = 8
+
+
+def _egregious(ranges: list[tuple[int, int]]) -> bool:
+    overlaps = sum(1 for i, (a1, b1) in enumerate(ranges) for a2, b2 in ranges[i + 1 :]
+                   if max(a1, a2) < min(b1, b2))
+    descents = sum(1 for (a1, _), (a2, _) in itertools.pairwise(ranges) if a2 < a1)
+    return overlaps > MAX_RANGE_OVERLAPS or descents > MAX_NONASCENDING_RANGES
 
 
 class Segments:

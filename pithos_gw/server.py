@@ -48,7 +48,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT on a loopback address only (the gateway is never exposed directly)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise InvalidArgument(f"--listen wants HOST:PORT, got {text!r}")
     try:
         loopback = ipaddress.ip_address(host).is_loopback

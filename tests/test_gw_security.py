@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from archipelago.blocker.memory import MemoryBlocker
-from archipelago.errors import BackendUnavailable
+from archipelago.errors import BackendUnavailable, InvalidArgument
 from pithos_gw import hashmaps
 from pithos_gw.common import META, GatewayConfig
 from tests.daemon_helpers import Daemon
@@ -499,3 +499,99 @@ def test_p9_full_disk_answers_507_and_reads_still_work(small_fs: Path) -> None:
         assert a.req("GET", "/alice/c1/after").content == data
     finally:
         g.stop()
+
+
+def test_p12_numbers_and_json_out_of_range_are_400(trio: tuple[User, User, User]) -> None:
+    a, _, _ = trio
+    a.req("PUT", "/alice/c1/o", data=b"x")
+    big = "9" * 23
+    assert a.req("GET", f"/alice/c1/o?version={big}").status_code == 400
+    assert a.req("GET", "/alice/c1/o?version=-1").status_code in (400, 404)
+    assert a.req("COPY", "/alice/c1/o", headers={"Destination": "/c1/p",
+                                                 "X-Source-Version": big}).status_code == 400
+    for until in ("nan", "inf", "-inf", "1e999", "1e300", "-1e300", "NaN"):
+        for path in ("/alice/c1/o", "/alice/c1", "/alice"):
+            for m in ("GET", "HEAD"):
+                r = a.req(m, f"{path}?until={until}")
+                assert r.status_code == 400, (m, path, until, r.status_code)
+    assert a.req("GET", f"/alice/c1?limit={big}").status_code != 500
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (deep, '{"bytes": 1, "hashes": ' + deep + "}"):
+        r = a.req("PUT", "/alice/c1/h?hashmap", data=body,
+                  headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.status_code
+    a.req("PUT", "/alice/c1/img", data=b"i")
+    iid = _register(a, "pithos://alice/c1/img").json()["image"]["id"]
+    r = a.img("PUT", f"/{iid}/members", data='{"memberships": ' + deep + "}")
+    assert r.status_code == 400
+
+
+def test_p12_ranges_names_and_hashmap_bounds(tmp_path: Path) -> None:
+    from tests.gw_helpers import memory_blocker
+
+    g = GatewayThread(memory_blocker, tmp_path / "meta.db",
+                      GatewayConfig(max_file_size=16 * MiB)).start()
+    try:
+        a = User(g, "alice")
+        a.req("PUT", "/alice/c1")
+        data = os.urandom(1000)
+        a.req("PUT", "/alice/c1/o", data=data)
+        # More than two overlapping ranges: the Range header is ignored (Swift).
+        r = a.req("GET", "/alice/c1/o", headers={"Range": "bytes=" + ",".join(["0-"] * 49)})
+        assert r.status_code == 200 and r.content == data
+        r = a.req("GET", "/alice/c1/o", headers={"Range": "bytes=0-10,5-20,8-30"})
+        assert r.status_code == 200 and r.content == data
+        r = a.req("GET", "/alice/c1/o", headers={"Range": "bytes=0-10,5-20"})
+        assert r.status_code == 206 and r.headers["Content-Type"].startswith("multipart/")
+        # Names are measured in UTF-8 bytes.
+        assert a.req("PUT", "/alice/c1/" + "\u00e9" * 513, data=b"x").status_code == 400
+        assert a.req("PUT", "/alice/c1/" + "\u00e9" * 512, data=b"x").status_code == 201
+        assert a.req("PUT", "/alice/" + "\u00e9" * 129).status_code == 400
+        assert a.req("PUT", "/alice/" + "\u00e9" * 128).status_code == 201
+        # A hashmap never names more blocks than max_file_size allows (here 4).
+        h = [hashlib.sha256(bytes([i])).hexdigest() for i in range(5)]
+        for doc in ({"bytes": 5 * BS, "hashes": h}, {"bytes": 17 * MiB, "hashes": h}):
+            r = a.req("PUT", "/alice/c1/big?hashmap", data=json.dumps(doc),
+                      headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, r.status_code
+        r = a.req("PUT", "/alice/c1/big?hashmap", data=json.dumps(h * 100000),
+                  headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        r = a.req("PUT", "/alice/c1/big?hashmap",
+                  data=json.dumps({"bytes": 4 * BS, "hashes": h[:4]}),
+                  headers={"Content-Type": "application/json"})
+        assert r.status_code == 409 and json.loads(r.content) == h[:4]
+        assert b", " not in r.content  # compact
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "alice ", " alice", "a\nb", "a\rb", "*",
+                                  "a:b", "a/b", "a,b", "a;b", "a=b", "a\x00b", "x" * 300])
+def test_p12_account_names_are_checked(gw_mem: GatewayThread, name: str) -> None:  # noqa: F811
+    with pytest.raises(InvalidArgument):
+        gw_mem.call(gw_mem.app[META].user_add(name))
+
+
+def test_p12_user_add_cli_refuses_bad_names(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from control.cli import main
+
+    rc = main(["--data-dir", str(tmp_path), "gateway", "user", "add", "a:b"])
+    err = capsys.readouterr().err
+    assert rc == InvalidArgument.exit_code and err.startswith("archip: error:"), err
+    assert main(["--data-dir", str(tmp_path), "gateway", "user", "add", "bob"]) == 0
+
+
+def test_p12_parser_errors_do_not_echo_the_request(gw_mem: GatewayThread) -> None:  # noqa: F811
+    for raw in (b"GET /v1/a HTTP/1.1\r\nHost: x\r\nX-Evil: <script>\x01</script>\r\n\r\n",
+                b"GET /v1/a HTTP/1.1\r\nHost: x\r\nX-<script>: v\r\n\r\n",
+                b"GET /v1/<script>\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"G<script>ET /v1/a HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /v1/a HTTP/1.1\r\nHost: x\r\nX-L: " + b"<script>" * 2000 + b"\r\n\r\n"):
+        s = socket.create_connection(("127.0.0.1", gw_mem.port), timeout=10)
+        s.sendall(raw)
+        got = _read_until_closed(s)
+        s.close()
+        assert got.startswith(b"HTTP/1.") and b" 400 " in got.split(b"\r\n")[0], got[:80]
+        assert b"script" not in got and len(got) < 1000, got
