@@ -114,6 +114,10 @@ class GatewayConfig:
     client_timeout: float = field(default=60.0, metadata=doc(
         "seconds a client may stall mid-headers or mid-body (or idle between requests) "
         "before its connection is closed (408 mid-body), as Swift's client_timeout"))
+    hashmap_scope: str = field(default="account", metadata=doc(
+        "blocks a hashmap PUT may name: those its account references or uploaded "
+        "(account), or any stored block (global: knowing a block's hash reads it)",
+        choices=("account", "global")))
 
 
 @dataclass

@@ -35,6 +35,9 @@ class GatewayConfig:
     assembled_md5_limit: int = 256 << 20
     #: Seconds a client may stall mid-headers or mid-body before its connection is closed.
     client_timeout: float = 60.0
+    #: "account": a hashmap PUT accepts only blocks its requester references; "global":
+    #: any stored block (knowing a hash is then enough to read the block).
+    hashmap_scope: str = "account"
 
 
 T = TypeVar("T")

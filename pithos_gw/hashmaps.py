@@ -118,6 +118,12 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
     await objects._container_ok(request, t.account, t.container,
                                 size - (old.bytes if old else 0))
     missing = await store.missing(hashes)
+    if request.app[CONFIG].hashmap_scope != "global":
+        # Unreferenced blocks count as missing: the client proves it has them by upload.
+        unknown = set(await request.app[META].refs_unknown(t.user, hashes))
+        if unknown:
+            either = unknown.union(missing)
+            missing = [h for h in dict.fromkeys(hashes) if h in either]
     if missing:
         return web.Response(status=409, body=json.dumps(missing, separators=(",", ":")).encode(),
                             content_type="application/json")
@@ -140,6 +146,7 @@ async def upload_blocks(request: web.Request, t: Target) -> web.Response:
     got = await request.app[BLOCKS].ingest(request_body(request),
                                            limit=request.app[CONFIG].max_file_size)
     await request.app[BLOCKS].barrier()  # the client may reference them right away
+    await request.app[META].refs_add(t.user, got.hashes)
     return web.Response(status=202, body=json.dumps(got.hashes).encode(),
                         content_type="application/json")
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from archipelago.errors import Busy, NoSpace, NotFound
 from pithos_gw.meta_extra import ExtraMixin
+from pithos_gw.meta_refs import RefsMixin, create_refs, record_refs
 
 T = TypeVar("T")
 NORMAL, HISTORY, DELETED = 0, 1, 2
@@ -125,7 +126,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any], replace: bool) -> dict[str,
     return out
 
 
-class MetaStore(ExtraMixin):
+class MetaStore(ExtraMixin, RefsMixin):
     """Async facade over one SQLite database, all calls on a single worker thread."""
 
     def __init__(self, path: str | Path) -> None:
@@ -141,6 +142,7 @@ class MetaStore(ExtraMixin):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        create_refs(db)
         db.commit()
         self._db = db
 
@@ -389,6 +391,7 @@ class MetaStore(ExtraMixin):
             c = db.execute(f"INSERT INTO versions({_VCOLS}) VALUES(NULL,?,?,?,?,?,?,?,?,?,?,?,?,0)",
                            (account, container, name, oid, size, _pack(hashes), hash, checksum,
                             content_type, json.dumps(meta), now, modified_by))
+            record_refs(db, (account, modified_by), hashes)
             return ObjectVersion(c.lastrowid or 0, account, container, name, oid, size,
                                  list(hashes), hash, checksum, content_type, meta, now,
                                  modified_by)

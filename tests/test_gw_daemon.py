@@ -129,14 +129,21 @@ def test_uploads_land_on_the_peers_as_content_blocks(gwd: GwDaemon) -> None:
         assert c.read_block(hashes[0]) == data[:BLOCK_SIZE]
         assert c.read_block(hashes[2], 0, MiB + 123) == data[2 * BLOCK_SIZE:]
         assert c.missing([hashes[0], hashes[2]]) == []
-        # ...and blocks stored by the client are found by the gateway (hashmap PUT: 201).
+        # ...and blocks stored by the client are found by the gateway.
         extra = os.urandom(BLOCK_SIZE)
         h = block_hash(extra)
         assert c.store_block(h, extra)
-    r = requests.put(f"{gwd.url}/v1/alice/c/o2?format=json&hashmap", timeout=30,
-                     headers=gwd.headers, json={"block_hash": "sha256",
-                                               "block_size": BLOCK_SIZE,
-                                               "bytes": BLOCK_SIZE, "hashes": [h]})
+    doc = {"block_hash": "sha256", "block_size": BLOCK_SIZE, "bytes": BLOCK_SIZE, "hashes": [h]}
+    url = f"{gwd.url}/v1/alice/c/o2?format=json&hashmap"
+    r = requests.put(url, timeout=30, headers=gwd.headers, json=doc)
+    # Stored, but not by alice ([gateway] hashmap_scope = "account"): she uploads it, and
+    # the gateway finds it on the peers, so nothing new is stored.
+    assert r.status_code == 409 and r.json() == [h], r.text
+    count = len(content_objects(gwd.d.data_dir))
+    r = requests.post(f"{gwd.url}/v1/alice/c", data=extra, timeout=30, headers={
+        **gwd.headers, "Content-Type": "application/octet-stream"})
+    assert r.status_code == 202 and len(content_objects(gwd.d.data_dir)) == count
+    r = requests.put(url, timeout=30, headers=gwd.headers, json=doc)
     assert r.status_code == 201, r.text
     assert gwd.swift.get_object("c", "o2")[1] == extra
     # Dedup through the peers: the same content again adds no block.
@@ -157,8 +164,10 @@ def test_hashmap_upload_through_the_peers(gwd: GwDaemon) -> None:
     doc = {"bytes": len(data), "hashes": ids}
     r = requests.put(f"{url}/nine?hashmap&format=json", data=json.dumps(doc), timeout=30,
                      headers={**gwd.headers, "Content-Type": "application/json"})
-    assert r.status_code == 409 and r.json() == ids[1:]
-    for b in blocks[1:]:
+    # Stored, but alice never had block 0 ([gateway] hashmap_scope = "account"): she
+    # proves she has it by uploading it too (nothing new is stored for it).
+    assert r.status_code == 409 and r.json() == ids
+    for b in blocks:
         r = requests.post(f"{url}?update&format=json", data=b, timeout=30, headers={
             **gwd.headers, "Content-Type": "application/octet-stream"})
         assert r.status_code == 202

@@ -595,3 +595,49 @@ def test_p12_parser_errors_do_not_echo_the_request(gw_mem: GatewayThread) -> Non
         s.close()
         assert got.startswith(b"HTTP/1.") and b" 400 " in got.split(b"\r\n")[0], got[:80]
         assert b"script" not in got and len(got) < 1000, got
+
+
+def _hashmap(u: User, path: str, hashes: list[str], size: int) -> requests.Response:
+    return u.req("PUT", path + "?hashmap", data=json.dumps({"bytes": size, "hashes": hashes}),
+                 headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("scope", ["account", "global"])
+def test_p13_hashmap_scope(tmp_path: Path, scope: str) -> None:
+    from tests.gw_helpers import memory_blocker
+
+    cfg = GatewayConfig() if scope == "account" else GatewayConfig(hashmap_scope="global")
+    g = GatewayThread(memory_blocker, tmp_path / "meta.db", cfg).start()
+    try:
+        a, b = User(g, "alice"), User(g, "bob")
+        a.req("PUT", "/alice/c1")
+        b.req("PUT", "/bob/mine")
+        secret = os.urandom(MiB)
+        h = hashlib.sha256(secret).hexdigest()
+        a.req("PUT", "/alice/c1/secret", data=secret)
+        a.req("PUT", "/alice/c1/proj", data=b"p")
+        a.req("POST", "/alice/c1/proj", headers={"X-Object-Sharing": "write=bob"})
+        stored = g.count_blocks()
+        # Knowing a block's hash is not enough to read it (the default scope).
+        r = _hashmap(b, "/bob/mine/stolen", [h], MiB)
+        r2 = _hashmap(b, "/alice/c1/proj", [h], MiB)  # nor through a shared object
+        if scope == "global":
+            assert r.status_code == 201 and r2.status_code == 201
+            assert b.req("GET", "/bob/mine/stolen").content == secret
+            return
+        assert r.status_code == 409 and r.json() == [h]
+        assert r2.status_code == 409 and r2.json() == [h]
+        assert b.req("GET", "/bob/mine/stolen").status_code == 404
+        assert a.req("GET", "/alice/c1/proj").content == b"p"
+        # Whoever has the data proves it by uploading it; the bytes stay stored once.
+        r = b.req("POST", "/bob/mine", data=secret,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 202 and r.json() == [h]
+        assert g.count_blocks() == stored
+        assert _hashmap(b, "/bob/mine/mine", [h], MiB).status_code == 201
+        # The owner re-uploads by hashmap at once; zero blocks need no proof.
+        assert _hashmap(a, "/alice/c1/again", [h], MiB).status_code == 201
+        zero = hashlib.sha256(b"").hexdigest()
+        assert _hashmap(b, "/bob/mine/zeros", [zero, zero], 2 * BS).status_code == 201
+    finally:
+        g.stop()
