@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from archipelago.blocker.base import Blocker
-from archipelago.errors import InvalidArgument
+from archipelago.errors import InvalidArgument, MissingBlock, NotFound
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH
 
 #: Blocks up to this size are hashed on the loop: a thread hop costs more than hashing them.
@@ -159,10 +159,14 @@ class BlockStore:
         return Ingested(hashes=hashes, size=size, md5=md5.hexdigest())
 
     async def read_block(self, h: str, offset: int, length: int) -> bytes:
-        """``length`` bytes of block ``h`` from ``offset`` (zero block synthesised)."""
+        """``length`` bytes of block ``h`` from ``offset`` (zero block synthesised);
+        MissingBlock if the store lost it (never zeros in its place)."""
         if h == ZERO_HASH:
             return bytes(length)
-        return await self.blocker.read(h, offset, length)
+        try:
+            return await self.blocker.read_existing(h, offset, length)
+        except NotFound:
+            raise MissingBlock(f"block {h} is missing from the store") from None
 
     async def read_range(
         self, hashes: list[str], size: int, start: int, end: int
