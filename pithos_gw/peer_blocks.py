@@ -178,9 +178,8 @@ class PeerBlocks(Blocker):
     async def read_existing(self, name: str, offset: int, size: int) -> bytes:
         """Like :meth:`read`, but NotFound when the block is absent."""
         check_range(offset, size)
-        port = self._port(name)
         parts = await asyncio.gather(*(
-            self._call(port, Op.READ, name, offset=offset + o, size=min(self.step, size - o),
+            self._call(Op.READ, name, offset=offset + o, size=min(self.step, size - o),
                        flags=Flag.MUST_EXIST)
             for o in range(0, max(size, 1), self.step)))
         return b"".join(r.bytes() for r in parts)
