@@ -119,7 +119,10 @@ def _supervise(cmd: list[str], sock: Path | None) -> int:
     acknowledged is lost (writes are in the blocker, maps are write-through), and
     the restarted nbdkit breaks the dead one's volume locks (stale: dead pid).
     """
+    # Explicitly: a background job of a non-interactive shell (as CI may start us) inherits
+    # SIGINT ignored, and Python then keeps ignoring it -- Ctrl-C would do nothing.
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigterm)
     starts: list[float] = []
     try:
         while True:
@@ -136,7 +139,11 @@ def _supervise(cmd: list[str], sock: Path | None) -> int:
                     proc.wait(STOP_GRACE)
                 except subprocess.TimeoutExpired:  # killing loses nothing acknowledged
                     proc.kill()
-                    proc.wait()
+                    try:
+                        proc.wait(STOP_GRACE)
+                    except subprocess.TimeoutExpired:  # stuck in the kernel: do not hang too
+                        print(f"nbdkit (pid {proc.pid}) did not die of SIGKILL", file=sys.stderr)
+                        return 1
                 return 0
             if rc >= 0:  # a normal exit (config error, nbdkit stopped on purpose)
                 return rc

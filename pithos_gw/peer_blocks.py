@@ -175,6 +175,15 @@ class PeerBlocks(Blocker):
             for o in range(0, size, self.step)))
         return b"".join(r.bytes() for r in parts)
 
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Like :meth:`read`, but NotFound when the block is absent."""
+        check_range(offset, size)
+        parts = await asyncio.gather(*(
+            self._call(Op.READ, name, offset=offset + o, size=min(self.step, size - o),
+                       flags=Flag.MUST_EXIST)
+            for o in range(0, max(size, 1), self.step)))
+        return b"".join(r.bytes() for r in parts)
+
     async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
         """Store the whole block (parts the peer stages when above the arena's buffer)."""
         mv = memoryview(data).cast("B")

@@ -24,6 +24,17 @@ async def test_absent_object_reads_as_zeros(blocker: Blocker) -> None:
     assert not await blocker.exists("nothing")
 
 
+async def test_read_existing_refuses_absent_objects(blocker: Blocker) -> None:
+    """What a map references must exist: read_existing is NotFound, not zeros (issue 23)."""
+    with pytest.raises(NotFound):
+        await blocker.read_existing("nothing", 0, 100)
+    with pytest.raises(NotFound):
+        await blocker.read_existing("nothing", 0, 0)
+    await blocker.write("short", 0, b"ab")
+    assert await blocker.read_existing("short", 0, 4) == b"ab\0\0"  # short: zero-filled
+    assert await blocker.read_existing("short", 10, 3) == bytes(3)
+
+
 async def test_write_read_holes_and_short_reads(blocker: Blocker) -> None:
     await blocker.write("obj", 1000, b"abc")
     assert await blocker.size("obj") == 1003

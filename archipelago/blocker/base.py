@@ -1,7 +1,8 @@
 """The blocker contract: a tiny async object store every backend implements.
 
 Objects are flat byte strings named by validated ASCII names. Reads past the
-end of an object, or of an absent object, return zeros. Locks are advisory,
+end of an object, or of an absent object, return zeros; ``read_existing`` is the
+read for data a map references, where an absent object is an error (NotFound). Locks are advisory,
 exclusive, and carry an owner string that says which host and process holds them.
 """
 
@@ -104,6 +105,17 @@ class Blocker(ABC):
     @abstractmethod
     async def read(self, name: str, offset: int, size: int) -> bytes:
         """Read ``size`` bytes at ``offset``; holes, short and absent objects read as zeros."""
+
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Like :meth:`read` (short objects zero-filled), but NotFound if the object is absent.
+
+        Backends override this with one operation; this default checks, then reads.
+        """
+        if not await self.exists(name):
+            from archipelago.errors import NotFound
+
+            raise NotFound(f"object {name!r} not found")
+        return await self.read(name, offset, size)
 
     @abstractmethod
     async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:

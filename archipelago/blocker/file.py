@@ -163,6 +163,15 @@ class FileBlocker(Blocker):
         check_range(offset, size)
         return await self._run(read_zero_filled, self._path(name), offset, size)
 
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zero fill past the end; NotFound if the object is absent."""
+        check_name(name)
+        check_range(offset, size)
+        try:
+            return await self._run(read_zero_filled, self._path(name), offset, size, False)
+        except NotFound:
+            raise NotFound(f"object {name!r} not found") from None
+
     async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         """pwrite into the object, creating it atomically when absent."""
         check_name(name)

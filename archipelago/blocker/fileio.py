@@ -46,11 +46,14 @@ def copy_range(sfd: int, dfd: int, length: int) -> None:
     os.ftruncate(dfd, length)
 
 
-def read_zero_filled(path: str, offset: int, size: int) -> bytes:
-    """Read ``size`` bytes at ``offset``; holes, the part past the end and absent files are zeros."""
+def read_zero_filled(path: str, offset: int, size: int, missing_ok: bool = True) -> bytes:
+    """Read ``size`` bytes at ``offset``; holes, the part past the end and (if
+    ``missing_ok``, else FileNotFoundError) absent files are zeros."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
+        if not missing_ok:
+            raise
         return bytes(size)
     try:
         buf = bytearray(size)

@@ -43,6 +43,13 @@ class MemoryBlocker(Blocker):
         data = bytes(obj[offset : offset + size])
         return data + bytes(size - len(data))
 
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zero fill past the end; NotFound if the object is absent."""
+        check_name(name)
+        if name not in self._objects:
+            raise NotFound(f"object {name!r} not found")
+        return await self.read(name, offset, size)
+
     async def write(self, name: str, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         """Write, growing the object with zeros as needed."""
         check_name(name)

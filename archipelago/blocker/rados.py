@@ -229,13 +229,17 @@ class RadosBlocker(RadosLocksMixin, Blocker):
 
     # -- data -------------------------------------------------------------------------
 
-    async def _read(self, name: str, offset: int, size: int) -> bytes:
+    async def _read(self, name: str, offset: int, size: int, must_exist: bool = False) -> bytes:
         if size == 0:
+            if must_exist and not await self.exists(name):
+                raise NotFound(f"object {name!r} not found")
             return b""
         rv, args = await self._aio(
             f"read {name}", size,
             lambda io, cb: io.aio_read(name, size, offset, oncomplete=cb))
         if rv == -errno.ENOENT:
+            if must_exist:
+                raise NotFound(f"object {name!r} not found")
             return bytes(size)
         if rv < 0:
             raise self._map(-rv, f"read {name}")
@@ -250,16 +254,26 @@ class RadosBlocker(RadosLocksMixin, Blocker):
         check_range(offset, size)
         return await self._read(name, offset, size)
 
-    async def read_into(self, name: str, offset: int, buf: memoryview) -> None:
-        """Fill ``buf`` (e.g. a segment buffer) from ``offset``, zeros past the data."""
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Read with zeros for holes and short objects; NotFound if the object is absent."""
+        check_name(name)
+        check_range(offset, size)
+        return await self._read(name, offset, size, must_exist=True)
+
+    async def read_into(self, name: str, offset: int, buf: memoryview,
+                        must_exist: bool = False) -> None:
+        """Fill ``buf`` (e.g. a segment buffer) from ``offset``, zeros past the data
+        (an absent object: zeros, or NotFound with ``must_exist``)."""
         check_name(name)
         check_range(offset, len(buf))
         await self._ioctx()
         if (mv := usable(self._direct, buf)) is None:
-            buf[:] = await self._read(name, offset, len(buf))
+            buf[:] = await self._read(name, offset, len(buf), must_exist)
             return
         rv = await direct_read(self, name, offset, mv)
         if rv == -errno.ENOENT:
+            if must_exist:
+                raise NotFound(f"object {name!r} not found")
             rv = 0
         elif rv < 0:
             raise self._map(-rv, f"read {name}")

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from archipelago.errors import Corrupt, InvalidArgument, Locked, NotFound, ReadOnly
+from archipelago.errors import InvalidArgument, Locked, MissingBlock, NotFound, ReadOnly
 from archipelago.hashing import is_zero
 from archipelago.mapper.common import (
     BATCH,
@@ -226,9 +226,22 @@ class Volume:
 
     async def _read_piece(self, i: int, o: int, n: int) -> bytes:
         kind, ident = await self.entry(i)
-        if kind == ZERO:
-            return bytes(n)
-        return await self._b.read(self.header.name_of(kind, ident), o, n)
+        while kind != ZERO:
+            try:
+                return await self._b.read_existing(self.header.name_of(kind, ident), o, n)
+            except NotFound:
+                # A concurrent zero/trim deletes the object after it replaced the entry:
+                # then read the new entry. The same entry naming an absent object is a loss.
+                again = await self.entry(i)
+                if again == (kind, ident):
+                    raise self._missing(i, kind, ident) from None
+                kind, ident = again
+        return bytes(n)
+
+    def _missing(self, i: int, kind: int, ident: bytes) -> MissingBlock:
+        # Replies carry 95 bytes of message: the essentials first.
+        return MissingBlock(f"block {i} of volume {self.name!r} is missing from the store "
+                            f"(object {self.header.name_of(kind, ident)})")
 
     async def write(self, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         """Write bytes (copy-up of shared blocks); with fua, durable on return."""
@@ -288,7 +301,7 @@ class Volume:
                 try:
                     await self._b.copy(h.name_of(kind, ident), new)
                 except NotFound:
-                    raise Corrupt(f"map {h.name!r}: block {i} names a missing object") from None
+                    raise self._missing(i, kind, ident) from None
                 await self._b.write(new, o, payload, fua=True)
             await self._set_entry(i, OBJECT, object_id(h.own, h.epoch, i))
 

@@ -179,11 +179,12 @@ class AsyncClient:
         """Round-trip a PING to ``dst``."""
         (await self.call(dst, Op.PING, timeout=timeout)).release()
 
-    async def read(self, dst: int, target: str, offset: int, size: int) -> bytearray:
+    async def read(self, dst: int, target: str, offset: int, size: int,
+                   flags: int = 0) -> bytearray:
         """READ up to 32 MiB, split into arena-sized requests issued concurrently."""
         step = self.seg.max_buffer
         parts = await asyncio.gather(*(
-            self.call(dst, Op.READ, target, offset + o, min(step, size - o))
+            self.call(dst, Op.READ, target, offset + o, min(step, size - o), flags=flags)
             for o in range(0, size, step)))
         out = bytearray(size)
         for i, r in enumerate(parts):

@@ -40,3 +40,4 @@ class Flag(IntFlag):
     FUA = 2
     FORCE = 4  # break a lock
     EXISTS = 8  # generic "the object exists" bit for replies
+    MUST_EXIST = 16  # READ: an absent object is NotFound, not zeros (a map references it)

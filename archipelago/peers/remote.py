@@ -1,7 +1,8 @@
 """The Blocker contract over the segment: ``BlockerPeer`` serves a local Blocker on a port,
 ``RemoteBlocker`` is a Blocker whose every call is a request to such a peer.
 
-Wire mapping: READ/WRITE (FUA flag) split at the arena's largest buffer; CREATE = put
+Wire mapping: READ/WRITE (FUA flag) split at the arena's largest buffer (READ with
+MUST_EXIST = read_existing); CREATE = put
 (parts staged by the peer until ``arg`` bytes arrived, then one atomic put); COPY
 (target = dst, payload = src); DELETE; INFO (arg = size); LIST (msgpack page of names,
 offset = start, arg = 1 when more); FLUSH; HASH (reply = hex name); ACQUIRE/RELEASE
@@ -41,7 +42,8 @@ class BlockerPeer(Peer):
         """Translate one request into a Blocker call."""
         b, op, name = self.blocker, req.op, req.target
         if op == Op.READ:
-            req.reply(await b.read(name, req.offset, req.size))
+            read = b.read_existing if req.flags & Flag.MUST_EXIST else b.read
+            req.reply(await read(name, req.offset, req.size))
         elif op == Op.WRITE:
             await b.write(name, req.offset, req.data, fua=bool(req.flags & Flag.FUA))
             req.reply(serviced=len(req.data))
@@ -116,6 +118,15 @@ class RemoteBlocker(Blocker):
         if size <= self.step:
             return (await self._call(Op.READ, name, offset=offset, size=size)).bytes()
         return bytes(await self.client.read(self.dst, name, offset, size))
+
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Read; NotFound if the object is absent (the peer checks: one request)."""
+        check_name(name)
+        check_range(offset, size)
+        if size <= self.step:
+            return (await self._call(Op.READ, name, offset=offset, size=size,
+                                     flags=Flag.MUST_EXIST)).bytes()
+        return bytes(await self.client.read(self.dst, name, offset, size, Flag.MUST_EXIST))
 
     async def write(self, name: str, offset: int, data: bytes | memoryview,
                     fua: bool = False) -> None:

@@ -13,7 +13,7 @@ import sys
 
 from archipelago.blocker import open_blocker
 from archipelago.client.common import prefault
-from archipelago.peers.ops import Op
+from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.remote import BlockerPeer
 from archipelago.peers.request import Request
@@ -30,7 +30,8 @@ class DirectBlockerPeer(BlockerPeer):
         """READ via ``read_into`` if the blocker has it; everything else as BlockerPeer."""
         read_into = getattr(self.blocker, "read_into", None)
         if req.op == Op.READ and read_into is not None and req.size:
-            await read_into(req.target, req.offset, req.reply_buffer(req.size))
+            await read_into(req.target, req.offset, req.reply_buffer(req.size),
+                            must_exist=bool(req.flags & Flag.MUST_EXIST))
             req.reply(serviced=req.size)
             return
         await super().dispatch(req)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+from archipelago.errors import NotFound
 from archipelago.mapper.format import ZERO
-from archipelago.peers.ops import Op
+from archipelago.peers.ops import Flag, Op
 from archipelago.peers.request import Request
 
 #: The mapper request being served in this task (set around Volume.write).
@@ -75,7 +76,11 @@ async def read_forward(vol: Any, spread: Any, req: Request) -> bool:
         if kind == ZERO:
             buf[:] = _ZEROS[:n]
         else:
-            r = await spread.read_shared(vol.header.name_of(kind, ident), o, n, req)
+            try:
+                r = await spread.read_shared(vol.header.name_of(kind, ident), o, n, req,
+                                             Flag.MUST_EXIST)
+            except NotFound:
+                return False  # Volume.read rechecks the entry and raises MissingBlock
             got = len(r.data)
             r.release()
             if got < n:  # blockers pad holes with zeros; never hand out stale bytes

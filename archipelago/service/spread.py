@@ -71,6 +71,10 @@ class SpreadBlocker(Blocker):
         """Read from the peer owning ``name``."""
         return await self._do(name, lambda r: r.read(name, offset, size))
 
+    async def read_existing(self, name: str, offset: int, size: int) -> bytes:
+        """Read from the peer owning ``name``; NotFound if the object is absent."""
+        return await self._do(name, lambda r: r.read_existing(name, offset, size))
+
     async def write(self, name: str, offset: int, data: bytes | memoryview,
                     fua: bool = False) -> None:
         """Write through the peer owning ``name`` (borrowing the client's buffer if it can)."""
@@ -92,9 +96,11 @@ class SpreadBlocker(Blocker):
             return
         await self._do(name, lambda r: r.put(name, data, fua))
 
-    async def read_shared(self, name: str, offset: int, size: int, req: Request) -> Any:
+    async def read_shared(self, name: str, offset: int, size: int, req: Request,
+                          flags: int = 0) -> Any:
         """Read into ``req``'s buffer (forward.read_forward); returns the Reply to release."""
-        return await self._do(name, lambda r: call_shared(r, Op.READ, name, offset, size, 0, req))
+        return await self._do(name, lambda r: call_shared(r, Op.READ, name, offset, size, flags,
+                                                           req))
 
     async def copy(self, src: str, dst: str, fua: bool = False) -> None:
         """Server-side copy (any peer can do it: the store is shared)."""
