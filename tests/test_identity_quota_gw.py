@@ -187,3 +187,30 @@ def test_a_crash_between_commit_and_accept_is_reconciled_at_start(tmp_path: Path
         a2.api, a2.uuid, a2.h, a2.base = srv, uuid, tok, f"{srv.url}/v1/{uuid}"
         q = a2.quota()
         assert a2.stored() == 1000 and q["usage"] == 1000 and q["pending"] == 0
+
+
+def test_v1_users_of_an_older_instance_are_adopted_with_their_data(tmp_path: Path) -> None:
+    from gw_helpers import GatewayThread
+
+    from archipelago.blocker.file import FileBlocker
+
+    # An instance from before the control plane: the gateway's own v1 user and some data.
+    old = GatewayThread(lambda: FileBlocker(str(tmp_path / "blocks"), fsync=False),
+                        tmp_path / "gateway.db").start()
+    try:
+        key = old.add_user("olduser")
+        h = {"X-Auth-Token": key}
+        assert requests.put(f"{old.url}/v1/olduser/c", headers=h).status_code == 201
+        assert requests.put(f"{old.url}/v1/olduser/c/o", data=b"legacy" * 100,
+                            headers=h).status_code == 201
+    finally:
+        old.stop()
+    with ApiServer(tmp_path) as srv:
+        r = requests.get(srv.url + "/auth/v1.0", headers={"X-Auth-User": "olduser",
+                                                          "X-Auth-Key": key})
+        assert r.status_code == 204 and r.headers["X-Storage-Url"].endswith("/v1/olduser")
+        assert requests.get(f"{srv.url}/v1/olduser/c/o", headers=h).content == b"legacy" * 100
+        q = requests.get(srv.url + "/account/v1.0/quotas", headers=h).json()["olduser"][R]
+        assert q["usage"] == 600 and q["pending"] == 0
+        assert requests.get(f"{srv.url}/v1/olduser/c/o", headers={
+            "X-Auth-Token": "not-" + key}).status_code == 401

@@ -148,6 +148,26 @@ class ProjectsMixin:
             uuids = [r[0] for r in await conn.execute(sa.select(users.c.uuid))]
         return {u: await self.user_quotas(u) for u in uuids}
 
+    async def _set_usage(self, conn: AsyncConnection, u: str, resource: str, want: int) -> int:
+        """Set the system-project usage of user ``u`` (both holdings) to ``want``."""
+        _, umin, umax = await self._holding(  # type: ignore[attr-defined]
+            conn, f"user:{u}", f"project:{u}", resource)
+        if umin == want and umax == want:
+            return 0
+        await self._holding(conn, f"project:{u}", "", resource)  # type: ignore[attr-defined]
+        for holder, source in ((f"user:{u}", f"project:{u}"), (f"project:{u}", "")):
+            await conn.execute(holdings.update().where(
+                holdings.c.holder == holder, holdings.c.source == source,
+                holdings.c.resource == resource).values(
+                usage_min=holdings.c.usage_min + (want - umin),
+                usage_max=holdings.c.usage_max + (want - umax)))
+        return want - umin
+
+    async def set_usage(self, user: str, resource: str, value: int) -> None:
+        """Set a user's system-project usage (what it really holds, e.g. when adopted)."""
+        async with self.db.begin() as conn:
+            await self._set_usage(conn, await self._user_uuid(conn, user), resource, value)
+
     async def reconcile_usage(self, resource: str, usage: dict[str, int],
                               prefix: str) -> dict[str, int]:
         """Reject pending commissions named ``prefix``..., then set every user's system
@@ -161,19 +181,9 @@ class ProjectsMixin:
                 log.warning("account %r stores %d bytes but is no identity user: not charged",
                             account, usage[account])
             for u in sorted(uuids):
-                _, umin, umax = await self._holding(  # type: ignore[attr-defined]
-                    conn, f"user:{u}", f"project:{u}", resource)
-                want = usage.get(u, 0)
-                if umin == want and umax == want:
-                    continue
-                fixed[u] = want - umin
-                await self._holding(conn, f"project:{u}", "", resource)  # type: ignore[attr-defined]
-                for holder, source in ((f"user:{u}", f"project:{u}"), (f"project:{u}", "")):
-                    await conn.execute(holdings.update().where(
-                        holdings.c.holder == holder, holdings.c.source == source,
-                        holdings.c.resource == resource).values(
-                        usage_min=holdings.c.usage_min + (want - umin),
-                        usage_max=holdings.c.usage_max + (want - umax)))
+                diff = await self._set_usage(conn, u, resource, usage.get(u, 0))
+                if diff:
+                    fixed[u] = diff
         if fixed:
             log.warning("%s usage corrected after a restart: %s", resource, fixed)
         return fixed

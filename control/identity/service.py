@@ -3,11 +3,12 @@ and the gateway hooks it implements (pithos_gw.hooks Authenticator and QuotaChar
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
-from archipelago.errors import Unauthorized
+from archipelago.errors import ArchipelagoError, Unauthorized
 from control.host.webapi import token_of
 from control.identity.projects import ProjectsMixin
 from control.identity.providers import LocalProvider, ProxyProvider
@@ -16,6 +17,7 @@ from control.identity.throttle import Throttle
 from control.identity.users import Principal, UsersMixin
 from pithos_gw.hooks import DISKSPACE
 
+log = logging.getLogger("control.identity")
 #: Names of the gateway's commissions start with this (reconciled at its start).
 GATEWAY_PREFIX = "pithos:"
 
@@ -50,13 +52,36 @@ class IdentityService(UsersMixin, QuotasMixin, ProjectsMixin):
 
 
 class GatewayAuth:
-    """pithos_gw Authenticator: tokens are identity tokens; accounts are user uuids."""
+    """pithos_gw Authenticator: tokens are identity tokens; accounts are user uuids.
+
+    Users of the gateway's own v1 table (instances older than the control plane) are
+    adopted on their first login: an identity user whose uuid is their old account name
+    (so their data stays theirs), with their key as password and as a token.
+    """
 
     def __init__(self, service: IdentityService) -> None:
         self.service = service
 
+    async def _adopt(self, account: str | None, key: str) -> str | None:
+        if account is None:
+            return None
+        try:
+            await self.service.adopt_legacy(account, key)
+            gw = self.service.ctx.gateway
+            await self.service.set_usage(account, DISKSPACE, await gw.account_bytes(account))
+        except ArchipelagoError as e:
+            log.warning("cannot adopt v1 user %r: %s", account, e.message)
+            return None
+        return account
+
     async def authenticate(self, token: str, client: str | None) -> str:
         """The user uuid of a valid token."""
+        try:
+            return (await self.service.authenticate(token)).uuid
+        except Unauthorized:
+            gw = self.service.ctx.gateway
+            if gw is None or not await self._adopt(await gw.legacy_token(token), token):
+                raise
         return (await self.service.authenticate(token)).uuid
 
     async def login_v1(self, user: str, key: str, client: str | None) -> tuple[str, str]:
@@ -73,7 +98,14 @@ class GatewayAuth:
                 return p.uuid, key
         except Unauthorized:
             pass
-        u = await s.local.check(who, key, client)
+        try:
+            u = await s.local.check(who, key, client)
+        except Unauthorized:
+            gw = s.ctx.gateway
+            account = await self._adopt(await gw.legacy_login(user, key), key) if gw else None
+            if account is None:
+                raise
+            return account, key
         token, _ = await s.login_token(u.uuid, "v1")
         return u.uuid, token
 

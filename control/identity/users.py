@@ -135,6 +135,20 @@ class UsersMixin:
             await self.events.emit(conn, Event("identity.user.created", {"uuid": uid, "name": name}))
         return User(uid, name, email, is_admin, True, now, provider), tok
 
+    async def adopt_legacy(self, account: str, key: str) -> None:
+        """Make a pre-control-plane v1 user an identity user: uuid = its account (its data
+        stays its own), name = account, the key both its password and a token."""
+        try:
+            await self.user(account)
+            return  # adopted already (e.g. by another request)
+        except NotFound:
+            pass
+        await self.add_user(account, password=key, provider="legacy-v1", uuid=account)
+        async with self.db.begin() as conn:
+            await conn.execute(tokens.insert().values(
+                hash=token_hash(key), user=account, created=time.time(),
+                expires=time.time() + self.settings.token_lifetime, kind="v1-legacy"))
+
     async def set_active(self, who: str, active: bool) -> User:
         """Disable (revoking every token) or enable a user."""
         async with self.db.begin() as conn:
