@@ -69,3 +69,40 @@ def kill9_child(d: Daemon, name: str) -> int:
         if time.monotonic() > deadline:
             raise AssertionError(f"{name} was not restarted after kill -9")
         time.sleep(0.1)
+
+
+def wait_gateway(d: Daemon, timeout: float = 60.0) -> str:
+    """The URL of the daemon's gateway once it answers /info."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        r = d.archip("--json", "gateway", "status")
+        if r.rc == 0:
+            url = str(r.json()["url"])
+            try:
+                if requests.get(f"{url}/info", timeout=2).status_code == 200:
+                    return url
+            except requests.RequestException:
+                pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the daemon's gateway never answered: {d.log()[-2000:]}")
+        time.sleep(0.1)
+
+
+def upload_image(url: str, account: str, key: str, name: str, data: bytes,
+                 props: dict[str, str] | None = None, container_format: str = "bare") -> str:
+    """PUT the bytes into container `images` and register them in Plankton; the image id."""
+    import requests
+
+    h = {"X-Auth-Token": key}
+    requests.put(f"{url}/v1/{account}/images", headers=h, timeout=30).raise_for_status()
+    requests.put(f"{url}/v1/{account}/images/{name}", data=data, headers=h,
+                 timeout=120).raise_for_status()
+    reg = {**h, "X-Image-Meta-Name": name, "X-Image-Meta-Container-Format": container_format,
+           "X-Image-Meta-Location": f"pithos://{account}/images/{name}"}
+    for k, v in (props or {}).items():
+        reg[f"X-Image-Meta-Property-{k}"] = v
+    r = requests.post(f"{url}/image/v1.0/images", headers=reg, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["image"]["id"])
