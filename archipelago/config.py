@@ -7,11 +7,14 @@ Unknown keys and wrongly typed values raise ConfigError naming the dotted key.
 Adding a key is one dataclass field: ``name: type = field(default, metadata=doc("..."))``.
 Adding a section is one dataclass plus one field of :class:`Config`.
 Empty path strings mean "derive from the instance data directory" (see :func:`resolve`).
+Control-plane plugins add their own sections through the entry-point group
+``archipelago.config`` (section name -> dataclass), see :func:`config_class`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
@@ -102,6 +105,20 @@ class GatewayConfig:
 
 
 @dataclass
+class ControlConfig:
+    """[control]: the control-plane plugin host (identity, compute, billing, ui)."""
+
+    plugins: list[str] = field(
+        default_factory=list,
+        metadata=doc("control-plane plugins the API server runs (entry points archipelago.control)"))
+    database: str = field(default="", metadata=doc(
+        "SQLAlchemy URL of the control database (empty: sqlite+aiosqlite:///DATA_DIR/control.db; "
+        "postgresql+asyncpg://... for several hosts)"))
+    public_url: str = field(default="", metadata=doc(
+        "base URL clients see in the service catalog (empty: from each request's Host)"))
+
+
+@dataclass
 class Config:
     """The whole effective configuration."""
 
@@ -109,10 +126,35 @@ class Config:
     peers: PeersConfig = field(default_factory=PeersConfig)
     nbd: NbdConfig = field(default_factory=NbdConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON and TOML output)."""
         return dataclasses.asdict(self)
+
+
+#: Entry-point group of extra top-level sections: name -> dataclass (control-plane plugins).
+SECTIONS_GROUP = "archipelago.config"
+
+
+@functools.cache
+def config_class() -> type[Config]:
+    """Config plus one field per section registered in the ``archipelago.config`` group.
+
+    The sections of every installed plugin are known (enabled or not), so a key of a
+    disabled plugin is accepted while a misspelt one is still an error.
+    """
+    from importlib.metadata import entry_points
+
+    extra = []
+    for ep in sorted(entry_points(group=SECTIONS_GROUP), key=lambda e: e.name):
+        if ep.name in {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"config section {ep.name!r} of {ep.value} clashes with a core one")
+        cls = ep.load()
+        extra.append((ep.name, cls, field(default_factory=cls)))
+    if not extra:
+        return Config
+    return dataclasses.make_dataclass("Config", extra, bases=(Config,))
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -120,6 +162,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check_value(key: str, value: Any, typ: Any, choices: tuple[str, ...]) -> Any:
+    if typing.get_origin(typ) is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_check_value(key, v, item, choices) for v in value]
     # bool is an int subclass: check it first so "blockers = true" is refused.
     if typ is bool:
         ok = isinstance(value, bool)
@@ -200,7 +247,7 @@ def load(
 ) -> Config:
     """Build the effective Config from defaults, files and overrides (see module doc)."""
     env = os.environ if env is None else env
-    cfg = Config()
+    cfg = config_class()()
     if data_dir is not None:
         local = Path(data_dir) / "archipelago.toml"
         if local.is_file():
@@ -232,6 +279,8 @@ def resolve(cfg: Config, data_dir: Path) -> Config:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -30,8 +30,10 @@ from pithos_gw.common import (
     fail,
     int_param,
 )
+from pithos_gw.hooks import AUTH, Authenticator, LegacyAuth, QuotaCharger
 from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
+from pithos_gw.quota import ChargedMetaStore
 from pithos_gw.store import BlockStore
 
 log = logging.getLogger("pithos_gw")
@@ -40,7 +42,7 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
             412: "Precondition Failed", 413: "Request Entity Too Large",
             416: "Requested Range Not Satisfiable", 422: "Unprocessable Entity",
-            423: "Locked", 500: "Internal Server Error", 503: "Service Unavailable",
+            423: "Locked", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
             507: "Insufficient Storage"}
 TRANS_ID = web.RequestKey("trans_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -156,24 +158,35 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
 
 
 def make_app(blocker: Blocker, db_path: str | Path,
-             config: GatewayConfig | None = None) -> web.Application:
+             config: GatewayConfig | None = None, *,
+             authenticator: Authenticator | None = None,
+             quota: QuotaCharger | None = None,
+             mounts: dict[str, web.Application] | None = None) -> web.Application:
     """Build the gateway over ``blocker`` with metadata in the SQLite file ``db_path``.
 
     The caller owns the blocker (and closes it); the app opens and closes its
-    metadata store through cleanup_ctx.
+    metadata store through cleanup_ctx. A host may inject who tokens belong to
+    (``authenticator``; default: the gateway's own v1 users), a ``quota`` charger of
+    stored bytes, and sub-apps ``mounts`` (prefix -> app) served before the gateway's paths.
     """
     app = web.Application(middlewares=[catch_errors], client_max_size=64 * 1024 * 1024)
     app[BLOCKS] = BlockStore(blocker)
     app[CONFIG] = config or GatewayConfig()
-    app[META] = MetaStore(db_path)
+    meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)
+    app[META] = meta
+    app[AUTH] = authenticator or LegacyAuth(meta)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[META].open()
+        if isinstance(meta, ChargedMetaStore):
+            await meta.reconcile()  # before serving: a crash may have left charges pending
         yield
         await app[META].close()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_response_prepare.append(_trans_id)
+    for prefix, sub in (mounts or {}).items():
+        app.add_subapp(prefix, sub)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

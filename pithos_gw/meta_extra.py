@@ -242,3 +242,9 @@ class ExtraMixin:
                 raise NotFound("image not found")
 
         await self._run(q)
+
+    # usage ------------------------------------------------------------------
+    async def usage_by_account(self) -> dict[str, int]:
+        """account -> bytes of its current object versions (what quotas charge)."""
+        return await self._run(lambda db: {r[0]: int(r[1]) for r in db.execute(
+            "SELECT account, sum(bytes) FROM versions WHERE cluster=0 GROUP BY account")})
