@@ -106,3 +106,61 @@ def upload_image(url: str, account: str, key: str, name: str, data: bytes,
     r = requests.post(f"{url}/image/v1.0/images", headers=reg, timeout=30)
     assert r.status_code in (200, 201), r.text
     return str(r.json()["image"]["id"])
+
+
+CLOUD_TOML = """\
+[control]
+plugins = ["identity", "compute"]
+
+[gateway]
+listen = "127.0.0.1:0"
+
+[blocker.file]
+fsync = false
+
+[compute]
+accel = "tcg"
+stop_timeout = 5.0
+"""
+
+
+def start_cloud(data_dir: Path) -> tuple[Daemon, str]:
+    """A daemon with nbdkit and the API server (identity + compute); (daemon, API URL)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "archipelago.toml").write_text(CLOUD_TOML)
+    d = Daemon(data_dir)
+    d.archip("daemon", "start", "--gateway", "--json", check=True)
+    url = wait_gateway(d)
+    wait_nbd(data_dir / "nbd.sock")
+    return d, url
+
+
+def owned_blocks(data_dir: Path, volume: str) -> list[str]:
+    """Blocks a volume owns (written or copied up): objects named ``<volume>+<uid>_...``."""
+    return sorted(p.name for p in (data_dir / "blocks" / "objects").rglob(f"{volume}+*")
+                  if p.is_file())
+
+
+def qemu_pids(data_dir: Path) -> list[int]:
+    """Pids of qemu processes of this instance (their -pidfile is under DATA_DIR/vm)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"qemu-system-x86_64") and any(
+                str(data_dir / "vm").encode() in c for c in cmd):
+            out.append(int(p.name))
+    return out
+
+
+def kill_qemus(data_dir: Path) -> None:
+    """SIGKILL what qemu processes of this instance are left (test teardown)."""
+    for pid in qemu_pids(data_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -28,7 +28,7 @@ async def resize(svc: ComputeService, caller: Any, sid: str, flavor_ref: Any) ->
             grow = new.disk * (1 << 30) - boot.size
         deltas = {quota.TOTAL_CPU: new.vcpus - s.flavor.vcpus,
                   quota.TOTAL_RAM: (new.ram - s.flavor.ram) << 20, quota.DISK: grow}
-        async with svc.quotas.charge(s.user_id, deltas, f"server {sid} resize"):
+        async with svc.quotas.charge(s.user_id, deltas, f"compute resize {sid} {new.id}"):
             if grow and boot is not None:
                 await svc.vol("resize", boot.volume, boot.size + grow)
             async with svc.ctx.db.begin() as conn:

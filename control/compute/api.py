@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from archipelago.errors import Forbidden, InvalidArgument, Unauthorized
+from archipelago.errors import Forbidden, InvalidArgument
 from control.compute import actions
 from control.compute.disks import CreateRequest
 from control.compute.service import ComputeService
@@ -28,10 +28,7 @@ FOLLOW_EVERY = 0.25
 def _auth(identity: Any) -> Any:
     @web.middleware
     async def mw(request: web.Request, handler: Any) -> web.StreamResponse:
-        token = request.headers.get("X-Auth-Token") or request.query.get("X-Auth-Token")
-        if not token:
-            raise Unauthorized("X-Auth-Token required")
-        request[PRINCIPAL] = await identity().authenticate(token)
+        request[PRINCIPAL] = await identity().principal(request)
         return await handler(request)
     return mw
 

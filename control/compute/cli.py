@@ -27,8 +27,7 @@ def api(args: argparse.Namespace) -> Api:
     """A client of the running API server with the admin token."""
     from control.compute.credentials import admin_token
 
-    inst = get_instance(args)
-    return Api(api_url(inst), admin_token(inst))
+    return Api(api_url(get_instance(args)), admin_token(args))
 
 
 def _flavor_create(a: argparse.Namespace) -> int:
@@ -225,7 +224,7 @@ def _image_upload(a: argparse.Namespace) -> int:
     path = Path(a.file)
     if not path.is_file():
         raise NotFound(f"{a.file}: no such file")
-    img = upload(get_instance(a), path, a.name, a.disk_format, props, a.user)
+    img = upload(a, path, a.name, a.disk_format, props, a.user)
     if wants_json(a):
         print_json(img)
     else:

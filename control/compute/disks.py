@@ -8,7 +8,7 @@ from typing import Any
 
 from archipelago.errors import InvalidArgument, NotFound
 from control.compute.images import check_boot_images, get_image
-from control.compute.model import GiB, Disk, Flavor
+from control.compute.model import Disk, Flavor, GiB
 
 SOURCES = ("image", "snapshot", "volume", "blank")
 SECTOR = 512

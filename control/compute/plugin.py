@@ -53,6 +53,12 @@ class ComputePlugin(Plugin):
         """compute: the service object (the web UI plugin lists and drives servers with it)."""
         return {"compute": self.service}
 
+    async def open(self) -> None:
+        """Declare the cyclades.* quota resources to identity (idempotent)."""
+        from control.compute.quota import register
+
+        await register(self.ctx.service("identity"))
+
     async def start(self) -> None:
         """Re-adopt the qemu processes of servers that ran before this API server started."""
         await self.service.restore()

@@ -33,7 +33,6 @@ from control.compute.model import (
     ERROR,
     REBOOT,
     STOPPED,
-    Disk,
     Flavor,
     Server,
     check_name,
@@ -155,14 +154,11 @@ class ComputeService:
             return str(caller.uuid)
         if not caller.is_admin:
             raise Forbidden("only an administrator creates servers for another user")
-        idt = self.ctx.service("identity")
         try:
-            found = await idt.user_by_name(user)
+            found = await self.ctx.service("identity").user(user)
         except NotFound:
-            found = None
-        if found is None:
-            raise InvalidArgument(f"user {user!r} not found")
-        return str(getattr(found, "uuid", found))
+            raise InvalidArgument(f"user {user!r} not found") from None
+        return str(found.uuid)
 
     async def create(self, caller: Any, req: CreateRequest) -> Server:
         """Validate everything, charge quota (413 first), make volumes, record BUILD, boot."""
@@ -180,7 +176,7 @@ class ComputeService:
                    status=BUILD, kernel_image=plan.kernel, ramdisk_image=plan.ramdisk,
                    kernel_args=req.kernel_args, fault="", created_at=now, updated_at=now)
         made: list[str] = []
-        async with self.quotas.charge(user, charge, f"server {sid} create"):
+        async with self.quotas.charge(user, charge, f"compute create {sid}"):
             try:
                 for d in plan.disks:
                     await d.make(self)
@@ -213,7 +209,7 @@ class ComputeService:
                 log.warning("server %s failed to boot: %s", sid, e.message)
                 await self._set(s, ERROR, fault=e.message)
                 await self.quotas.release(s.user_id, quota.running(s.flavor.vcpus, s.flavor.ram, -1),
-                                          f"server {sid} error")
+                                          f"compute stopped {sid}")
                 return
             await self._set(s, ACTIVE, fault="")
 
@@ -241,7 +237,7 @@ class ComputeService:
             if s.status in HOLDS_RUNNING:
                 release.update(quota.running(s.flavor.vcpus, s.flavor.ram, -1))
             await self._set(s, DELETED)
-            await self.quotas.release(s.user_id, release, f"server {sid} delete")
+            await self.quotas.release(s.user_id, release, f"compute delete {sid}")
             self.runtime.forget(sid)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -257,10 +253,35 @@ class ComputeService:
             if s.status in HOLDS_RUNNING:
                 await self._set(s, STOPPED)
                 await self.quotas.release(s.user_id, quota.running(s.flavor.vcpus, s.flavor.ram, -1),
-                                          f"server {sid} shut down")
+                                          f"compute stopped {sid}")
+
+    async def _happened(self, name: str) -> bool:
+        """Did the change of a pending commission named ``compute <action> <sid> [arg]`` happen?"""
+        parts = name.split()
+        if len(parts) < 3:
+            return False
+        action, sid = parts[1], parts[2]
+        async with self.ctx.db.read() as conn:
+            try:
+                s = await store.server_get(conn, sid)
+            except NotFound:
+                return False
+        if action == "create":
+            return True
+        if action == "delete":
+            return s.status == DELETED
+        if action == "stopped":
+            return s.status not in HOLDS_RUNNING
+        if action == "start":
+            return s.status in HOLDS_RUNNING
+        if action == "resize":
+            return len(parts) > 3 and str(s.flavor.id) == parts[3]
+        return False
 
     async def restore(self) -> None:
-        """API server start: re-adopt running qemu processes; mark the dead ones."""
+        """API server start: settle pending commissions, re-adopt running qemu processes,
+        mark the dead ones."""
+        await self.quotas.settle(self._happened)
         async with self.ctx.db.read() as conn:
             ids = await store.server_ids(conn, None, HOLDS_RUNNING)
         for sid in ids:
@@ -300,7 +321,7 @@ class ComputeService:
                 self.runtime.expected.discard(sid)
             await self._set(s, STOPPED)
             await self.quotas.release(s.user_id, quota.running(s.flavor.vcpus, s.flavor.ram, -1),
-                                      f"server {sid} stop")
+                                      f"compute stopped {sid}")
             return s
 
     async def start(self, caller: Any, sid: str) -> Server:
@@ -309,7 +330,7 @@ class ComputeService:
             s = await self.get(caller, sid)
             self.require(s, STOPPED, ERROR)
             async with self.quotas.charge(s.user_id, quota.running(s.flavor.vcpus, s.flavor.ram),
-                                          f"server {sid} start"):
+                                          f"compute start {sid}"):
                 await self.runtime.boot(s, self.ctx.gateway, await self.volumes())
             await self._set(s, ACTIVE, fault="")
             return s
