@@ -34,6 +34,7 @@ from guest_helpers import BOOT_TIMEOUT, Console, guest_files, need_qemu
 
 from archipelago.errors import Busy, InvalidArgument
 
+pytest.importorskip("control.identity.plugin", reason="needs the identity plugin (issue 13)")
 pytestmark = [pytest.mark.timeout(1200), pytest.mark.nbd]
 GiB = 1 << 30
 

@@ -88,7 +88,7 @@ async def server_insert(conn: AsyncConnection, s: Server) -> None:
 async def disk_insert(conn: AsyncConnection, sid: str | None, user: str, d: Disk) -> None:
     """Record a volume as a disk of server ``sid`` (None: the user's, attached to nothing)."""
     row = (await conn.execute(sa.select(disks).where(disks.c.volume == d.volume))).first()
-    if row is not None and row.server_id is not None:
+    if row is not None and row.server_id is not None and row.server_id != sid:
         raise InvalidArgument(f"volume {d.volume!r} is attached to server {row.server_id}")
     values = dict(server_id=sid, user_id=user, volume=d.volume, node=d.node,
                   boot_index=d.boot_index, size=d.size, source_type=d.source_type,
