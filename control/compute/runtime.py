@@ -31,7 +31,7 @@ class Runtime:
         self.nbd_socket = nbd_socket
         self.on_exit = on_exit
         self._vms: dict[str, VM] = {}
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, tuple[int, asyncio.Task[None]]] = {}
         #: servers whose next exit was asked for (stop, reboot, delete): not a guest shutdown
         self.expected: set[str] = set()
 
@@ -81,17 +81,22 @@ class Runtime:
         return pid
 
     def watch(self, sid: str) -> None:
-        """Call on_exit(sid) when the server's qemu exits."""
-        old = self._watchers.get(sid)
-        if old is not None and not old.done():
+        """Call on_exit(sid) when the server's current qemu process exits."""
+        pid = self.vm(sid).pid()
+        if pid is None:
             return
-        self._watchers[sid] = asyncio.create_task(self._watch(sid))
+        old = self._watchers.get(sid)
+        if old is not None and old[0] == pid and not old[1].done():
+            return
+        # a watcher of an older process (soft reboot) finishes on its own
+        self._watchers[sid] = (pid, asyncio.create_task(self._watch(sid, pid)))
 
-    async def _watch(self, sid: str) -> None:
+    async def _watch(self, sid: str, pid: int) -> None:
         vm = self.vm(sid)
-        await vm.wait_exit(None)
-        await vm.close()
-        self._watchers.pop(sid, None)
+        await vm.wait_exit(None, pid)
+        if self._watchers.get(sid, (None,))[0] == pid:
+            self._watchers.pop(sid, None)
+            await vm.close()
         try:
             await self.on_exit(sid)
         except Exception:  # noqa: BLE001 -- a failed bookkeeping must not kill the loop
@@ -108,9 +113,10 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop watching (qemu processes keep running: they are re-adopted at next start)."""
-        for t in list(self._watchers.values()):
+        tasks = [t for _, t in self._watchers.values()]
+        for t in tasks:
             t.cancel()
-        for t in list(self._watchers.values()):
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._watchers.clear()

@@ -210,9 +210,10 @@ class VM:
             return False
         return True
 
-    async def wait_exit(self, timeout: float | None = None) -> bool:
-        """Wait until qemu exits (pidfd: no polling); False on timeout."""
-        pid = self.pid()
+    async def wait_exit(self, timeout: float | None = None, pid: int | None = None) -> bool:
+        """Wait until qemu (or process ``pid`` of it) exits (pidfd: no polling); False on
+        timeout."""
+        pid = pid or self.pid()
         if pid is None:
             return True
         try:
