@@ -89,6 +89,12 @@ class NbdConfig:
     cfilter: bool = field(default=True, metadata=doc(
         "put the C filter archip-fast (pread/pwrite of cached blocks without Python) in "
         "front of the plugin when it is built (scripts/install.sh)"))
+    tls_psk: str = field(default="", metadata=doc(
+        "PSK file (username:hexkey lines) of `archip nbd serve --tcp`, created 0600 when "
+        "absent (empty: DATA_DIR/tls/keys.psk)"))
+    tls_certificates: str = field(default="", metadata=doc(
+        "directory with ca-cert.pem, server-cert.pem, server-key.pem: TCP NBD uses these "
+        "X.509 certificates instead of the PSK (empty: the PSK)"))
 
 
 @dataclass
@@ -102,6 +108,9 @@ class GatewayConfig:
     etag: str = field(
         default="md5", metadata=doc("object ETag algorithm", choices=("md5", "merkle"))
     )
+    assembled_md5_limit: int = field(default=256 << 20, metadata=doc(
+        "bytes: objects assembled by hashmap PUT or partial updates above this size get "
+        "their Merkle root as ETag (an MD5 would hash every byte)"))
 
 
 @dataclass
@@ -273,6 +282,9 @@ def resolve(cfg: Config, data_dir: Path) -> Config:
 
     cfg.blocker.file.path = fix(cfg.blocker.file.path, data_dir / "blocks")
     cfg.nbd.socket = fix(cfg.nbd.socket, data_dir / "nbd.sock")
+    cfg.nbd.tls_psk = fix(cfg.nbd.tls_psk, data_dir / "tls" / "keys.psk")
+    if cfg.nbd.tls_certificates:
+        cfg.nbd.tls_certificates = fix(cfg.nbd.tls_certificates, data_dir)
     if cfg.blocker.rados.conffile:  # a relative ceph.conf is relative to the data dir too
         cfg.blocker.rados.conffile = fix(cfg.blocker.rados.conffile, data_dir)
     return cfg

@@ -56,29 +56,53 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.Response(status=status, text=text[:300] + "\n", headers=headers)
 
 
+#: The response whose headers went out already (set when a handler prepares a stream).
+STARTED = web.RequestKey("gw_started", web.StreamResponse)
+
+
+def _abort(request: web.Request, resp: web.StreamResponse, exc: BaseException) -> web.StreamResponse:
+    """An error after the headers were sent: close the connection, as Swift does, so the
+    client sees a truncated transfer instead of an error reply inside a 200 body."""
+    log.warning("%s %s: %s after the response started; connection aborted",
+                request.method, request.rel_url.raw_path[:200], type(exc).__name__)
+    if request.transport is not None:
+        request.transport.abort()
+    return resp  # already prepared: aiohttp sends nothing more on the dead transport
+
+
 @web.middleware
 async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn archipelago errors, HttpError and bad input into short Swift-style replies."""
     try:
         return await handler(request)
-    except HttpError as e:
+    except Exception as e:
+        started = request.get(STARTED)
+        if started is not None:
+            return _abort(request, started, e)
+        return _reply_error(request, e)
+
+
+def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
+    """The short reply for an error raised before the response started."""
+    if isinstance(e, HttpError):
         return _error(e.status, e.message, e.headers)
-    except ArchipelagoError as e:
+    if isinstance(e, ArchipelagoError):
         return _error(e.http_status, e.message)
-    except UnicodeDecodeError:
+    if isinstance(e, UnicodeDecodeError):
         return _error(400, "Invalid UTF-8")
-    except web.HTTPException:
-        raise
-    except (ConnectionError, HttpProcessingError, ClientPayloadError) as e:
+    if isinstance(e, web.HTTPException):
+        raise e
+    if isinstance(e, ConnectionError | HttpProcessingError | ClientPayloadError):
         # The client went away or sent a broken body (mid-upload): nothing was recorded.
         log.info("bad or lost request body: %s", e)
         return _error(400, "Incomplete or malformed body")
-    except Exception:  # noqa: BLE001 -- never let a traceback reach a user
-        log.exception("unexpected error on %s %s", request.method, request.rel_url)
-        return _error(500, "Internal error")
+    log.error("unexpected error on %s %s", request.method, request.rel_url, exc_info=e)
+    return _error(500, "Internal error")
 
 
 async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
+    if request.get(STARTED) is None:
+        request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
 

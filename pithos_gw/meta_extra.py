@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from archipelago.errors import AlreadyExists, NotFound
+from archipelago.errors import AlreadyExists, Forbidden, NotFound
 
 T = TypeVar("T")
 
@@ -217,10 +217,20 @@ class ExtraMixin:
         return await self._run(q)
 
     # images -----------------------------------------------------------------
-    async def image_put(self, image_id: str, owner: str, info: dict[str, Any]) -> None:
-        """Create or replace an image record."""
-        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO images VALUES(?,?,?)",
-                                              (image_id, owner, json.dumps(info))))
+    async def image_put(self, image_id: str, owner: str, info: dict[str, Any],
+                        guard: bool = False) -> None:
+        """Create or replace an image record; with ``guard``, a record of another owner
+        (whose object is not ``info``'s account) is never replaced: Forbidden."""
+        def q(db: sqlite3.Connection) -> None:
+            if guard:
+                row = db.execute("SELECT owner, info FROM images WHERE id=?",
+                                 (image_id,)).fetchone()
+                if row and owner not in (row[0], json.loads(row[1]).get("_account")):
+                    raise Forbidden("the image is registered by another account")
+            db.execute("INSERT OR REPLACE INTO images VALUES(?,?,?)",
+                       (image_id, owner, json.dumps(info)))
+
+        await self._run(q)
 
     async def image_get(self, image_id: str) -> dict[str, Any] | None:
         """An image record, or None."""

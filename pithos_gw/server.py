@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -58,6 +59,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def gateway_config(cfg: Any) -> GatewayConfig:
+    """The app's settings from the [gateway] section (the keys both define)."""
+    keys = {f.name for f in dataclasses.fields(GatewayConfig)}
+    return GatewayConfig(**{k: v for k, v in dataclasses.asdict(cfg.gateway).items()
+                            if k in keys})
+
+
 async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     """The gateway's blocks: the daemon's blocker peers ("peers"), the blocker opened
     here ("direct"), or "auto": peers when a daemon serves the instance."""
@@ -80,7 +88,7 @@ AppFactory = Callable[[Instance, Any, Blocker], web.Application]
 
 def gateway_app(inst: Instance, cfg: Any, blocker: Blocker) -> web.Application:
     """The plain gateway (its own v1 users, no quotas, no control plane)."""
-    return make_app(blocker, db_path(inst), GatewayConfig(etag=cfg.gateway.etag))
+    return make_app(blocker, db_path(inst), gateway_config(cfg))
 
 
 async def serve(inst: Instance, listen: str, config_file: str | None = None,
