@@ -8,7 +8,7 @@ from typing import Any
 from archipelago.errors import ArchipelagoError, InvalidArgument, NotFound
 from control.compute import quota, store
 from control.compute.model import ACTIVE, ERROR, STOPPED, Disk, Server
-from control.compute.service import ComputeService
+from control.compute.service import VOLUME_RESIZED, ComputeService, volume_event
 
 #: Largest console tail returned by one call.
 MAX_CONSOLE = 1 << 20
@@ -37,6 +37,8 @@ async def resize(svc: ComputeService, caller: Any, sid: str, flavor_ref: Any) ->
                     await store.disk_insert(conn, sid, s.user_id, Disk(
                         boot.volume, boot.node, 0, boot.size + grow, boot.source_type,
                         boot.delete_on_termination, boot.charged))
+                    await volume_event(svc.ctx, conn, VOLUME_RESIZED, s.user_id, boot.volume,
+                                       boot.size + grow)
         return await svc.get(caller, sid)
 
 

@@ -43,6 +43,18 @@ log = logging.getLogger("control.compute")
 #: Statuses during which a server holds its running charges (cyclades.cpu / ram).
 HOLDS_RUNNING = (BUILD, ACTIVE, REBOOT)
 STATE_EVENT = "compute.server.state"
+#: Volume events the billing plugin charges storage from (payload: volume, user, size, time).
+VOLUME_CREATED, VOLUME_RESIZED, VOLUME_REMOVED = (
+    "storage.volume.created", "storage.volume.resized", "storage.volume.removed")
+
+
+async def volume_event(ctx: Any, conn: Any, kind: str, user: str, volume: str, size: int) -> None:
+    """Emit a storage.volume.* event for a volume compute made, resized or removed."""
+    from control.host.plugin import Event
+
+    now = time.time()
+    await ctx.events.emit(conn, Event(kind, {"volume": volume, "user": user, "project": user,
+                                             "size": size, "time": now}, occurred_at=now))
 
 
 class ComputeService:
@@ -187,6 +199,10 @@ class ComputeService:
 
                 async with self.ctx.db.begin() as conn:
                     await store.server_insert(conn, s)
+                    for d in plan.disks:
+                        if d.charged:
+                            await volume_event(self.ctx, conn, VOLUME_CREATED, user, d.volume,
+                                               d.size)
                     await self.ctx.events.emit(conn, Event(STATE_EVENT, {
                         "server": sid, "user": user, "state": BUILD, "time": now,
                         "flavor": {"id": flavor.id, "vcpus": flavor.vcpus, "ram": flavor.ram,
@@ -232,6 +248,7 @@ class ComputeService:
                         await self.vol("remove", d.volume)
                     async with self.ctx.db.begin() as conn:
                         await store.disk_forget(conn, d.volume)
+                        await volume_event(self.ctx, conn, VOLUME_REMOVED, s.user_id, d.volume, 0)
             release = quota.existing(s.flavor.vcpus, s.flavor.ram, sum(
                 d.size for d in s.disks if d.charged and d.delete_on_termination), -1)
             if s.status in HOLDS_RUNNING:
