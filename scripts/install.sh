@@ -10,6 +10,7 @@ APT_PACKAGES=(
   nbdkit nbdkit-plugin-python nbdkit-plugin-dev libnbd-bin python3-libnbd qemu-utils
   ceph-mon ceph-osd ceph-common python3-rados python3-rbd uuid-runtime jq
   fio procps python3-matplotlib
+  qemu-system-x86 busybox-static cpio
 )
 
 missing=()
