@@ -7,11 +7,14 @@ Unknown keys and wrongly typed values raise ConfigError naming the dotted key.
 Adding a key is one dataclass field: ``name: type = field(default, metadata=doc("..."))``.
 Adding a section is one dataclass plus one field of :class:`Config`.
 Empty path strings mean "derive from the instance data directory" (see :func:`resolve`).
+Control-plane plugins add their own sections through the entry-point group
+``archipelago.config`` (section name -> dataclass), see :func:`config_class`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
@@ -86,6 +89,12 @@ class NbdConfig:
     cfilter: bool = field(default=True, metadata=doc(
         "put the C filter archip-fast (pread/pwrite of cached blocks without Python) in "
         "front of the plugin when it is built (scripts/install.sh)"))
+    tls_psk: str = field(default="", metadata=doc(
+        "PSK file (username:hexkey lines) of `archip nbd serve --tcp`, created 0600 when "
+        "absent (empty: DATA_DIR/tls/keys.psk)"))
+    tls_certificates: str = field(default="", metadata=doc(
+        "directory with ca-cert.pem, server-cert.pem, server-key.pem: TCP NBD uses these "
+        "X.509 certificates instead of the PSK (empty: the PSK)"))
 
 
 @dataclass
@@ -99,6 +108,23 @@ class GatewayConfig:
     etag: str = field(
         default="md5", metadata=doc("object ETag algorithm", choices=("md5", "merkle"))
     )
+    assembled_md5_limit: int = field(default=256 << 20, metadata=doc(
+        "bytes: objects assembled by hashmap PUT or partial updates above this size get "
+        "their Merkle root as ETag (an MD5 would hash every byte)"))
+
+
+@dataclass
+class ControlConfig:
+    """[control]: the control-plane plugin host (identity, compute, billing, ui)."""
+
+    plugins: list[str] = field(
+        default_factory=list,
+        metadata=doc("control-plane plugins the API server runs (entry points archipelago.control)"))
+    database: str = field(default="", metadata=doc(
+        "SQLAlchemy URL of the control database (empty: sqlite+aiosqlite:///DATA_DIR/control.db; "
+        "postgresql+asyncpg://... for several hosts)"))
+    public_url: str = field(default="", metadata=doc(
+        "base URL clients see in the service catalog (empty: from each request's Host)"))
 
 
 @dataclass
@@ -109,10 +135,35 @@ class Config:
     peers: PeersConfig = field(default_factory=PeersConfig)
     nbd: NbdConfig = field(default_factory=NbdConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON and TOML output)."""
         return dataclasses.asdict(self)
+
+
+#: Entry-point group of extra top-level sections: name -> dataclass (control-plane plugins).
+SECTIONS_GROUP = "archipelago.config"
+
+
+@functools.cache
+def config_class() -> type[Config]:
+    """Config plus one field per section registered in the ``archipelago.config`` group.
+
+    The sections of every installed plugin are known (enabled or not), so a key of a
+    disabled plugin is accepted while a misspelt one is still an error.
+    """
+    from importlib.metadata import entry_points
+
+    extra = []
+    for ep in sorted(entry_points(group=SECTIONS_GROUP), key=lambda e: e.name):
+        if ep.name in {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"config section {ep.name!r} of {ep.value} clashes with a core one")
+        cls = ep.load()
+        extra.append((ep.name, cls, field(default_factory=cls)))
+    if not extra:
+        return Config
+    return dataclasses.make_dataclass("Config", extra, bases=(Config,))
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -120,6 +171,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check_value(key: str, value: Any, typ: Any, choices: tuple[str, ...]) -> Any:
+    if typing.get_origin(typ) is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_check_value(key, v, item, choices) for v in value]
     # bool is an int subclass: check it first so "blockers = true" is refused.
     if typ is bool:
         ok = isinstance(value, bool)
@@ -200,7 +256,7 @@ def load(
 ) -> Config:
     """Build the effective Config from defaults, files and overrides (see module doc)."""
     env = os.environ if env is None else env
-    cfg = Config()
+    cfg = config_class()()
     if data_dir is not None:
         local = Path(data_dir) / "archipelago.toml"
         if local.is_file():
@@ -226,12 +282,17 @@ def resolve(cfg: Config, data_dir: Path) -> Config:
 
     cfg.blocker.file.path = fix(cfg.blocker.file.path, data_dir / "blocks")
     cfg.nbd.socket = fix(cfg.nbd.socket, data_dir / "nbd.sock")
+    cfg.nbd.tls_psk = fix(cfg.nbd.tls_psk, data_dir / "tls" / "keys.psk")
+    if cfg.nbd.tls_certificates:
+        cfg.nbd.tls_certificates = fix(cfg.nbd.tls_certificates, data_dir)
     if cfg.blocker.rados.conffile:  # a relative ceph.conf is relative to the data dir too
         cfg.blocker.rados.conffile = fix(cfg.blocker.rados.conffile, data_dir)
     return cfg
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

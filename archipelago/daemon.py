@@ -94,8 +94,9 @@ def check_backend(cfg: Config) -> None:
 
 
 def gateway_spec(inst: Instance, config_file: str | None, overrides: list[str]) -> ChildSpec:
-    """The Pithos+/Swift gateway (pithos_gw.server) on [gateway] listen."""
-    argv = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(inst.data_dir)]
+    """The API server (the Pithos+/Swift gateway and the control-plane plugins, run as
+    ``python -m control.host.apiserver``: a command line, not an import) on [gateway] listen."""
+    argv = [sys.executable, "-m", "control.host.apiserver", "--data-dir", str(inst.data_dir)]
     if config_file:
         argv += ["--config", config_file]
     for o in overrides:

@@ -32,7 +32,7 @@ def sample_text() -> str:
         "# `archip -o section.key=value` overrides one key. Unknown keys are errors.\n"
         "# Empty paths derive from the data directory. Show the result: archip config show\n\n"
     )
-    return head + cfgmod.to_toml(cfgmod.Config(), commented=True)
+    return head + cfgmod.to_toml(cfgmod.config_class()(), commented=True)
 
 
 def _paths(args: argparse.Namespace) -> int:

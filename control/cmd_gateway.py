@@ -50,7 +50,7 @@ def run_by_daemon(inst: Instance, pid: int) -> bool:
 
 
 def _server_cmd(inst: Instance, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(inst.data_dir)]
+    cmd = [sys.executable, "-m", "control.host.apiserver", "--data-dir", str(inst.data_dir)]
     if args.listen:
         cmd += ["--listen", args.listen]
     if getattr(args, "config", None):

@@ -24,6 +24,7 @@ from archipelago import native
 from archipelago.client import Client
 from archipelago.errors import AlreadyExists, InvalidArgument, NotFound, from_errno
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH
+from archipelago.mapper.format import check_user_name
 from control.context import print_json, wants_json
 from control.volume_fmt import connect, human
 
@@ -131,6 +132,7 @@ class Progress:
 def import_file(client: Client, path: str, volume: str, threads: int = 2,
                 on_progress: Callable[[Stats], None] | None = None) -> Stats:
     """Import a raw image (file or block device) as a new volume; returns Stats."""
+    check_user_name(volume)  # before any data moves (the mapper checks it again)
     try:
         client.info(volume)
         raise AlreadyExists(f"volume {volume!r} already exists (import creates it)")

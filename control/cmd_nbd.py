@@ -17,6 +17,7 @@ from archipelago.errors import Busy, ConfigError, InvalidArgument, NotRunning
 from archipelago.instance import Instance
 from archipelago.nbd import PLUGIN_PATH
 from archipelago.nbd.sockets import clear_stale_socket, listening
+from archipelago.nbd.tls import TlsSetup, tls_setup
 from control.context import get_config, get_instance, print_json, wants_json
 
 
@@ -47,6 +48,14 @@ def choose_backend(inst: Instance, args: argparse.Namespace) -> str:
     return "peer" if running else "direct"
 
 
+def tcp_tls(inst: Instance, args: argparse.Namespace) -> TlsSetup:
+    """TLS of a TCP export: --tls-certificates / [nbd] tls_certificates, else the PSK file
+    (--tls-psk / [nbd] tls_psk, created when absent); none only with --insecure."""
+    cfg = get_config(args, inst)
+    return tls_setup(args.tls_psk or cfg.nbd.tls_psk,
+                     args.tls_certificates or cfg.nbd.tls_certificates, args.insecure)
+
+
 def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     """The nbdkit command line for ``archip nbd serve``."""
     if shutil.which("nbdkit") is None:
@@ -55,7 +64,10 @@ def nbdkit_command(inst: Instance, args: argparse.Namespace) -> list[str]:
     cmd = ["nbdkit", "-t", str(args.threads or cfg.nbd.threads)]
     if args.tcp:
         host, port = parse_tcp(args.tcp)
-        cmd += ["-i", host, "-p", str(port)]
+        # Any local user can reach a loopback port: TLS (the key file is private) or --insecure.
+        cmd += ["-i", host, "-p", str(port), *tcp_tls(inst, args).nbdkit_args()]
+    elif args.insecure or args.tls_psk or args.tls_certificates:
+        raise InvalidArgument("--insecure, --tls-psk and --tls-certificates go with --tcp")
     else:
         cmd += ["-U", str(inst.check_socket_path(Path(args.socket or cfg.nbd.socket)))]
     cmd += ["-f", "--exit-with-parent"]  # always under _supervise (restart on crash)
@@ -161,9 +173,13 @@ def _background(inst: Instance, args: argparse.Namespace, sock: Path | None,
         argv += ["-o", o]
     argv += ["nbd", "serve", "--foreground", "--" + choose_backend(inst, args)]
     for flag, value in (("--socket", args.socket), ("--tcp", args.tcp),
-                        ("--default-export", args.default_export)):
+                        ("--default-export", args.default_export),
+                        ("--tls-psk", args.tls_psk),
+                        ("--tls-certificates", args.tls_certificates)):
         if value:
             argv += [flag, value]
+    if args.insecure:
+        argv.append("--insecure")
     if args.threads:
         argv += ["--threads", str(args.threads)]
     if args.no_scratch:
@@ -193,17 +209,35 @@ def _serve(args: argparse.Namespace) -> int:
     where = args.tcp or str(sock)
     os.umask(0o077)  # the unix socket and pid/log files are private
     clear_stale_socket(sock)
+    how = tcp_tls(inst, args).describe(*tcp) if tcp else {
+        "uri": nbd_uri("VOLUME", str(sock))}
     if args.foreground:
         print(f"serving {inst.data_dir} over NBD on {where} ({choose_backend(inst, args)} "
               "backend; Ctrl-C stops)", file=sys.stderr, flush=True)
+        print(_connect_help(how), file=sys.stderr, flush=True)
         return _supervise(cmd, sock)
     pid = _background(inst, args, sock, tcp)
     if wants_json(args):
         print_json({"listen": where, "pid": pid, "pid_file": str(inst.nbd_pid),
-                    "log": str(inst.nbd_log)})
+                    "log": str(inst.nbd_log), **how})
     else:
         print(f"nbdkit serving {inst.data_dir} on {where} (pid {pid}, log {inst.nbd_log})")
+        print(_connect_help(how))
     return 0
+
+
+def _connect_help(how: dict[str, str | None]) -> str:
+    """How a client connects (libnbd URI; qemu options when TLS needs an --object)."""
+    lines = [f"connect: {how['uri']}"]
+    if how.get("tls") == "psk":
+        lines[0] += "   (nbdinfo/nbdcopy; Python nbd: set_uri_allow_local_file(True) first)"
+    if how.get("qemu_object"):
+        lines.append(f"qemu:    --object {how['qemu_object']} "
+                     f"--image-opts {how['qemu_drive']}   (qemu-system: -drive {how['qemu_drive']})")
+    elif how.get("tls") == "none":
+        lines.append("WARNING: plain TCP (--insecure): every local user can read and write "
+                     "every volume")
+    return "\n".join(lines)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -231,8 +265,19 @@ def nbd_uri(volume: str, socket_path: str | os.PathLike[str]) -> str:
 
 
 def _uri(args: argparse.Namespace) -> int:
-    """Print the nbd+unix:// URI of a volume."""
+    """Print the nbd+unix:// URI of a volume (nbds:// with --tcp)."""
     inst = get_instance(args)
+    if args.tcp:
+        host, port = parse_tcp(args.tcp)
+        tls = tcp_tls(inst, args)
+        uri = tls.uri(host, port, args.volume)
+        if wants_json(args):
+            print_json({"volume": args.volume, "uri": uri, "tls": tls.kind,
+                        "qemu_object": tls.qemu_object(),
+                        "qemu_drive": tls.qemu_drive(host, port, args.volume)})
+        else:
+            print(uri)
+        return 0
     path = args.socket or get_config(args, inst).nbd.socket
     uri = nbd_uri(args.volume, path)
     if wants_json(args):
@@ -240,6 +285,15 @@ def _uri(args: argparse.Namespace) -> int:
     else:
         print(uri)
     return 0
+
+
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-psk", metavar="FILE",
+                   help="PSK file for --tcp (default [nbd] tls_psk: DATA_DIR/tls/keys.psk)")
+    p.add_argument("--tls-certificates", metavar="DIR",
+                   help="X.509 certificates directory for --tcp instead of the PSK")
+    p.add_argument("--insecure", action="store_true",
+                   help="plain TCP without TLS: every local user can use every volume")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -250,7 +304,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("serve", help="run nbdkit exporting every volume")
     s.add_argument("--socket", metavar="PATH", help="unix socket (default DATA_DIR/nbd.sock)")
-    s.add_argument("--tcp", metavar="HOST:PORT", help="listen on loopback TCP instead")
+    s.add_argument("--tcp", metavar="HOST:PORT",
+                   help="listen on loopback TCP instead, with TLS (a PSK made in DATA_DIR/tls)")
+    _tls_flags(s)
     how = s.add_mutually_exclusive_group()
     how.add_argument("--direct", action="store_true",
                      help="run the mapper inside nbdkit (like qemu-nbd on a file); "
@@ -267,6 +323,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u = sub.add_parser("uri", help="print the NBD URI of a volume")
     u.add_argument("volume")
     u.add_argument("--socket", metavar="PATH", help="unix socket (default DATA_DIR/nbd.sock)")
+    u.add_argument("--tcp", metavar="HOST:PORT", help="the nbds:// URI of `nbd serve --tcp`")
+    _tls_flags(u)
     u.set_defaults(func=_uri)
 
     t = sub.add_parser("stop", help="stop the nbdkit started by `nbd serve`")

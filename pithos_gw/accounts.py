@@ -12,6 +12,7 @@ from pithos_gw.common import (
     fail,
     http_date,
     int_param,
+    out_name,
     out_value,
     parse_until,
     read_meta,
@@ -29,9 +30,9 @@ def account_headers(acc: Account) -> dict[str, str]:
     if acc.mtime:
         h["Last-Modified"] = http_date(acc.mtime)
     for k, v in acc.meta.items():
-        h[k] = out_value(v)
+        h[out_name(k)] = out_value(v)
     for g, members in acc.groups.items():
-        h[f"X-Account-Group-{g}"] = ",".join(members)
+        h[out_name(f"X-Account-Group-{g}")] = out_value(",".join(members))
     return h
 
 

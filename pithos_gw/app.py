@@ -30,8 +30,10 @@ from pithos_gw.common import (
     fail,
     int_param,
 )
+from pithos_gw.hooks import AUTH, Authenticator, LegacyAuth, QuotaCharger
 from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
+from pithos_gw.quota import ChargedMetaStore
 from pithos_gw.store import BlockStore
 
 log = logging.getLogger("pithos_gw")
@@ -40,7 +42,7 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
             412: "Precondition Failed", 413: "Request Entity Too Large",
             416: "Requested Range Not Satisfiable", 422: "Unprocessable Entity",
-            423: "Locked", 500: "Internal Server Error", 503: "Service Unavailable",
+            423: "Locked", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
             507: "Insufficient Storage"}
 TRANS_ID = web.RequestKey("trans_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,29 +56,53 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.Response(status=status, text=text[:300] + "\n", headers=headers)
 
 
+#: The response whose headers went out already (set when a handler prepares a stream).
+STARTED = web.RequestKey("gw_started", web.StreamResponse)
+
+
+def _abort(request: web.Request, resp: web.StreamResponse, exc: BaseException) -> web.StreamResponse:
+    """An error after the headers were sent: close the connection, as Swift does, so the
+    client sees a truncated transfer instead of an error reply inside a 200 body."""
+    log.warning("%s %s: %s after the response started; connection aborted",
+                request.method, request.rel_url.raw_path[:200], type(exc).__name__)
+    if request.transport is not None:
+        request.transport.abort()
+    return resp  # already prepared: aiohttp sends nothing more on the dead transport
+
+
 @web.middleware
 async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn archipelago errors, HttpError and bad input into short Swift-style replies."""
     try:
         return await handler(request)
-    except HttpError as e:
+    except Exception as e:
+        started = request.get(STARTED)
+        if started is not None:
+            return _abort(request, started, e)
+        return _reply_error(request, e)
+
+
+def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
+    """The short reply for an error raised before the response started."""
+    if isinstance(e, HttpError):
         return _error(e.status, e.message, e.headers)
-    except ArchipelagoError as e:
+    if isinstance(e, ArchipelagoError):
         return _error(e.http_status, e.message)
-    except UnicodeDecodeError:
+    if isinstance(e, UnicodeDecodeError):
         return _error(400, "Invalid UTF-8")
-    except web.HTTPException:
-        raise
-    except (ConnectionError, HttpProcessingError, ClientPayloadError) as e:
+    if isinstance(e, web.HTTPException):
+        raise e
+    if isinstance(e, ConnectionError | HttpProcessingError | ClientPayloadError):
         # The client went away or sent a broken body (mid-upload): nothing was recorded.
         log.info("bad or lost request body: %s", e)
         return _error(400, "Incomplete or malformed body")
-    except Exception:  # noqa: BLE001 -- never let a traceback reach a user
-        log.exception("unexpected error on %s %s", request.method, request.rel_url)
-        return _error(500, "Internal error")
+    log.error("unexpected error on %s %s", request.method, request.rel_url, exc_info=e)
+    return _error(500, "Internal error")
 
 
 async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
+    if request.get(STARTED) is None:
+        request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
 
@@ -156,24 +182,35 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
 
 
 def make_app(blocker: Blocker, db_path: str | Path,
-             config: GatewayConfig | None = None) -> web.Application:
+             config: GatewayConfig | None = None, *,
+             authenticator: Authenticator | None = None,
+             quota: QuotaCharger | None = None,
+             mounts: dict[str, web.Application] | None = None) -> web.Application:
     """Build the gateway over ``blocker`` with metadata in the SQLite file ``db_path``.
 
     The caller owns the blocker (and closes it); the app opens and closes its
-    metadata store through cleanup_ctx.
+    metadata store through cleanup_ctx. A host may inject who tokens belong to
+    (``authenticator``; default: the gateway's own v1 users), a ``quota`` charger of
+    stored bytes, and sub-apps ``mounts`` (prefix -> app) served before the gateway's paths.
     """
     app = web.Application(middlewares=[catch_errors], client_max_size=64 * 1024 * 1024)
     app[BLOCKS] = BlockStore(blocker)
     app[CONFIG] = config or GatewayConfig()
-    app[META] = MetaStore(db_path)
+    meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)
+    app[META] = meta
+    app[AUTH] = authenticator or LegacyAuth(meta)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[META].open()
+        if isinstance(meta, ChargedMetaStore):
+            await meta.reconcile()  # before serving: a crash may have left charges pending
         yield
         await app[META].close()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_response_prepare.append(_trans_id)
+    for prefix, sub in (mounts or {}).items():
+        app.add_subapp(prefix, sub)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from urllib.parse import quote
 
 from aiohttp import web
 
 from pithos_gw.common import META, HttpError, Target, fail
+from pithos_gw.hooks import AUTH
 
 
 def token_of(request: web.Request) -> str | None:
@@ -20,10 +20,7 @@ async def authenticate(request: web.Request) -> str:
     token = token_of(request)
     if not token:
         fail(401, "Unauthorized: no X-Auth-Token")
-    user = await request.app[META].user_by_token(token)
-    if user is None:
-        fail(401, "Unauthorized: invalid token")
-    return user
+    return await request.app[AUTH].authenticate(token, request.remote)
 
 
 async def auth_v1(request: web.Request, prefix: str = "/v1") -> web.Response:
@@ -32,19 +29,10 @@ async def auth_v1(request: web.Request, prefix: str = "/v1") -> web.Response:
     key = request.headers.get("X-Auth-Key") or request.headers.get("X-Storage-Pass")
     if not user or not key:
         fail(401, "Unauthorized: X-Auth-User and X-Auth-Key required")
-    meta = request.app[META]
-    account = user
-    stored = await meta.user_key(account)
-    if stored is None and ":" in user:
-        # Swift tempauth style "account:user": the account part names our user.
-        account = user.split(":", 1)[0]
-        stored = await meta.user_key(account)
-    if stored is None or not hmac.compare_digest(stored, key):
-        fail(401, "Unauthorized: bad credentials")
+    account, token = await request.app[AUTH].login_v1(user, key, request.remote)
     url = f"{request.scheme}://{request.host}{prefix}/{quote(account, safe='')}"
-    # The key doubles as the token, as in Pithos' v1 shim.
-    return web.Response(status=204, headers={"X-Storage-Url": url, "X-Auth-Token": stored,
-                                             "X-Storage-Token": stored})
+    return web.Response(status=204, headers={"X-Storage-Url": url, "X-Auth-Token": token,
+                                             "X-Storage-Token": token})
 
 
 def parse_sharing(value: str) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote, unquote
@@ -29,6 +30,8 @@ class GatewayConfig:
     max_file_size: int = 1 << 40
     max_groups: int = 32
     max_group_members: int = 32
+    #: Objects assembled from stored blocks get an MD5 ETag up to this size only.
+    assembled_md5_limit: int = 256 << 20
 
 
 META = web.AppKey("meta", MetaStore)
@@ -99,8 +102,33 @@ def parse_until(request: web.Request) -> float | None:
 
 
 def out_value(value: str) -> str:
-    """Header value for the wire (non-ASCII is %-encoded, as Pithos does)."""
-    return value if value.isascii() else quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+    """Header value for the wire (non-ASCII and control characters %-encoded, as Pithos
+    does for non-ASCII: a value stored with CR/LF can never split a header)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+
+
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def out_name(name: str) -> str:
+    """Header name for the wire: anything but RFC 9110 token characters %-encoded."""
+    return name if all(c in _TCHAR for c in name) else quote(name, safe="-")
+
+
+def _control(text: str) -> bool:
+    """True when ``text`` holds a C0/C1 control character or DEL."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+def check_meta_item(name: str, value: str) -> None:
+    """400 for a metadata name that is not a header token (non-ASCII allowed: it travels
+    %-encoded) or a name or value with control characters (CR/LF would split headers)."""
+    if _control(name) or _control(value):
+        fail(400, "Control characters are not allowed in metadata")
+    if any(c not in _TCHAR and ord(c) < 128 for c in name):
+        fail(400, "Invalid metadata name")
 
 
 def norm_key(key: str) -> str:
@@ -124,8 +152,11 @@ def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) ->
             if len(v) > cfg.max_meta_value_length:
                 fail(400, "Metadata value too long")
             total += len(name) + len(v)
-            out[prefix + norm_key(unquote(name))] = unquote(v.strip())
+            key, val = unquote(name), unquote(v.strip())
+            check_meta_item(key, val)
+            out[prefix + norm_key(key)] = val
         elif lk in extra:
+            check_meta_item(k, v)
             out[norm_key(k)] = v.strip()
     if len([k for k in out if k.startswith(prefix)]) > cfg.max_meta_count:
         fail(400, "Too many metadata items")
@@ -185,6 +216,21 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
     if val < 0:
         fail(400, f"Invalid {name}")
     return val
+
+
+def client_alive(request: web.Request) -> bool:
+    """False once the client closed its connection (long work then stops)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def while_connected(request: web.Request,
+                          chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks``, stopped with ConnectionResetError once the client went away."""
+    async for chunk in chunks:
+        if not client_alive(request):
+            raise ConnectionResetError("the client went away")
+        yield chunk
 
 
 def now() -> float:

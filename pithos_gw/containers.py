@@ -20,6 +20,7 @@ from pithos_gw.common import (
     fail,
     http_date,
     int_param,
+    out_name,
     out_value,
     parse_until,
     read_meta,
@@ -55,7 +56,7 @@ def container_headers(request: web.Request, c: Container) -> dict[str, str]:
          "X-Container-Policy-Quota": c.policy.get("quota", "0"),
          "Last-Modified": http_date(c.mtime)}
     for k, v in c.meta.items():
-        h[k] = out_value(v)
+        h[out_name(k)] = out_value(v)
     return h
 
 
@@ -148,7 +149,7 @@ def meta_filter(spec: str) -> Callable[[ObjectVersion], bool]:
 def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
     """One JSON listing entry."""
     return {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
-            "last_modified": iso(v.mtime), "hash": v.checksum, "x_object_hash": v.hash,
+            "last_modified": iso(v.mtime), "hash": v.checksum or v.hash, "x_object_hash": v.hash,
             "x_object_uuid": v.uuid, "x_object_version": v.serial,
             "x_object_version_timestamp": f"{v.mtime:.6f}",
             "x_object_modified_by": v.modified_by}

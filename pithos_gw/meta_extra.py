@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from archipelago.errors import AlreadyExists, NotFound
+from archipelago.errors import AlreadyExists, Forbidden, NotFound
 
 T = TypeVar("T")
 
@@ -217,10 +217,20 @@ class ExtraMixin:
         return await self._run(q)
 
     # images -----------------------------------------------------------------
-    async def image_put(self, image_id: str, owner: str, info: dict[str, Any]) -> None:
-        """Create or replace an image record."""
-        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO images VALUES(?,?,?)",
-                                              (image_id, owner, json.dumps(info))))
+    async def image_put(self, image_id: str, owner: str, info: dict[str, Any],
+                        guard: bool = False) -> None:
+        """Create or replace an image record; with ``guard``, a record of another owner
+        (whose object is not ``info``'s account) is never replaced: Forbidden."""
+        def q(db: sqlite3.Connection) -> None:
+            if guard:
+                row = db.execute("SELECT owner, info FROM images WHERE id=?",
+                                 (image_id,)).fetchone()
+                if row and owner not in (row[0], json.loads(row[1]).get("_account")):
+                    raise Forbidden("the image is registered by another account")
+            db.execute("INSERT OR REPLACE INTO images VALUES(?,?,?)",
+                       (image_id, owner, json.dumps(info)))
+
+        await self._run(q)
 
     async def image_get(self, image_id: str) -> dict[str, Any] | None:
         """An image record, or None."""
@@ -242,3 +252,9 @@ class ExtraMixin:
                 raise NotFound("image not found")
 
         await self._run(q)
+
+    # usage ------------------------------------------------------------------
+    async def usage_by_account(self) -> dict[str, int]:
+        """account -> bytes of its current object versions (what quotas charge)."""
+        return await self._run(lambda db: {r[0]: int(r[1]) for r in db.execute(
+            "SELECT account, sum(bytes) FROM versions WHERE cluster=0 GROUP BY account")})

@@ -186,6 +186,7 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     sharing = _sharing(request)
     old = await current(request, t)
     reads.check_conditions(request, old)
+    await check_type_change(request, t, _content_type(request, t.obj))  # before data moves
     got = await request.app[BLOCKS].ingest(request.content.iter_any(), limit=cfg.max_file_size)
     if clen is not None and got.size != int(clen):
         fail(400, "Body shorter than Content-Length")
@@ -228,16 +229,36 @@ def _sharing(request: web.Request) -> tuple[list[str], list[str]] | None:
     return None if raw is None else parse_sharing(raw)
 
 
+_FOLDER_TYPES = ("application/directory", "application/folder")
+
+
+def is_folder_type(ctype: str) -> bool:
+    """True for the types whose sharing extends to the objects below (Pithos folders)."""
+    return ctype.split(";", 1)[0].strip().lower() in _FOLDER_TYPES
+
+
+async def check_type_change(request: web.Request, t: Target, ctype: str) -> None:
+    """403 when a non-owner would turn an object into a folder or back: a folder's sharing
+    covers every object under it, so that would widen (or cut) access the owner set."""
+    if t.owner:
+        return
+    old = await current(request, t)
+    if is_folder_type(ctype) != is_folder_type(old.content_type if old else ""):
+        fail(403, "Only the owner may make an object a folder or change a folder's type")
+
+
 async def _record(request: web.Request, t: Target, hashes: list[str], size: int, md5: str,
                   meta: dict[str, str], sharing: tuple[list[str], list[str]] | None,
                   ctype: str | None = None, uuid: str | None = None) -> ObjectVersion:
     """Write the metadata row of a new version whose blocks are stored already."""
+    ctype = ctype or _content_type(request, t.obj)
+    await check_type_change(request, t, ctype)
     root = merkle_root(hashes) if len(hashes) < 1024 else await asyncio.to_thread(
         merkle_root, hashes)
     await request.app[BLOCKS].barrier()
     v = await request.app[META].object_put(
         t.account, t.container, t.obj, size=size, hashes=hashes, hash=root, checksum=md5,
-        content_type=ctype or _content_type(request, t.obj), meta=meta, modified_by=t.user,
+        content_type=ctype, meta=meta, modified_by=t.user,
         uuid=uuid)
     await _apply_sharing_public(request, t, sharing)
     return v
@@ -266,7 +287,9 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
     check_container_name(request, dst.container)
     check_object_name(request, dst.obj)
     got = await access(request, src)
-    if got is None or (move and got == "read"):
+    if got is None or (move and not src.owner):
+        # A move deletes the source: only its owner may (DELETE is owner-only; Pithos'
+        # move_object refuses any other user). Sharees copy.
         fail(403, "Forbidden")
     await _may_write(request, dst)
     version = _version_param(request, "X-Source-Version") if not move else None
@@ -305,7 +328,7 @@ async def _copy_tree(request: web.Request, src: Target, dst: Target, delim: str,
         s = Target(src.account, src.container, v.name, src.user)
         d = Target(dst.account, dst.container, dst.obj + delim + v.name[len(base):], dst.user)
         got = await access(request, s)
-        if got is None or (move and got == "read"):
+        if got is None or (move and not s.owner):
             continue
         check_object_name(request, d.obj)
         await _may_write(request, d)

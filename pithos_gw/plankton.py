@@ -104,8 +104,14 @@ def _bool(v: str) -> bool:
     return v.strip().lower() in ("true", "1", "yes")
 
 
+def _owns(img: dict[str, Any], user: str) -> bool:
+    """The image's owner is the owner of its object: a row's ``owner`` field never grants
+    rights by itself (rows replaced by a read-sharee before registration was owner-only)."""
+    return bool(img["_account"] == user)
+
+
 async def _visible(request: web.Request, user: str, img: dict[str, Any]) -> bool:
-    if img["owner"] == user or img["is_public"]:
+    if _owns(img, user) or img["is_public"]:
         return True
     t = Target(img["_account"], img["_container"], img["_object"], user)
     return await access(request, t) is not None
@@ -140,7 +146,7 @@ async def handle(request: web.Request, user: str, parts: list[str]) -> web.Strea
             if m == "HEAD":
                 return web.Response(status=200, headers=headers)
             return _json({"image": _public(img)}, headers=headers)
-        if img["owner"] != user:
+        if not _owns(img, user):
             fail(403, "Forbidden")
         if m == "DELETE":
             await meta.image_delete(img["id"])
@@ -175,6 +181,9 @@ async def register(request: web.Request, user: str) -> web.Response:
     v = await meta.object_get(acct, cont, obj)
     if v is None or await access(request, t) is None:
         fail(400, "Image location is not a readable object")
+    if not t.owner:
+        # Registering sets the object's read sharing (members): only its owner may.
+        fail(403, "Only the object's owner may register it as an image")
     if "size" in fields and (not fields["size"].isdigit() or int(fields["size"]) != v.bytes):
         fail(400, "Image size does not match the object")
     if "checksum" in fields and fields["checksum"].lower() != v.hash:
@@ -187,7 +196,7 @@ async def register(request: web.Request, user: str) -> web.Response:
            "status": "available", "created_at": now, "updated_at": now, "deleted_at": "",
            "mapfile": v.hash, "version": v.serial, "is_snapshot": False, "store": "pithos",
            "properties": props, "_account": acct, "_container": cont, "_object": obj}
-    await meta.image_put(v.uuid, user, img)
+    await meta.image_put(v.uuid, user, img, guard=True)
     return _json({"image": _public(img)})
 
 
@@ -200,6 +209,7 @@ async def update(request: web.Request, img: dict[str, Any]) -> web.Response:
     purge = _bool(request.headers.get("X-Glance-Registry-Purge-Props", "false"))
     img["properties"] = props if purge else {**img["properties"], **props}
     img["updated_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    img["owner"] = img["_account"]  # repairs a row a read-sharee took over before the fix
     await request.app[META].image_put(img["id"], img["owner"], img)
     return _json({"image": _public(img)})
 
@@ -241,7 +251,7 @@ async def members(request: web.Request, user: str, image_id: str,
     m = request.method
     if m == "GET" and not rest:
         return _json({"members": [{"member_id": r, "can_share": False} for r in read]})
-    if img["owner"] != user:
+    if not _owns(img, user):
         fail(403, "Forbidden")
     if m == "PUT" and not rest:
         try:
@@ -266,7 +276,7 @@ async def shared_images(request: web.Request, user: str, member: str) -> web.Res
     meta = request.app[META]
     out = []
     for img in await meta.image_list():
-        if img["owner"] != user:
+        if not _owns(img, user):
             continue
         read, _ = await meta.sharing_get(img["_account"], img["_container"], img["_object"])
         if member in read:

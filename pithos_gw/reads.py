@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -19,6 +20,7 @@ from pithos_gw.common import (
     etag_of,
     fail,
     http_date,
+    out_name,
     out_value,
     parse_date,
     want_format,
@@ -42,7 +44,7 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
          "X-Object-Modified-By": v.modified_by, "Accept-Ranges": "bytes",
          "X-Timestamp": f"{v.mtime:.5f}"}
     for k, val in v.meta.items():
-        h[k] = out_value(val)
+        h[out_name(k)] = out_value(val)
     if latest:
         found, token = await meta.object_acl(v.account, v.container, v.name)
         if found:
@@ -188,21 +190,30 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
         resp.content_length = total
     else:
         resp.content_length = size
-    await resp.prepare(request)
     if request.method == "HEAD":
+        await resp.prepare(request)
         await resp.write_eof()
         return resp
+    spans = [(a, b) for _, a, b in parts] if parts else [ranges[0] if ranges else (0, size)]
+    async with aclosing(src.read(*spans[0])) as first:
+        # Read before the headers go out: a failure here (a missing block, a dead daemon)
+        # is still an ordinary error reply. Later ones abort the connection (app.py).
+        piece = await anext(first, b"")
+        await resp.prepare(request)
+        if parts:
+            await resp.write(parts[0][0])
+        if piece:
+            await resp.write(piece)
+        async for data in first:
+            await resp.write(data)
     if parts:
-        for head, a, b in parts:
+        await resp.write(b"\r\n")
+        for head, a, b in parts[1:]:
             await resp.write(head)
             async for data in src.read(a, b):
                 await resp.write(data)
             await resp.write(b"\r\n")
         await resp.write(tail)
-    else:
-        a, b = ranges[0] if ranges else (0, size)
-        async for data in src.read(a, b):
-            await resp.write(data)
     await resp.write_eof()
     return resp
 

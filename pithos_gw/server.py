@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def gateway_config(cfg: Any) -> GatewayConfig:
+    """The app's settings from the [gateway] section (the keys both define)."""
+    keys = {f.name for f in dataclasses.fields(GatewayConfig)}
+    return GatewayConfig(**{k: v for k, v in dataclasses.asdict(cfg.gateway).items()
+                            if k in keys})
+
+
 async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     """The gateway's blocks: the daemon's blocker peers ("peers"), the blocker opened
     here ("direct"), or "auto": peers when a daemon serves the instance."""
@@ -73,15 +82,29 @@ async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     return open_blocker(cfg)
 
 
+#: Builds the served app from the instance, its config and the opened blocker.
+AppFactory = Callable[[Instance, Any, Blocker], web.Application]
+
+
+def gateway_app(inst: Instance, cfg: Any, blocker: Blocker) -> web.Application:
+    """The plain gateway (its own v1 users, no quotas, no control plane)."""
+    return make_app(blocker, db_path(inst), gateway_config(cfg))
+
+
 async def serve(inst: Instance, listen: str, config_file: str | None = None,
-                overrides: list[str] | None = None, blocks: str = "auto") -> None:
+                overrides: list[str] | None = None, blocks: str = "auto",
+                factory: AppFactory = gateway_app) -> None:
     """Serve until SIGTERM/SIGINT."""
     cfg = inst.config(config_file, overrides or [])
     host, port = parse_listen(listen or cfg.gateway.listen)
     blocker = await open_blocks(inst, cfg, blocks)
-    app = make_app(blocker, db_path(inst), GatewayConfig(etag=cfg.gateway.etag))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    try:
+        app = factory(inst, cfg, blocker)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+    except BaseException:
+        await blocker.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,9 +137,10 @@ async def serve(inst: Instance, listen: str, config_file: str | None = None,
         await blocker.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the gateway process."""
-    p = argparse.ArgumentParser(prog="pithos_gw.server")
+def main(argv: list[str] | None = None, factory: AppFactory = gateway_app,
+         prog: str = "pithos_gw.server") -> int:
+    """Entry point of the gateway process (``factory`` builds the served app)."""
+    p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--data-dir")
     p.add_argument("--listen", default="")
     p.add_argument("--config")
@@ -128,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     inst = Instance.from_args(args.data_dir).ensure()
     try:
-        uvloop.run(serve(inst, args.listen, args.config, args.overrides, args.blocks))
+        uvloop.run(serve(inst, args.listen, args.config, args.overrides, args.blocks, factory))
     except ArchipelagoError as e:
         print(f"gateway: error: {e.message}", file=sys.stderr)
         return e.exit_code

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from archipelago.blocker.base import Blocker
-from archipelago.errors import InvalidArgument
+from archipelago.errors import InvalidArgument, MissingBlock
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH
+from archipelago.native import is_zero
 
 #: Blocks up to this size are hashed on the loop: a thread hop costs more than hashing them.
 _INLINE_HASH = 64 * 1024
@@ -159,10 +160,16 @@ class BlockStore:
         return Ingested(hashes=hashes, size=size, md5=md5.hexdigest())
 
     async def read_block(self, h: str, offset: int, length: int) -> bytes:
-        """``length`` bytes of block ``h`` from ``offset`` (zero block synthesised)."""
+        """``length`` bytes of block ``h`` from ``offset`` (zero block synthesised);
+        MissingBlock when a referenced block is absent from the store."""
         if h == ZERO_HASH:
             return bytes(length)
-        return await self.blocker.read(h, offset, length)
+        data = await self.blocker.read(h, offset, length)
+        # Blockers read absent objects as zeros. A stored block never ends in zeros, so
+        # only an all-zero piece can hide a lost block: those (rare) pieces are checked.
+        if is_zero(data) and not await self.blocker.exists(h):
+            raise MissingBlock(f"block {h} of this object is missing from the store")
+        return data
 
     async def read_range(
         self, hashes: list[str], size: int, start: int, end: int

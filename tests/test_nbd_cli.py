@@ -100,9 +100,11 @@ def test_serve_tcp_loopback(tmp_path: Path) -> None:
     with socket.socket() as s:  # a free loopback port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # plain TCP only when asked for (tests/test_security_nbd.py: TLS by default)
     p = archip("--data-dir", str(tmp_path), "nbd", "serve", "--direct", "--tcp",
-               f"127.0.0.1:{port}")
+               f"127.0.0.1:{port}", "--insecure")
     assert p.returncode == 0, p.stderr
+    assert "WARNING: plain TCP" in p.stdout
     try:
         h = nbd.NBD()
         h.connect_uri(f"nbd://127.0.0.1:{port}/vm4")

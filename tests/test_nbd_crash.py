@@ -160,7 +160,7 @@ def volume_names(data_dir: Path) -> list[str]:
         blocker = FileBlocker(str(data_dir / "blocks"))
         mapper = Mapper(blocker, make_owner("test-list"))
         try:
-            return [v.name for v in await mapper.list()]
+            return [v.name for v in await mapper.list(internal=True)]
         finally:
             await mapper.close()
             await blocker.close()

@@ -74,9 +74,9 @@ class Client:
         """Describe a volume (with its lock holder)."""
         return _info(self.ctrl("info", name=name))
 
-    def list(self) -> list[VolumeInfo]:
-        """Every volume and snapshot, by name."""
-        return [_info(d) for d in self.ctrl("list")]
+    def list(self, internal: bool = False) -> list[VolumeInfo]:
+        """Every volume and snapshot, by name (``internal``: NBD scratch clones too)."""
+        return [_info(d) for d in self.ctrl("list", internal=internal)]
 
     def snapshot(self, volume: str, snap: str) -> VolumeInfo:
         """Read-only snapshot of a volume."""

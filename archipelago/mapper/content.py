@@ -25,6 +25,7 @@ from archipelago.mapper.format import (
     blocks_of,
     check_hex,
     check_size,
+    check_user_name,
     check_volume_name,
     chunk_name,
     chunks_of,
@@ -158,7 +159,7 @@ async def clone_hashmap(
     readonly: bool,
 ) -> VolumeInfo:
     """Map over a Pithos hashmap whose blocks are stored in the blocker."""
-    check_volume_name(new)
+    check_user_name(new)
     check_size(nbytes)
     if not isinstance(hashes, list):
         raise InvalidArgument("hashes must be a list of hex SHA-256 names")

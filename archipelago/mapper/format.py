@@ -77,6 +77,30 @@ def check_volume_name(name: str) -> str:
     return name
 
 
+#: Prefix of the NBD plugin's scratch clones (``nbd-scratch.<host tag>.<pid>.<n>[.origin]``).
+SCRATCH_PREFIX = "nbd-scratch."
+#: Volume name prefixes the system keeps for volumes it makes and removes itself: a
+#: user can never create, rename, clone into or remove one, so the startup sweep of a
+#: dead nbdkit's scratch clones can never meet a user's volume.
+RESERVED_PREFIXES = (SCRATCH_PREFIX,)
+
+
+def is_reserved(name: str) -> bool:
+    """True for names in the system's reserved namespace (see RESERVED_PREFIXES)."""
+    return name.startswith(RESERVED_PREFIXES)
+
+
+def check_user_name(name: str, internal: bool = False) -> str:
+    """A valid volume name a caller may create, rename or remove: reserved names only
+    for the system's own volumes (``internal``)."""
+    check_volume_name(name)
+    if is_reserved(name) and not internal:
+        prefix = next(p for p in RESERVED_PREFIXES if name.startswith(p))
+        raise InvalidArgument(f"volume name {name!r} is reserved: names starting with "
+                              f"{prefix!r} are the NBD server's scratch clones")
+    return name
+
+
 def check_block_size(block_size: int) -> int:
     """Validate a block size: a power of two from 64 KiB to 4 MiB."""
     if (

@@ -32,11 +32,13 @@ from archipelago.mapper.format import (
     Header,
     check_block_size,
     check_size,
+    check_user_name,
     check_volume_name,
     chunk_name,
     decode_header,
     encode_header,
     header_name,
+    is_reserved,
     lock_name,
     new_uid,
     next_epoch,
@@ -138,9 +140,10 @@ class Mapper:
 
     # -- operations ----------------------------------------------------------
 
-    async def create(self, name: str, size: int, block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeInfo:
-        """Create an empty (all-zero) writable volume."""
-        check_volume_name(name)
+    async def create(self, name: str, size: int, block_size: int = DEFAULT_BLOCK_SIZE,
+                     *, internal: bool = False) -> VolumeInfo:
+        """Create an empty (all-zero) writable volume (``internal``: may use a reserved name)."""
+        check_user_name(name, internal)
         check_size(size)
         check_block_size(block_size)
         async with self.guard(name):
@@ -215,9 +218,12 @@ class Mapper:
         h = await self.live(name)
         return info_of(h, await self.blocker.lock_info(lock_name(name)))
 
-    async def list(self) -> list[VolumeInfo]:
-        """Every live map (corrupt headers are skipped), sorted by name."""
+    async def list(self, internal: bool = False) -> list[VolumeInfo]:
+        """Every live map (corrupt headers are skipped), sorted by name; the system's own
+        volumes (reserved names: NBD scratch clones) only with ``internal``."""
         names = [n[4:] for n in await self.blocker.list("map:")]
+        if not internal:
+            names = [n for n in names if not is_reserved(n)]
 
         async def one(n: str) -> VolumeInfo | None:
             try:
@@ -231,10 +237,10 @@ class Mapper:
             out += await asyncio.gather(*(one(n) for n in names[i : i + BATCH]))
         return sorted((x for x in out if x is not None), key=lambda x: x.name)
 
-    async def snapshot(self, volume: str, snap: str) -> VolumeInfo:
+    async def snapshot(self, volume: str, snap: str, *, internal: bool = False) -> VolumeInfo:
         """Read-only copy sharing all blocks; the volume's epoch++ so writes copy up."""
         check_volume_name(volume)
-        check_volume_name(snap)
+        check_user_name(snap, internal)
         if volume == snap:
             raise AlreadyExists(f"volume {snap!r} already exists")
         async with self.guard(volume, snap):
@@ -266,10 +272,11 @@ class Mapper:
                     await self.put_header(s)
         return info_of(s)
 
-    async def clone(self, source: str, new: str, size: int | None = None) -> VolumeInfo:
+    async def clone(self, source: str, new: str, size: int | None = None, *,
+                    internal: bool = False) -> VolumeInfo:
         """New writable volume sharing the blocks of a read-only map (size ≥ source)."""
         check_volume_name(source)
-        check_volume_name(new)
+        check_user_name(new, internal)
         if size is not None:
             check_size(size)
         # The source is read-only, so only its in-process lock is taken: a removal
@@ -337,8 +344,8 @@ class Mapper:
 
     async def rename(self, old: str, new: str) -> VolumeInfo:
         """Rename a map that is not open (block names stay; the old name keeps a tombstone)."""
-        check_volume_name(old)
-        check_volume_name(new)
+        check_user_name(old)
+        check_user_name(new)
         if old == new:
             raise AlreadyExists(f"volume {new!r} already exists")
         if old in self._open:
@@ -353,9 +360,9 @@ class Mapper:
             await self.put_header(tombstone(h))
         return info_of(moved)
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, *, internal: bool = False) -> None:
         """Remove a map: tombstone header, delete only blocks it owns, then its chunks."""
-        check_volume_name(name)
+        check_user_name(name, internal)
         async with self.guard(name):
             v = self._open.get(name)
             if v is not None and not v.closed:

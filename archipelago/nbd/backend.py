@@ -64,8 +64,8 @@ class Backend(ABC):
         """Close every open volume and stop; called at nbdkit cleanup."""
 
     @abstractmethod
-    def list_volumes(self) -> list[VolumeSummary]:
-        """Every volume and snapshot of the instance."""
+    def list_volumes(self, internal: bool = False) -> list[VolumeSummary]:
+        """Every volume and snapshot of the instance (``internal``: scratch clones too)."""
 
     @abstractmethod
     def info(self, name: str) -> VolumeSummary:
@@ -116,15 +116,15 @@ class Backend(ABC):
         """Ascending, contiguous spans covering at least ``offset``."""
 
     @abstractmethod
-    def snapshot(self, volume: str, snap: str) -> None:
-        """Create read-only snapshot ``snap`` of ``volume``."""
+    def snapshot(self, volume: str, snap: str, internal: bool = False) -> None:
+        """Create read-only snapshot ``snap`` of ``volume`` (``internal``: a reserved name)."""
 
     @abstractmethod
-    def clone(self, source: str, new: str) -> None:
+    def clone(self, source: str, new: str, internal: bool = False) -> None:
         """Create writable ``new`` from read-only ``source`` (COW, no data copy)."""
 
     @abstractmethod
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, internal: bool = False) -> None:
         """Remove a volume or snapshot (breaking a stale lock of a dead holder)."""
 
     @abstractmethod
@@ -221,9 +221,9 @@ class DirectBackend(Backend):
 
     # -- namespace -----------------------------------------------------------
 
-    def list_volumes(self) -> list[VolumeSummary]:
+    def list_volumes(self, internal: bool = False) -> list[VolumeSummary]:
         """Every volume and snapshot."""
-        return [summary_of(i) for i in self._call(self._mapper.list())]
+        return [summary_of(i) for i in self._call(self._mapper.list(internal))]
 
     def info(self, name: str) -> VolumeSummary:
         """One volume's summary."""
@@ -247,30 +247,30 @@ class DirectBackend(Backend):
         with self._exclusive():
             self._call(vol.close())
 
-    def snapshot(self, volume: str, snap: str) -> None:
+    def snapshot(self, volume: str, snap: str, internal: bool = False) -> None:
         """Snapshot via the mapper."""
         with self._exclusive():
-            self._call(self._mapper.snapshot(volume, snap))
+            self._call(self._mapper.snapshot(volume, snap, internal=internal))
 
-    def clone(self, source: str, new: str) -> None:
+    def clone(self, source: str, new: str, internal: bool = False) -> None:
         """Clone via the mapper."""
         with self._exclusive():
-            self._call(self._mapper.clone(source, new))
+            self._call(self._mapper.clone(source, new, internal=internal))
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, internal: bool = False) -> None:
         """Remove via the mapper, breaking the lock only if its holder is dead."""
         with self._exclusive():
-            self._call(self._remove(name))
+            self._call(self._remove(name, internal))
 
-    async def _remove(self, name: str) -> None:
+    async def _remove(self, name: str, internal: bool) -> None:
         try:
-            await self._mapper.remove(name)
+            await self._mapper.remove(name, internal=internal)
         except Locked:
             info = await self._mapper.info(name)
             if not getattr(info, "lock_stale", False):
                 raise
             await self._mapper.unlock(name, force=True)
-            await self._mapper.remove(name)
+            await self._mapper.remove(name, internal=internal)
 
     def create(self, name: str, size: int) -> None:
         """Create via the mapper."""

@@ -3,8 +3,11 @@
 Export name = volume name. ``VOL@scratch`` (``@`` never occurs in volume names)
 is a scratch export: the connection gets a private writable clone of VOL (of a
 temporary snapshot when VOL is writable), removed again on disconnect; COW is
-the mapper's. Every other connection to a volume shares one open ``Volume``
-(refcount), so the lock is taken by the first and released by the last.
+the mapper's. The clone has a reserved name (``nbd-scratch.…``, see
+mapper/format.py): hidden from listings, refused as an export name, never removed
+by anyone but its connection (or the sweep of a dead nbdkit's). Every other
+connection to a volume shares one open ``Volume`` (refcount), so the lock is taken
+by the first and released by the last.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from typing import Any
 
 from archipelago.blocker.base import pid_alive
 from archipelago.errors import ArchipelagoError, NotFound
+from archipelago.mapper.format import SCRATCH_PREFIX, is_reserved
 from archipelago.nbd.backend import Backend, VolumeSummary
 
 log = logging.getLogger("archipelago.nbd")
 
 SCRATCH_SUFFIX = "@scratch"
-#: Temporary clones of scratch exports (``nbd-scratch.<host tag>.<pid>.<n>[.origin]``);
-#: hidden from list_exports, swept at startup when their nbdkit is dead.
-SCRATCH_PREFIX = "nbd-scratch."
+# Temporary clones of scratch exports are named SCRATCH_PREFIX<host tag>.<pid>.<n>[.origin]
+# (a reserved name), swept at startup when their nbdkit is dead.
 
 
 def _host_tag() -> str:
@@ -56,6 +59,8 @@ def parse_export(name: str, default: str | None) -> tuple[str, bool]:
         if not default:
             raise NotFound("no export name given and no default export configured")
         name = default
+    if is_reserved(name):  # another connection's scratch clone: private to it
+        raise NotFound(f"no export {name!r} (a reserved name)")
     return name, scratch
 
 
@@ -92,13 +97,13 @@ class ExportTable:
 
     def list(self) -> list[VolumeSummary]:
         """Volumes and snapshots clients may ask for (scratch clones hidden)."""
-        return [v for v in self.backend.list_volumes() if not v.name.startswith(SCRATCH_PREFIX)]
+        return self.backend.list_volumes()
 
     def sweep_scratch(self) -> None:
         """Remove scratch clones left by a dead nbdkit of this host (clones before origins)."""
         mine = f"{SCRATCH_PREFIX}{_host_tag()}."
         dead: list[str] = []
-        for v in self.backend.list_volumes():
+        for v in self.backend.list_volumes(internal=True):
             if not v.name.startswith(mine):
                 continue
             pid = v.name[len(mine):].split(".")[0]
@@ -145,9 +150,9 @@ class ExportTable:
             if not src.readonly:
                 # Clones need a read-only origin; a writable volume is frozen first.
                 source = tmp + ".origin"
-                b.snapshot(volume, source)
+                b.snapshot(volume, source, internal=True)
                 cleanup.append(source)
-            b.clone(source, tmp)
+            b.clone(source, tmp, internal=True)
             cleanup.insert(0, tmp)  # the clone goes before its origin
             vol = self._acquire(tmp)
         except BaseException:
@@ -190,7 +195,7 @@ class ExportTable:
     def _remove_all(self, names: list[str]) -> None:
         for name in names:
             try:
-                self.backend.remove(name)
+                self.backend.remove(name, internal=True)
             except ArchipelagoError as e:
                 log.warning("could not remove scratch volume %s: %s", name, e)
 

@@ -119,9 +119,9 @@ class PeerBackend(Backend):
             self._client.close()
             self._client = None
 
-    def list_volumes(self) -> list[VolumeSummary]:
+    def list_volumes(self, internal: bool = False) -> list[VolumeSummary]:
         """Every volume and snapshot."""
-        return [summary_of(i) for i in self._retry(self._client.list)]
+        return [summary_of(i) for i in self._retry(lambda: self._client.list(internal))]
 
     def info(self, name: str) -> VolumeSummary:
         """One volume's summary."""
@@ -212,23 +212,23 @@ class PeerBackend(Backend):
         exts = self._io(vol, lambda h: h.extents(offset, count))
         return [Span(e.offset, e.length, bool(e.zero)) for e in exts]
 
-    def snapshot(self, volume: str, snap: str) -> None:
+    def snapshot(self, volume: str, snap: str, internal: bool = False) -> None:
         """Snapshot in the daemon (works on volumes open there)."""
-        self._client.snapshot(volume, snap)
+        self._client.ctrl("snapshot", volume=volume, snap=snap, internal=internal)
 
-    def clone(self, source: str, new: str) -> None:
+    def clone(self, source: str, new: str, internal: bool = False) -> None:
         """Clone in the daemon."""
-        self._client.clone(source, new)
+        self._client.ctrl("clone", source=source, new=new, internal=internal)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, internal: bool = False) -> None:
         """Remove, breaking the lock only if its holder is dead."""
         try:
-            self._client.remove(name)
+            self._client.ctrl("remove", name=name, internal=internal)
         except Locked:
             if not self._client.info(name).lock_stale:
                 raise
             self._client.unlock(name, force=True)
-            self._client.remove(name)
+            self._client.ctrl("remove", name=name, internal=internal)
 
     def create(self, name: str, size: int) -> None:
         """Create in the daemon."""

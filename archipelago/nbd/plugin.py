@@ -24,6 +24,7 @@ import logging
 import os
 import site
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,6 +62,28 @@ def _add_venv(path: str) -> None:
 
 class NbdError(Exception):
     """An expected failure, re-raised without the library's frames (one log line)."""
+
+
+def _one_line_for_expected_errors() -> None:
+    """Log expected failures (unknown export, missing block, read-only...) as one line.
+
+    nbdkit's Python plugin logs every exception a callback raises through
+    ``traceback.format_exception`` (plugins/python: print_python_traceback), so even
+    a client asking for an unknown export name left a traceback in the log. NbdError
+    is only raised for archipelago's own errors: format those as their message.
+    """
+    fmt = traceback.format_exception
+    if getattr(fmt, "_archipelago", False):
+        return
+
+    def format_exception(exc: Any, /, *args: Any, **kwargs: Any) -> list[str]:
+        value = args[0] if args else exc
+        if isinstance(value, NbdError):
+            return [str(value)]
+        return fmt(exc, *args, **kwargs)
+
+    format_exception._archipelago = True  # type: ignore[attr-defined]
+    traceback.format_exception = format_exception  # type: ignore[assignment]
 
 
 def _fail(exc: BaseException) -> NoReturn:
@@ -106,6 +129,7 @@ def config_complete() -> None:
     from archipelago.nbd.exports import ExportTable, errno_of
 
     _errno_of = errno_of
+    _one_line_for_expected_errors()
     # Library warnings (e.g. a scratch clone that could not be removed) go to nbdkit's log.
     logging.basicConfig(level=logging.WARNING, format="archipelago: %(levelname)s: %(message)s")
     try:

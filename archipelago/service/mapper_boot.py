@@ -16,7 +16,7 @@ log = logging.getLogger("archipelago.mapper-peer")
 async def break_stale_locks(mapper: Mapper) -> int:
     """Break volume locks whose owner is a dead process on this host; returns the count."""
     n = 0
-    for vi in await mapper.list():
+    for vi in await mapper.list(internal=True):
         if vi.readonly:
             continue
         info = await mapper.info(vi.name)

@@ -166,7 +166,8 @@ class MapperPeer(Peer):
         m, op = self.mapper, a["op"]
         if op == "create":
             return info_dict(await m.create(a["name"], int(a["size"]),
-                                            int(a.get("block_size") or 4 * 1024 * 1024)))
+                                            int(a.get("block_size") or 4 * 1024 * 1024),
+                                            internal=bool(a.get("internal"))))
         if op == "open":
             return await self._open(req, a["name"], bool(a.get("force")))
         if op == "close":
@@ -175,14 +176,16 @@ class MapperPeer(Peer):
         if op == "info":
             return info_dict(await m.info(a["name"]))
         if op == "list":
-            return [info_dict(i) for i in await m.list()]
+            return [info_dict(i) for i in await m.list(internal=bool(a.get("internal")))]
         if op == "snapshot":
             async with self.excl(a["volume"]):  # no client in-place write lands meanwhile
                 if self.fast is not None:  # in-place writes durable like the blockers' own
                     await self.fast.flush()
-                return info_dict(await m.snapshot(a["volume"], a["snap"]))
+                return info_dict(await m.snapshot(a["volume"], a["snap"],
+                                                  internal=bool(a.get("internal"))))
         if op == "clone":
-            return info_dict(await m.clone(a["source"], a["new"], a.get("size")))
+            return info_dict(await m.clone(a["source"], a["new"], a.get("size"),
+                                           internal=bool(a.get("internal"))))
         if op == "clone_hashmap":
             raw: bytes = a["hashes"]
             hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
@@ -201,7 +204,7 @@ class MapperPeer(Peer):
         if op == "rename":
             return info_dict(await m.rename(a["old"], a["new"]))
         if op == "remove":
-            await m.remove(a["name"])
+            await m.remove(a["name"], internal=bool(a.get("internal")))
             return None
         if op == "lock":
             await m.lock(a["name"])
