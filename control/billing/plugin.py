@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from archipelago.errors import InvalidArgument, NotFound, QuotaExceeded
+from archipelago.errors import InvalidArgument, QuotaExceeded
 from control.billing import intake
 from control.billing import tables as billing_tables
 from control.billing.bill import rounded
@@ -113,19 +113,9 @@ class BillingPlugin(Plugin):
         return await _maybe(self.ctx.service("identity").authenticate(token))
 
     async def resolve_user(self, text: str) -> str:
-        """A user's uuid from its name or uuid; NotFound when identity knows neither."""
-        ident = self.ctx.service("identity")
-        for lookup in ("user_by_name", "user_by_uuid"):
-            fn = getattr(ident, lookup, None)
-            if fn is None:
-                continue
-            try:
-                found = await _maybe(fn(text))
-            except NotFound:
-                continue
-            if found is not None:
-                return str(getattr(found, "uuid", found))
-        raise NotFound(f"unknown user {text!r}")
+        """A user's uuid from its name or uuid (identity's ``user``; NotFound when unknown)."""
+        found = await _maybe(self.ctx.service("identity").user(text))
+        return str(found.uuid)
 
     async def commission_guard(self, user: str, provisions: list[Any]) -> None:
         """Refuse (413) a commission that adds usage for a user whose balance is below zero."""
