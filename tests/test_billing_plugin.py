@@ -220,3 +220,22 @@ def test_database_running_totals_equal_the_engine_replay(tmp_path: Path, data) -
         loop.run_until_complete(run())
     finally:
         loop.close()
+
+
+async def test_daily_series_and_chart(host: Host) -> None:
+    from control.billing.chart import render
+
+    billing = _billing(host)
+    await billing.service.set_price("pithos.diskspace", "1")
+    await _emit(host, _commission("c1", GiB, "2026-03-01 12:00"))
+    billing.service.now = lambda: T("2026-03-03 06:00")
+    period, days, series = await billing.service.daily(U)
+    # Day ends 2 March, 3 March, then now (3 March 06:00): 12 h, 36 h, 42 h of 1 GiB at 1 credit/GiB·h.
+    assert days == [T("2026-03-02 00:00"), T("2026-03-03 00:00"), T("2026-03-03 06:00")]
+    assert series == {"pithos.diskspace": [12, 36, 42]}
+    assert (await billing.service.bill(U)).total == 42          # the chart ends where the bill does
+    svg = render(f"Charges per resource, {period.month}", days, series)
+    assert svg.startswith(b"<?xml") and b"pithos.diskspace" in svg
+    assert render("empty", days, {}, "png").startswith(b"\x89PNG")
+    with pytest.raises(InvalidArgument, match="chart format"):
+        render("x", days, series, "gif")

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from archipelago.errors import Forbidden, InvalidArgument, Unauthorized
 from control.billing.bill import rounded
-from control.billing.chart import render_svg
+from control.billing.chart import FORMATS, render
 from control.billing.periods import parse_time
 from control.host.webapi import make_subapp, read_json, token_of
 
@@ -107,12 +107,15 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def chart(request: web.Request) -> web.Response:
-    """GET /chart[?month=][&until=]: SVG of the credits charged per resource over the month."""
+    """GET /chart[?month=][&until=][&format=svg|png]: credits charged per resource over the month."""
     user = await _target(request)
+    fmt = request.query.get("format", "svg")
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"bad chart format {fmt!r}: svg or png")
     period, days, series = await request.app[PLUGIN].service.daily(
         user, request.query.get("month"), _until(request))
-    svg = render_svg(f"Charges per resource, {period.month}", days, series)
-    return web.Response(body=svg, content_type="image/svg+xml")
+    image = render(f"Charges per resource, {period.month}", days, series, fmt)
+    return web.Response(body=image, content_type=FORMATS[fmt])
 
 
 async def prices(request: web.Request) -> web.Response:

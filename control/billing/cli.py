@@ -181,7 +181,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _chart(args: argparse.Namespace) -> int:
-    from control.billing.chart import render_svg
+    from control.billing.chart import render
 
     month, until = _month(args.month), _until(args.until)
 
@@ -189,11 +189,12 @@ def _chart(args: argparse.Namespace) -> int:
         return await plugin.service.daily(await plugin.resolve_user(args.user), month, until)
 
     period, days, series = _run(args, go)
-    svg = render_svg(f"Charges per resource, {period.month}", days, series)
+    fmt = "png" if args.output.endswith(".png") else "svg"
+    image = render(f"Charges per resource, {period.month}", days, series, fmt)
     if args.output == "-":
-        sys.stdout.buffer.write(svg)
+        sys.stdout.buffer.write(image)
     else:
-        Path(args.output).write_bytes(svg)
+        Path(args.output).write_bytes(image)
     return 0
 
 
@@ -228,14 +229,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, helptext, fn in (("bill", "a user's bill of one month", _bill),
                                ("usage", "per resource and instance usage of one month", _usage),
-                               ("chart", "SVG chart of the charges per resource over a month", _chart)):
+                               ("chart", "chart (SVG/PNG) of the charges per resource over a month", _chart)):
         x = sub.add_parser(name, help=helptext)
         x.add_argument("user", metavar="USER")
         x.add_argument("--month", metavar="YYYY-MM", help="default: the month of --until, or now")
         x.add_argument("--until", metavar="TIME",
                        help="charge open usage up to TIME (ISO or now+2h; default now or the month end)")
         if name == "chart":
-            x.add_argument("-O", "--output", default="-", metavar="FILE", help="SVG file (default stdout)")
+            x.add_argument("-O", "--output", default="-", metavar="FILE",
+                           help="SVG file, or PNG when FILE ends in .png (default: SVG on stdout)")
         x.set_defaults(func=fn)
 
     e = sub.add_parser("events", help="a user's usage events")
