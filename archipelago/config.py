@@ -118,7 +118,7 @@ class ControlConfig:
     """[control]: the control-plane plugin host (identity, compute, billing, ui)."""
 
     plugins: list[str] = field(
-        default_factory=list,
+        default_factory=lambda: ["identity"],
         metadata=doc("control-plane plugins the API server runs (entry points archipelago.control)"))
     database: str = field(default="", metadata=doc(
         "SQLAlchemy URL of the control database (empty: sqlite+aiosqlite:///DATA_DIR/control.db; "

@@ -179,8 +179,22 @@ def _with_meta(inst: Instance, fn: Any) -> Any:
     return asyncio.run(run())
 
 
+def _identity_on(args: argparse.Namespace) -> bool:
+    """True when the identity plugin owns users ([control] plugins); else the v1 table."""
+    from control.context import get_config
+
+    return "identity" in get_config(args).control.plugins
+
+
 def _user_add(args: argparse.Namespace) -> int:
     """Create a gateway user (its account) and print its key."""
+    if _identity_on(args):
+        # Alias of `archip user add`: the printed key is the user's token, which works
+        # both as X-Auth-Key on /auth/v1.0 and as X-Auth-Token; the account is its uuid.
+        from control.identity.cli import add_user
+
+        args.name, args.email, args.admin = args.account, "", False
+        return add_user(args, print_token=True)
     inst = get_instance(args).ensure()
     if not args.account or "/" in args.account or len(args.account) > 256:
         raise InvalidArgument("account names are 1..256 characters without '/'")
@@ -194,6 +208,10 @@ def _user_add(args: argparse.Namespace) -> int:
 
 def _user_list(args: argparse.Namespace) -> int:
     """List gateway users."""
+    if _identity_on(args):
+        from control.identity.cli import list_users
+
+        return list_users(args)
     inst = get_instance(args).ensure()
     users = _with_meta(inst, lambda m: m.user_list())
     if wants_json(args):

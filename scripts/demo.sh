@@ -100,7 +100,7 @@ print(f"   ETag {h['ETag']} (MD5), X-Object-Hash {h.get('X-Object-Hash', '-')}",
 print("== Plankton: register the object as an image (no data moves)", file=sys.stderr)
 _, body = call("POST", f"{url}/image/v1.0/images", headers={
     **tok, "X-Image-Meta-Name": "demo-image", "X-Image-Meta-Disk-Format": "raw",
-    "X-Image-Meta-Location": f"pithos://{user}/images/disk.raw"})
+    "X-Image-Meta-Location": f"pithos://{storage.rsplit('/', 1)[1]}/images/disk.raw"})
 img = json.loads(body)["image"]
 print(f"   image {img['id']}: {img['size']} bytes, checksum {img['checksum'][:16]}...",
       file=sys.stderr)

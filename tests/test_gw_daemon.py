@@ -38,6 +38,11 @@ class GwDaemon:
     swift: swiftclient.Connection
 
     @property
+    def account(self) -> str:
+        """The user's account (its uuid under the identity plugin), from the v1 login."""
+        return str(self.swift.get_auth()[0]).rsplit("/", 1)[1]
+
+    @property
     def headers(self) -> dict[str, str]:
         return {"X-Auth-Token": self.key}
 
@@ -91,7 +96,7 @@ def _upload_image(g: GwDaemon, name: str, data: bytes) -> str:
     assert etag == hashlib.md5(data).hexdigest()
     r = requests.post(f"{g.url}/image/v1.0/images", timeout=30, headers={
         **g.headers, "X-Image-Meta-Name": name,
-        "X-Image-Meta-Location": f"pithos://alice/images/{name}"})
+        "X-Image-Meta-Location": f"pithos://{g.account}/images/{name}"})
     assert r.status_code in (200, 201), r.text
     img = r.json()["image"]
     assert img["size"] == len(data) and img["status"] == "available"
@@ -119,7 +124,7 @@ def test_uploads_land_on_the_peers_as_content_blocks(gwd: GwDaemon) -> None:
     before = content_objects(gwd.d.data_dir)
     gwd.swift.put_container("c")
     gwd.swift.put_object("c", "o", data)
-    hashes = requests.get(f"{gwd.url}/v1/alice/c/o?format=json&hashmap", headers=gwd.headers,
+    hashes = requests.get(f"{gwd.url}/v1/{gwd.account}/c/o?format=json&hashmap", headers=gwd.headers,
                           timeout=30).json()["hashes"]
     assert hashes == object_hashmap(data) and hashes[1] == ZERO_HASH
     new = content_objects(gwd.d.data_dir) - before
@@ -133,7 +138,7 @@ def test_uploads_land_on_the_peers_as_content_blocks(gwd: GwDaemon) -> None:
         extra = os.urandom(BLOCK_SIZE)
         h = block_hash(extra)
         assert c.store_block(h, extra)
-    r = requests.put(f"{gwd.url}/v1/alice/c/o2?format=json&hashmap", timeout=30,
+    r = requests.put(f"{gwd.url}/v1/{gwd.account}/c/o2?format=json&hashmap", timeout=30,
                      headers=gwd.headers, json={"block_hash": "sha256",
                                                "block_size": BLOCK_SIZE,
                                                "bytes": BLOCK_SIZE, "hashes": [h]})
@@ -150,7 +155,7 @@ def test_hashmap_upload_through_the_peers(gwd: GwDaemon) -> None:
     blocks = [r0.randbytes(BLOCK_SIZE), r0.randbytes(BLOCK_SIZE), r0.randbytes(MiB)]
     data = b"".join(blocks)
     ids = [block_hash(b) for b in blocks]
-    url = f"{gwd.url}/v1/alice/hm"
+    url = f"{gwd.url}/v1/{gwd.account}/hm"
     assert requests.put(url, headers=gwd.headers, timeout=30).status_code in (201, 202)
     with Client.connect(gwd.d.data_dir) as c:  # one block already there, stored by a client
         assert c.store_block(ids[0], blocks[0])

@@ -5,6 +5,7 @@ every CLI command that opens the database, and by `archip db upgrade`."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from alembic.util.exc import CommandError
 from archipelago.errors import ConfigError
 from control.host.db import Database
 
+# Alembic says "Context impl SQLiteImpl" at INFO on every start: keep the logs for news.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 HOST_BRANCH = "host"
 HOST_VERSIONS = "control.host.versions"
 

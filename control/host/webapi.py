@@ -89,7 +89,7 @@ async def read_json(request: web.Request, empty: Any = None) -> Any:
         return empty
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
         raise InvalidArgument("malformed JSON body") from None
 
 

@@ -1,0 +1,285 @@
+"""Resources, holdings and commissions (the Astakos quotaholder).
+
+A holding (holder, source, resource) has a limit and usage_min <= usage_max: issuing a
+commission adds positive quantities to usage_max (checked against the limit) and negative
+ones to usage_min (checked against zero); accepting moves the other bound, rejecting
+undoes the issue. Every charge is two provisions: the user's in a project and the
+project's own, so the effective limit is min(limit, project_limit - others' usage).
+Holdings appear lazily with the limit their project gives (identity_limits, or the
+resource's default for system projects).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from archipelago.errors import InvalidArgument, NotFound, QuotaExceeded
+from control.host.plugin import Event
+from control.host.webapi import fault_body, with_data
+from control.identity.tables import (
+    commissions,
+    holdings,
+    limits,
+    members,
+    projects,
+    resources,
+)
+from control.identity.tables import provisions as provision_rows
+
+#: Largest quantity or limit (fits a signed 64-bit column).
+MAX_QUANTITY = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A quota resource (registered by the plugin that charges it)."""
+
+    name: str
+    unit: str = ""
+    description: str = ""
+    default_limit: int = 0
+    service: str = ""
+
+
+@dataclass(frozen=True)
+class Provision:
+    """One line of a commission: ``quantity`` of ``resource`` on (holder, source)."""
+
+    holder: str
+    source: str | None
+    resource: str
+    quantity: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference's JSON form."""
+        return {"holder": self.holder, "source": self.source, "resource": self.resource,
+                "quantity": self.quantity}
+
+
+def provisions(user: str, project: str, resource: str, quantity: int) -> list[Provision]:
+    """The two-sided charge: the user's share in ``project`` and the project's own."""
+    return [Provision(f"user:{user}", f"project:{project}", resource, quantity),
+            Provision(f"project:{project}", None, resource, quantity)]
+
+
+def parse_provision(doc: Any) -> Provision:
+    """A Provision from its JSON form; InvalidArgument when malformed."""
+    if not isinstance(doc, dict):
+        raise InvalidArgument("a provision is an object")
+    holder, source, res, q = (doc.get("holder"), doc.get("source"), doc.get("resource"),
+                              doc.get("quantity"))
+    if not isinstance(holder, str) or not isinstance(res, str):
+        raise InvalidArgument("a provision needs holder and resource strings")
+    if source is not None and not isinstance(source, str):
+        raise InvalidArgument("a provision's source is a string or null")
+    if not isinstance(q, int) or isinstance(q, bool) or abs(q) > MAX_QUANTITY:
+        raise InvalidArgument("a provision's quantity is an integer")
+    return Provision(holder, source or None, res, q)
+
+
+def iso(ts: float) -> str:
+    """2013-06-19T15:23:59+00:00."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _check_limit(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_QUANTITY:
+        raise InvalidArgument(f"limits are integers from 0 to {MAX_QUANTITY}, not {value!r}")
+    return value
+
+
+class QuotasMixin:
+    """The quota half of IdentityService."""
+
+    db: Any
+    events: Any
+
+    # resources --------------------------------------------------------------
+    async def register_resource(self, res: Resource) -> None:
+        """Create or update a resource (idempotent; plugins call it from open())."""
+        _check_limit(res.default_limit)
+        async with self.db.begin() as conn:
+            row = (await conn.execute(sa.select(resources).where(resources.c.name == res.name)
+                                      .with_for_update())).first()
+            values = {"unit": res.unit, "description": res.description,
+                      "service": res.service, "default_limit": res.default_limit}
+            if row is None:
+                await conn.execute(resources.insert().values(name=res.name, **values))
+            elif any(getattr(row, k) != v for k, v in values.items()):
+                await conn.execute(resources.update().where(resources.c.name == res.name)
+                                   .values(**values))
+
+    async def resources(self) -> dict[str, Resource]:
+        """Every resource by name."""
+        async with self.db.read() as conn:
+            return {r.name: Resource(r.name, r.unit, r.description, int(r.default_limit),
+                                     r.service)
+                    for r in await conn.execute(sa.select(resources).order_by(resources.c.name))}
+
+    # holdings ---------------------------------------------------------------
+    async def _default_limit(self, conn: AsyncConnection, project: str, resource: str,
+                             member: bool) -> int:
+        res = (await conn.execute(sa.select(resources.c.default_limit)
+                                  .where(resources.c.name == resource))).first()
+        if res is None:
+            raise NotFound(f"unknown resource {resource!r}")
+        proj = (await conn.execute(sa.select(projects.c.system)
+                                   .where(projects.c.uuid == project))).first()
+        if proj is None:
+            raise NotFound(f"unknown project {project!r}")
+        lim = (await conn.execute(sa.select(limits).where(
+            limits.c.project == project, limits.c.resource == resource))).first()
+        if lim is not None:
+            return int(lim.member_limit if member else lim.project_limit)
+        return int(res.default_limit) if proj.system else 0
+
+    async def _limit_of(self, conn: AsyncConnection, holder: str, source: str,
+                        resource: str) -> int:
+        kind, _, who = holder.partition(":")
+        if kind == "project" and not source and who:
+            return await self._default_limit(conn, who, resource, member=False)
+        skind, _, project = source.partition(":")
+        if kind == "user" and skind == "project" and who and project:
+            if (await conn.execute(sa.select(members.c.user).where(
+                    members.c.project == project, members.c.user == who))).first() is None:
+                raise NotFound(f"no holding {holder} in {source} (not a member)")
+            return await self._default_limit(conn, project, resource, member=True)
+        raise NotFound(f"unknown holding {holder!r} (source {source or None!r})")
+
+    async def _holding(self, conn: AsyncConnection, holder: str, source: str,
+                       resource: str, create: bool = True) -> tuple[int, int, int]:
+        """(limit, usage_min, usage_max), created with its project's limit on first use."""
+        key = (holdings.c.holder == holder, holdings.c.source == source,
+               holdings.c.resource == resource)
+        row = (await conn.execute(sa.select(holdings).where(*key).with_for_update())).first()
+        if row is not None:
+            return int(row.limit), int(row.usage_min), int(row.usage_max)
+        limit = await self._limit_of(conn, holder, source, resource)
+        if create:
+            await conn.execute(holdings.insert().values(holder=holder, source=source,
+                                                        resource=resource, limit=limit,
+                                                        usage_min=0, usage_max=0))
+        return limit, 0, 0
+
+    async def _move(self, conn: AsyncConnection, p: Provision, dmin: int, dmax: int) -> None:
+        await self._holding(conn, p.holder, p.source or "", p.resource)
+        await conn.execute(holdings.update().where(
+            holdings.c.holder == p.holder, holdings.c.source == (p.source or ""),
+            holdings.c.resource == p.resource).values(
+            usage_min=holdings.c.usage_min + dmin, usage_max=holdings.c.usage_max + dmax))
+
+    # commissions ------------------------------------------------------------
+    async def issue_commission(self, provs: list[Provision], name: str = "", *,
+                               force: bool = False, auto_accept: bool = False) -> int:
+        """Reserve every provision at once; the serial, or QuotaExceeded/NotFound (nothing
+        changes then)."""
+        if not provs:
+            raise InvalidArgument("a commission needs at least one provision")
+        if not isinstance(name, str) or len(name) > 256:
+            raise InvalidArgument("commission names are strings of at most 256 characters")
+        async with self.db.begin() as conn:
+            for p in provs:
+                limit, umin, umax = await self._holding(conn, p.holder, p.source or "",
+                                                        p.resource)
+                if p.quantity >= 0 and not force and umax + p.quantity > limit:
+                    raise _over(p, "NoCapacityError", limit, umax)
+                if p.quantity < 0 and not force and umin + p.quantity < 0:
+                    raise _over(p, "NoQuantityError", limit, umin)
+                if p.quantity >= 0:
+                    await self._move(conn, p, 0, p.quantity)
+                else:
+                    await self._move(conn, p, p.quantity, 0)
+            r = await conn.execute(commissions.insert().values(
+                name=name, issue_time=time.time(), state="pending"))
+            serial = int(r.inserted_primary_key[0])
+            await conn.execute(provision_rows.insert(), [
+                {"serial": serial, "idx": i, "holder": p.holder, "source": p.source or "",
+                 "resource": p.resource, "quantity": p.quantity} for i, p in enumerate(provs)])
+            if auto_accept:
+                await self._resolve(conn, serial, accept=True)
+        return serial
+
+    async def _pending(self, conn: AsyncConnection, serial: int) -> tuple[str, list[Provision]]:
+        row = (await conn.execute(sa.select(commissions).where(
+            commissions.c.serial == serial).with_for_update())).first()
+        if row is None or row.state != "pending":
+            raise NotFound(f"no pending commission {serial}")
+        provs = [Provision(r.holder, r.source or None, r.resource, int(r.quantity))
+                 for r in await conn.execute(sa.select(provision_rows).where(
+                     provision_rows.c.serial == serial).order_by(provision_rows.c.idx))]
+        return row.name, provs
+
+    async def _resolve(self, conn: AsyncConnection, serial: int, accept: bool) -> None:
+        name, provs = await self._pending(conn, serial)
+        now = time.time()
+        for p in provs:
+            q = p.quantity
+            if accept:
+                await self._move(conn, p, q if q >= 0 else 0, q if q < 0 else 0)
+            else:
+                await self._move(conn, p, -q if q < 0 else 0, -q if q >= 0 else 0)
+            if accept and p.holder.startswith("user:") and p.source:
+                await self.events.emit(conn, Event("identity.commission.accepted", {
+                    "serial": serial, "name": name, "holder": p.holder,
+                    "user": p.holder[5:], "project": p.source.partition(":")[2],
+                    "resource": p.resource, "delta": q, "time": now}))
+        await conn.execute(commissions.update().where(commissions.c.serial == serial).values(
+            state="accepted" if accept else "rejected", resolved=now))
+
+    async def accept(self, serial: int) -> None:
+        """Make a pending commission usage; NotFound when it is not pending."""
+        async with self.db.begin() as conn:
+            await self._resolve(conn, serial, accept=True)
+
+    async def reject(self, serial: int) -> None:
+        """Cancel a pending commission; NotFound when it is not pending."""
+        async with self.db.begin() as conn:
+            await self._resolve(conn, serial, accept=False)
+
+    async def resolve(self, accept: list[int], reject: list[int]) -> dict[str, Any]:
+        """Bulk action: {"accepted": [..], "rejected": [..], "failed": [[serial, fault]]}."""
+        out: dict[str, Any] = {"accepted": [], "rejected": [], "failed": []}
+        for serials, ok, key in ((accept, True, "accepted"), (reject, False, "rejected")):
+            for s in serials:
+                try:
+                    async with self.db.begin() as conn:
+                        await self._resolve(conn, s, accept=ok)
+                    out[key].append(s)
+                except NotFound as e:
+                    out["failed"].append([s, fault_body(404, e.message)])
+        return out
+
+    async def pending(self, prefix: str | None = None) -> list[int]:
+        """Serials of pending commissions (whose name starts with ``prefix``)."""
+        q = sa.select(commissions.c.serial).where(commissions.c.state == "pending")
+        if prefix:
+            q = q.where(sa.func.substr(commissions.c.name, 1, len(prefix)) == prefix)
+        async with self.db.read() as conn:
+            return [int(r[0]) for r in await conn.execute(q.order_by(commissions.c.serial))]
+
+    async def commission(self, serial: int) -> dict[str, Any]:
+        """A commission: serial, name, issue_time, state, provisions."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(commissions).where(
+                commissions.c.serial == serial))).first()
+            if row is None:
+                raise NotFound(f"no commission {serial}")
+            provs = [Provision(r.holder, r.source or None, r.resource, int(r.quantity)).to_dict()
+                     for r in await conn.execute(sa.select(provision_rows).where(
+                         provision_rows.c.serial == serial).order_by(provision_rows.c.idx))]
+        return {"serial": serial, "name": row.name, "issue_time": iso(row.issue_time),
+                "state": row.state, "provisions": provs}
+
+
+def _over(p: Provision, kind: str, limit: int, usage: int) -> QuotaExceeded:
+    what = "above its limit" if kind == "NoCapacityError" else "below zero"
+    err = QuotaExceeded(f"Quota exceeded: {p.resource} of {p.holder} would go {what} "
+                        f"(limit {limit}, usage {usage}, requested {p.quantity:+d})")
+    return with_data(err, {"provision": p.to_dict(), "name": kind, "limit": limit,
+                           "usage": usage})  # type: ignore[return-value]
