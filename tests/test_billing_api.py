@@ -151,3 +151,29 @@ def test_one_gib_uploaded_for_two_hours_at_one_credit_per_gib_hour(api: ApiServe
     r = dee.get("/chart", until=until.isoformat())
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/svg+xml"
     assert r.content.startswith(b"<?xml")
+
+
+def test_deny_when_negative_refuses_new_usage_with_a_clear_413(tmp_path_factory: pytest.TempPathFactory
+                                                                ) -> None:
+    with ApiServer(tmp_path_factory.mktemp("deny"), plugins=PLUGINS,
+                   overrides=["billing.deny_when_negative=true"]) as srv:
+        boss, eve = Who(srv, "boss", admin=True), Who(srv, "eve")
+        # 1 credit per byte·second: any stored byte makes the balance negative at once.
+        assert boss.post("/prices", {"resource": "pithos.diskspace", "price": "1", "unit": "B*s"}
+                         ).status_code == 201
+        base = f"{srv.url}/v1/{eve.uuid}"
+        assert requests.put(base + "/c", headers=eve.h, timeout=30).status_code == 201
+        assert requests.put(base + "/c/a", headers=eve.h, data=b"a" * 1000, timeout=30).status_code == 201
+        r = requests.put(base + "/c/b", headers=eve.h, data=b"b" * 10, timeout=30)
+        assert r.status_code == 413 and "below zero" in r.text and "credits are added" in r.text, r.text
+        assert requests.head(base + "/c/b", headers=eve.h, timeout=30).status_code == 404
+        # The same refusal through Astakos' commission API, in its 413 overLimit shape.
+        r = requests.post(f"{srv.url}/account/v1.0/commissions", headers=boss.h, timeout=30, json={
+            "provisions": [{"holder": f"user:{eve.uuid}", "source": f"project:{eve.uuid}",
+                            "resource": "pithos.diskspace", "quantity": 1}]})
+        assert r.status_code == 413 and "below zero" in r.json()["overLimit"]["message"], r.text
+        # Releasing usage stays possible; credits lift the refusal.
+        assert requests.delete(base + "/c/a", headers=eve.h, timeout=30).status_code == 204
+        assert boss.post("/credits", {"user": "eve", "amount": "1000000000"}).status_code == 201
+        assert requests.put(base + "/c/b", headers=eve.h, data=b"b" * 10, timeout=30).status_code == 201
+        assert boss.get("/status").json()["refused_commissions"] == 2
