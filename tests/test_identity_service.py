@@ -202,3 +202,27 @@ async def test_reconcile_sets_usage_to_what_is_stored(tmp_path: Path) -> None:
         assert await svc.pending() == [other] and left not in await svc.pending()
         q = (await svc.user_quotas(u.uuid))[u.uuid][res]
         assert (q["usage"] - q["pending"], q["project_usage"] - q["project_pending"]) == (130, 130)
+
+
+async def test_commission_guards_see_each_users_provisions_and_can_refuse(tmp_path: Path) -> None:
+    async with identity(tmp_path) as (_host, svc):
+        await svc.register_resource(Resource(R, default_limit=10, service="test"))
+        u, _ = await svc.add_user("gina")
+        seen: list[tuple[str, list[int]]] = []
+        refuse = {"on": False}
+
+        async def guard(user: str, provs: list[Provision]) -> None:
+            seen.append((user, [p.quantity for p in provs]))
+            if refuse["on"]:
+                raise QuotaExceeded("refused by the guard")
+
+        svc.add_commission_guard(guard)
+        svc.add_commission_guard(guard)  # once only
+        s = await svc.issue_commission(provisions(u.uuid, u.uuid, R, 3))
+        assert seen == [(u.uuid, [3])]          # the project-side provision is not the user's
+        refuse["on"] = True
+        with pytest.raises(QuotaExceeded, match="refused by the guard"):
+            await svc.issue_commission(provisions(u.uuid, u.uuid, R, 1))
+        assert await svc.pending() == [s]        # nothing reserved by the refused one
+        await svc.issue_commission(provisions(u.uuid, u.uuid, R, 1), force=True)  # forced: no guard
+        assert len(seen) == 2

@@ -60,8 +60,10 @@ def _holder(text: str) -> tuple[str, str]:
 def commission(payload: Mapping[str, Any], event_id: str, occurred_at: float) -> list[UsageEvent]:
     """An accepted commission: one continuous delta per user-side provision of a known resource.
 
-    The project-side copy of each provision (holder ``project:<p>``) is not charged; the
-    instance (and price list) is the source project, the user's system project when none.
+    Identity sends one event per user-side provision (holder, project, resource, delta);
+    a ``provisions`` list is taken too. Project-side copies (holder ``project:<p>``) are
+    not charged; the instance (and price list) is the project, the user's system project
+    (= the user's uuid) when none is named.
     """
     provisions = payload.get("provisions")
     if provisions is None:
@@ -78,7 +80,7 @@ def commission(payload: Mapping[str, Any], event_id: str, occurred_at: float) ->
         res = RESOURCES.get(name)
         if kind != "user" or res is None or res.policy is not Policy.CONTINUOUS:
             continue
-        source = prov.get("source")
+        source = prov.get("project") or prov.get("source")
         project = _holder(source)[1] if isinstance(source, str) and source else user
         delta = prov.get("quantity", prov.get("delta"))
         if isinstance(delta, bool) or not isinstance(delta, int | float | str):

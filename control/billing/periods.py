@@ -10,6 +10,8 @@ from archipelago.errors import InvalidArgument
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 _ONE_US = timedelta(microseconds=1)
+_RELATIVE = re.compile(r"now\s*(?:([+-])\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d))?")
+_STEP = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
 def micros(delta: timedelta) -> int:
@@ -32,15 +34,23 @@ def utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time ("2026-03-01T12:00:00Z"; naive means UTC); InvalidArgument if bad."""
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time ("2026-03-01T12:00:00Z"; naive means UTC), or "now", "now+2h",
+    "now-30m" (s, m, h, d) relative to ``now`` (default: the clock); InvalidArgument if bad."""
+    rel = _RELATIVE.fullmatch(text.strip()) if isinstance(text, str) else None
     try:
-        t = utc(datetime.fromisoformat(text.strip()))
+        if rel:
+            t = utc(now) if now is not None else datetime.now(UTC)
+            if rel.group(1):
+                step = timedelta(seconds=float(rel.group(2)) * _STEP[rel.group(3)])
+                t = t + step if rel.group(1) == "+" else t - step
+        else:
+            t = utc(datetime.fromisoformat(text.strip()))
     except (ValueError, AttributeError, OverflowError):
         t = None
     if t is None or not 1970 <= t.year <= 9998:  # months after the last must exist
-        raise InvalidArgument(f"bad time {text!r}: expected ISO 8601 between 1970 and 9998, "
-                              f"e.g. 2026-03-01T12:00:00Z")
+        raise InvalidArgument(f"bad time {text!r}: expected ISO 8601 between 1970 and 9998 "
+                              f"(e.g. 2026-03-01T12:00:00Z) or now[+-]N(s|m|h|d)")
     return t
 
 

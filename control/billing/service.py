@@ -129,6 +129,8 @@ class BillingService:
         ref = until if until is not None else now
         name = month or month_name(ref)
         start, end = parse_month(name)
+        if until is None and now <= start:
+            raise InvalidArgument(f"month {name} has not begun (now {now.isoformat()})")
         stop = until if until is not None else now
         if stop <= start:
             raise InvalidArgument(f"--until {stop.isoformat()} is not after the start of {name}")

@@ -56,8 +56,11 @@ async def select_events(conn: AsyncConnection, *where: Any) -> list[UsageEvent]:
 
 async def _state(conn: AsyncConnection, key: Key) -> KeyState | None:
     s = t.state.c
+    # FOR UPDATE: PostgreSQL serialises writers of one key here (SQLite's BEGIN IMMEDIATE
+    # already does); two first events of a new key collide on the insert instead, and the
+    # loser's event is redelivered.
     row = (await conn.execute(sa.select(t.state).where(
-        s.user_id == key[0], s.resource == key[1], s.instance == key[2]))).first()
+        s.user_id == key[0], s.resource == key[1], s.instance == key[2]).with_for_update())).first()
     return None if row is None else _state_of(row)
 
 
@@ -86,7 +89,7 @@ def _line_where(line: LineKey) -> list[Any]:
 
 async def _add_totals(conn: AsyncConnection, out: Totals) -> None:
     for line, charge in out.items():
-        row = (await conn.execute(sa.select(t.totals).where(*_line_where(line)))).first()
+        row = (await conn.execute(sa.select(t.totals).where(*_line_where(line)).with_for_update())).first()
         if row is None:
             await conn.execute(t.totals.insert().values(
                 user_id=line.user, resource=line.resource, instance=line.instance, state=line.state,

@@ -12,6 +12,7 @@ resource's default for system projects).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,11 +95,31 @@ def _check_limit(value: Any) -> int:
     return value
 
 
+#: ``await guard(user_uuid, that user's provisions)`` before a commission; raises to refuse.
+CommissionGuard = Callable[[str, list["Provision"]], Awaitable[None]]
+
+
 class QuotasMixin:
     """The quota half of IdentityService."""
 
     db: Any
     events: Any
+
+    # guards (other plugins' say on commissions, e.g. billing's deny_when_negative) -----
+    def add_commission_guard(self, guard: CommissionGuard) -> None:
+        """Consult ``guard`` before every commission (but forced ones) that provisions a user
+        holding; it raises QuotaExceeded to refuse. Adding the same guard twice is a no-op."""
+        guards = self.__dict__.setdefault("_guards", [])
+        if guard not in guards:
+            guards.append(guard)
+
+    async def _check_guards(self, provs: list[Provision]) -> None:
+        # Before the commission's transaction: a guard reads the database itself.
+        guards = self.__dict__.get("_guards", [])
+        users = dict.fromkeys(p.holder[5:] for p in provs if p.holder.startswith("user:"))
+        for guard in guards:
+            for user in users:
+                await guard(user, [p for p in provs if p.holder == f"user:{user}"])
 
     # resources --------------------------------------------------------------
     async def register_resource(self, res: Resource) -> None:
@@ -183,6 +204,8 @@ class QuotasMixin:
             raise InvalidArgument("a commission needs at least one provision")
         if not isinstance(name, str) or len(name) > 256:
             raise InvalidArgument("commission names are strings of at most 256 characters")
+        if not force:
+            await self._check_guards(provs)
         async with self.db.begin() as conn:
             for p in provs:
                 limit, umin, umax = await self._holding(conn, p.holder, p.source or "",
