@@ -230,7 +230,10 @@ def test_p3_gateway_reconnects_to_a_restarted_daemon(tmp_path: Path) -> None:
                       check=True).json()
         assert st["blocks"] == "peers"
         key = d.archip("gateway", "user", "add", "alice", check=True).out.strip()
-        url, h = f"{st['url']}/v1/alice", {"X-Auth-Token": key}
+        # The account is the identity user's uuid: take it from the v1 login.
+        url = requests.get(f"{st['url']}/auth/v1.0", timeout=30, headers={
+            "X-Auth-User": "alice", "X-Auth-Key": key}).headers["X-Storage-Url"]
+        h = {"X-Auth-Token": key}
         data = os.urandom(5 * MiB)
         assert requests.put(url + "/c", headers=h, timeout=30).status_code == 201
         assert requests.put(url + "/c/before", data=data, headers=h,
