@@ -90,6 +90,16 @@ def wait_gateway(d: Daemon, timeout: float = 60.0) -> str:
         time.sleep(0.1)
 
 
+def v1_account(url: str, user: str, key: str) -> str:
+    """The account (the identity user's uuid) that a v1 login of ``user`` gives."""
+    import requests
+
+    r = requests.get(f"{url}/auth/v1.0", headers={"X-Auth-User": user, "X-Auth-Key": key},
+                     timeout=30)
+    r.raise_for_status()
+    return r.headers["X-Storage-Url"].rstrip("/").rsplit("/", 1)[1]
+
+
 def upload_image(url: str, account: str, key: str, name: str, data: bytes,
                  props: dict[str, str] | None = None, container_format: str = "bare") -> str:
     """PUT the bytes into container `images` and register them in Plankton; the image id."""

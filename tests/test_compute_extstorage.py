@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compute_helpers import MiB, start_nbd_daemon, upload_image, wait_gateway
+from compute_helpers import MiB, start_nbd_daemon, upload_image, v1_account, wait_gateway
 from daemon_helpers import Daemon, content_objects
 
 from archipelago.client import Client
@@ -26,7 +26,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path
         url = wait_gateway(d)
         key = d.archip("gateway", "user", "add", "alice", check=True).out.strip()
         data = b"EXT-IMAGE-MARKER".ljust(4 * MiB, b"\1") + bytes(4 * MiB) + b"tail" * 1000
-        image = upload_image(url, "alice", key, "disk.raw", data)
+        image = upload_image(url, v1_account(url, "alice", key), key, "disk.raw", data)
         prov = tmp_path_factory.mktemp("srv") / "extstorage" / "archipelago"
         r = d.archip("extstorage", "install", str(prov), check=True)
         assert "installed" in r.out
