@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from archipelago.config import Config
-from archipelago.errors import ArchipelagoError, ConfigError, TimedOut
+from archipelago.errors import ArchipelagoError, Busy, ConfigError, TimedOut
 from archipelago.instance import Instance
 from archipelago.service.common import run_loop, setup_logging
 from archipelago.service.supervisor import (
@@ -196,6 +196,7 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
 def stop(inst: Instance, timeout: float = 120.0) -> int | None:
     """Stop the running supervisor; returns its pid, or None if none was running."""
     if not is_running(inst):
+        _remove_stale_segment(inst, None)
         return None
     pid = read_pid(inst)
     if pid is None:
@@ -206,7 +207,25 @@ def stop(inst: Instance, timeout: float = 120.0) -> int | None:
         if time.monotonic() > deadline:
             raise TimedOut(f"daemon (pid {pid}) did not stop in {timeout:.0f}s")
         time.sleep(0.05)
+    _remove_stale_segment(inst, pid)
     return pid
+
+
+def _remove_stale_segment(inst: Instance, pid: int | None) -> None:
+    """Remove the segment of a supervisor that died before its cleanup (kill -9, a
+    crash): it holds hundreds of MB of RAM, and with the lock free none uses it."""
+    if not inst.segment_path.exists():
+        return
+    try:
+        lock = lock_instance(inst)
+    except Busy:
+        return  # a daemon started meanwhile: the segment is its own
+    try:
+        log.warning("%s left its segment behind: removed %s",
+                    f"daemon (pid {pid})" if pid else "a daemon that died", inst.segment_path)
+        inst.segment_path.unlink(missing_ok=True)
+    finally:
+        lock.close()
 
 
 def status(inst: Instance) -> dict[str, Any]:
