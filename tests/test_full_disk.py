@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -99,6 +100,15 @@ def _fill(path: Path) -> None:
                 f.write(chunk)
         except OSError as e:
             assert e.errno == errno.ENOSPC
+
+
+def _gone(pid: int) -> bool:
+    """The process exited (a zombie not yet reaped by init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def _shm_of(inst: Instance) -> list[str]:
@@ -292,16 +302,27 @@ def test_status_file_on_a_full_disk(tmpfs: Path) -> None:
     assert not status_path(inst).with_suffix(".tmp").exists()
 
 
-def test_stop_removes_the_segment_of_a_killed_daemon(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "inst", ["blocker.file.fsync=false", "peers.blockers=1"])
+def test_stop_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
+    """kill -9 of the supervisor alone (a crash): `daemon stop` stops the children it
+    left behind (the gateway lives on without it) and removes its segment."""
+    d = Daemon(tmp_path / "inst", ["blocker.file.fsync=false", "peers.blockers=1",
+                                   "gateway.listen=127.0.0.1:0"])
     inst = Instance((tmp_path / "inst").resolve())
-    d.start()
+    d.archip("daemon", "start", "--no-nbd", "--gateway", check=True)
     try:
-        assert _shm_of(inst)
-        d.kill9()
-        assert _shm_of(inst), "kill -9 leaves the segment"
+        _wait_gateway(d)
+        pid, gateway = d.pid(), d.child_pid("gateway")
+        assert pid is not None and _shm_of(inst)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while d.status()["running"]:  # the instance lock goes with the process
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(gateway, 0)  # orphaned, it still serves
         r = d.archip("daemon", "stop")
-        assert r.rc == 0 and "left its segment behind" in r.err, r.err
+        assert r.rc == 0, r.err
+        assert "children behind" in r.err and "left its segment behind" in r.err, r.err
+        assert _gone(gateway)
         assert _shm_of(inst) == []
     finally:
         d.stop()
