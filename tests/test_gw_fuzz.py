@@ -4,7 +4,8 @@ Paths (odd %-encodings, dots, long and non-UTF-8 names), query parameters, heade
 metadata and hashmap JSON go over a raw socket to a real gateway (aiohttp on a
 loopback port). Whatever comes in, the reply must be one well-framed HTTP response
 (never a second reply or a stray byte after the body), never a 500, and it must come
-before the client's timeout. ARCHIPELAGO_FUZZ_EXAMPLES=N runs longer hunts.
+before the client's timeout; a request pipelined behind it on the same connection is
+then served correctly. ARCHIPELAGO_FUZZ_EXAMPLES=N runs longer hunts.
 """
 
 from __future__ import annotations
@@ -204,8 +205,8 @@ def _send(port: int, raw: bytes) -> bytes:
         return bytes(out)
 
 
-def _framed(method: str, reply: bytes) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of exactly one response; fails on anything after it."""
+def _framed(method: str, reply: bytes) -> tuple[int, dict[str, str], bytes, bytes]:
+    """(status, headers, body, what follows) of the first response in ``reply``."""
     head, sep, rest = reply.partition(b"\r\n\r\n")
     assert sep, f"no complete response head: {reply[:200]!r}"
     lines = head.decode("latin-1").split("\r\n")
@@ -215,8 +216,7 @@ def _framed(method: str, reply: bytes) -> tuple[int, dict[str, str], bytes]:
     headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
     code = int(status)
     if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
-        assert rest == b"", f"{code} reply to {method} carries {len(rest)} bytes"
-        return code, headers, b""
+        return code, headers, b"", rest
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = bytearray()
         while True:
@@ -224,25 +224,27 @@ def _framed(method: str, reply: bytes) -> tuple[int, dict[str, str], bytes]:
             assert crlf, "truncated chunked body"
             n = int(size_line.split(b";")[0], 16)
             if n == 0:
-                assert rest in (b"\r\n", b""), f"bytes after the last chunk: {rest[:80]!r}"
-                return code, headers, bytes(body)
+                assert rest.startswith(b"\r\n"), f"no end of the chunked body: {rest[:80]!r}"
+                return code, headers, bytes(body), rest[2:]
             body += rest[:n]
             assert rest[n:n + 2] == b"\r\n", "truncated chunk"
             rest = rest[n + 2:]
     assert "content-length" in headers, f"{code} without a length: {headers}"
     length = int(headers["content-length"])
-    assert len(rest) == length, f"{code}: body {len(rest)} bytes, Content-Length {length}"
-    return code, headers, rest
+    assert len(rest) >= length, f"{code}: body {len(rest)} bytes, Content-Length {length}"
+    return code, headers, rest[:length], rest[length:]
 
 
 def _build(r: dict, tokens: dict[str, str], port: int) -> bytes:
+    """The fuzzed request (keep-alive), then a plain ``GET /info`` that closes."""
     target = r["path"] + ("?" + r["query"] if r["query"] else "")
     lines = [f"{r['method']} {target or '/'} HTTP/1.1", f"Host: 127.0.0.1:{port}",
-             "Connection: close", f"Content-Length: {len(r['body'])}"]
+             f"Content-Length: {len(r['body'])}"]
     if r["token"] != "none":
         lines.append(f"X-Auth-Token: {tokens.get(r['token'], 'AUTH_bad')}")
     lines += [f"{k}: {v}" for k, v in r["headers"]]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + r["body"]
+    return (("\r\n".join(lines) + "\r\n\r\n").encode() + r["body"]
+            + b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
 
 @settings(max_examples=int(os.environ.get("ARCHIPELAGO_FUZZ_EXAMPLES", "300")), deadline=None,
@@ -250,13 +252,22 @@ def _build(r: dict, tokens: dict[str, str], port: int) -> bytes:
 @given(r=_request)
 def test_gateway_never_fails_on_bad_requests(gw: tuple[GatewayThread, dict[str, str]],
                                             r: dict) -> None:
+    """One well-framed reply, not a 500; the connection then serves the next request
+    (pipelined behind it) or is closed: never stray bytes between the two."""
     g, tokens = gw
     raw = _build(r, tokens, g.port)
     try:
         reply = _send(g.port, raw)
     except TimeoutError:
         pytest.fail(f"no reply within {TIMEOUT}s to {raw[:300]!r}")
-    code, headers, body = _framed(r["method"], reply)
+    code, headers, body, rest = _framed(r["method"], reply)
     assert code < 500 or code in (501, 507), (code, body[:300], raw[:400])
     if code >= 400:
         assert len(body) < 400 and b"Traceback" not in body, (code, body[:300])
+    if rest:
+        code2, _, body2, after = _framed("GET", rest)
+        assert code2 == 200 and json.loads(body2)["swift"], (code2, body2[:200], raw[:400])
+        assert after == b"", f"bytes after the last reply: {after[:80]!r}"
+    else:  # closed after the first reply: it must have said so (or be HTTP/1.0)
+        assert headers.get("connection", "").lower() == "close" or reply.startswith(
+            b"HTTP/1.0"), (code, headers, raw[:400])
