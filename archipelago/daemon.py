@@ -220,8 +220,8 @@ def _orphans(inst: Instance, pgid: int) -> list[int]:
     out = []
     mark = os.fsencode(str(inst.data_dir))
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+        if not entry.isdigit() or int(entry) == pgid:
+            continue  # the supervisor itself may still be exiting (after its unlock)
         try:
             if os.getpgid(int(entry)) != pgid:
                 continue
@@ -238,7 +238,12 @@ def _stop_orphans(inst: Instance, pid: int | None) -> None:
     behind when it died before stopping them: they hold volume locks and ports."""
     if pid is None or not (left := _orphans(inst, pid)):
         return
-    log.warning("daemon (pid %d) left %d children behind: stopping them", pid, len(left))
+    names = []
+    for p in left:
+        with contextlib.suppress(OSError):
+            names.append(f"{Path(f'/proc/{p}/comm').read_text().strip()} {p}")
+    log.warning("daemon (pid %d) left %d children behind: stopping them (%s)", pid, len(left),
+                ", ".join(names))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in left:
             with contextlib.suppress(ProcessLookupError):
