@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archipelago.config import Config
-from archipelago.errors import ArchipelagoError, ConfigError, TimedOut
+from archipelago.errors import ArchipelagoError, Busy, ConfigError, TimedOut
 from archipelago.instance import Instance
 from archipelago.service.common import run_loop, setup_logging
 from archipelago.service.supervisor import (
@@ -196,6 +197,9 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
 def stop(inst: Instance, timeout: float = 120.0) -> int | None:
     """Stop the running supervisor; returns its pid, or None if none was running."""
     if not is_running(inst):
+        # A supervisor killed (kill -9) left its pid file: clean up after it.
+        _stop_orphans(inst, read_pid(inst))
+        _remove_stale_segment(inst, read_pid(inst))
         return None
     pid = read_pid(inst)
     if pid is None:
@@ -206,7 +210,66 @@ def stop(inst: Instance, timeout: float = 120.0) -> int | None:
         if time.monotonic() > deadline:
             raise TimedOut(f"daemon (pid {pid}) did not stop in {timeout:.0f}s")
         time.sleep(0.05)
+    _stop_orphans(inst, pid)
+    _remove_stale_segment(inst, pid)
     return pid
+
+
+def _orphans(inst: Instance, pgid: int) -> list[int]:
+    """Processes of group ``pgid`` whose command line names this instance's directory."""
+    out = []
+    mark = os.fsencode(str(inst.data_dir))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pgid:
+            continue  # the supervisor itself may still be exiting (after its unlock)
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if mark in f.read():
+                    out.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _stop_orphans(inst: Instance, pid: int | None) -> None:
+    """Stop children a supervisor (pid ``pid``, the leader of their process group) left
+    behind when it died before stopping them: they hold volume locks and ports."""
+    if pid is None or not (left := _orphans(inst, pid)):
+        return
+    names = []
+    for p in left:
+        with contextlib.suppress(OSError):
+            names.append(f"{Path(f'/proc/{p}/comm').read_text().strip()} {p}")
+    log.warning("daemon (pid %d) left %d children behind: stopping them (%s)", pid, len(left),
+                ", ".join(names))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + 30
+        while (left := _orphans(inst, pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not left:
+            return
+
+
+def _remove_stale_segment(inst: Instance, pid: int | None) -> None:
+    """Remove the segment of a supervisor that died before its cleanup (kill -9, a
+    crash): it holds hundreds of MB of RAM, and with the lock free none uses it."""
+    if not inst.segment_path.exists():
+        return
+    try:
+        lock = lock_instance(inst)
+    except Busy:
+        return  # a daemon started meanwhile: the segment is its own
+    try:
+        log.warning("%s left its segment behind: removed %s",
+                    f"daemon (pid {pid})" if pid else "a daemon that died", inst.segment_path)
+        inst.segment_path.unlink(missing_ok=True)
+    finally:
+        lock.close()
 
 
 def status(inst: Instance) -> dict[str, Any]:

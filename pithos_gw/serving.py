@@ -1,14 +1,13 @@
 """Serving the gateway app: connection timeouts and parser errors that echo nothing.
 
 aiohttp answers a request it cannot parse itself, with the parser's message, which
-quotes the offending request bytes; here that answer is a fixed line and the log gets
-one line (no traceback). Everything else is aiohttp's own runner.
+quotes the offending request bytes; here that answer is the bare status (no body) and the
+log gets one line (no traceback). Everything else is aiohttp's own runner.
 """
 
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -35,11 +34,9 @@ class _Handler(RequestHandler):
         first = (message or "").strip().splitlines()[:1]
         log.info("refused a malformed request from %s: %d %s", request.remote, status,
                  first[0][:80] if first else "")
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Error"
-        resp = web.Response(status=status, text=f"{reason}: malformed request\n")
+        # No body: the parser dropped the request, so its method is unknown here, and
+        # a reply to a HEAD must not carry one. The status line says it all.
+        resp = web.Response(status=status)
         resp.force_close()
         return resp
 

@@ -6,9 +6,11 @@ and libnbd/qemu clients.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -189,6 +191,61 @@ def test_scratch_clone_is_bound_to_its_connection(daemon_dir: Path) -> None:
     h = connect(daemon_dir, "v1")
     assert h.pread(4096, 0) == b"base" * 1024
     h.shutdown()
+
+
+# -- 3: clients of the daemon reconnect to a restarted daemon ---------------------------
+
+
+def test_p3_nbd_serve_reconnects_to_a_restarted_daemon(tmp_path: Path) -> None:
+    """Point 3, NBD side: `archip nbd serve --peer` outlives a `daemon stop; daemon
+    start`: while no daemon runs, opens fail at once (no 30 s hang, no talk to the old
+    segment); after the restart new connections read and write; a connection made before
+    the restart fails cleanly (ESHUTDOWN) instead of using the dead daemon."""
+    need("nbdkit")
+    d = str(tmp_path)
+    assert archip("--data-dir", d, "daemon", "start", "--no-nbd").returncode == 0
+    sock = tmp_path / "peer.sock"
+    pid = None
+    try:
+        assert archip("--data-dir", d, "volume", "create", "v", "--size", "4M").returncode == 0
+        p = archip("--data-dir", d, "--json", "nbd", "serve", "--peer", "--socket", str(sock))
+        assert p.returncode == 0, p.stderr
+        pid = json.loads(p.stdout)["pid"]
+
+        def conn() -> nbd.NBD:
+            h = nbd.NBD()
+            h.set_export_name("v")
+            h.connect_unix(str(sock))
+            return h
+
+        old = conn()
+        old.pwrite(b"a" * 4096, 0)
+        old.flush()
+        assert archip("--data-dir", d, "daemon", "stop").returncode == 0
+        t0 = time.monotonic()
+        with pytest.raises(nbd.Error):
+            conn()
+        with pytest.raises(nbd.Error) as ei:
+            old.pread(4096, 0)
+        assert ei.value.errnum == errno.ESHUTDOWN
+        assert time.monotonic() - t0 < 20  # no 30 s retries against a dead daemon
+        assert archip("--data-dir", d, "daemon", "start", "--no-nbd").returncode == 0
+        new = conn()
+        assert new.pread(4096, 0) == b"a" * 4096
+        new.pwrite(b"b" * 4096, 0)
+        new.flush()
+        new.shutdown()
+        old.shutdown()
+        new = conn()
+        assert new.pread(4096, 0) == b"b" * 4096
+        new.shutdown()
+        log = (tmp_path / "log" / "nbdkit.log").read_text()
+        assert "reconnected to the restarted daemon" in log and "Traceback" not in log
+    finally:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        archip("--data-dir", d, "daemon", "stop")
 
 
 # -- 5: reserved names ----------------------------------------------------------------

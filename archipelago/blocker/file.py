@@ -1,7 +1,7 @@
 """Local-file blocker, the embedded default: one file per object under a fan-out tree.
 
 Layout under ``path``: ``objects/ab/cd/<name>`` (ab/cd from a hash of the name),
-``locks/<name>`` (one file per held lock, holding the owner string) and ``tmp/``
+``locks/<name>`` (one symlink per held lock, its target the owner string) and ``tmp/``
 (temp files named ``<pid>.<random>``; ones left by dead processes are swept on open).
 New names appear only by rename/link of a complete temp file, so a crash never
 exposes a half-written object. With ``fsync`` (the default) data is fdatasync'ed on
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -24,12 +25,16 @@ from typing import Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range, parse_owner
 from archipelago.blocker.fileio import (
+    Spare,
+    at_least,
     copy_range,
     fdatasync_paths,
     pwrite_all,
+    read_lock,
     read_zero_filled,
     sweep_dead_temps,
     sync_dir,
+    try_lock,
 )
 from archipelago.errors import ArchipelagoError, Locked, NotFound, from_errno
 from archipelago.hashing import ZERO_HASH
@@ -54,6 +59,7 @@ class FileBlocker(Blocker):
         self._dirty_files: set[str] = set()
         self._dirty_dirs: set[str] = set()
         self._closed = False
+        self._spare = Spare(self._tmp)
         try:
             for d in (self.root, self._objects, self._locks, self._tmp):
                 os.makedirs(d, mode=0o700, exist_ok=True)
@@ -207,8 +213,22 @@ class FileBlocker(Blocker):
         await self._run(self._put, self._path(name), data, fua)
 
     def _put(self, path: str, data: bytes | memoryview, fua: bool) -> None:
+        self._spare.wanted = True
+        self._spare.ensure()
         # Data before name, always: a crash must show the old or the new content.
-        tmp = self._temp(lambda fd: pwrite_all(fd, data, 0), sync=True)
+        try:
+            tmp = self._temp(lambda fd: pwrite_all(fd, data, 0), sync=True)
+        except OSError as e:
+            # Full: a put that does not grow the store (a map chunk rewritten by a
+            # trim) may use the spare, so space can be freed on a full disk.
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not at_least(path, len(data)):
+                raise
+            tmp = self._spare.take(data, sync=self.fsync)
+            if tmp is None:
+                raise
+            self._publish(tmp, path, replace=True, durable=fua)
+            self._spare.ensure()
+            return
         self._publish(tmp, path, replace=True, durable=fua)
 
     async def copy(self, src: str, dst: str, fua: bool = False) -> None:
@@ -243,6 +263,7 @@ class FileBlocker(Blocker):
             self._dirty_files.discard(path)
         if self.fsync:
             self._note_dir(os.path.dirname(path))
+        self._spare.ensure()  # space was freed: a spare used on a full disk comes back
 
     async def size(self, name: str) -> int:
         """File size; NotFound if absent."""
@@ -324,11 +345,11 @@ class FileBlocker(Blocker):
     # -- locks --------------------------------------------------------------------
 
     async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
-        """Create locks/<name> holding ``owner`` (link of a complete temp file)."""
+        """Create locks/<name>, a symlink whose target is ``owner`` (needs no free bytes)."""
         check_name(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            holder = await self._run(self._try_lock, name, owner)
+            holder = await self._run(try_lock, os.path.join(self._locks, name), owner, self.fsync)
             if holder is None or holder == owner:
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
@@ -336,30 +357,7 @@ class FileBlocker(Blocker):
             await asyncio.sleep(0.02)
 
     def _read_lock(self, name: str) -> str | None:
-        try:
-            with open(os.path.join(self._locks, name), encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-
-    def _try_lock(self, name: str, owner: str) -> str | None:
-        """None when taken now, else the current holder."""
-        tmp = self._temp(lambda fd: pwrite_all(fd, owner.encode(), 0), sync=True)
-        try:
-            while True:
-                try:
-                    os.link(tmp, os.path.join(self._locks, name))
-                    break
-                except FileExistsError:
-                    holder = self._read_lock(name)
-                    if holder is not None:
-                        return holder
-                    # Released between our link and our read: try again.
-        finally:
-            os.unlink(tmp)
-        if self.fsync:
-            sync_dir(self._locks)
-        return None
+        return read_lock(os.path.join(self._locks, name))
 
     async def unlock(self, name: str, owner: str, force: bool = False) -> None:
         """Remove the lock; Locked if another owner holds it and not ``force``."""
@@ -394,3 +392,4 @@ class FileBlocker(Blocker):
         finally:
             self._closed = True
             self._pool.shutdown(wait=True)
+            self._spare.remove()

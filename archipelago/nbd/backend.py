@@ -79,6 +79,10 @@ class Backend(ABC):
     def close(self, vol: Any) -> None:
         """Flush and close a volume opened by ``open`` (releases the lock)."""
 
+    def usable(self, vol: Any) -> bool:
+        """False once ``vol`` cannot serve new connections (its daemon went away)."""
+        return True
+
     @abstractmethod
     def size(self, vol: Any) -> int:
         """Exact size in bytes."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archipelago.blocker.base import pid_alive
-from archipelago.errors import ArchipelagoError, NotFound
+from archipelago.errors import ArchipelagoError, NotFound, NotRunning
 from archipelago.mapper.format import SCRATCH_PREFIX, is_reserved
 from archipelago.nbd.backend import Backend, VolumeSummary
 
@@ -41,6 +41,8 @@ def _host_tag() -> str:
 
 def errno_of(exc: BaseException) -> int:
     """The errno an NBD client should see for ``exc``."""
+    if isinstance(exc, NotRunning):
+        return errno.ESHUTDOWN  # NBD has no ECONNREFUSED (it would become EINVAL)
     if isinstance(exc, ArchipelagoError):
         return int(exc.errno)
     if isinstance(exc, OSError) and exc.errno:
@@ -93,6 +95,7 @@ class ExportTable:
         self.allow_scratch = allow_scratch
         self._lock = threading.Lock()
         self._open: dict[str, _Open] = {}
+        self._stale: dict[int, _Open] = {}  # id(vol) -> entry replaced after a restart
         self._seq = itertools.count(1)
 
     def list(self) -> list[VolumeSummary]:
@@ -122,7 +125,7 @@ class ExportTable:
         try:
             return self._conn(export, volume, vol, client_readonly, scratch=False, cleanup=[])
         except BaseException:
-            self._release(volume)
+            self._release(volume, vol)
             raise
 
     def _conn(
@@ -161,35 +164,45 @@ class ExportTable:
         try:
             return self._conn(export, tmp, vol, ro, scratch=True, cleanup=cleanup)
         except BaseException:
-            self._release(tmp)
+            self._release(tmp, vol)
             self._remove_all(cleanup)
             raise
 
     def disconnect(self, conn: Conn) -> None:
         """Close the connection's volume if it was the last user; drop scratch clones."""
         try:
-            self._release(conn.volume)
+            self._release(conn.volume, conn.vol)
         finally:
             self._remove_all(conn.cleanup)
 
     def _acquire(self, volume: str) -> Any:
         with self._lock:
             ent = self._open.get(volume)
+            if ent is not None and not self.backend.usable(ent.vol):
+                # Its daemon went away: new connections open anew (on the restarted
+                # daemon); the old ones keep the old entry until they disconnect.
+                self._stale[id(ent.vol)] = self._open.pop(volume)
+                ent = None
             if ent is None:
                 ent = _Open(self.backend.open(volume))
                 self._open[volume] = ent
             ent.refs += 1
             return ent.vol
 
-    def _release(self, volume: str) -> None:
+    def _release(self, volume: str, vol: Any) -> None:
         with self._lock:
             ent = self._open.get(volume)
-            if ent is None:
-                return
+            if ent is None or ent.vol is not vol:
+                ent = self._stale.get(id(vol))
+                if ent is None:
+                    return
             ent.refs -= 1
             if ent.refs > 0:
                 return
-            del self._open[volume]
+            if self._open.get(volume) is ent:
+                del self._open[volume]
+            else:
+                del self._stale[id(vol)]
             self.backend.close(ent.vol)
 
     def _remove_all(self, names: list[str]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from archipelago.errors import ConfigError, Locked, NotFound, PeerDied
+from archipelago.errors import ConfigError, Locked, NotFound, NotRunning, PeerDied
 from archipelago.nbd.backend import Backend, Span, VolumeSummary, summary_of
 
 T = TypeVar("T")
@@ -32,6 +32,27 @@ class PeerVolume:
     handle: Any  # archipelago.client.blocking.VolumeHandle
     cache: Any = None  # peer_cache.VolCache when blocks may be addressed directly
     lock: threading.Lock = field(default_factory=threading.Lock)
+    conn: Any = None  # the _Conn (daemon connection) it was opened on
+
+
+@dataclass
+class _Conn:
+    """One connection to a daemon: its client, map cache and the volumes open on it."""
+
+    client: Any  # archipelago.client.blocking.Client
+    cache: Any  # peer_cache.PeerCache | None
+    users: int = 0
+    stale: bool = False  # that daemon went away: new opens use a new connection
+
+    def alive(self) -> bool:
+        """False once the daemon's registry hung up (stopped, killed or restarted)."""
+        return not self.stale and bool(self.client.link.registry_alive())
+
+    def close(self) -> None:
+        """Release the map cache, the ports and the segment mapping."""
+        if self.cache is not None:
+            self.cache.close()
+        self.client.close()
 
 
 #: Segment ports this nbdkit uses at most (more threads wait for a free one).
@@ -82,22 +103,54 @@ class PeerBackend(Backend):
         if not data_dir:
             raise ConfigError("backend=peer needs dir=DATA_DIR (the daemon's instance)")
         self._dir = data_dir
-        self._client: Any = None
-        self._cache: Any = None  # peer_cache.PeerCache
+        self._conn: _Conn | None = None
+        self._conn_lock = threading.Lock()
 
-    def start(self) -> None:
-        """Connect to the daemon (NotRunning if it is not started)."""
+    def _connect(self) -> _Conn:
+        """A new connection to the daemon (NotRunning if it is not started)."""
         from archipelago.client.blocking import Client
 
-        self._client = Client.connect(self._dir)
-        self._client.peer.close()
-        self._client.peer = _pooled_client(self._client.link, MAX_PORTS)
-        # As the daemon's child, nbdkit starts alongside the mapper peer: wait for it.
-        self._retry(self._client.ping)
+        client = Client.connect(self._dir)
+        try:
+            client.peer.close()
+            client.peer = _pooled_client(client.link, MAX_PORTS)
+            # As the daemon's child, nbdkit starts alongside the mapper peer: wait for it.
+            self._retry(client.ping)
+        except BaseException:
+            client.close()
+            raise
+        cache = None
         if os.environ.get("ARCHIPELAGO_NBD_PEER_CACHE", "1") != "0":
             from archipelago.nbd.peer_cache import PeerCache
 
-            self._cache = PeerCache(self._client)
+            cache = PeerCache(client)
+        return _Conn(client, cache)
+
+    def start(self) -> None:
+        """Connect to the daemon (NotRunning if it is not started)."""
+        self._conn = self._connect()
+
+    def _current(self) -> _Conn:
+        """The live connection; a new one once the daemon was stopped or restarted (a
+        server started by ``archip nbd serve --peer`` outlives the daemon)."""
+        conn = self._conn
+        if conn is None:
+            raise NotRunning("the NBD plugin is stopped")
+        if conn.alive():
+            return conn
+        with self._conn_lock:
+            if self._conn is conn:
+                conn.stale = True
+                self._conn = self._connect()  # NotRunning while no daemon runs
+                print(f"archipelago nbd: reconnected to the restarted daemon of {self._dir}",
+                      file=sys.stderr, flush=True)
+                if conn.users == 0:
+                    conn.close()
+            return self._conn
+
+    @property
+    def _client(self) -> Any:
+        return self._current().client
 
     def _retry(self, fn: Callable[[], T], wait: float = 30.0) -> T:
         """``fn()``, retried while the mapper peer is not bound (starting or restarting)."""
@@ -112,12 +165,9 @@ class PeerBackend(Backend):
 
     def stop(self) -> None:
         """Release this process's ports (connections, hence handles, are closed by now)."""
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def list_volumes(self, internal: bool = False) -> list[VolumeSummary]:
         """Every volume and snapshot."""
@@ -129,43 +179,67 @@ class PeerBackend(Backend):
 
     def open(self, name: str) -> Any:
         """Open in the daemon, breaking a lock only when its holder is dead."""
-        h = self._retry(lambda: self._open_handle(name))
-        cache = self._cache.volume(name, int(h.info.block_size)) if self._cache else None
-        return PeerVolume(name, h, cache=cache)
+        conn = self._current()
+        h = self._retry(lambda: self._open_handle(conn.client, name))
+        cache = conn.cache.volume(name, int(h.info.block_size)) if conn.cache else None
+        with self._conn_lock:
+            conn.users += 1
+        return PeerVolume(name, h, cache=cache, conn=conn)
 
-    def _open_handle(self, name: str) -> Any:
+    @staticmethod
+    def _open_handle(client: Any, name: str) -> Any:
         try:
-            return self._client.open(name)
+            return client.open(name)
         except Locked:
-            if not self._client.info(name).lock_stale:
+            if not client.info(name).lock_stale:
                 raise
-            return self._client.open(name, force=True)
+            return client.open(name, force=True)
+
+    def usable(self, vol: Any) -> bool:
+        """False once the daemon ``vol`` was opened on went away."""
+        return bool(vol.conn.alive())
 
     def _io(self, vol: PeerVolume, fn: Callable[[Any], T]) -> T:
         """Run ``fn(handle)``; if the mapper peer restarted (the volume is no longer open
-        there), reopen it once -- the dead peer's lock is stale -- and retry."""
+        there), reopen it once -- the dead peer's lock is stale -- and retry. A volume
+        opened on a daemon that went away fails at once (its client reconnects)."""
+        if not vol.conn.alive():
+            raise NotRunning(f"the daemon serving {vol.name!r} was stopped: reconnect")
         h = vol.handle
         try:
             return fn(h)
         except NotFound:
             with vol.lock:
                 if vol.handle is h:
-                    vol.handle = self._open_handle(vol.name)
+                    vol.handle = self._open_handle(vol.conn.client, vol.name)
             return fn(vol.handle)
 
     def close(self, vol: Any) -> None:
         """Flush and close the daemon's handle."""
-        if self._cache is not None:
-            self._cache.flush()
+        conn = vol.conn
+        try:
+            self._close(vol)
+        finally:
+            with self._conn_lock:
+                conn.users -= 1
+                last = conn.stale and conn.users == 0
+            if last:
+                conn.close()
+
+    def _close(self, vol: Any) -> None:
+        cache = vol.conn.cache
+        if cache is not None:
+            cache.flush()
             # one line per connection in nbdkit's log: what the map cache served
-            print(f"archipelago nbd: closing {vol.name}: map cache served {self._cache.hits} "
-                  f"requests, {self._cache.fills} fills", file=sys.stderr, flush=True)
-            if self._cache.publisher is not None:  # the C filter's counts (process-wide)
-                self._cache.publisher.forget(vol.name)
-                r, w, m = self._cache.publisher.stats()
+            print(f"archipelago nbd: closing {vol.name}: map cache served {cache.hits} "
+                  f"requests, {cache.fills} fills", file=sys.stderr, flush=True)
+            if cache.publisher is not None:  # the C filter's counts (process-wide)
+                cache.publisher.forget(vol.name)
+                r, w, m = cache.publisher.stats()
                 print(f"archipelago nbd: archip-fast filter served {r} reads, {w} writes, "
                       f"passed {m} on", file=sys.stderr, flush=True)
-        vol.handle.close()
+        if vol.conn.alive():
+            vol.handle.close()
 
     def size(self, vol: Any) -> int:
         """Size as of open."""
@@ -182,14 +256,16 @@ class PeerBackend(Backend):
     def pread(self, vol: Any, buf: memoryview, offset: int) -> None:
         """Cached blocks: pread here (peer_cache.py); else one request (per 4 MiB), one
         copy from the segment into nbdkit's buffer."""
-        if vol.cache is not None and self._cache.pread(vol.cache, buf, offset):
+        if vol.cache is not None and not vol.conn.stale and vol.conn.cache.pread(
+                vol.cache, buf, offset):
             return
         self._io(vol, lambda h: h.readinto(offset, buf))
 
     def pwrite(self, vol: Any, buf: memoryview, offset: int, fua: bool) -> None:
         """Owned cached blocks: in place here; else one request (per 4 MiB), the data
         copied once into the segment."""
-        if vol.cache is not None and self._cache.pwrite(vol.cache, buf, offset, fua):
+        if vol.cache is not None and not vol.conn.stale and vol.conn.cache.pwrite(
+                vol.cache, buf, offset, fua):
             return
         self._io(vol, lambda h: h.write(offset, buf, fua=fua))
 
@@ -203,8 +279,8 @@ class PeerBackend(Backend):
 
     def flush(self, vol: Any) -> None:
         """Flush data (ours first) and map entries."""
-        if self._cache is not None:
-            self._cache.flush()
+        if vol.conn.cache is not None:
+            vol.conn.cache.flush()
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:

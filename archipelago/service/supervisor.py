@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from archipelago.blocker.fileio import pwrite_all
 from archipelago.config import Config
 from archipelago.errors import ArchipelagoError, Busy, ConfigError
 from archipelago.instance import Instance
@@ -136,6 +137,17 @@ def read_pid(inst: Instance) -> int | None:
         return None
 
 
+def overwrite(path: Path, data: bytes) -> None:
+    """Write ``data`` over the file at ``path`` in place (its allocated blocks are reused,
+    so this works on a full disk when the file was as big before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        pwrite_all(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 def status_path(inst: Instance) -> Path:
     """DIR/run/daemon.json."""
     return inst.run_dir / "daemon.json"
@@ -154,17 +166,36 @@ class Supervisor:
         self.ready = False
         self.started = time.time()
         self._stop = asyncio.Event()
+        self._status_failed = False
 
     def write_status(self) -> None:
-        """Atomically rewrite DIR/run/daemon.json."""
+        """Rewrite DIR/run/daemon.json (atomically when the disk allows; never raises)."""
         doc = {"pid": os.getpid(), "started": self.started, "ready": self.ready,
                "stopping": self.stopping, "data_dir": str(self.inst.data_dir),
                "segment": self.segment.path if self.segment else None,
                "registry": str(self.inst.control_socket), "backend": self.cfg.blocker.backend,
                "children": [c.to_dict() for c in self.children]}
-        tmp = status_path(self.inst).with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, status_path(self.inst))
+        text = json.dumps(doc, indent=1).encode()
+        path = status_path(self.inst)
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(text)
+            os.replace(tmp, path)
+        except OSError as e:
+            # A full disk (ENOSPC, EDQUOT) must not take the supervisor down: that
+            # would orphan the children and leave the segment behind. Overwrite the old
+            # file in place instead (its blocks are already allocated).
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            try:
+                overwrite(path, text)
+            except OSError as e2:
+                if not self._status_failed:
+                    log.warning("cannot write %s (%s, then %s): status is stale", path,
+                                e.strerror, e2.strerror)
+                self._status_failed = True
+                return
+        self._status_failed = False
 
     def spawn(self, c: Child) -> None:
         """Start one child."""
@@ -270,16 +301,19 @@ class Supervisor:
         log.info("stopped %s (pid %d)", c.spec.name, p.pid)
 
     async def _shutdown(self) -> None:
-        """Stop extra services, then the mapper (drain, flush, unlock), then the blockers."""
+        """Stop extra services, then the mapper (drain, flush, unlock), then the blockers;
+        the segment is removed whatever failed before."""
         self.stopping = True
-        self.write_status()
-        order = {"service": 0, "mapper": 1, "blocker": 2}
-        for rank in range(3):
-            group = [c for c in self.children if order.get(c.spec.kind, 0) == rank]
-            await asyncio.gather(*(self._stop_child(c) for c in group))
-        if self.registry is not None:
-            self.registry.stop()
-        if self.segment is not None:
-            self.segment.close()
-            self.segment.unlink()
+        try:
+            self.write_status()
+            order = {"service": 0, "mapper": 1, "blocker": 2}
+            for rank in range(3):
+                group = [c for c in self.children if order.get(c.spec.kind, 0) == rank]
+                await asyncio.gather(*(self._stop_child(c) for c in group))
+        finally:
+            if self.registry is not None:
+                self.registry.stop()
+            if self.segment is not None:
+                self.segment.close()
+                self.segment.unlink()
         log.info("daemon %d stopped", os.getpid())
