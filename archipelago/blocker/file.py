@@ -1,8 +1,8 @@
 """Local-file blocker, the embedded default: one file per object under a fan-out tree.
 
 Layout under ``path``: ``objects/ab/cd/<name>`` (ab/cd from a hash of the name),
-``locks/<name>`` (one file per held lock, holding the owner string) and ``tmp/``
-(temp files named ``<pid>.<random>``; ones left by dead processes are swept on open).
+``locks/<name>`` (one file per held lock, holding the owner string), ``fences/<uid>``
+(writer generations, fence.py) and ``tmp/`` (temp files ``<pid>.<random>``; swept on open).
 New names appear only by rename/link of a complete temp file, so a crash never
 exposes a half-written object. With ``fsync`` (the default) data is fdatasync'ed on
 FUA and flush, and directories are fsync'ed once a new name in them must be durable.
@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range, parse_owner
+from archipelago.blocker.file_fence import FileFenceMixin
 from archipelago.blocker.fileio import (
     copy_range,
     fdatasync_paths,
@@ -38,7 +39,7 @@ T = TypeVar("T")
 _READ_CHUNK = 1024 * 1024
 
 
-class FileBlocker(Blocker):
+class FileBlocker(FileFenceMixin, Blocker):
     """Objects as files in a directory tree (see module doc)."""
 
     kind = "file"
@@ -58,6 +59,7 @@ class FileBlocker(Blocker):
             for d in (self.root, self._objects, self._locks, self._tmp):
                 os.makedirs(d, mode=0o700, exist_ok=True)
             sweep_dead_temps(self._tmp)
+            self._fences = self.new_fences(self.root)
         except OSError as e:
             self._pool.shutdown(wait=False)
             raise from_errno(e.errno, f"file blocker at {self.root}: {e.strerror}") from e
@@ -394,3 +396,4 @@ class FileBlocker(Blocker):
         finally:
             self._closed = True
             self._pool.shutdown(wait=True)
+            self._fences.close()

@@ -13,7 +13,7 @@ from archipelago.blocker.base import (
     check_range,
     parse_owner,
 )
-from archipelago.errors import Locked, NotFound
+from archipelago.errors import Fenced, Locked, NotFound
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
 
@@ -23,6 +23,7 @@ class MemoryStore:
 
     objects: dict[str, bytearray] = field(default_factory=dict)
     locks: dict[str, str] = field(default_factory=dict)
+    fences: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryBlocker(Blocker):
@@ -137,3 +138,19 @@ class MemoryBlocker(Blocker):
         check_name(name)
         holder = self._locks.get(name)
         return None if holder is None else parse_owner(holder)
+
+    async def fence_bump(self, key: str) -> int:
+        """Grant a new writer generation of map ``key``: older writers become Fenced."""
+        check_name(key)
+        gen = self.store.fences.get(key, 0) + 1
+        self.store.fences[key] = gen
+        return gen
+
+    async def fence_check(self, key: str, gen: int) -> None:
+        """Fenced unless ``gen`` is the current generation of ``key``."""
+        if self.store.fences.get(key, 0) != gen:
+            raise Fenced(f"map {key}: this writer was fenced (its lock was taken over)")
+
+    async def fence_drop(self, key: str) -> None:
+        """Forget the fence of a removed map."""
+        self.store.fences.pop(key, None)

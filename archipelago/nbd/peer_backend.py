@@ -157,6 +157,9 @@ class PeerBackend(Backend):
         """Flush and close the daemon's handle."""
         if self._cache is not None:
             self._cache.flush()
+            vc = getattr(vol, "cache", None)
+            if vc is not None and vc.fence is not None:
+                self._cache.fences.forget(vc.fence[0])  # no descriptor outlives the volume
             # one line per connection in nbdkit's log: what the map cache served
             print(f"archipelago nbd: closing {vol.name}: map cache served {self._cache.hits} "
                   f"requests, {self._cache.fills} fills", file=sys.stderr, flush=True)
@@ -205,6 +208,9 @@ class PeerBackend(Backend):
         """Flush data (ours first) and map entries."""
         if self._cache is not None:
             self._cache.flush()
+            vc = getattr(vol, "cache", None)
+            if vc is not None and vc.fence is not None:
+                self._cache.fences.forget(vc.fence[0])  # no descriptor outlives the volume
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:

@@ -45,7 +45,7 @@ from archipelago.service.common import (
     load,
     run_child,
 )
-from archipelago.service.fastread import FastReader, make_fast_reader
+from archipelago.service.fastread import FastReader, fence_files, make_fast_reader
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
@@ -270,8 +270,12 @@ class MapperPeer(Peer):
             raise InvalidArgument(f"no blocks {first}+{count} in {name!r}")
         await self.fast.load(v, first, last)
         gen = self.gens.gen(slot_of(name))  # then the entries, without yielding
+        fences, fence = getattr(self.fast.blocker, "fences", None), v.fence
         return {"gen": gen, "token": self.gens.token, "page": self.gens.path,
-                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last)}
+                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last),
+                # in-place writers hold this fence (docs/fencing.md); none: no such writes
+                "fence": None if fence is None or fences is None
+                else [fences.path(fence[0]), fence[1]]}
 
     async def sweep(self) -> None:
         """Close handles whose client port was released or reclaimed (the client died)."""
@@ -340,13 +344,12 @@ async def serve(args: Any) -> int:
         owner = make_owner("mapper")
         probe = AsyncClient(link)
         await wait_blockers(probe, ports)
-        # Before clients can reach us: a client reopening after a crash must find the dead
-        # mapper's locks already broken.
+        # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
         n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports), owner))
         probe.close()
         # One port both serves clients and submits to the blockers (one pump, one eventfd).
         port = Port(link, MAPPER_PORT)
-        spread = SpreadBlocker(AsyncClient(link, port), ports)
+        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fence_files(cfg))
         mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
         peer.fast = make_fast_reader(cfg)

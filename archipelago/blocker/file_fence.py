@@ -1,0 +1,70 @@
+"""Fencing for the file blocker: each fenced mutation runs under the fence's shared lock
+in the same worker thread as its syscalls (archipelago.blocker.fence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archipelago.blocker.base import check_name, check_range
+from archipelago.blocker.fence import FenceFiles
+from archipelago.errors import Fenced, InvalidArgument
+
+
+class FileFenceMixin:
+    """fence_bump / fence_check / fenced_op / fence_drop of FileBlocker."""
+
+    _fences: FenceFiles
+    _run: Any
+    _path: Any
+
+    @staticmethod
+    def new_fences(root: str) -> FenceFiles:
+        """The fence files under ``root``."""
+        return FenceFiles(root)
+
+    @property
+    def fences(self) -> FenceFiles:
+        """The fence files (for in-place fast paths that write objects themselves)."""
+        return self._fences
+
+    async def fence_bump(self, key: str) -> int:
+        """Grant a new writer generation of map ``key``: older writers become Fenced."""
+        check_name(key)
+        return await self._run(self._fences.bump, key)
+
+    async def fence_check(self, key: str, gen: int) -> None:
+        """Fenced unless ``gen`` is the current generation of ``key``."""
+        check_name(key)
+        if await self._run(self._fences.current, key) != gen:
+            from archipelago.blocker.fence import fenced_message
+
+            raise Fenced(fenced_message(key))
+
+    async def fenced_op(self, key: str, gen: int, op: str, *args: Any) -> None:
+        """Run mutation ``op`` (write, put, copy, delete) only while ``gen`` is current."""
+        check_name(key)
+        s: Any = self
+        if op == "write":
+            name, offset, data, fua = args
+            check_name(name)
+            check_range(offset, len(data))
+            call: tuple = (s._write, self._path(name), offset, data, fua)
+        elif op == "put":
+            name, data, fua = args
+            check_name(name)
+            check_range(0, len(data))
+            call = (s._put, self._path(name), data, fua)
+        elif op == "copy":
+            src, dst, fua = args
+            call = (s._copy, self._path(check_name(src)), self._path(check_name(dst)), fua)
+        elif op == "delete":
+            (name,) = args
+            call = (s._delete, self._path(check_name(name)), name)
+        else:
+            raise InvalidArgument(f"not a fenced operation: {op!r}")
+        await self._run(self._fences.call, key, gen, *call)
+
+    async def fence_drop(self, key: str) -> None:
+        """Forget the fence of a removed map."""
+        check_name(key)
+        await self._run(self._fences.drop, key)

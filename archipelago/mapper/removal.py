@@ -1,0 +1,68 @@
+"""Rename and remove of maps (Mapper.rename / Mapper.remove live here to keep mapper.py small).
+
+Both fence out any earlier writer of the map first (a new writer generation, see
+docs/fencing.md): a holder evicted by a lock break can then neither write into the
+blocks being deleted nor put a header over the tombstone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from archipelago.errors import AlreadyExists, Busy
+from archipelago.mapper.common import VolumeInfo, delete_quietly, info_of
+from archipelago.mapper.format import check_user_name, chunk_name, tombstone
+from archipelago.mapper.volume import Volume
+
+if TYPE_CHECKING:
+    from archipelago.mapper.mapper import Mapper
+
+
+async def rename(m: Mapper, old: str, new: str) -> VolumeInfo:
+    """Rename a map that is not open (block names stay; the old name keeps a tombstone)."""
+    check_user_name(old)
+    check_user_name(new)
+    if old == new:
+        raise AlreadyExists(f"volume {new!r} already exists")
+    if old in m._open:
+        raise Busy(f"volume {old!r} is open: close it first")
+    async with m.guard(old, new):
+        h = await m.live(old)
+        await m.free_name(new)
+        v = Volume(m, h, writable=not h.readonly)
+        if v.writable:
+            await v.grant()
+        # Crash-safe in three atomic steps; read_header settles a half-done rename.
+        await v.put_header(replace(h, moving_to=new))
+        moved = replace(h, name=new, moving_to=None)
+        await v.put_header(moved)
+        await v.put_header(tombstone(h))
+    return info_of(moved)
+
+
+async def remove(m: Mapper, name: str, *, internal: bool = False) -> None:
+    """Remove a map: tombstone header, delete only blocks it owns, then its chunks."""
+    check_user_name(name, internal)
+    async with m.guard(name):
+        v = m._open.get(name)
+        was_open = v is not None and not v.closed and v.writable
+        if v is not None and not v.closed:
+            async with v.drain.exclusive():
+                v.closed = True
+            del m._open[name]
+        else:
+            h = await m.live(name)
+            v = Volume(m, h, writable=not h.readonly)
+            if v.writable:
+                await v.grant()
+        h = v.header
+        w = v.writer
+        await v.put_header(tombstone(h))
+        doomed = await v.owned_names(0, h.nblocks)
+        await delete_quietly(w, doomed)
+        await delete_quietly(w, [chunk_name(h.uid, c) for c in h.stored_chunks()])
+        if v.gen is not None:
+            await m.blocker.fence_drop(h.uid)
+        if was_open and name not in m._held:
+            await m._release(name)
