@@ -147,6 +147,17 @@ class Blocker(ABC):
             return False
         return True
 
+    async def mtime(self, name: str) -> float:
+        """When the object was last written or touched (Unix time); NotFound if absent."""
+        from archipelago.errors import NotSupported
+
+        raise NotSupported(f"the {self.kind} blocker cannot tell an object's age")
+
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, and then make it young again (garbage collection
+        spares young objects: a block reused by deduplication must not be swept)."""
+        return await self.exists(name)
+
     @abstractmethod
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names of objects starting with ``prefix`` (locks are not objects)."""

@@ -80,14 +80,6 @@ class FileBlocker(FileFenceMixin, Blocker):
         h = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
         return os.path.join(self._objects, h[:2], h[2:4], name)
 
-    def path_of(self, name: str) -> str:
-        """File of object ``name``, for fast paths that pread/pwrite it directly."""
-        return self._path(check_name(name))
-
-    def note_dirty(self, path: str) -> None:
-        """Record a file written outside the blocker (see path_of) so flush() syncs it."""
-        self._note_file(path)
-
     def _temp(self, fill: Callable[[int], object], sync: bool) -> str:
         """A complete temp file written by ``fill(fd)``; removed again if anything fails."""
         tmp = os.path.join(self._tmp, f"{os.getpid()}.{secrets.token_hex(8)}")
@@ -314,8 +306,9 @@ class FileBlocker(FileFenceMixin, Blocker):
                 return ZERO_HASH
             content = h.hexdigest()
             target = self._path(content)
-            if os.path.exists(target):
-                return content  # dedup: same name, same content
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(target)  # dedup: same name, same content; young again for GC
+                return content
             tmp = self._temp(lambda dfd: copy_range(fd, dfd, kept), sync=True)
             # link, not replace: a concurrent hasher of equal content may win; both are fine.
             self._publish(tmp, target, replace=False, durable=True)

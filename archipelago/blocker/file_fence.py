@@ -1,21 +1,31 @@
-"""Fencing for the file blocker: each fenced mutation runs under the fence's shared lock
+"""Fencing (and object ages) for the file blocker: each fenced mutation runs under the fence's shared lock
 in the same worker thread as its syscalls (archipelago.blocker.fence)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from archipelago.blocker.base import check_name, check_range
 from archipelago.blocker.fence import FenceFiles
-from archipelago.errors import Fenced, InvalidArgument
+from archipelago.errors import Fenced, InvalidArgument, NotFound
 
 
 class FileFenceMixin:
-    """fence_bump / fence_check / fenced_op / fence_drop of FileBlocker."""
+    """fence_bump / fence_check / fenced_op / fence_drop (and mtime / touch) of FileBlocker."""
 
     _fences: FenceFiles
     _run: Any
     _path: Any
+    _note_file: Any
+
+    def path_of(self, name: str) -> str:
+        """File of object ``name``, for fast paths that pread/pwrite it directly."""
+        return self._path(check_name(name))
+
+    def note_dirty(self, path: str) -> None:
+        """Record a file written outside the blocker (see path_of) so flush() syncs it."""
+        self._note_file(path)
 
     @staticmethod
     def new_fences(root: str) -> FenceFiles:
@@ -68,3 +78,26 @@ class FileFenceMixin:
         """Forget the fence of a removed map."""
         check_name(key)
         await self._run(self._fences.drop, key)
+
+    async def mtime(self, name: str) -> float:
+        """When the object file was last written or touched."""
+        return await self._run(_mtime, self._path(check_name(name)), name)
+
+    async def touch(self, name: str) -> bool:
+        """Make an existing object young again (False if absent)."""
+        return await self._run(_touch, self._path(check_name(name)))
+
+
+def _mtime(path: str, name: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        raise NotFound(f"object {name!r} not found") from None
+
+
+def _touch(path: str) -> bool:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True

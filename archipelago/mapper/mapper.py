@@ -371,8 +371,11 @@ class Mapper:
         v = self._open.get(name)
         if v is not None and v.writable and not v.closed:
             raise Busy(f"volume {name!r} is open here: close it instead")
+        held = await self.blocker.lock_info(lock_name(name)) if force else None
         await self.blocker.unlock(lock_name(name), self.owner, force=force)
         self._held.discard(name)
+        if held is not None and held.owner != self.owner:
+            await removal.fence_out(self.blocker, name)  # the evicted holder may be alive
 
     async def close(self) -> None:
         """Close every open volume (flush, release locks) and release held locks."""

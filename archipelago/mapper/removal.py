@@ -10,13 +10,38 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from archipelago.errors import AlreadyExists, Busy
+from archipelago.blocker.base import Blocker
+from archipelago.errors import AlreadyExists, Busy, Corrupt, NotFound, NotSupported
 from archipelago.mapper.common import VolumeInfo, delete_quietly, info_of
-from archipelago.mapper.format import check_user_name, chunk_name, tombstone
+from archipelago.mapper.format import (
+    check_user_name,
+    chunk_name,
+    decode_header,
+    header_name,
+    tombstone,
+)
 from archipelago.mapper.volume import Volume
 
 if TYPE_CHECKING:
     from archipelago.mapper.mapper import Mapper
+
+
+async def fence_out(b: Blocker, name: str) -> bool:
+    """Bump the fence of volume ``name`` after its lock was broken: its evicted holder can
+    no longer write. False when there is nothing to fence (no such writable map, or a
+    blocker without fences)."""
+    try:
+        n = await b.size(header_name(name))
+        h = decode_header(name, await b.read(header_name(name), 0, n))
+    except (NotFound, Corrupt):
+        return False
+    if h.deleted or h.readonly:
+        return False
+    try:
+        await b.fence_bump(h.uid)
+    except NotSupported:
+        return False
+    return True
 
 
 async def rename(m: Mapper, old: str, new: str) -> VolumeInfo:

@@ -146,6 +146,10 @@ class SpreadBlocker(Blocker):
         """Object size."""
         return await self._do(name, lambda r: r.size(name))
 
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, made young again (a dedup hit: see gc.py)."""
+        return await self._do(name, lambda r: r.touch(name))
+
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names with ``prefix``."""
         return await self._do(prefix, lambda r: r.list(prefix))
