@@ -38,13 +38,8 @@ from archipelago.peers.peer import Peer
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
-from archipelago.service.common import (
-    MAPPER_PORT,
-    blocker_ports,
-    child_args,
-    load,
-    run_child,
-)
+from archipelago.service import upkeep_tasks
+from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
 from archipelago.service.fastread import FastReader, fence_files, make_fast_reader
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
@@ -356,8 +351,8 @@ async def serve(args: Any) -> int:
         if peer.fast is not None:
             peer.gens = GenPage(str(inst.run_dir / "mapgen"), writer=True)
         port.attach()
-        log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
-                 mapper.owner, MAPPER_PORT, ports, n)
+        log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
+                 MAPPER_PORT, ports, n)
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
 
@@ -374,7 +369,8 @@ async def serve(args: Any) -> int:
             log.warning("registry gone: stopping")
             on_term()
 
-        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry())]
+        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry()),
+                 *upkeep_tasks.start(loop, cfg, args)]
         await peer.serve()
         for t in tasks:
             t.cancel()

@@ -134,7 +134,9 @@ async def collect(b: Blocker, *, grace: float = DEFAULT_GRACE, dry_run: bool = F
     # Ages count from the start of the run, not from the sweep: an object written just
     # before the listing may be named by a map update the marking did not see yet.
     cutoff = clock() - grace
-    listed = [n for n in await b.list("") if not n.startswith("map:")]
+    # Headers are never collected (tombstones keep epochs); quarantined blocks are
+    # evidence for the operator (scrub.py).
+    listed = [n for n in await b.list("") if not n.startswith(("map:", "quarantine:"))]
     rep.objects = len(listed)
     marked = await mark(b, plugin_roots() if roots is None else roots, instance, config)
     rep.referenced, rep.maps = len(marked.refs), marked.maps
