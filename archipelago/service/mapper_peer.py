@@ -45,6 +45,7 @@ from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
+from archipelago.upkeep.diff import map_diff
 
 log = logging.getLogger("archipelago.mapper-peer")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -209,10 +210,12 @@ class MapperPeer(Peer):
             return None
         if op == "missing":
             names: list[str] = a["names"]
-            present = await asyncio.gather(*(self.spread.exists(n) for n in names))
+            present = await asyncio.gather(*(self.spread.touch(n) for n in names))  # dedup: GC
             return [n for n, p in zip(names, present, strict=True) if not p]
         if op == "status":
             return self.status()
+        if op == "diff":  # changed extents between two maps (archipelago/upkeep/diff.py)
+            return await map_diff(m, a["frm"], a["to"])
         raise InvalidArgument(f"unknown volume op {op!r}")
 
     async def _open(self, req: Request, name: str, force: bool) -> dict[str, Any]:

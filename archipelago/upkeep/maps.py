@@ -69,7 +69,7 @@ def entry_names(h: Header, buf: bytes | bytearray, first: int, count: int) -> li
     return out
 
 
-def _prefixes_named(h: Header, buf: bytes | bytearray) -> tuple[tuple[int, str], ...]:
+def prefixes_named(h: Header, buf: bytes | bytearray) -> tuple[tuple[int, str], ...]:
     """(index, prefix) of every prefix the chunk's OBJECT entries use: equal chunk bytes
     name equal objects only if these match too (clones extend the prefix table)."""
     kinds = buf[0::ES]
@@ -108,7 +108,7 @@ async def mark_one(b: Blocker, h: Header, marked: Marked,
         for c, buf in zip(part, bufs, strict=True):
             marked.refs.add(chunk_name(h.uid, c))
             marked.chunks_read += 1
-            key = (xxhash.xxh3_128_digest(bytes(buf)), _prefixes_named(h, buf))
+            key = (xxhash.xxh3_128_digest(bytes(buf)), prefixes_named(h, buf))
             if key in seen:
                 marked.chunks_shared += 1
                 continue
