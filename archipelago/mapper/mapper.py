@@ -44,6 +44,7 @@ from archipelago.mapper.format import (
     tombstone,
 )
 from archipelago.mapper.volume import Volume
+from archipelago.metrics import OPEN_VOLUMES
 
 
 class Mapper:
@@ -201,6 +202,7 @@ class Mapper:
                         await self._release(name)
                     raise
             self._open[name] = v
+            OPEN_VOLUMES.inc()
         return v
 
     async def close_volume(self, v: Volume) -> None:
@@ -219,6 +221,7 @@ class Mapper:
                     await self.blocker.flush()
             if self._open.get(v.name) is v:
                 del self._open[v.name]
+                OPEN_VOLUMES.dec()
             if v.writable and v.name not in self._held:
                 await self._release(v.name)
 

@@ -21,6 +21,7 @@ from archipelago.mapper.format import (
     tombstone,
 )
 from archipelago.mapper.volume import Volume
+from archipelago.metrics import OPEN_VOLUMES
 
 if TYPE_CHECKING:
     from archipelago.mapper.mapper import Mapper
@@ -76,6 +77,7 @@ async def remove(m: Mapper, name: str, *, internal: bool = False) -> None:
             async with v.drain.exclusive():
                 v.closed = True
             del m._open[name]
+            OPEN_VOLUMES.dec()
         else:
             h = await m.live(name)
             v = Volume(m, h, writable=not h.readonly)

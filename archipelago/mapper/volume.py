@@ -41,6 +41,7 @@ from archipelago.mapper.format import (
     lock_name,
     object_id,
 )
+from archipelago.metrics import COPYUPS
 
 if TYPE_CHECKING:
     from archipelago.blocker.base import Blocker
@@ -126,9 +127,7 @@ class Volume:
 
     async def _new_block(self, i: int) -> tuple[str, bytes]:
         """(name, entry id) of a fresh writable block for entry ``i``: never reused."""
-        if self.gen is None and not hasattr(self, "_tag"):
-            await self.grant()
-        if self._seq >= 0xFFFFFFFF:
+        if not hasattr(self, "_tag") or self._seq >= 0xFFFFFFFF:  # ungranted, or seq used up
             await self.grant()
         self._seq += 1
         h = self.header
@@ -349,6 +348,7 @@ class Volume:
             elif kind == ZERO:
                 await self._w.put(new, bytes(o) + bytes(payload), fua=True)
             else:
+                COPYUPS.inc()
                 try:
                     await self._w.copy(h.name_of(kind, ident), new)
                 except NotFound:

@@ -166,6 +166,7 @@ class PeerBackend(Backend):
             if self._cache.publisher is not None:  # the C filter's counts (process-wide)
                 self._cache.publisher.forget(vol.name)
                 r, w, m = self._cache.publisher.stats()
+                count_cfilter(r, w, m)
                 print(f"archipelago nbd: archip-fast filter served {r} reads, {w} writes, "
                       f"passed {m} on", file=sys.stderr, flush=True)
         vol.handle.close()
@@ -239,3 +240,16 @@ class PeerBackend(Backend):
     def create(self, name: str, size: int) -> None:
         """Create in the daemon."""
         self._client.create(name, size)
+
+
+_SEEN = [0, 0, 0]
+
+
+def count_cfilter(r: int, w: int, m: int) -> None:
+    """Add the C filter's process-wide counts since the last call to the metrics."""
+    from archipelago.metrics import NBD_CFILTER
+
+    for k, (kind, now) in enumerate((("read_hit", r), ("write_hit", w), ("passed", m))):
+        if now > _SEEN[k]:
+            NBD_CFILTER.labels(kind).inc(now - _SEEN[k])
+            _SEEN[k] = now

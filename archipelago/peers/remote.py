@@ -32,6 +32,8 @@ LIST_PAGE = 2000
 class BlockerPeer(Peer):
     """Serve ``blocker`` on ``port`` (the blocker is closed by the caller)."""
 
+    role = "blocker"
+
     def __init__(self, link: PeerLink, port: int | Port | None, blocker: Blocker,
                  max_inflight: int = 64) -> None:
         super().__init__(link, port, max_inflight)

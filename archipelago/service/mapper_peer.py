@@ -7,9 +7,8 @@ READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZE
 by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
 result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
 resize, rename, remove, lock, unlock, missing, status, locate (entries for a client
-map cache, see mapgen.py). I/O ops need the volume to be open through this peer (any
-handle). Objects go to the blocker peers through a SpreadBlocker, which re-issues
-requests of a blocker peer that died.
+map cache, see mapgen.py), diff. I/O ops need the volume open through this peer. Objects
+go to the blocker peers through a SpreadBlocker (re-issues requests of a dead peer).
 """
 
 from __future__ import annotations
@@ -70,6 +69,8 @@ def info_dict(i: VolumeInfo) -> dict[str, Any]:
 
 class MapperPeer(Peer):
     """Serve volume I/O and volume operations from one Mapper."""
+
+    role = "mapper"
 
     def __init__(self, link: PeerLink, port: Port, mapper: Mapper, spread: SpreadBlocker,
                  max_inflight: int) -> None:

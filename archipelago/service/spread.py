@@ -19,6 +19,7 @@ from archipelago.blocker.base import Blocker, LockInfo, check_name
 from archipelago.blocker.fence import AsyncFenceHolds, FenceFiles, fenced_message
 from archipelago.client.common import block_placement
 from archipelago.errors import Fenced, InvalidArgument, NotFound, PeerDied
+from archipelago.metrics import REISSUES
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.remote import RemoteBlocker
@@ -91,6 +92,7 @@ class SpreadBlocker(Blocker):
                                 self.remotes[i].dst)
                 retried = True
                 self.reissued += 1
+                REISSUES.inc()
                 await asyncio.sleep(0.05)
             except NotFound:
                 if retried and idempotent_notfound:
