@@ -138,3 +138,17 @@ async def test_every_grant_fences_the_previous_one() -> None:
     assert await v2.read(0, 2) == b"z\x02"
     await m2.close()
     await m1.close()
+
+
+async def test_forced_unlock_fences_the_holder_at_once() -> None:
+    """`archip volume unlock --force` (Mapper.unlock) bumps the fence itself: the evicted
+    holder is refused even before anybody else opens the volume."""
+    b = MemoryBlocker()
+    m1, m2 = Mapper(b, "h:1:a"), Mapper(b, "h:2:b")
+    await m1.create("v", 4 * BS, block_size=BS)
+    v1 = await m1.open("v")
+    await v1.write(0, b"a" * BS)
+    await m2.unlock("v", force=True)
+    with pytest.raises(Fenced):
+        await v1.write(0, b"b")
+    await m1.close()
