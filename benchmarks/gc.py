@@ -1,6 +1,6 @@
 """GC benchmark: mark and sweep of 1,000 volumes, 100 GiB each (97.7 TiB of maps, mostly
 shared: all are thin clones of one 100 GiB image whose 25,600 entries are content blocks;
-each clone then writes one block of its own), plus garbage from 50 removed volumes.
+each clone then writes one block of its own), plus garbage: 50 more clones snapshotted and removed (their written blocks leak).
 
 Blocks are tiny (the GC reads maps, never block data), so the store stays small; the
 file backend keeps 7,000+ entry chunks (135 KiB each, ~1 GB) in ``--dir``.
@@ -49,8 +49,10 @@ async def build(b: Blocker, volumes: int, size: int) -> None:
         v = await m.open(name)
         await v.write((k % n) * BS, b"\x01" * 4096)
         await v.close()
-    for k in range(volumes, volumes + 50):
+    for k in range(volumes, volumes + 50):  # snapshot, then remove both: their block leaks
+        await m.snapshot(f"vm{k:04d}", f"sn{k:04d}")
         await m.remove(f"vm{k:04d}")
+        await m.remove(f"sn{k:04d}")
     await m.close()
 
 
