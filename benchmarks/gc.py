@@ -1,6 +1,7 @@
 """GC benchmark: mark and sweep of 1,000 volumes, 100 GiB each (97.7 TiB of maps, mostly
 shared: all are thin clones of one 100 GiB image whose 25,600 entries are content blocks;
-each clone then writes one block of its own), plus garbage: 50 more clones snapshotted and removed (their written blocks leak).
+each clone then writes one block of its own), plus garbage: 50 more clones snapshotted
+and removed (their written blocks leak).
 
 Blocks are tiny (the GC reads maps, never block data), so the store stays small; the
 file backend keeps 7,000+ entry chunks (135 KiB each, ~1 GB) in ``--dir``.

@@ -533,7 +533,10 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     goto out; /* no fence known: the plugin's mapper path checks it */
   r = -1;
   if (f < 0) {
-    *err = ESTALE;
+    /* NBD has no ESTALE (nbdkit would send EINVAL): the guest sees an I/O error */
+    nbdkit_error("archip-fast: volume %s: this writer was fenced (its lock was taken over)",
+                 v->name);
+    *err = EIO;
     goto out;
   }
   fenced = 1;

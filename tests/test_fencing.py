@@ -6,6 +6,8 @@ open: B's data reads back intact from a third, fresh mapper."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -152,3 +154,54 @@ async def test_forced_unlock_fences_the_holder_at_once() -> None:
     with pytest.raises(Fenced):
         await v1.write(0, b"b")
     await m1.close()
+
+
+def test_two_daemons_over_nbd_file_store(tmp_path: Path) -> None:
+    """Two daemons (A, B) on one file store, volumes over NBD with the C filter: A writes
+    (in place, through its filter); B breaks A's lock by force and writes; A's next
+    writes fail (in place and allocating) and B's data reads back intact."""
+    nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
+    from daemon_helpers import Daemon
+
+    store = tmp_path / "store"
+    opts = [f"blocker.file.path={store}", "blocker.file.fsync=false", "metrics.listen="]
+    a, b = Daemon(tmp_path / "a", opts), Daemon(tmp_path / "b", opts)
+
+    def connect(d: Daemon) -> nbd.NBD:
+        h = nbd.NBD()
+        h.set_export_name("vm")
+        h.connect_unix(str(d.data_dir / "nbd.sock"))
+        return h
+
+    try:
+        a.archip("daemon", "start", "--json", check=True)
+        b.archip("daemon", "start", "--json", check=True)
+        a.archip("volume", "create", "vm", "--size", str(8 * BS), "--block-size", "64K",
+                 check=True)
+        ha = connect(a)
+        ha.pwrite(b"\xa1" * (2 * BS), 0)  # allocations (mapper)
+        for k in range(4):  # in place (C filter or map cache)
+            ha.pwrite(b"\xa2" * 4096, k * 4096)
+        ha.flush()
+        r = b.archip("volume", "unlock", "--force", "vm")
+        assert r.rc == 0, r.err
+        hb = connect(b)
+        hb.pwrite(b"\xb1" * 4096, 0)  # into the block A wrote in place
+        hb.pwrite(b"\xb2" * BS, 2 * BS)
+        hb.flush()
+        for off, n in ((4096, 4096), (0, 512), (4 * BS, BS)):  # in place, in place, new
+            with pytest.raises(nbd.Error) as e:
+                ha.pwrite(b"\xee" * n, off)
+            assert e.value.errno in ("EIO", errno.EIO), e.value  # NBD has no ESTALE
+        with pytest.raises(nbd.Error):
+            ha.flush()
+        want = bytearray(b"\xa1" * (2 * BS) + b"\xb2" * BS + bytes(5 * BS))
+        want[0:4 * 4096] = b"\xa2" * (4 * 4096)
+        want[0:4096] = b"\xb1" * 4096
+        assert hb.pread(8 * BS, 0) == bytes(want)
+        hb.shutdown()
+        with contextlib.suppress(nbd.Error):
+            ha.shutdown()
+    finally:
+        a.stop()
+        b.stop()

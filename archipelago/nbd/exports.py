@@ -42,7 +42,9 @@ def _host_tag() -> str:
 def errno_of(exc: BaseException) -> int:
     """The errno an NBD client should see for ``exc``."""
     if isinstance(exc, ArchipelagoError):
-        return int(exc.errno)
+        # NBD carries few errnos (nbdkit sends others as EINVAL): a fenced writer
+        # (ESTALE, docs/fencing.md) must look like an I/O error to the guest.
+        return errno.EIO if exc.errno == errno.ESTALE else int(exc.errno)
     if isinstance(exc, OSError) and exc.errno:
         return int(exc.errno)
     if isinstance(exc, TimeoutError):
