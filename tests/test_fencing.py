@@ -205,3 +205,28 @@ def test_two_daemons_over_nbd_file_store(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+async def test_closed_volume_keeps_no_fence_descriptor(tmp_path: Path) -> None:
+    """Fence files are held open only while their volume is (a long-running mapper
+    opening thousands of volumes must not run out of descriptors)."""
+    b = FileBlocker(str(tmp_path / "store"))
+    m = Mapper(b, make_owner("fd"))
+
+    def fence_fds() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                n += "/fences/" in os.readlink(f"/proc/self/fd/{fd}")
+        return n
+
+    for k in range(3):
+        await m.create(f"v{k}", 4 * BS, block_size=BS)
+        v = await m.open(f"v{k}")
+        await v.write(0, b"x" * BS)  # a fenced write holds the fence file open
+        assert fence_fds() >= 1
+        await v.close()
+        await m.snapshot(f"v{k}", f"s{k}")  # a grant without an open volume
+        assert fence_fds() == 0
+    await m.close()
+    await b.close()

@@ -225,5 +225,8 @@ class Blocker(ABC):
     async def fence_drop(self, key: str) -> None:
         """Forget the fence of a removed map (no-op where fences cost nothing)."""
 
+    async def fence_forget(self, key: str) -> None:
+        """Release what this process caches for fence ``key`` (its volume was closed)."""
+
     async def close(self) -> None:
         """Release resources (files, connections)."""

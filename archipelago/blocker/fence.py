@@ -111,25 +111,39 @@ class PathFences:
 
 
 class FenceFiles:
-    """The fence generations of a file blocker, one small file per map uid."""
+    """The fence generations of a file blocker, one small file per map uid.
+
+    Descriptors are cached per key while the map is in use and closed by
+    :meth:`forget` (its volume was closed here) once no hold uses them any more:
+    closing a descriptor drops its locks, so it must never happen under a hold.
+    """
 
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "fences")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self._fds: dict[str, int] = {}
+        self._slots: dict[str, list] = {}  # key -> [fd, holders, forgotten]
         self._mu = threading.Lock()
 
     def path(self, key: str) -> str:
         """File of fence ``key`` (for the C filter)."""
         return os.path.join(self.dir, key)
 
-    def _fd(self, key: str) -> int:
+    def acquire(self, key: str) -> list:
+        """The descriptor slot of ``key``, pinned until :meth:`release`."""
         with self._mu:
-            fd = self._fds.get(key)
-            if fd is None:
+            slot = self._slots.get(key)
+            if slot is None:
                 fd = os.open(self.path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                self._fds[key] = fd
-            return fd
+                slot = self._slots[key] = [fd, 0, False]
+            slot[1] += 1
+            return slot
+
+    def release(self, slot: list) -> None:
+        """Unpin a slot (closing it if it was forgotten meanwhile)."""
+        with self._mu:
+            slot[1] -= 1
+            if slot[1] == 0 and slot[2]:
+                os.close(slot[0])
 
     def bump(self, key: str, timeout: float = BUMP_TIMEOUT) -> int:
         """Next generation of ``key`` (durable), once no older-generation write is in flight."""
@@ -156,32 +170,49 @@ class FenceFiles:
 
     def current(self, key: str) -> int:
         """The generation of ``key`` now (0: never granted)."""
-        return _GEN.unpack(os.pread(self._fd(key), 8, 0).ljust(8, b"\0"))[0]
+        slot = self.acquire(key)
+        try:
+            return _GEN.unpack(os.pread(slot[0], 8, 0).ljust(8, b"\0"))[0]
+        finally:
+            self.release(slot)
 
-    def hold(self, key: str, gen: int) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def hold(self, key: str, gen: int) -> Iterator[None]:
         """Run the body only while ``gen`` is current (Fenced otherwise); blocks bumps."""
-        return _hold(self._fd(key), gen, key)
+        slot = self.acquire(key)
+        try:
+            with _hold(slot[0], gen, key):
+                yield
+        finally:
+            self.release(slot)
 
     def call(self, key: str, gen: int, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` under :meth:`hold` (runs in the caller's thread)."""
         with self.hold(key, gen):
             return fn(*args)
 
-    def drop(self, key: str) -> None:
-        """Forget fence ``key`` (its map was removed for good)."""
+    def forget(self, key: str) -> None:
+        """Close the descriptor of ``key`` once unused (its volume was closed here)."""
         with self._mu:
-            fd = self._fds.pop(key, None)
-        if fd is not None:
-            os.close(fd)
+            slot = self._slots.pop(key, None)
+            if slot is not None:
+                slot[2] = True
+                if slot[1] == 0:
+                    os.close(slot[0])
+
+    def drop(self, key: str) -> None:
+        """Forget fence ``key`` and remove its file (its map was removed for good)."""
+        self.forget(key)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(key))
 
     def close(self) -> None:
-        """Close cached descriptors."""
+        """Close cached descriptors (no hold may be in flight)."""
         with self._mu:
-            fds, self._fds = list(self._fds.values()), {}
-        for fd in fds:
-            os.close(fd)
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            if slot[1] == 0:
+                os.close(slot[0])
 
 
 class AsyncFenceHolds:
@@ -193,27 +224,29 @@ class AsyncFenceHolds:
 
     def __init__(self, files: FenceFiles) -> None:
         self.files = files
-        self._held: dict[str, int] = {}
+        self._held: dict[str, list] = {}  # key -> [slot, holds]
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str, gen: int) -> AsyncIterator[None]:
         """The body runs with ``gen`` current when it started and holds off bumps."""
-        fd = self.files._fd(key)
         byte = LOCK_BASE + threading.get_native_id()
-        n = self._held.get(key, 0)
-        if n == 0:
+        held = self._held.get(key)
+        if held is None:
+            slot = self.files.acquire(key)
             # Blocks only while a bump sits between two polls (microseconds).
-            _lock(fd, fcntl.F_RDLCK, byte, 1, wait=True)
-        self._held[key] = n + 1
+            _lock(slot[0], fcntl.F_RDLCK, byte, 1, wait=True)
+            held = self._held[key] = [slot, 0]
+        held[1] += 1
         try:
-            if _GEN.unpack(os.pread(fd, 8, 0).ljust(8, b"\0"))[0] != gen:
+            if _GEN.unpack(os.pread(held[0][0], 8, 0).ljust(8, b"\0"))[0] != gen:
                 raise Fenced(fenced_message(key))
             yield
         finally:
-            self._held[key] -= 1
-            if self._held[key] == 0:
+            held[1] -= 1
+            if held[1] == 0:
                 del self._held[key]
-                _lock(fd, fcntl.F_UNLCK, byte, 1, wait=False)
+                _lock(held[0][0], fcntl.F_UNLCK, byte, 1, wait=False)
+                self.files.release(held[0])
 
 
 class FencedView:

@@ -74,6 +74,10 @@ class FileFenceMixin:
             raise InvalidArgument(f"not a fenced operation: {op!r}")
         await self._run(self._fences.call, key, gen, *call)
 
+    async def fence_forget(self, key: str) -> None:
+        """Close the cached fence descriptor of a volume closed here."""
+        self._fences.forget(check_name(key))
+
     async def fence_drop(self, key: str) -> None:
         """Forget the fence of a removed map."""
         check_name(key)

@@ -139,7 +139,11 @@ class Mapper:
         v = Volume(self, h, writable=not h.readonly)
         if v.writable:
             await v.grant()  # we hold the volume lock: fence out any evicted writer
-        yield v
+        try:
+            yield v
+        finally:
+            if v.gen is not None:
+                await self.blocker.fence_forget(h.uid)
 
     # -- operations ----------------------------------------------------------
 
@@ -222,6 +226,8 @@ class Mapper:
             if self._open.get(v.name) is v:
                 del self._open[v.name]
                 OPEN_VOLUMES.dec()
+            if v.gen is not None:
+                await self.blocker.fence_forget(v.header.uid)
             if v.writable and v.name not in self._held:
                 await self._release(v.name)
 

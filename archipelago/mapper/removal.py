@@ -64,6 +64,8 @@ async def rename(m: Mapper, old: str, new: str) -> VolumeInfo:
         moved = replace(h, name=new, moving_to=None)
         await v.put_header(moved)
         await v.put_header(tombstone(h))
+        if v.gen is not None:
+            await m.blocker.fence_forget(h.uid)
     return info_of(moved)
 
 

@@ -173,10 +173,13 @@ def make_fast_reader(cfg: Any) -> FastReader | None:
     return fr
 
 
-def fence_files(cfg: Any) -> Any:
-    """The fence files of the configured file blocker (None for other backends)."""
+def fence_files(cfg: Any, fast: FastReader | None = None) -> Any:
+    """The fence files of the configured file blocker (None for other backends); the
+    fast reader's own when it has a blocker (one descriptor cache per process)."""
     if cfg.blocker.backend != "file":
         return None
+    if fast is not None and fast.blocker is not None:
+        return fast.blocker.fences
     from archipelago.blocker.fence import FenceFiles
 
     return FenceFiles(os.path.abspath(cfg.blocker.file.path))

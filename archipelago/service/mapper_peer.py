@@ -343,17 +343,17 @@ async def serve(args: Any) -> int:
         owner = make_owner("mapper")
         probe = AsyncClient(link)
         await wait_blockers(probe, ports)
+        fast = make_fast_reader(cfg)
+        fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
         # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
-        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports), owner))
+        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences), owner))
         probe.close()
-        # One port both serves clients and submits to the blockers (one pump, one eventfd).
-        port = Port(link, MAPPER_PORT)
-        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fence_files(cfg))
+        port = Port(link, MAPPER_PORT)  # serves clients and submits to the blockers: one pump
+        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences)
         mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
-        peer.fast = make_fast_reader(cfg)
-        if peer.fast is not None:
-            peer.gens = GenPage(str(inst.run_dir / "mapgen"), writer=True)
+        peer.fast, peer.gens = fast, (None if fast is None else
+                                      GenPage(str(inst.run_dir / "mapgen"), writer=True))
         port.attach()
         log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
                  MAPPER_PORT, ports, n)

@@ -67,6 +67,11 @@ class SpreadBlocker(Blocker):
         async with self._holds.hold(check_name(key), gen):
             await getattr(self, op)(*args)
 
+    async def fence_forget(self, key: str) -> None:
+        """Close the cached fence descriptor of a volume closed here."""
+        if self.fences is not None:
+            self.fences.forget(check_name(key))
+
     async def fence_drop(self, key: str) -> None:
         """Forget the fence of a removed map."""
         if self.fences is not None:
