@@ -196,63 +196,67 @@ def test_gc_concurrent_with_map_operations(ops: list[tuple[str, int, int, int]],
     finished operation and the grace is two ticks: only blocks written by the operation
     in flight are young, everything older and unreferenced is swept at once."""
 
-    async def run() -> None:
-        ticks = [1000.0]
-        b = YieldingBlocker(MemoryStore(clock=lambda: ticks[0]), seed)
-        m = Mapper(b, "gc-prop:1")
-        model: dict[str, bytes] = {}
-        await m.create("v0", SIZE, block_size=BS)
-        model["v0"] = bytes(SIZE)
-        stop = asyncio.Event()
-        runs = 0
+    ticks = [1000.0]
+    asyncio.run(_concurrent(ops, YieldingBlocker(MemoryStore(clock=lambda: ticks[0]), seed),
+                            ticks))
 
-        async def gc_loop() -> None:
-            nonlocal runs
-            while not stop.is_set():
-                await collect(b, grace=2, roots=[], clock=lambda: ticks[0])
-                runs += 1
-                await asyncio.sleep(0)
 
-        async def workload() -> None:
-            n = 0
-            for op, k, blk, byte in ops:
-                names = sorted(model)
-                name = names[k % len(names)]
-                n += 1
-                try:
-                    if op in ("write", "zero") and not name.startswith("s"):
-                        v = await m.open(name)
-                        data = bytes([byte]) * (BS // 2) if op == "write" else bytes(BS // 2)
-                        off = blk * BS + (BS // 4)
-                        await (v.write(off, data) if op == "write" else v.zero(off, len(data)))
-                        await v.close()
-                        cur = bytearray(model[name])
-                        cur[off : off + len(data)] = data
-                        model[name] = bytes(cur)
-                    elif op == "snapshot" and not name.startswith("s"):
-                        await m.snapshot(name, f"s{n}")
-                        model[f"s{n}"] = model[name]
-                    elif op == "clone" and name.startswith("s"):
-                        await m.clone(name, f"c{n}")
-                        model[f"c{n}"] = model[name]
-                    elif op == "remove" and len(model) > 1:
-                        await m.remove(name)
-                        del model[name]
-                except (AlreadyExists, InvalidArgument):
-                    pass
-                ticks[0] += 1
-                await asyncio.sleep(0)  # let the collector interleave
-            stop.set()
+async def _concurrent(ops: list[tuple[str, int, int, int]], b: Blocker,
+                      ticks: list[float]) -> None:
+    """GC in a loop (grace: 2 ticks) while the workload runs; then check everything."""
+    m = Mapper(b, "gc-prop:1")
+    model: dict[str, bytes] = {}
+    await m.create("v0", SIZE, block_size=BS)
+    model["v0"] = bytes(SIZE)
+    stop = asyncio.Event()
+    runs = 0
 
-        await asyncio.gather(gc_loop(), workload())
-        assert runs >= 1
-        ticks[0] += 2
-        await collect(b, grace=2, roots=[], clock=lambda: ticks[0])
-        await check_model(m, model)
-        assert set(await b.list()) == await expected_objects(m)
-        await m.close()
+    async def gc_loop() -> None:
+        nonlocal runs
+        while not stop.is_set():
+            await collect(b, grace=2, roots=[], clock=lambda: ticks[0])
+            runs += 1
+            await asyncio.sleep(0)
 
-    asyncio.run(run())
+    async def workload() -> None:
+        n = 0
+        for op, k, blk, byte in ops:
+            names = sorted(model)
+            name = names[k % len(names)]
+            n += 1
+            try:
+                if op in ("write", "zero") and not name.startswith("s"):
+                    v = await m.open(name)
+                    data = bytes([byte]) * (BS // 2) if op == "write" else bytes(BS // 2)
+                    off = blk * BS + (BS // 4)
+                    await (v.write(off, data) if op == "write" else v.zero(off, len(data)))
+                    await v.close()
+                    cur = bytearray(model[name])
+                    cur[off : off + len(data)] = data
+                    model[name] = bytes(cur)
+                elif op == "snapshot" and not name.startswith("s"):
+                    await m.snapshot(name, f"s{n}")
+                    model[f"s{n}"] = model[name]
+                elif op == "clone" and name.startswith("s"):
+                    await m.clone(name, f"c{n}")
+                    model[f"c{n}"] = model[name]
+                elif op == "remove" and len(model) > 1:
+                    await m.remove(name)
+                    del model[name]
+            except (AlreadyExists, InvalidArgument):
+                pass
+            ticks[0] += 1
+            await asyncio.sleep(0)  # let the collector interleave
+        stop.set()
+
+    await asyncio.gather(gc_loop(), workload())
+    assert runs >= 1
+    ticks[0] += 2
+    await collect(b, grace=2, roots=[], clock=lambda: ticks[0])
+    await check_model(m, model)
+    assert set(await b.list()) == await expected_objects(m)
+    await m.close()
+    await b.close()
 
 
 # -- crash: kill -9 in the middle of the sweep ----------------------------------------
