@@ -135,6 +135,28 @@ class ControlConfig:
 
 
 @dataclass
+class GcConfig:
+    """[gc]: garbage collection and scrub run by the daemon (docs/gc.md)."""
+
+    interval: float = field(default=86400.0, metadata=doc(
+        "seconds between the daemon's garbage collections (0: never; `archip gc` runs one)"))
+    grace: float = field(default=3600.0, metadata=doc(
+        "seconds: unreferenced objects younger than this are kept (uploads in flight)"))
+    scrub_interval: float = field(default=0.0, metadata=doc(
+        "seconds between the daemon's slow scrubs (0: never; `archip scrub` runs one)"))
+    scrub_bytes_per_second: int = field(default=16 * 1024 * 1024, metadata=doc(
+        "I/O budget of the daemon's periodic scrub (bytes re-hashed per second)"))
+
+
+@dataclass
+class MetricsConfig:
+    """[metrics]: the daemon's Prometheus endpoint (docs/metrics.md)."""
+
+    listen: str = field(default="127.0.0.1:9464", metadata=doc(
+        "host:port of the Prometheus exposition (loopback; empty: off; port 0: any free)"))
+
+
+@dataclass
 class Config:
     """The whole effective configuration."""
 
@@ -143,6 +165,8 @@ class Config:
     nbd: NbdConfig = field(default_factory=NbdConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    gc: GcConfig = field(default_factory=GcConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON and TOML output)."""

@@ -285,6 +285,10 @@ def status(inst: Instance) -> dict[str, Any]:
             st["mapper"] = c.status()
     except ArchipelagoError as e:
         st["mapper"] = {"error": e.message}
+    try:  # written by the mapper peer when its Prometheus endpoint is up
+        st["metrics_url"] = json.loads((inst.run_dir / "metrics.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        st["metrics_url"] = None
     return st
 
 

@@ -191,8 +191,8 @@ class QuotaExceeded(ArchipelagoError):
     http_status = 413
 
 
-class Fenced(ArchipelagoError):
-    """Fenced: this writer's lock was taken away."""
+class Fenced(Locked):
+    """Fenced: this writer's lock was taken away (a kind of Locked, with its own code)."""
 
     code = "fenced"
     errno = _errno.ESTALE

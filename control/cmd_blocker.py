@@ -64,6 +64,10 @@ def _break_lock(args: argparse.Namespace) -> int:
         if not info.stale and not args.force:
             raise Busy(f"lock {args.name!r} is held by live owner {info.owner} (use --force)")
         await b.unlock(args.name, info.owner, force=True)
+        if args.name.startswith("lock:"):  # a volume lock: fence its evicted holder
+            from archipelago.mapper.removal import fence_out
+
+            await fence_out(b, args.name[5:])
         return info.owner
 
     owner = _with_blocker(args, run)

@@ -146,6 +146,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd("rename", _rename, "rename a volume that is not open", "old", "new")
     cmd("hash", _hash, "content-addressed copy of a snapshot, named by its Merkle root", "snap")
     cmd("lock", _lock, "take the volume's lock for the daemon", "name")
+    from control.cmd_diff import volume_diff
+
+    cmd("diff", volume_diff, "extents that differ between two maps (from the maps alone)",
+        "frm", "to")
     s = cmd("unlock", _unlock, "release the volume's lock", "name")
     s.add_argument("--force", action="store_true", help="break a lock held by another owner")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

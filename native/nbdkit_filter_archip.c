@@ -22,7 +22,12 @@
  *   byte in the mapgen file, with the generation rechecked inside the lock (the
  *   mapper bumps it and then takes the byte exclusively around snapshot/resize);
  * - durability: FUA writes are fdatasynced at once, others on the next flush,
- *   before the plugin's flush.
+ *   before the plugin's flush;
+ * - fencing (archipelago/blocker/fence.py, docs/fencing.md): a write also holds a
+ *   shared OFD lock on byte FENCE_LOCK_BASE + thread id of the map's fence file and
+ *   checks the writer generation the plugin published (archip_cf_fence); a volume
+ *   without a published fence never gets an in-place write, and a stale generation
+ *   fails the write with ESTALE (another host took the volume over).
  */
 #define _GNU_SOURCE
 #define NBDKIT_API_VERSION 2
@@ -44,6 +49,7 @@
 #define PAGE_SLOTS 4096u
 #define PAGE_SIZE_BYTES (PAGE_HEADER + 8 * PAGE_SLOTS)
 #define MAX_PATH 4096
+#define FENCE_LOCK_BASE 65536
 
 struct entry {
   char *path; /* NULL: unknown; "": hole (reads as zeros) */
@@ -64,6 +70,8 @@ struct vol {
   struct entry *ents;
   size_t nents;
   pthread_rwlock_t lock;
+  int fence_fd1;      /* fence file descriptor + 1 (0: no fence: no in-place writes) */
+  uint64_t fence_gen; /* writer generation the plugin's mapper was granted */
 };
 
 struct handle {
@@ -219,6 +227,52 @@ out:
   return r;
 }
 
+/* The fence of volume `name` (published after its entries): file and generation. */
+EXPORT int archip_cf_fence(const char *name, const char *path, uint64_t gen)
+{
+  pthread_mutex_lock(&vols_mu);
+  struct vol *v = find_vol(name);
+  pthread_mutex_unlock(&vols_mu);
+  if (v == NULL)
+    return -ENOENT;
+  int fd = -1;
+  if (path != NULL && path[0] != 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    return -errno;
+  pthread_rwlock_wrlock(&v->lock);
+  if (v->fence_fd1 > 0)
+    close(v->fence_fd1 - 1);
+  v->fence_fd1 = fd + 1;
+  v->fence_gen = gen;
+  pthread_rwlock_unlock(&v->lock);
+  return 0;
+}
+
+/* 0: the fence holds `gen` (byte locked: release with fence_unlock); 1: no fence
+ * (or no lock); -1: fenced (stale generation), nothing held. */
+static int fence_lock(struct vol *v, off_t *byte)
+{
+  int fd = v->fence_fd1 - 1;
+  if (fd < 0)
+    return 1;
+  *byte = FENCE_LOCK_BASE + (off_t)gettid();
+  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = *byte, .l_len = 1 };
+  if (fcntl(fd, F_OFD_SETLKW, &fl) != 0)
+    return 1;
+  uint64_t cur = 0;
+  if (pread(fd, &cur, sizeof cur, 0) < 0 || cur != v->fence_gen) {
+    fl.l_type = F_UNLCK;
+    fcntl(fd, F_OFD_SETLK, &fl);
+    return -1;
+  }
+  return 0;
+}
+
+static void fence_unlock(struct vol *v, off_t byte)
+{
+  struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+  fcntl(v->fence_fd1 - 1, F_OFD_SETLK, &fl);
+}
+
 /* Drop what is known of `name` (its last connection closed): cached descriptors
  * would otherwise keep removed objects' space allocated. */
 EXPORT void archip_cf_forget(const char *name)
@@ -231,6 +285,9 @@ EXPORT void archip_cf_forget(const char *name)
   pthread_rwlock_wrlock(&v->lock);
   clear_entries(v);
   v->gen = UINT64_MAX;
+  if (v->fence_fd1 > 0)
+    close(v->fence_fd1 - 1);
+  v->fence_fd1 = 0;
   pthread_rwlock_unlock(&v->lock);
 }
 
@@ -460,7 +517,8 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
   struct vol *v;
   if (lookup(h, offset, count, &fd, &tmp, &owned, &gen, &o, &v) != 0)
     return 1;
-  int r = 1, lfd = -1;
+  int r = 1, lfd = -1, fenced = 0;
+  off_t fbyte = 0;
   const char *path = v->ents[offset / v->bs].path; /* stable while we hold the read lock */
   if (!owned || fd < 0)
     goto out; /* hole or shared block: the mapper allocates / copies up */
@@ -470,7 +528,18 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     goto out; /* a snapshot or resize holds the volume */
   if (gen_of(v->slot) != gen)
     goto out;
+  int f = fence_lock(v, &fbyte);
+  if (f > 0)
+    goto out; /* no fence known: the plugin's mapper path checks it */
   r = -1;
+  if (f < 0) {
+    /* NBD has no ESTALE (nbdkit would send EINVAL): the guest sees an I/O error */
+    nbdkit_error("archip-fast: volume %s: this writer was fenced (its lock was taken over)",
+                 v->name);
+    *err = EIO;
+    goto out;
+  }
+  fenced = 1;
   size_t done = 0;
   while (done < count) {
     ssize_t n = pwrite(fd, buf + done, count - done, (off_t)(o + done));
@@ -488,6 +557,8 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
   }
   r = 0;
 out:
+  if (fenced)
+    fence_unlock(v, fbyte);
   if (lfd >= 0)
     unlock_slot(lfd, v->slot);
   done_with(v, fd, tmp);

@@ -18,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
+from archipelago.metrics import GW_BYTES, GW_REQUESTS
 from pithos_gw import accounts, containers, objects, plankton, reads
 from pithos_gw.auth import auth_v1, authenticate, sharing_accounts
 from pithos_gw.common import (
@@ -72,6 +73,28 @@ def _abort(request: web.Request, resp: web.StreamResponse, exc: BaseException) -
     if request.transport is not None:
         request.transport.abort()
     return resp  # already prepared: aiohttp sends nothing more on the dead transport
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Prometheus counts by method and status, and body bytes (archipelago.metrics)."""
+    resp: web.StreamResponse | None = None
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        GW_REQUESTS.labels(request.method, str(status)).inc()
+        if request.content_length:
+            GW_BYTES.labels("in").inc(request.content_length)
+        if resp is not None:  # streamed bodies were written already; others are sized
+            sent = resp.content_length if resp.content_length is not None else resp.body_length
+            if sent:
+                GW_BYTES.labels("out").inc(sent)
 
 
 @web.middleware
@@ -197,7 +220,8 @@ def make_app(blocker: Blocker, db_path: str | Path,
     (``authenticator``; default: the gateway's own v1 users), a ``quota`` charger of
     stored bytes, and sub-apps ``mounts`` (prefix -> app) served before the gateway's paths.
     """
-    app = web.Application(middlewares=[catch_errors], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[count_requests, catch_errors],
+                          client_max_size=64 * 1024 * 1024)
     app[BLOCKS] = BlockStore(blocker)
     app[CONFIG] = config or GatewayConfig()
     meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)

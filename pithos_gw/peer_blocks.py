@@ -209,13 +209,21 @@ class PeerBlocks(Blocker):
             return False
         return True
 
+    async def touch(self, name: str) -> bool:
+        """True when block ``name`` is stored, made young again (garbage collection)."""
+        try:
+            (await self._call(Op.INFO, name, flags=Flag.TOUCH)).release()
+        except NotFound:
+            return False
+        return True
+
     async def missing(self, names: list[str]) -> list[str]:
         """The names not stored, in order: existence checks issued together, in large
         batches (the peers queue up to ``max_inflight`` each; the rest waits in the segment)."""
         out: list[str] = []
         for i in range(0, len(names), MISSING_BATCH):
             batch = names[i : i + MISSING_BATCH]
-            found = await asyncio.gather(*(self.exists(n) for n in batch))
+            found = await asyncio.gather(*(self.touch(n) for n in batch))
             out += [n for n, ok in zip(batch, found, strict=True) if not ok]
         return out
 

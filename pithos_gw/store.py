@@ -79,7 +79,7 @@ class BlockStore:
         out: list[str] = []
         for i in range(0, len(todo), _EXISTS_BATCH):
             batch = todo[i : i + _EXISTS_BATCH]
-            found = await asyncio.gather(*(self.blocker.exists(h) for h in batch))
+            found = await asyncio.gather(*(self.blocker.touch(h) for h in batch))
             out.extend(h for h, ok in zip(batch, found, strict=True) if not ok)
         return out
 
@@ -88,7 +88,8 @@ class BlockStore:
             h, stripped = _digest(data, md5)
         else:
             h, stripped = await asyncio.to_thread(_digest, data, md5)
-        if h != ZERO_HASH and not await self.blocker.exists(h):
+        # touch, not exists: a block reused by dedup must look young to the GC (gc.py)
+        if h != ZERO_HASH and not await self.blocker.touch(h):
             # Not durable yet: barrier() makes every new block durable at once before
             # a map that references it is recorded (one sync instead of one per block).
             await self.blocker.put(h, stripped, fua=False)

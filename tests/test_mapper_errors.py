@@ -15,6 +15,7 @@ from archipelago.blocker.base import Blocker
 from archipelago.errors import (
     AlreadyExists,
     Corrupt,
+    Fenced,
     InvalidArgument,
     Locked,
     NotFound,
@@ -141,7 +142,7 @@ async def test_locked_by_another_owner(
     assert info.lock_owner == "testhost:1:a" and not info.lock_stale
     v2 = await other.open("v", force=True)  # breaks the lock
     assert (await other.info("v")).lock_owner == "otherhost:2:b"
-    with pytest.raises(Locked):  # fenced: the old owner can no longer change the map
+    with pytest.raises(Fenced):  # the old owner can no longer change the map
         await v.write(3 * BS, b"x")
     with pytest.raises(Locked):
         await v.flush()

@@ -147,6 +147,17 @@ class Blocker(ABC):
             return False
         return True
 
+    async def mtime(self, name: str) -> float:
+        """When the object was last written or touched (Unix time); NotFound if absent."""
+        from archipelago.errors import NotSupported
+
+        raise NotSupported(f"the {self.kind} blocker cannot tell an object's age")
+
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, and then make it young again (garbage collection
+        spares young objects: a block reused by deduplication must not be swept)."""
+        return await self.exists(name)
+
     @abstractmethod
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names of objects starting with ``prefix`` (locks are not objects)."""
@@ -177,6 +188,45 @@ class Blocker(ABC):
     @abstractmethod
     async def lock_info(self, name: str) -> LockInfo | None:
         """Who holds lock ``name`` (None if free), with staleness."""
+
+    # -- writer fencing (archipelago.blocker.fence; docs/fencing.md) -----------------
+
+    async def fence_bump(self, key: str) -> int:
+        """Grant a new writer generation of map ``key``: older writers become Fenced."""
+        from archipelago.errors import NotSupported
+
+        raise NotSupported(f"the {self.kind} blocker cannot fence writers")
+
+    async def fence_check(self, key: str, gen: int) -> None:
+        """Fenced unless ``gen`` is the current generation of ``key``."""
+        from archipelago.errors import NotSupported
+
+        raise NotSupported(f"the {self.kind} blocker cannot fence writers")
+
+    async def fenced_op(self, key: str, gen: int, op: str, *args: object) -> None:
+        """Run mutation ``op`` (write, put, copy, delete) only while ``gen`` is current.
+
+        This default checks, then runs the op without yielding in between: atomic for
+        in-process stores; shared stores override it (file: OFD lock, rados: fence object).
+        """
+        if op not in ("write", "put", "copy", "delete"):
+            raise InvalidArgument(f"not a fenced operation: {op!r}")
+        await self.fence_check(key, gen)
+        await getattr(self, op)(*args)
+
+    def fenced(self, key: str, gen: int | None) -> Blocker:
+        """This blocker as seen by the writer of map ``key`` granted ``gen`` (None: unfenced)."""
+        if gen is None:
+            return self
+        from archipelago.blocker.fence import FencedView
+
+        return FencedView(self, key, gen)  # type: ignore[return-value]
+
+    async def fence_drop(self, key: str) -> None:
+        """Forget the fence of a removed map (no-op where fences cost nothing)."""
+
+    async def fence_forget(self, key: str) -> None:
+        """Release what this process caches for fence ``key`` (its volume was closed)."""
 
     async def close(self) -> None:
         """Release resources (files, connections)."""

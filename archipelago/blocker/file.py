@@ -1,8 +1,9 @@
 """Local-file blocker, the embedded default: one file per object under a fan-out tree.
 
 Layout under ``path``: ``objects/ab/cd/<name>`` (ab/cd from a hash of the name),
-``locks/<name>`` (one symlink per held lock, its target the owner string) and ``tmp/``
-(temp files named ``<pid>.<random>``; ones left by dead processes are swept on open).
+``locks/<name>`` (one symlink per held lock, its target the owner string), ``fences/<uid>``
+(writer generations, fence.py) and ``tmp/`` (temp files ``<pid>.<random>``; ones left by
+dead processes are swept on open).
 New names appear only by rename/link of a complete temp file, so a crash never
 exposes a half-written object. With ``fsync`` (the default) data is fdatasync'ed on
 FUA and flush, and directories are fsync'ed once a new name in them must be durable.
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range, parse_owner
+from archipelago.blocker.file_fence import FileFenceMixin
 from archipelago.blocker.fileio import (
     Spare,
     at_least,
@@ -43,7 +45,7 @@ T = TypeVar("T")
 _READ_CHUNK = 1024 * 1024
 
 
-class FileBlocker(Blocker):
+class FileBlocker(FileFenceMixin, Blocker):
     """Objects as files in a directory tree (see module doc)."""
 
     kind = "file"
@@ -64,6 +66,7 @@ class FileBlocker(Blocker):
             for d in (self.root, self._objects, self._locks, self._tmp):
                 os.makedirs(d, mode=0o700, exist_ok=True)
             sweep_dead_temps(self._tmp)
+            self._fences = self.new_fences(self.root)
         except OSError as e:
             self._pool.shutdown(wait=False)
             raise from_errno(e.errno, f"file blocker at {self.root}: {e.strerror}") from e
@@ -83,14 +86,6 @@ class FileBlocker(Blocker):
     def _path(self, name: str) -> str:
         h = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
         return os.path.join(self._objects, h[:2], h[2:4], name)
-
-    def path_of(self, name: str) -> str:
-        """File of object ``name``, for fast paths that pread/pwrite it directly."""
-        return self._path(check_name(name))
-
-    def note_dirty(self, path: str) -> None:
-        """Record a file written outside the blocker (see path_of) so flush() syncs it."""
-        self._note_file(path)
 
     def _temp(self, fill: Callable[[int], object], sync: bool) -> str:
         """A complete temp file written by ``fill(fd)``; removed again if anything fails."""
@@ -333,8 +328,9 @@ class FileBlocker(Blocker):
                 return ZERO_HASH
             content = h.hexdigest()
             target = self._path(content)
-            if os.path.exists(target):
-                return content  # dedup: same name, same content
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(target)  # dedup: same name, same content; young again for GC
+                return content
             tmp = self._temp(lambda dfd: copy_range(fd, dfd, kept), sync=True)
             # link, not replace: a concurrent hasher of equal content may win; both are fine.
             self._publish(tmp, target, replace=False, durable=True)
@@ -393,3 +389,4 @@ class FileBlocker(Blocker):
             self._closed = True
             self._pool.shutdown(wait=True)
             self._spare.remove()
+            self._fences.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archipelago.blocker.base import (
@@ -13,7 +14,7 @@ from archipelago.blocker.base import (
     check_range,
     parse_owner,
 )
-from archipelago.errors import Locked, NotFound
+from archipelago.errors import Fenced, Locked, NotFound
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
 
@@ -23,6 +24,9 @@ class MemoryStore:
 
     objects: dict[str, bytearray] = field(default_factory=dict)
     locks: dict[str, str] = field(default_factory=dict)
+    fences: dict[str, int] = field(default_factory=dict)
+    mtimes: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # tests drive object ages with a fake clock
 
 
 class MemoryBlocker(Blocker):
@@ -55,6 +59,7 @@ class MemoryBlocker(Blocker):
         check_name(name)
         check_range(offset, len(data))
         obj = self._objects.setdefault(name, bytearray())
+        self.store.mtimes[name] = self.store.clock()
         end = offset + len(data)
         # An empty write creates the object but does not extend it (as pwrite and RADOS).
         if data and len(obj) < end:
@@ -66,6 +71,7 @@ class MemoryBlocker(Blocker):
         check_name(name)
         check_range(0, len(data))
         self._objects[name] = bytearray(data)
+        self.store.mtimes[name] = self.store.clock()
 
     async def copy(self, src: str, dst: str, fua: bool = False) -> None:
         """Copy src to dst."""
@@ -74,6 +80,7 @@ class MemoryBlocker(Blocker):
         if src not in self._objects:
             raise NotFound(f"object {src!r} not found")
         self._objects[dst] = bytearray(self._objects[src])
+        self.store.mtimes[dst] = self.store.clock()
 
     async def delete(self, name: str) -> None:
         """Delete an object."""
@@ -107,6 +114,7 @@ class MemoryBlocker(Blocker):
         content = block_hash(data)
         # Stored without trailing zeros, as Pithos does; reads zero-fill them back.
         self._objects.setdefault(content, bytearray(data.rstrip(b"\0")))
+        self.store.mtimes[content] = self.store.clock()  # a dedup hit is a new reference: keep it young
         return content
 
     async def lock(self, name: str, owner: str, wait: bool = False, timeout: float | None = None) -> None:
@@ -137,3 +145,34 @@ class MemoryBlocker(Blocker):
         check_name(name)
         holder = self._locks.get(name)
         return None if holder is None else parse_owner(holder)
+
+    async def fence_bump(self, key: str) -> int:
+        """Grant a new writer generation of map ``key``: older writers become Fenced."""
+        check_name(key)
+        gen = self.store.fences.get(key, 0) + 1
+        self.store.fences[key] = gen
+        return gen
+
+    async def fence_check(self, key: str, gen: int) -> None:
+        """Fenced unless ``gen`` is the current generation of ``key``."""
+        if self.store.fences.get(key, 0) != gen:
+            raise Fenced(f"map {key}: this writer was fenced (its lock was taken over)")
+
+    async def fence_drop(self, key: str) -> None:
+        """Forget the fence of a removed map."""
+        self.store.fences.pop(key, None)
+
+    async def mtime(self, name: str) -> float:
+        """When the object was last written (or touched)."""
+        check_name(name)
+        if name not in self._objects:
+            raise NotFound(f"object {name!r} not found")
+        return self.store.mtimes.get(name, 0.0)
+
+    async def touch(self, name: str) -> bool:
+        """Make an existing object young again (False if absent)."""
+        check_name(name)
+        if name not in self._objects:
+            return False
+        self.store.mtimes[name] = self.store.clock()
+        return True

@@ -24,6 +24,7 @@ from archipelago.blocker.base import (
     check_name,
     check_range,
 )
+from archipelago.blocker.rados_age import RadosAgeMixin
 from archipelago.blocker.rados_aio import (
     Budget,
     client_conf,
@@ -53,7 +54,7 @@ from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 COPY_CHUNK = 8 * 1024 * 1024
 
 
-class RadosBlocker(RadosLocksMixin, Blocker):
+class RadosBlocker(RadosLocksMixin, RadosAgeMixin, Blocker):
     """Objects in one RADOS pool and namespace; locks via the RADOS lock API."""
 
     kind = "rados"

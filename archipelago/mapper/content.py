@@ -181,7 +181,7 @@ async def clone_hashmap(
     missing: list[str] = []
     for i in range(0, len(wanted), BATCH):
         part = wanted[i : i + BATCH]
-        found = await asyncio.gather(*(m.blocker.exists(hx) for hx in part))
+        found = await asyncio.gather(*(m.blocker.touch(hx) for hx in part))  # young for GC
         missing += [hx for hx, ok in zip(part, found, strict=True) if not ok]
     if missing:
         raise NotFound(f"{len(missing)} block(s) missing, first {missing[0]}")

@@ -18,9 +18,13 @@ kind byte and a 32-byte id), then a trailer: xxh3-128 of (index, entries), ``b"K
 not in the bitmap holds only zero entries and is not stored. Entries at or past the
 block count are always zero, so growing a map needs no entry rewrite.
 Entry ids: CONTENT = raw SHA-256 digest; OBJECT = u32 prefix index, u64 epoch,
-u64 block index (big endian), 12 zero bytes. An OBJECT entry is owned (writable in
-place) iff its prefix is the map's own prefix and its epoch is the map's epoch; a
-snapshot bumps the epoch, so every older block becomes shared and is copied up.
+u64 block index, u32 seq, u64 writer generation (big endian; seq and gen zero in maps
+written before fencing). A nonzero (gen, seq) makes the name ``<P>_<epoch>_<index>.<gen
+hex>.<seq hex>``: gen is unique per writable grant, seq per allocation in it, so a
+writable block name is never reused (not even after its block was zeroed and deleted).
+An OBJECT entry is owned (writable in place) iff its prefix is the map's own prefix
+and its epoch is the map's epoch; a snapshot bumps the epoch, so every older block
+becomes shared and is copied up.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ FORMAT = 1
 ZERO = 0
 CONTENT = 1
 OBJECT = 2
-_OBJ_ID = struct.Struct(">IQQ12x")
+_OBJ_ID = struct.Struct(">IQQIQ")
 
 # Map flags.
 F_READONLY = 1
@@ -147,19 +151,26 @@ def new_uid() -> str:
     return secrets.token_hex(8)
 
 
-def object_name(prefix: str, epoch: int, index: int) -> str:
-    """Name of a block owned by a volume (prefix, epoch, block index)."""
-    return f"{prefix}_{epoch:016x}_{index:016x}"
+def object_name(prefix: str, epoch: int, index: int, gen: int = 0, seq: int = 0) -> str:
+    """Name of a block owned by a volume (prefix, epoch, block index, writer gen, seq)."""
+    base = f"{prefix}_{epoch:016x}_{index:016x}"
+    return f"{base}.{gen:x}.{seq:x}" if gen or seq else base
 
 
-def object_id(prefix_index: int, epoch: int, index: int) -> bytes:
+def object_id(prefix_index: int, epoch: int, index: int, gen: int = 0, seq: int = 0) -> bytes:
     """The 32-byte entry id of an owned-style block."""
-    return _OBJ_ID.pack(prefix_index, epoch, index)
+    return _OBJ_ID.pack(prefix_index, epoch, index, seq, gen)
 
 
 def parse_object_id(ident: bytes) -> tuple[int, int, int]:
     """(prefix index, epoch, block index) of an OBJECT entry id."""
-    return _OBJ_ID.unpack(ident)
+    return _OBJ_ID.unpack(ident)[:3]
+
+
+def object_name_of(prefixes: list[str], ident: bytes) -> str | None:
+    """Object name of an OBJECT entry id (None: unknown prefix)."""
+    p, epoch, index, seq, gen = _OBJ_ID.unpack(ident)
+    return object_name(prefixes[p], epoch, index, gen, seq) if p < len(prefixes) else None
 
 
 def blocks_of(size: int, block_size: int) -> int:
@@ -229,10 +240,11 @@ class Header:
         if kind == CONTENT:
             return ident.hex()
         if kind == OBJECT:
-            p, epoch, index = parse_object_id(ident)
-            if p >= len(self.prefixes):
-                raise Corrupt(f"map {self.name!r}: entry names unknown prefix {p}")
-            return object_name(self.prefixes[p], epoch, index)
+            name = object_name_of(self.prefixes, ident)
+            if name is None:
+                raise Corrupt(f"map {self.name!r}: entry names unknown prefix "
+                              f"{parse_object_id(ident)[0]}")
+            return name
         raise Corrupt(f"map {self.name!r}: entry of kind {kind} has no object")
 
     def owns(self, kind: int, ident: bytes) -> bool:

@@ -24,8 +24,8 @@ from archipelago.errors import (
     NotFound,
     ReadOnly,
 )
-from archipelago.mapper import content
-from archipelago.mapper.common import BATCH, VolumeInfo, copy_chunks, delete_quietly, info_of
+from archipelago.mapper import content, removal
+from archipelago.mapper.common import BATCH, VolumeInfo, copy_chunks, info_of
 from archipelago.mapper.format import (
     DEFAULT_BLOCK_SIZE,
     F_READONLY,
@@ -34,7 +34,6 @@ from archipelago.mapper.format import (
     check_size,
     check_user_name,
     check_volume_name,
-    chunk_name,
     decode_header,
     encode_header,
     header_name,
@@ -45,6 +44,7 @@ from archipelago.mapper.format import (
     tombstone,
 )
 from archipelago.mapper.volume import Volume
+from archipelago.metrics import OPEN_VOLUMES
 
 
 class Mapper:
@@ -136,7 +136,14 @@ class Mapper:
             yield v
             return
         h = await self.live(name)
-        yield Volume(self, h, writable=not h.readonly)
+        v = Volume(self, h, writable=not h.readonly)
+        if v.writable:
+            await v.grant()  # we hold the volume lock: fence out any evicted writer
+        try:
+            yield v
+        finally:
+            if v.gen is not None:
+                await self.blocker.fence_forget(h.uid)
 
     # -- operations ----------------------------------------------------------
 
@@ -191,7 +198,15 @@ class Mapper:
                         await self._release(name)
                     raise
             v = Volume(self, h, writable=not h.readonly)
+            if v.writable:
+                try:
+                    await v.grant()  # fences the writer whose lock we may just have broken
+                except BaseException:
+                    if name not in self._held:
+                        await self._release(name)
+                    raise
             self._open[name] = v
+            OPEN_VOLUMES.inc()
         return v
 
     async def close_volume(self, v: Volume) -> None:
@@ -210,6 +225,9 @@ class Mapper:
                     await self.blocker.flush()
             if self._open.get(v.name) is v:
                 del self._open[v.name]
+                OPEN_VOLUMES.dec()
+            if v.gen is not None:
+                await self.blocker.fence_forget(v.header.uid)
             if v.writable and v.name not in self._held:
                 await self._release(v.name)
 
@@ -252,7 +270,7 @@ class Mapper:
                     h = v.header
                     # Bump first: once the snapshot exists, no block it names is ours any more.
                     bumped = replace(h, epoch=h.epoch + 1)
-                    await self.put_header(bumped)
+                    await v.put_header(bumped)
                     v.header = bumped
                     uid = new_uid()
                     await copy_chunks(self.blocker, h, uid, cache=v)
@@ -344,40 +362,11 @@ class Mapper:
 
     async def rename(self, old: str, new: str) -> VolumeInfo:
         """Rename a map that is not open (block names stay; the old name keeps a tombstone)."""
-        check_user_name(old)
-        check_user_name(new)
-        if old == new:
-            raise AlreadyExists(f"volume {new!r} already exists")
-        if old in self._open:
-            raise Busy(f"volume {old!r} is open: close it first")
-        async with self.guard(old, new):
-            h = await self.live(old)
-            await self.free_name(new)
-            # Crash-safe in three atomic steps; read_header settles a half-done rename.
-            await self.put_header(replace(h, moving_to=new))
-            moved = replace(h, name=new, moving_to=None)
-            await self.put_header(moved)
-            await self.put_header(tombstone(h))
-        return info_of(moved)
+        return await removal.rename(self, old, new)
 
     async def remove(self, name: str, *, internal: bool = False) -> None:
         """Remove a map: tombstone header, delete only blocks it owns, then its chunks."""
-        check_user_name(name, internal)
-        async with self.guard(name):
-            v = self._open.get(name)
-            if v is not None and not v.closed:
-                async with v.drain.exclusive():
-                    v.closed = True
-                del self._open[name]
-            else:
-                v = Volume(self, await self.live(name), writable=False)
-            h = v.header
-            await self.put_header(tombstone(h))
-            doomed = await v.owned_names(0, h.nblocks)
-            await delete_quietly(self.blocker, doomed)
-            await delete_quietly(self.blocker, [chunk_name(h.uid, c) for c in h.stored_chunks()])
-            if v.writable and name not in self._held:
-                await self._release(name)
+        await removal.remove(self, name, internal=internal)
 
     async def lock(self, name: str) -> None:
         """Take the volume's lock for this owner (held until unlock or close)."""
@@ -391,8 +380,11 @@ class Mapper:
         v = self._open.get(name)
         if v is not None and v.writable and not v.closed:
             raise Busy(f"volume {name!r} is open here: close it instead")
+        held = await self.blocker.lock_info(lock_name(name)) if force else None
         await self.blocker.unlock(lock_name(name), self.owner, force=force)
         self._held.discard(name)
+        if held is not None and held.owner != self.owner:
+            await removal.fence_out(self.blocker, name)  # the evicted holder may be alive
 
     async def close(self) -> None:
         """Close every open volume (flush, release locks) and release held locks."""

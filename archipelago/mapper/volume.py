@@ -9,12 +9,13 @@ that exist (or zero). Owned objects that lose their entry are deleted after the 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from archipelago.errors import InvalidArgument, Locked, MissingBlock, NotFound, ReadOnly
+from archipelago.errors import Fenced, InvalidArgument, MissingBlock, NotFound, NotSupported, ReadOnly
 from archipelago.hashing import is_zero
 from archipelago.mapper.common import (
     BATCH,
@@ -32,16 +33,18 @@ from archipelago.mapper.format import (
     ZERO,
     ZERO_ID,
     Header,
-    blocks_of,
     chunk_name,
     chunks_of,
     encode_chunk,
+    encode_header,
+    header_name,
     lock_name,
     object_id,
-    object_name,
 )
+from archipelago.metrics import COPYUPS
 
 if TYPE_CHECKING:
+    from archipelago.blocker.base import Blocker
     from archipelago.mapper.mapper import Mapper
 
 __all__ = ["Extent", "Volume", "VolumeInfo", "info_of"]
@@ -78,6 +81,10 @@ class Volume:
         self._pending: dict[int, list[_Update]] = {}
         self._blocks: dict[int, list] = {}
         self._hdr_lock = asyncio.Lock()
+        # Mutations go through _w: fenced once granted (see grant, docs/fencing.md).
+        self._w = mapper.blocker
+        self.gen: int | None = None
+        self._seq = 0
 
     @property
     def info(self) -> VolumeInfo:
@@ -88,6 +95,44 @@ class Volume:
     def name(self) -> str:
         """Volume name."""
         return self.header.name
+
+    # -- fencing -------------------------------------------------------------
+
+    async def grant(self) -> None:
+        """Take a new writer generation (caller holds the volume lock): older writers
+        of this map, e.g. one whose lock was broken, are fenced from now on."""
+        uid = self.header.uid
+        try:
+            self.gen = await self._b.fence_bump(uid)
+        except NotSupported:
+            self.gen = None
+        self._w = self._b.fenced(uid, self.gen)
+        # Without a fence, a random tag still keeps new block names unique.
+        self._tag = self.gen if self.gen is not None else secrets.randbits(63) | 1
+        self._seq = 0
+
+    @property
+    def writer(self) -> Blocker:
+        """The blocker as this writer mutates it (fenced once granted)."""
+        return self._w
+
+    @property
+    def fence(self) -> tuple[str, int] | None:
+        """(fence key, granted generation) of this writer, None if unfenced."""
+        return None if self.gen is None else (self.header.uid, self.gen)
+
+    async def put_header(self, h: Header) -> None:
+        """Durably write this map's header, fenced like every other mutation."""
+        await self._w.put(header_name(h.name), encode_header(h), fua=True)
+
+    async def _new_block(self, i: int) -> tuple[str, bytes]:
+        """(name, entry id) of a fresh writable block for entry ``i``: never reused."""
+        if not hasattr(self, "_tag") or self._seq >= 0xFFFFFFFF:  # ungranted, or seq used up
+            await self.grant()
+        self._seq += 1
+        h = self.header
+        ident = object_id(h.own, h.epoch, i, self._tag, self._seq)
+        return h.name_of(OBJECT, ident), ident
 
     # -- map entries -------------------------------------------------------
 
@@ -134,11 +179,11 @@ class Volume:
                     new[u.off] = u.kind
                     new[u.off + 1 : u.off + ES] = u.ident
                 try:
-                    await self._b.put(chunk_name(self.header.uid, c), encode_chunk(c, new), fua=True)
+                    await self._w.put(chunk_name(self.header.uid, c), encode_chunk(c, new), fua=True)
                     if not self.header.has_chunk(c):
                         async with self._hdr_lock:
                             h = replace(self.header, chunks=self.header.with_chunk(c))
-                            await self._mapper.put_header(h)
+                            await self.put_header(h)
                             self.header = h
                 except BaseException as exc:
                     for u in batch:
@@ -155,8 +200,13 @@ class Volume:
         held = await self._b.lock_info(lock_name(self.name))
         if held is None or held.owner != self._mapper.owner:
             self.fenced = True
+        if not self.fenced and self.gen is not None:
+            try:
+                await self._w.check()
+            except Fenced:
+                self.fenced = True
         if self.fenced:
-            raise Locked(f"lock of {self.name!r} was broken: reopen the volume")
+            raise Fenced(f"lock of {self.name!r} was broken: reopen the volume")
 
     @asynccontextmanager
     async def _block(self, i: int) -> AsyncIterator[None]:
@@ -281,29 +331,30 @@ class Volume:
                 name = h.name_of(kind, ident)
                 if whole and zeros:
                     await self._set_entry(i, ZERO, ZERO_ID)
-                    await delete_quietly(self._b, [name])
+                    await delete_quietly(self._w, [name])
                 else:
-                    await self._b.write(name, o, bytes(n) if data is None else data, fua=fua)
+                    await self._w.write(name, o, bytes(n) if data is None else data, fua=fua)
                 return
             if zeros and (whole or kind == ZERO):
                 if kind != ZERO:
                     await self._set_entry(i, ZERO, ZERO_ID)
                 return
-            new = object_name(h.prefixes[h.own], h.epoch, i)
+            new, new_id = await self._new_block(i)
             payload = bytes(n) if data is None else data
             # A new object is always written whole (put/copy replace): a leftover of a
             # crashed earlier attempt under the same name can never show through.
             if whole:
-                await self._b.put(new, payload, fua=True)
+                await self._w.put(new, payload, fua=True)
             elif kind == ZERO:
-                await self._b.put(new, bytes(o) + bytes(payload), fua=True)
+                await self._w.put(new, bytes(o) + bytes(payload), fua=True)
             else:
+                COPYUPS.inc()
                 try:
-                    await self._b.copy(h.name_of(kind, ident), new)
+                    await self._w.copy(h.name_of(kind, ident), new)
                 except NotFound:
                     raise self._missing(i, kind, ident) from None
-                await self._b.write(new, o, payload, fua=True)
-            await self._set_entry(i, OBJECT, object_id(h.own, h.epoch, i))
+                await self._w.write(new, o, payload, fua=True)
+            await self._set_entry(i, OBJECT, new_id)
 
     async def flush(self) -> None:
         """Make data and map entries durable."""
@@ -315,34 +366,10 @@ class Volume:
 
     async def extents(self, offset: int, size: int) -> list[Extent]:
         """Runs of holes and data covering the range (for NBD block status)."""
+        from archipelago.mapper.maplevel import extents
+
         self._check(offset, size)
-        h = self.header
-        bs = h.block_size
-        out: list[Extent] = []
-
-        def add(start: int, end: int, zero: bool) -> None:
-            start, end = max(start, offset), min(end, offset + size)
-            if start >= end:
-                return
-            if out and out[-1].zero == zero and out[-1].offset + out[-1].length == start:
-                out[-1] = Extent(out[-1].offset, end - out[-1].offset, zero)
-            else:
-                out.append(Extent(start, end - start, zero))
-
-        if size == 0:
-            return out
-        first, last = offset // bs, (offset + size - 1) // bs
-        c = first // EPC
-        while c * EPC <= last:
-            lo, hi = max(first, c * EPC), min(last + 1, (c + 1) * EPC)
-            if not h.has_chunk(c):
-                add(lo * bs, hi * bs, True)
-            else:
-                kinds = (await self.chunk(c))[0::ES]
-                for i in range(lo, hi):
-                    add(i * bs, (i + 1) * bs, kinds[i - c * EPC] == ZERO)
-            c += 1
-        return out
+        return await extents(self, offset, size)
 
     async def close(self) -> None:
         """Flush and release the lock (the last close of a shared open)."""
@@ -366,38 +393,6 @@ class Volume:
 
     async def resize_locked(self, size: int) -> None:
         """Grow (zero entries) or shrink (drop entries, delete owned blocks)."""
-        h = self.header
-        bs = h.block_size
-        if size >= h.size:
-            new = replace(h, size=size)
-            await self._mapper.put_header(new)
-            self.header = new
-            return
-        newn, oldn = blocks_of(size, bs), h.nblocks
-        if size % bs:
-            # Zero what the new last block holds past the end, so growing back reads zeros.
-            i = newn - 1
-            o = size - i * bs
-            await self._write_piece(i, o, min(bs, h.size - i * bs) - o, None, True)
-            h = self.header
-        doomed = await self.owned_names(newn, oldn)
-        dropped: list[int] = []
-        bitmap = h
-        for c in range(newn // EPC, chunks_of(oldn)):
-            if not h.has_chunk(c):
-                continue
-            if c * EPC >= newn:
-                dropped.append(c)
-                bitmap = replace(bitmap, chunks=bitmap.with_chunk(c, False))
-                continue
-            buf = bytearray(await self.chunk(c))
-            start = (newn - c * EPC) * ES
-            buf[start:] = bytes(len(buf) - start)
-            await self._b.put(chunk_name(h.uid, c), encode_chunk(c, buf), fua=True)
-            self._cache[c] = buf
-        new = replace(self.header, size=size, chunks=bitmap.chunks)
-        await self._mapper.put_header(new)
-        self.header = new
-        for c in dropped:
-            self._cache.pop(c, None)
-        await delete_quietly(self._b, [chunk_name(h.uid, c) for c in dropped] + doomed)
+        from archipelago.mapper.maplevel import resize_locked
+
+        await resize_locked(self, size)

@@ -63,6 +63,8 @@ class Publisher:
         self._pub.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64,
                               ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
                               ctypes.POINTER(ctypes.c_char_p), ctypes.c_char_p]
+        self._fence = lib.archip_cf_fence
+        self._fence.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint64]
         self._forget = lib.archip_cf_forget
         self._forget.argtypes = [ctypes.c_char_p]
         self._stats = lib.archip_cf_stats
@@ -96,6 +98,11 @@ class Publisher:
         paths = (ctypes.c_char_p * n)(*[p.encode() for p, _ in entries])
         owned = bytes(1 if o else 0 for _, o in entries)
         self._pub(name.encode(), slot, block_size, gen, first, n, paths, owned)
+
+    def fence(self, name: str, path: str, gen: int) -> None:
+        """The fence (file, writer generation) in-place writes of ``name`` must hold;
+        "" for none (then the filter leaves every write to the plugin)."""
+        self._fence(name.encode(), path.encode(), gen)
 
     def forget(self, name: str) -> None:
         """Drop the entries (and open descriptors) of ``name``: its last connection closed."""

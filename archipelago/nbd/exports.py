@@ -44,7 +44,9 @@ def errno_of(exc: BaseException) -> int:
     if isinstance(exc, NotRunning):
         return errno.ESHUTDOWN  # NBD has no ECONNREFUSED (it would become EINVAL)
     if isinstance(exc, ArchipelagoError):
-        return int(exc.errno)
+        # NBD carries few errnos (nbdkit sends others as EINVAL): a fenced writer
+        # (ESTALE, docs/fencing.md) must look like an I/O error to the guest.
+        return errno.EIO if exc.errno == errno.ESTALE else int(exc.errno)
     if isinstance(exc, OSError) and exc.errno:
         return int(exc.errno)
     if isinstance(exc, TimeoutError):

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from archipelago.errors import Fenced
 from archipelago.mapper.format import ZERO
 from archipelago.mapper.inplace import cached_pieces, owned_pieces
 
@@ -169,6 +170,19 @@ class FastPath:
         pieces = owned_pieces(vol, offset, buf)  # decided for the whole request up front
         if pieces is None:
             return False
+        fence, fences = getattr(vol, "fence", None), getattr(self._blocker, "fences", None)
+        if fence is None or fences is None:
+            return False  # an unfenced writer: the mapper path
+        try:
+            with fences.hold(*fence):
+                return self._write_pieces(vol, h, pieces, buf, fua)
+        except Fenced:
+            vol.fenced = True
+            return False  # the mapper path reports it
+
+    def _write_pieces(self, vol: Any, h: Any, pieces: list, buf: memoryview, fua: bool) -> bool:
+        note = self._note
+        assert note is not None
         for entry, o, p, ln in pieces:
             path = self._file(vol, h, entry)
             try:

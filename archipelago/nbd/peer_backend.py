@@ -230,16 +230,25 @@ class PeerBackend(Backend):
         cache = vol.conn.cache
         if cache is not None:
             cache.flush()
+            self._forget_fence(vol)
             # one line per connection in nbdkit's log: what the map cache served
             print(f"archipelago nbd: closing {vol.name}: map cache served {cache.hits} "
                   f"requests, {cache.fills} fills", file=sys.stderr, flush=True)
             if cache.publisher is not None:  # the C filter's counts (process-wide)
                 cache.publisher.forget(vol.name)
                 r, w, m = cache.publisher.stats()
+                count_cfilter(r, w, m)
                 print(f"archipelago nbd: archip-fast filter served {r} reads, {w} writes, "
                       f"passed {m} on", file=sys.stderr, flush=True)
         if vol.conn.alive():
             vol.handle.close()
+
+    @staticmethod
+    def _forget_fence(vol: Any) -> None:
+        """Close the fence descriptor of ``vol`` (none outlives the volume)."""
+        vc = vol.cache
+        if vc is not None and vc.fence is not None:
+            vol.conn.cache.fences.forget(vc.fence[0])
 
     def size(self, vol: Any) -> int:
         """Size as of open."""
@@ -281,6 +290,7 @@ class PeerBackend(Backend):
         """Flush data (ours first) and map entries."""
         if vol.conn.cache is not None:
             vol.conn.cache.flush()
+            self._forget_fence(vol)
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
@@ -309,3 +319,16 @@ class PeerBackend(Backend):
     def create(self, name: str, size: int) -> None:
         """Create in the daemon."""
         self._client.create(name, size)
+
+
+_SEEN = [0, 0, 0]
+
+
+def count_cfilter(r: int, w: int, m: int) -> None:
+    """Add the C filter's process-wide counts since the last call to the metrics."""
+    from archipelago.metrics import NBD_CFILTER
+
+    for k, (kind, now) in enumerate((("read_hit", r), ("write_hit", w), ("passed", m))):
+        if now > _SEEN[k]:
+            NBD_CFILTER.labels(kind).inc(now - _SEEN[k])
+            _SEEN[k] = now

@@ -28,11 +28,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from archipelago.blocker.fence import PathFences
 from archipelago.blocker.fileio import fdatasync_paths
-from archipelago.errors import ArchipelagoError, NotSupported
+from archipelago.errors import ArchipelagoError, Fenced, NotSupported
 from archipelago.hashing import is_zero
 from archipelago.service.mapgen import GenPage, WriterLocks, slot_of
 
@@ -56,6 +58,7 @@ class VolCache:
     lock: threading.Lock = field(default_factory=threading.Lock)
     filled_at: float = -1e9  # monotonic time of the last refill after a change
     failed: bool = False  # the last locate failed (e.g. the mapper restarting)
+    fence: tuple[str, int] | None = None  # (fence file, writer generation) of its mapper
 
 
 class PeerCache:
@@ -68,6 +71,7 @@ class PeerCache:
         self.locks: WriterLocks | None = None
         self._dirty: set[str] = set()
         self._mutex = threading.Lock()
+        self.fences = PathFences()
         self.hits = self.fills = 0
         # the C filter archip-fast, when nbdkit loaded it: it gets every entry we learn
         # and serves single-block pread/pwrite of them without entering Python (cfilter.py)
@@ -96,6 +100,8 @@ class PeerCache:
                 self.page = GenPage(d["page"])
                 self.locks = WriterLocks(d["page"])
         gen = int(d["gen"])
+        f = d.get("fence")
+        vc.fence = (str(f[0]), int(f[1])) if f else None
         new = {start + k: (str(p), bool(o)) for k, (p, o) in enumerate(d["entries"])}
         with vc.lock:
             g, entries = vc.state
@@ -106,6 +112,7 @@ class PeerCache:
         if self.publisher is not None:
             self.publisher.publish(d["page"], vc.name, vc.slot, vc.block_size, gen, start,
                                    [(str(p), bool(o)) for p, o in d["entries"]])
+            self.publisher.fence(vc.name, *(vc.fence or ("", 0)))
         return True
 
     def _plan(self, vc: VolCache, offset: int, n: int,
@@ -184,15 +191,22 @@ class PeerCache:
         for _, o, p, ln in plan:
             if o == 0 and ln == bs and is_zero(buf[p : p + ln]):
                 return False  # a whole zero block becomes a zero entry in the mapper
-        page, locks = self.page, self.locks
+        page, locks, fence = self.page, self.locks, vc.fence
         assert page is not None and locks is not None
+        if fence is None:
+            return False  # no fence: only the mapper writes
         lfd = locks.acquire(vc.slot)
         if lfd < 0:
             return False  # a snapshot or resize holds the volume
         fds: list[int] = []
+        stack = ExitStack()
         try:
             if page.gen(vc.slot) != gen:
                 return False
+            try:
+                stack.enter_context(self.fences.hold(*fence))
+            except Fenced:
+                return False  # the mapper path reports it
             try:
                 for path, _, _, _ in plan:  # open all first: nothing written unless all exist
                     fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
@@ -210,6 +224,7 @@ class PeerCache:
         finally:
             for fd in fds:
                 os.close(fd)
+            stack.close()  # the fence first: the slot lock guards the generation check
             locks.release(lfd, vc.slot)
         self.hits += 1
         return True
@@ -225,3 +240,4 @@ class PeerCache:
         self.flush()
         if self.locks is not None:
             self.locks.close()
+        self.fences.close()

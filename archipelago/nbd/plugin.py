@@ -264,6 +264,7 @@ def is_rotational(h: Any) -> bool:
 
 def pread(h: Any, buf: memoryview, offset: int, flags: int) -> None:
     """Read into nbdkit's buffer."""
+    _count("read")
     try:
         _table.backend.pread(h.vol, buf, offset)
     except Exception as e:
@@ -272,6 +273,7 @@ def pread(h: Any, buf: memoryview, offset: int, flags: int) -> None:
 
 def pwrite(h: Any, buf: memoryview, offset: int, flags: int) -> None:
     """Write, honouring FUA."""
+    _count("write")
     try:
         _table.backend.pwrite(h.vol, buf, offset, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
@@ -280,6 +282,7 @@ def pwrite(h: Any, buf: memoryview, offset: int, flags: int) -> None:
 
 def flush(h: Any, flags: int) -> None:
     """Persist everything acknowledged so far."""
+    _count("flush")
     try:
         _table.backend.flush(h.vol)
     except Exception as e:
@@ -288,6 +291,7 @@ def flush(h: Any, flags: int) -> None:
 
 def trim(h: Any, count: int, offset: int, flags: int) -> None:
     """Discard a range (reads back as zeros)."""
+    _count("trim")
     try:
         _table.backend.trim(h.vol, offset, count, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
@@ -299,10 +303,24 @@ def zero(h: Any, count: int, offset: int, flags: int) -> None:
     if flags & nbdkit.FLAG_FAST_ZERO and not _whole_blocks(h, offset, count):
         nbdkit.set_error(errno.ENOTSUP)
         raise OSError(errno.ENOTSUP, "fast zero only for whole blocks")
+    _count("zero")
     try:
         _table.backend.zero(h.vol, offset, count, bool(flags & nbdkit.FLAG_FUA))
     except Exception as e:
         _fail(e)
+
+
+_COUNTERS: dict[str, Any] = {}
+
+
+def _count(op: str) -> None:
+    """One NBD request that reached the plugin (archipelago.metrics)."""
+    c = _COUNTERS.get(op)
+    if c is None:
+        from archipelago.metrics import NBD_REQUESTS
+
+        c = _COUNTERS[op] = NBD_REQUESTS.labels(op)
+    c.inc()
 
 
 def _whole_blocks(h: Any, offset: int, count: int) -> bool:

@@ -41,3 +41,4 @@ class Flag(IntFlag):
     FORCE = 4  # break a lock
     EXISTS = 8  # generic "the object exists" bit for replies
     MUST_EXIST = 16  # READ: an absent object is NotFound, not zeros (a map references it)
+    TOUCH = 32  # INFO: also make the object young again (a dedup hit; garbage collection)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from archipelago.errors import ArchipelagoError, NotSupported, PeerDied
+from archipelago.metrics import PeerMetrics
+from archipelago.peers.ops import Op
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
@@ -18,10 +21,14 @@ from archipelago.peers.request import Request
 log = logging.getLogger(__name__)
 BATCH = 64
 NOWAKE = -2  # AP_NOWAKE: complete now, signal the client once per batch
+_DATA_IN = (Op.WRITE, Op.CREATE)
 
 
 class Peer:
     """A server on one port; ``max_inflight`` bounds concurrent dispatches."""
+
+    #: Label of this peer's metrics (archipelago.metrics).
+    role = "peer"
 
     def __init__(self, link: PeerLink, port: int | Port | None = None,
                  max_inflight: int = 64) -> None:
@@ -35,6 +42,7 @@ class Peer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._efd_arr = self.seg.ffi.new("int[]", link.efds)
         self.served = 0
+        self.metrics = PeerMetrics(self.role)
 
     @property
     def wants_requests(self) -> bool:
@@ -72,6 +80,7 @@ class Peer:
             except Exception:  # noqa: BLE001 - declined: dispatch redoes it and reports
                 inline = False
             if inline:
+                self.metrics.done(req.op.name, None, False)
                 owner = req.d.owner
                 lib.ap_complete(base, idx, NOWAKE)
                 woken.add(owner)
@@ -86,8 +95,11 @@ class Peer:
         return n > 0
 
     async def _run(self, req: Request) -> None:
+        t0, failed, op = time.perf_counter(), True, req.op
+        self.metrics.inflight.inc()
         try:
             await self.dispatch(req)
+            failed = False
         except ArchipelagoError as exc:
             req.fail(exc)
         except asyncio.CancelledError:
@@ -97,6 +109,9 @@ class Peer:
             log.exception("dispatch of %s failed", req.op.name)
             req.fail(ArchipelagoError(f"{type(exc).__name__}: {exc}"))
         finally:
+            self.metrics.inflight.dec()
+            nbytes = req.size if op == Op.READ else (len(req.data) if op in _DATA_IN else 0)
+            self.metrics.done(op.name, time.perf_counter() - t0, failed, nbytes)
             lib, base = self.seg.lib, self.seg.base
             owner = req.d.owner
             lib.ap_complete(base, req.idx, NOWAKE)

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name, check_range
-from archipelago.errors import InvalidArgument
+from archipelago.errors import InvalidArgument, NotFound
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.peer import Peer
@@ -31,6 +31,8 @@ LIST_PAGE = 2000
 
 class BlockerPeer(Peer):
     """Serve ``blocker`` on ``port`` (the blocker is closed by the caller)."""
+
+    role = "blocker"
 
     def __init__(self, link: PeerLink, port: int | Port | None, blocker: Blocker,
                  max_inflight: int = 64) -> None:
@@ -54,6 +56,8 @@ class BlockerPeer(Peer):
         elif op == Op.DELETE:
             await b.delete(name)
         elif op == Op.INFO:
+            if req.flags & Flag.TOUCH and not await b.touch(name):
+                raise NotFound(f"object {name!r} not found")
             req.reply(arg=await b.size(name))
         elif op == Op.LIST:
             names = await b.list(name)
@@ -169,6 +173,14 @@ class RemoteBlocker(Blocker):
         r = await self._call(Op.INFO, check_name(name))
         r.release()
         return r.arg
+
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, made young again (INFO with TOUCH)."""
+        try:
+            (await self._call(Op.INFO, check_name(name), flags=Flag.TOUCH)).release()
+        except NotFound:
+            return False
+        return True
 
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names with ``prefix`` (fetched in pages)."""

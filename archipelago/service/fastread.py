@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from archipelago.errors import Fenced
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO
 from archipelago.mapper.inplace import cached_pieces, owned_pieces
 
@@ -89,6 +90,17 @@ class FastReader:
         if pieces is None:
             return False
         plan = [(self.path_of(h.name_of(e[0], e[1:])), o, p, ln) for e, o, p, ln in pieces]
+        fence, fences = vol.fence, getattr(fb, "fences", None)
+        if fence is None or fences is None:
+            return False  # an unfenced writer: the mapper path
+        try:
+            with fences.hold(*fence):
+                return self._write_plan(fb, plan, data, fua)
+        except Fenced:
+            vol.fenced = True
+            return False  # the mapper path reports it
+
+    def _write_plan(self, fb: Any, plan: list, data: memoryview, fua: bool) -> bool:
         fds: list[int] = []
         try:
             for path, _, _, _ in plan:  # open all first: a missing one means no write at all
@@ -159,3 +171,15 @@ def make_fast_reader(cfg: Any) -> FastReader | None:
     if os.environ.get("ARCHIPELAGO_NO_FAST_WRITE") != "1" and hasattr(fb, "note_dirty"):
         fr.blocker = fb
     return fr
+
+
+def fence_files(cfg: Any, fast: FastReader | None = None) -> Any:
+    """The fence files of the configured file blocker (None for other backends); the
+    fast reader's own when it has a blocker (one descriptor cache per process)."""
+    if cfg.blocker.backend != "file":
+        return None
+    if fast is not None and fast.blocker is not None:
+        return fast.blocker.fences
+    from archipelago.blocker.fence import FenceFiles
+
+    return FenceFiles(os.path.abspath(cfg.blocker.file.path))

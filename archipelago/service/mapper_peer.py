@@ -7,9 +7,8 @@ READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZE
 by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
 result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
 resize, rename, remove, lock, unlock, missing, status, locate (entries for a client
-map cache, see mapgen.py). I/O ops need the volume to be open through this peer (any
-handle). Objects go to the blocker peers through a SpreadBlocker, which re-issues
-requests of a blocker peer that died.
+map cache, see mapgen.py), diff. I/O ops need the volume open through this peer. Objects
+go to the blocker peers through a SpreadBlocker (re-issues requests of a dead peer).
 """
 
 from __future__ import annotations
@@ -38,18 +37,14 @@ from archipelago.peers.peer import Peer
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
-from archipelago.service.common import (
-    MAPPER_PORT,
-    blocker_ports,
-    child_args,
-    load,
-    run_child,
-)
-from archipelago.service.fastread import FastReader, make_fast_reader
+from archipelago.service import upkeep_tasks
+from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
+from archipelago.service.fastread import FastReader, fence_files, make_fast_reader
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
+from archipelago.upkeep.diff import map_diff
 
 log = logging.getLogger("archipelago.mapper-peer")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -74,6 +69,8 @@ def info_dict(i: VolumeInfo) -> dict[str, Any]:
 
 class MapperPeer(Peer):
     """Serve volume I/O and volume operations from one Mapper."""
+
+    role = "mapper"
 
     def __init__(self, link: PeerLink, port: Port, mapper: Mapper, spread: SpreadBlocker,
                  max_inflight: int) -> None:
@@ -156,7 +153,7 @@ class MapperPeer(Peer):
             raise InvalidArgument(f"not a content name: {name!r}")
         if len(req.data) == 0 or len(req.data) > 4 * 1024 * 1024:
             raise InvalidArgument("a content block holds 1 byte to 4 MiB")
-        if await self.spread.exists(name):
+        if await self.spread.touch(name):  # dedup hit: young again, spared by GC
             req.reply(arg=0)
             return
         await self.spread.put(name, req.data, fua=False)
@@ -214,10 +211,12 @@ class MapperPeer(Peer):
             return None
         if op == "missing":
             names: list[str] = a["names"]
-            present = await asyncio.gather(*(self.spread.exists(n) for n in names))
+            present = await asyncio.gather(*(self.spread.touch(n) for n in names))  # dedup: GC
             return [n for n, p in zip(names, present, strict=True) if not p]
         if op == "status":
             return self.status()
+        if op == "diff":  # changed extents between two maps (archipelago/upkeep/diff.py)
+            return await map_diff(m, a["frm"], a["to"])
         raise InvalidArgument(f"unknown volume op {op!r}")
 
     async def _open(self, req: Request, name: str, force: bool) -> dict[str, Any]:
@@ -270,8 +269,12 @@ class MapperPeer(Peer):
             raise InvalidArgument(f"no blocks {first}+{count} in {name!r}")
         await self.fast.load(v, first, last)
         gen = self.gens.gen(slot_of(name))  # then the entries, without yielding
+        fences, fence = getattr(self.fast.blocker, "fences", None), v.fence
         return {"gen": gen, "token": self.gens.token, "page": self.gens.path,
-                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last)}
+                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last),
+                # in-place writers hold this fence (docs/fencing.md); none: no such writes
+                "fence": None if fence is None or fences is None
+                else [fences.path(fence[0]), fence[1]]}
 
     async def sweep(self) -> None:
         """Close handles whose client port was released or reclaimed (the client died)."""
@@ -340,21 +343,20 @@ async def serve(args: Any) -> int:
         owner = make_owner("mapper")
         probe = AsyncClient(link)
         await wait_blockers(probe, ports)
-        # Before clients can reach us: a client reopening after a crash must find the dead
-        # mapper's locks already broken.
-        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports), owner))
+        fast = make_fast_reader(cfg)
+        fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
+        # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
+        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences), owner))
         probe.close()
-        # One port both serves clients and submits to the blockers (one pump, one eventfd).
-        port = Port(link, MAPPER_PORT)
-        spread = SpreadBlocker(AsyncClient(link, port), ports)
+        port = Port(link, MAPPER_PORT)  # serves clients and submits to the blockers: one pump
+        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences)
         mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
-        peer.fast = make_fast_reader(cfg)
-        if peer.fast is not None:
-            peer.gens = GenPage(str(inst.run_dir / "mapgen"), writer=True)
+        peer.fast, peer.gens = fast, (None if fast is None else
+                                      GenPage(str(inst.run_dir / "mapgen"), writer=True))
         port.attach()
-        log.info("mapper peer %s serving port %d over blocker ports %s (%d stale locks broken)",
-                 mapper.owner, MAPPER_PORT, ports, n)
+        log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
+                 MAPPER_PORT, ports, n)
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
 
@@ -371,7 +373,8 @@ async def serve(args: Any) -> int:
             log.warning("registry gone: stopping")
             on_term()
 
-        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry())]
+        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry()),
+                 *upkeep_tasks.start(loop, cfg, args)]
         await peer.serve()
         for t in tasks:
             t.cancel()

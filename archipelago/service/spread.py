@@ -15,9 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from archipelago.blocker.base import Blocker, LockInfo
+from archipelago.blocker.base import Blocker, LockInfo, check_name
+from archipelago.blocker.fence import AsyncFenceHolds, FenceFiles, fenced_message
 from archipelago.client.common import block_placement
-from archipelago.errors import NotFound, PeerDied
+from archipelago.errors import Fenced, InvalidArgument, NotFound, PeerDied
+from archipelago.metrics import REISSUES
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.remote import RemoteBlocker
@@ -33,11 +35,47 @@ class SpreadBlocker(Blocker):
 
     kind = "spread"
 
-    def __init__(self, client: AsyncClient, ports: list[int], retry_for: float = 30.0) -> None:
+    def __init__(self, client: AsyncClient, ports: list[int], retry_for: float = 30.0,
+                 fences: FenceFiles | None = None) -> None:
         self.remotes = [RemoteBlocker(client, p) for p in ports]
         self.retry_for = retry_for
         self.inflight = [0] * len(ports)
         self.reissued = 0
+        # File backend: the fence files of the shared directory (docs/fencing.md).
+        self.fences = fences
+        self._holds = AsyncFenceHolds(fences) if fences is not None else None
+
+    async def fence_bump(self, key: str) -> int:
+        """Grant a new writer generation of map ``key`` (file backend: in a thread)."""
+        if self.fences is None:
+            return await super().fence_bump(key)
+        return await asyncio.to_thread(self.fences.bump, check_name(key))
+
+    async def fence_check(self, key: str, gen: int) -> None:
+        """Fenced unless ``gen`` is current."""
+        if self.fences is None:
+            return await super().fence_check(key, gen)
+        if self.fences.current(check_name(key)) != gen:
+            raise Fenced(fenced_message(key))
+
+    async def fenced_op(self, key: str, gen: int, op: str, *args: object) -> None:
+        """The op, sent to a blocker peer while this process holds the fence (checked)."""
+        if self._holds is None:
+            return await super().fenced_op(key, gen, op, *args)
+        if op not in ("write", "put", "copy", "delete"):
+            raise InvalidArgument(f"not a fenced operation: {op!r}")
+        async with self._holds.hold(check_name(key), gen):
+            await getattr(self, op)(*args)
+
+    async def fence_forget(self, key: str) -> None:
+        """Close the cached fence descriptor of a volume closed here."""
+        if self.fences is not None:
+            self.fences.forget(check_name(key))
+
+    async def fence_drop(self, key: str) -> None:
+        """Forget the fence of a removed map."""
+        if self.fences is not None:
+            self.fences.drop(check_name(key))
 
     def _index(self, name: str) -> int:
         return block_placement(name, len(self.remotes))
@@ -59,6 +97,7 @@ class SpreadBlocker(Blocker):
                                 self.remotes[i].dst)
                 retried = True
                 self.reissued += 1
+                REISSUES.inc()
                 await asyncio.sleep(0.05)
             except NotFound:
                 if retried and idempotent_notfound:
@@ -113,6 +152,10 @@ class SpreadBlocker(Blocker):
     async def size(self, name: str) -> int:
         """Object size."""
         return await self._do(name, lambda r: r.size(name))
+
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, made young again (a dedup hit: see gc.py)."""
+        return await self._do(name, lambda r: r.touch(name))
 
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names with ``prefix``."""

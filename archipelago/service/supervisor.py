@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from archipelago import metrics
 from archipelago.blocker.fileio import pwrite_all
 from archipelago.config import Config
 from archipelago.errors import ArchipelagoError, Busy, ConfigError
@@ -224,6 +225,10 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stop.set)
         log.info("daemon %d: segment %s, registry %s, %s backend", os.getpid(),
                  self.segment.path, self.inst.control_socket, self.cfg.blocker.backend)
+        # One metrics directory for every child (archipelago.metrics): emptied per start.
+        mdir = str(self.inst.run_dir / "metrics")
+        metrics.prepare_dir(mdir)
+        os.environ[metrics.ENV] = mdir
         try:
             for c in self.children:
                 self.spawn(c)
@@ -270,6 +275,7 @@ class Supervisor:
                     delay = min(5.0, 0.1 * 2 ** max(0, len(c.deaths) - 2))
                     log.error("%s (pid %d) died (%s): restarting in %.1fs", c.spec.name,
                               c.proc.pid, how, delay)
+                    metrics.mark_dead(c.proc.pid)
                     c.proc = None
                     c.next_start = now + delay
                     self.write_status()
