@@ -109,10 +109,20 @@ async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
         request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
+    if response.status == 204 and request.method != "CONNECT":
+        # Swift says so on every 204; aiohttp drops it (RFC 9110 allows either).
+        response.headers["Content-Length"] = "0"
 
 
 def _seg(raw: str) -> str:
-    return unquote(raw, errors="strict")
+    """One %-decoded path segment; 412 for invalid UTF-8 or a NUL, as Swift."""
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        fail(412, "Invalid UTF8 or contains NULL")
+    return text
 
 
 async def info(request: web.Request) -> web.Response:
@@ -139,6 +149,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     raw = request.rel_url.raw_path
     if raw in ("/info", "/info/"):
         return await info(request)
+    if " " in raw:  # never valid unencoded: Swift refuses what it cannot split
+        fail(412, "Bad URL")
     if raw.startswith(("/auth/v1.0", "/auth/v1")):
         return await auth_v1(request)
     if raw.startswith("/public/"):
@@ -152,9 +164,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if raw in (p, p + "/"):
             if "X-Auth-User" in request.headers and "X-Auth-Token" not in request.headers:
                 return await auth_v1(request, p)
-            user = await authenticate(request)
             if request.method != "GET":
-                fail(405, "Method not allowed")
+                fail(412, "Bad URL")
+            user = await authenticate(request)
             return await _sharing_listing(request, user)
         if raw.startswith(p + "/"):
             return await _storage(request, raw[len(p) + 1:])
@@ -174,9 +186,9 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     acct_raw, _, rest = rest.partition("/")
     cont_raw, _, obj_raw = rest.partition("/")
     account, container, obj = _seg(acct_raw), _seg(cont_raw), _seg(obj_raw)
-    if not account:
+    if not account or (obj_raw and not container):
         fail(404, "Not Found")
-    user = await authenticate(request)
+    user = await authenticate(request, account)
     t = Target(account, container, obj, user)
     if not container:
         return await accounts.handle(request, t)

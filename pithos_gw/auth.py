@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from archipelago.errors import Unauthorized
 from pithos_gw.common import META, HttpError, Target, fail
 from pithos_gw.hooks import AUTH
 
@@ -15,12 +16,17 @@ def token_of(request: web.Request) -> str | None:
     return request.headers.get("X-Auth-Token") or request.query.get("X-Auth-Token")
 
 
-async def authenticate(request: web.Request) -> str:
-    """The account a request's token belongs to; 401 without a valid token."""
+async def authenticate(request: web.Request, realm: str = "unknown") -> str:
+    """The account a request's token belongs to; 401 without a valid token (with Swift's
+    ``WWW-Authenticate`` naming ``realm``, the account as it was in the path)."""
+    challenge = {"WWW-Authenticate": f'Swift realm="{quote(realm)}"'}
     token = token_of(request)
     if not token:
-        fail(401, "Unauthorized: no X-Auth-Token")
-    return await request.app[AUTH].authenticate(token, request.remote)
+        fail(401, "Unauthorized: no X-Auth-Token", challenge)
+    try:
+        return await request.app[AUTH].authenticate(token, request.remote)
+    except Unauthorized as e:
+        raise HttpError(401, e.message, challenge) from None
 
 
 async def auth_v1(request: web.Request, prefix: str = "/v1") -> web.Response:

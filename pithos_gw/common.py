@@ -116,9 +116,9 @@ def parse_until(request: web.Request) -> float | None:
 
 
 def out_value(value: str) -> str:
-    """Header value for the wire (non-ASCII and control characters %-encoded, as Pithos
-    does for non-ASCII: a value stored with CR/LF can never split a header)."""
-    if value.isascii() and value.isprintable():
+    """Header value for the wire: UTF-8 as stored (Swift returns unicode metadata so);
+    control characters %-encoded, so a value stored with CR/LF can never split a header."""
+    if not _control(value):
         return value
     return quote(value, safe=" !#$&'()*+,/:;=?@[]~")
 
@@ -151,28 +151,31 @@ def norm_key(key: str) -> str:
 
 
 def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """User metadata headers with ``prefix`` (and the ``extra`` names), validated."""
+    """User metadata headers with ``prefix`` (and the ``extra`` names), validated; an
+    ``X-Remove-`` header (or an empty value) maps its key to "" (delete)."""
     cfg = request.app[CONFIG]
     out: dict[str, str] = {}
     total = 0
+    remove = "x-remove-" + prefix.lower()[2:]
     for k, v in request.headers.items():
         lk = k.lower()
-        if lk.startswith(prefix.lower()):
-            name = k[len(prefix):]
+        if lk.startswith(prefix.lower()) or lk.startswith(remove):
+            dropped = lk.startswith(remove)
+            name = k[len(remove if dropped else prefix):]
             if not name:
                 fail(400, "Metadata name cannot be empty")
-            if len(name) > cfg.max_meta_name_length:
+            if len(name.encode()) > cfg.max_meta_name_length:
                 fail(400, "Metadata name too long")
-            if len(v) > cfg.max_meta_value_length:
+            if len(v.encode()) > cfg.max_meta_value_length:
                 fail(400, "Metadata value too long")
-            total += len(name) + len(v)
-            key, val = unquote(name), unquote(v.strip())
+            total += len(name.encode()) + len(v.encode())
+            key, val = unquote(name), "" if dropped else unquote(v.strip())
             check_meta_item(key, val)
             out[prefix + norm_key(key)] = val
         elif lk in extra:
             check_meta_item(k, v)
             out[norm_key(k)] = v.strip()
-    if len([k for k in out if k.startswith(prefix)]) > cfg.max_meta_count:
+    if len([k for k, v in out.items() if k.startswith(prefix) and v]) > cfg.max_meta_count:
         fail(400, "Too many metadata items")
     if total > cfg.max_meta_overall_size:
         fail(400, "Total metadata too large")

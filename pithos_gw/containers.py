@@ -13,19 +13,17 @@ from pithos_gw import hashmaps
 from pithos_gw.auth import access, format_sharing, require_owner
 from pithos_gw.common import (
     BLOCKS,
-    CONFIG,
     META,
     Target,
     check_container_name,
     fail,
     http_date,
-    int_param,
     out_name,
     out_value,
     parse_until,
     read_meta,
 )
-from pithos_gw.listing import apply_delimiter, iso, render
+from pithos_gw.listing import iso, listing_limit, listing_type, page, render, reversed_listing
 from pithos_gw.meta import Container, ObjectVersion
 
 
@@ -89,6 +87,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         if until is not None:
             headers["X-Container-Until-Timestamp"] = http_date(until)
         if m == "HEAD":
+            headers["Content-Type"] = listing_type(request)
             return web.Response(status=204, headers=headers)
         return await listing(request, t, headers, until)
     if m == "POST":
@@ -99,7 +98,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         await meta.container_update(t.account, t.container,
                                     read_meta(request, "X-Container-Meta-"), _policy(request),
                                     replace=False)  # Swift and kamaki (?update) both merge
-        return web.Response(status=202)
+        return web.Response(status=204)
     if m == "DELETE":
         await get_container(request, t)
         until = parse_until(request)
@@ -157,19 +156,20 @@ def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
 
 async def _items(request: web.Request, t: Target, until: float | None,
                  keep: Any = None) -> list[dict[str, Any]]:
-    cfg = request.app[CONFIG]
     q = request.query
-    limit = min(int_param(request, "limit", cfg.container_listing_limit) or 0,
-                cfg.container_listing_limit)
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter") or None
     path = q.get("path")
     if path is not None:
         prefix = path if not path or path.endswith("/") else path + "/"
         delimiter = "/"
+    simple = not (delimiter or keep or reversed_listing(request) or "meta" in q)
+    # Only the plain forward listing is cut in SQL; the others filter the whole range.
     objs = await request.app[META].object_list(
-        t.account, t.container, prefix, q.get("marker") or None, q.get("end_marker") or None,
-        None if delimiter or keep else limit, until)
+        t.account, t.container, prefix,
+        (q.get("marker") or None) if not reversed_listing(request) else None,
+        (q.get("end_marker") or None) if not reversed_listing(request) else None,
+        listing_limit(request) if simple else None, until)
     match = meta_filter(q["meta"]) if q.get("meta") else None
     pairs = []
     for v in objs:
@@ -178,7 +178,11 @@ async def _items(request: web.Request, t: Target, until: float | None,
         if keep is not None and not await keep(v):
             continue
         pairs.append((v.name, object_item(request, v)))
-    return apply_delimiter(pairs, prefix, delimiter, limit, q.get("marker") or None)
+    if path is not None:
+        # Swift's path= lists the objects directly under it, never subdir entries.
+        return [it for _, it in pairs if "/" not in it["name"][len(prefix):].rstrip("/")
+                ][: listing_limit(request)]
+    return page(pairs, request, prefix, delimiter)
 
 
 async def listing(request: web.Request, t: Target, headers: dict[str, str],
