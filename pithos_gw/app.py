@@ -11,15 +11,15 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
-from pithos_gw import accounts, containers, objects, plankton, reads
-from pithos_gw.auth import auth_v1, authenticate, sharing_accounts
+from pithos_gw import accounts, containers, expiry, objects, plankton, reads
+from pithos_gw.auth import auth_v1, authenticate, sharing_accounts, token_of
 from pithos_gw.common import (
     BLOCKS,
     CONFIG,
@@ -53,8 +53,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     if status in (204, 304):
         return web.Response(status=status, headers=headers)
     reason = _REASONS.get(status, "Error")
-    text = message if message.startswith(reason) else f"{reason}: {message}"
-    resp = web.Response(status=status, text=text[:300] + "\n", headers=headers)
+    if status == 412:  # Swift's exact texts ("Bad URL"), which clients and tests compare
+        text = message
+    else:
+        text = (message if message.startswith(reason) else f"{reason}: {message}")[:300] + "\n"
+    # Swift's error pages are text/html (their text is plain; clients show it as such).
+    resp = web.Response(status=status, body=text.encode(), headers=headers,
+                        content_type="text/html", charset="UTF-8")
     if headers and headers.get("Connection") == "close":
         resp.force_close()  # the body was not read to its end: no keep-alive
     return resp
@@ -109,6 +114,8 @@ async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
         request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
+    if request.headers.get("Connection", "").lower() == "keep-alive" and response.keep_alive:
+        response.headers.setdefault("Connection", "keep-alive")  # echoed, as Swift
     if response.status == 204 and request.method != "CONNECT":
         # Swift says so on every 204; aiohttp drops it (RFC 9110 allows either).
         response.headers["Content-Length"] = "0"
@@ -188,13 +195,20 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     account, container, obj = _seg(acct_raw), _seg(cont_raw), _seg(obj_raw)
     if not account or (obj_raw and not container):
         fail(404, "Not Found")
-    user = await authenticate(request, account)
+    # No token: an anonymous request, which only a container's ".r:*" ACL lets read.
+    user = await authenticate(request, account) if token_of(request) else ""
     t = Target(account, container, obj, user)
-    if not container:
-        return await accounts.handle(request, t)
-    if not obj:
-        return await containers.handle(request, t)
-    return await objects.handle(request, t)
+    try:
+        if not container:
+            return await accounts.handle(request, t)
+        if not obj:
+            return await containers.handle(request, t)
+        return await objects.handle(request, t)
+    except HttpError as e:
+        if user or e.status != 403:
+            raise
+        raise HttpError(401, "Unauthorized", {
+            "WWW-Authenticate": f'Swift realm="{quote(account)}"'}) from None
 
 
 def make_app(blocker: Blocker, db_path: str | Path,
@@ -224,10 +238,11 @@ def make_app(blocker: Blocker, db_path: str | Path,
         await app[META].close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(expiry.sweeper)
     app.on_response_prepare.append(_trans_id)
     for prefix, sub in (mounts or {}).items():
         app.add_subapp(prefix, sub)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)  # also names with %0A
     return app
 
 

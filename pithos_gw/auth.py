@@ -7,6 +7,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from archipelago.errors import Unauthorized
+from pithos_gw import acl
 from pithos_gw.common import META, HttpError, Target, fail
 from pithos_gw.hooks import AUTH
 
@@ -86,24 +87,28 @@ async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
 
 
 async def access(request: web.Request, t: Target) -> str | None:
-    """"owner", "write", "read" or None: what the requester may do with object ``t``."""
+    """"owner", "write", "read", "writeonly" (a Swift write ACL without read) or None:
+    what the requester may do with object ``t`` (Pithos sharing first, then the
+    container's ACLs)."""
     if t.owner:
         return "owner"
     found = await request.app[META].sharing_effective(t.account, t.container, t.obj)
-    if found is None:
-        return None
-    _, read, write = found
-    if write and await _member(request, t.user, write):
-        return "write"
-    if read and await _member(request, t.user, read):
-        return "read"
-    return None
+    if found is not None:
+        _, read, write = found
+        if write and await _member(request, t.user, write):
+            return "write"
+        if read and await _member(request, t.user, read):
+            return "read"
+    readable, writable = await acl.may_read(request, t), await acl.may_write(request, t)
+    if writable:
+        return "write" if readable else "writeonly"
+    return "read" if readable else None
 
 
 async def require(request: web.Request, t: Target, write: bool = False) -> str:
     """403 unless the requester may read (or write) object ``t``."""
     got = await access(request, t)
-    if got is None or (write and got == "read"):
+    if got is None or (write and got == "read") or (not write and got == "writeonly"):
         raise HttpError(403, "Forbidden")
     return got
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -80,8 +81,8 @@ class Target:
 
 
 def http_date(ts: float) -> str:
-    """RFC 1123 date."""
-    return email.utils.formatdate(ts, usegmt=True)
+    """RFC 1123 date, rounded up to the second as Swift's Last-Modified."""
+    return email.utils.formatdate(math.ceil(ts), usegmt=True)
 
 
 def parse_date(value: str | None) -> float | None:

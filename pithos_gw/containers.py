@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pithos_gw import hashmaps
+from pithos_gw import acl, hashmaps
 from pithos_gw.auth import access, format_sharing, require_owner
 from pithos_gw.common import (
     BLOCKS,
@@ -42,6 +42,13 @@ def _policy(request: web.Request) -> dict[str, str]:
     p = request.headers.get("X-Container-Policy-Project")
     if p is not None:
         out["project"] = p
+    for kind in ("read", "write"):
+        for hdr in (f"X-Container-{kind}", f"X-Remove-Container-{kind}"):
+            if hdr in request.headers:
+                out[kind] = "" if "Remove" in hdr else acl.parse_acl(request.headers[hdr])
+    sp = request.headers.get("X-Storage-Policy")
+    if sp is not None and sp.strip().lower() not in ("", "default"):
+        fail(400, f"Invalid X-Storage-Policy {sp[:64]!r}")
     return out
 
 
@@ -52,7 +59,10 @@ def container_headers(request: web.Request, c: Container) -> dict[str, str]:
          "X-Container-Block-Size": str(bs), "X-Container-Block-Hash": "sha256",
          "X-Container-Policy-Versioning": c.policy.get("versioning", "auto"),
          "X-Container-Policy-Quota": c.policy.get("quota", "0"),
-         "Last-Modified": http_date(c.mtime)}
+         "Last-Modified": http_date(c.mtime), "X-Storage-Policy": "default"}
+    for kind in ("read", "write"):
+        if c.policy.get(kind):
+            h[f"X-Container-{kind.capitalize()}"] = c.policy[kind]
     for k, v in c.meta.items():
         h[out_name(k)] = out_value(v)
     return h
@@ -72,8 +82,11 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     check_container_name(request, t.container)
     meta = request.app[META]
     m = request.method
-    if m == "GET" and not t.owner:
-        return await shared_listing(request, t)
+    if m in ("GET", "HEAD") and not t.owner:
+        if await acl.may_list(request, t):
+            return await _read(request, t, m)
+        if m == "GET":
+            return await shared_listing(request, t)
     require_owner(t)
     if m == "PUT":
         created = await meta.container_put(t.account, t.container,
@@ -81,15 +94,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
                                            _policy(request))
         return web.Response(status=201 if created else 202)
     if m in ("HEAD", "GET"):
-        until = parse_until(request)
-        c = await get_container(request, t, until)
-        headers = container_headers(request, c)
-        if until is not None:
-            headers["X-Container-Until-Timestamp"] = http_date(until)
-        if m == "HEAD":
-            headers["Content-Type"] = listing_type(request)
-            return web.Response(status=204, headers=headers)
-        return await listing(request, t, headers, until)
+        return await _read(request, t, m)
     if m == "POST":
         await get_container(request, t)
         ctype = request.headers.get("Content-Type", "")
@@ -111,6 +116,22 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         await meta.container_delete(t.account, t.container)
         return web.Response(status=204)
     fail(405, "Method not allowed")
+
+
+async def _read(request: web.Request, t: Target, m: str) -> web.StreamResponse:
+    """HEAD or GET (listing) of a container."""
+    until = parse_until(request)
+    c = await get_container(request, t, until)
+    headers = container_headers(request, c)
+    if not t.owner:  # the ACLs are the owner's business
+        headers.pop("X-Container-Read", None)
+        headers.pop("X-Container-Write", None)
+    if until is not None:
+        headers["X-Container-Until-Timestamp"] = http_date(until)
+    if m == "HEAD":
+        headers["Content-Type"] = listing_type(request)
+        return web.Response(status=204, headers=headers)
+    return await listing(request, t, headers, until)
 
 
 _META_RE = re.compile(r"^\s*(!?)([^!=<>]+?)\s*(?:(!=|<=|>=|=|<|>)\s*(.*?))?\s*$")

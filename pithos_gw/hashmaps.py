@@ -212,11 +212,13 @@ async def _partial_update(request: web.Request, t: Target) -> web.Response:
     if cr is not None:
         offset, length = _content_range(cr, size)
         if src_name is not None:
-            sc, so = objects._split_path(src_name)
+            from pithos_gw.copying import split_path
+
+            sc, so = split_path(src_name, "X-Source-Object")
             src = Target(request.headers.get("X-Source-Account") or t.account, sc, so, t.user)
             from pithos_gw.auth import access
 
-            if await access(request, src) is None:
+            if await access(request, src) in (None, "writeonly"):
                 fail(403, "Forbidden")
             sv = await meta.object_get(src.account, src.container, src.obj,
                                        objects._version_param(request, "X-Source-Version"))

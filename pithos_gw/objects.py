@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import hashmaps, reads
+from pithos_gw import copying, expiry, hashmaps, reads
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -48,8 +48,9 @@ def _version_param(request: web.Request, name: str = "version") -> int | None:
 
 
 async def current(request: web.Request, t: Target) -> ObjectVersion | None:
-    """The current version of ``t`` (or None)."""
-    return await request.app[META].object_get(t.account, t.container, t.obj)
+    """The current version of ``t`` (or None, also once it expired)."""
+    return await expiry.live(request, await request.app[META].object_get(
+        t.account, t.container, t.obj))
 
 
 def reply_headers(request: web.Request, v: ObjectVersion) -> dict[str, str]:
@@ -68,12 +69,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     if m == "PUT":
         return await put(request, t)
     if m == "COPY" or m == "MOVE":
-        dest = request.headers.get("Destination")
-        if not dest:
-            fail(400, "Destination header required")
-        dc, do = _split_path(dest)
-        dst = Target(request.headers.get("Destination-Account") or t.account, dc, do, t.user)
-        return await copy_move(request, t, dst, m == "MOVE")
+        return await copying.copy_or_move(request, t)
     if m == "POST":
         h = request.headers
         if "Content-Range" in h or "X-Source-Object" in h or "X-Object-Bytes" in h:
@@ -86,18 +82,10 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     fail(405, "Method not allowed")
 
 
-def _split_path(value: str) -> tuple[str, str]:
-    path = unquote(value, errors="strict").lstrip("/")
-    cont, _, obj = path.partition("/")
-    if not cont or not obj:
-        fail(400, "Bad copy or move path")
-    return cont, obj
-
-
 async def get(request: web.Request, t: Target) -> web.StreamResponse:
     """GET/HEAD an object, a version, its version list or its hashmap."""
     allowed = await access(request, t)
-    if allowed is None:
+    if allowed is None or allowed == "writeonly":
         fail(403, "Forbidden")
     if request.query.get("version") == "list":
         return await reads.versions_list(request, t)
@@ -106,6 +94,8 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     if "until" in request.query:
         until = parse_until(request)
     v = await request.app[META].object_get(t.account, t.container, t.obj, version, until)
+    if version is None and until is None:
+        v = await expiry.live(request, v)
     if v is None:
         if request.headers.get("If-Match") is not None:
             fail(412, "Precondition Failed")
@@ -127,7 +117,8 @@ async def _send_manifest(request: web.Request, t: Target, v: ObjectVersion,
     cont, _, prefix = unquote(manifest, errors="strict").lstrip("/").partition("/")
     parts = []
     for p in await request.app[META].object_list(t.account, cont, prefix):
-        if t.owner or await access(request, Target(t.account, cont, p.name, t.user)):
+        if t.owner or await access(request, Target(t.account, cont, p.name, t.user)) not in (
+                None, "writeonly"):
             parts.append(p)
     joined = "".join(etag_of(request, p) for p in parts)
     headers["ETag"] = '"' + hashlib.md5(joined.encode()).hexdigest() + '"'
@@ -175,20 +166,22 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
                   "large object (swift upload -S SIZE, without --use-slo)")
     if "hashmap" in request.query:
         return await hashmaps.put_hashmap(request, t)
-    for hdr, move in (("X-Copy-From", False), ("X-Move-From", True)):
-        if hdr in request.headers:
-            sc, so = _split_path(request.headers[hdr])
-            src = Target(request.headers.get("X-Source-Account") or t.account, sc, so, t.user)
-            return await copy_move(request, src, t, move)
+    if "X-Copy-From" in request.headers or "X-Move-From" in request.headers:
+        return await copying.put_from(request, t)
     cfg = request.app[CONFIG]
     clen = request.headers.get("Content-Length")
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if clen is None and not chunked:
+    te = request.headers.get("Transfer-Encoding", "").lower().replace(" ", "")
+    if te and te != "chunked":
+        fail(501, "Not Implemented: only chunked transfer coding is supported")
+    if clen is None and not te:
         fail(411, "Length Required")
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and inm.strip() != "*":
+        fail(400, "If-None-Match only supports *")
     digits = clen is not None and clen.isascii() and clen.isdigit()
     if clen is not None and (not digits or int(clen) > cfg.max_file_size):
         fail(413 if digits else 400, "Bad Content-Length")
-    meta = read_meta(request, "X-Object-Meta-", _EXTRA)
+    meta = expiry.apply(request, read_meta(request, "X-Object-Meta-", _EXTRA))
     sharing = _sharing(request)
     old = await current(request, t)
     reads.check_conditions(request, old)
@@ -289,63 +282,6 @@ async def _apply_sharing_public(request: web.Request, t: Target,
         await meta.public_set(t.account, t.container, t.obj, on)
 
 
-async def copy_move(request: web.Request, src: Target, dst: Target,
-                    move: bool) -> web.StreamResponse:
-    """Copy or move an object: the new version reuses the source map, no data moves."""
-    check_container_name(request, dst.container)
-    check_object_name(request, dst.obj)
-    got = await access(request, src)
-    if got is None or (move and not src.owner):
-        # A move deletes the source: only its owner may (DELETE is owner-only; Pithos'
-        # move_object refuses any other user). Sharees copy.
-        fail(403, "Forbidden")
-    await _may_write(request, dst)
-    version = _version_param(request, "X-Source-Version") if not move else None
-    meta = request.app[META]
-    v = await meta.object_get(src.account, src.container, src.obj, version)
-    if v is None:
-        fail(404 if src.owner else 403, "Source object not found")
-    old = await current(request, dst)
-    await _container_ok(request, dst.account, dst.container, v.bytes - (old.bytes if old else 0))
-    reads.check_conditions(request, old)
-    fresh = request.headers.get("X-Fresh-Metadata", "").lower() in ("true", "1", "yes")
-    new_meta = {} if fresh else dict(v.meta)
-    new_meta.update(read_meta(request, "X-Object-Meta-", _EXTRA))
-    ctype = v.content_type
-    if request.method != "PUT" and "ignore_content_type" not in request.query:
-        ctype = request.headers.get("Content-Type") or ctype
-    same = (src.account, src.container, src.obj) == (dst.account, dst.container, dst.obj)
-    nv = await _record(request, dst, v.hashes, v.bytes, v.checksum, new_meta, _sharing(request),
-                       ctype=ctype, uuid=v.uuid if move else None)
-    if move and not same:
-        await meta.object_delete(src.account, src.container, src.obj)
-    delim = request.query.get("delimiter")
-    if delim and not same:
-        await _copy_tree(request, src, dst, delim, move)
-    headers = reply_headers(request, nv)
-    headers["X-Copied-From"] = quote(f"{src.container}/{src.obj}")
-    return web.Response(status=201, headers=headers)
-
-
-async def _copy_tree(request: web.Request, src: Target, dst: Target, delim: str,
-                     move: bool) -> None:
-    """COPY/MOVE ?delimiter: also every object under ``src.obj + delim`` (maps only)."""
-    meta = request.app[META]
-    base = src.obj + delim
-    for v in await meta.object_list(src.account, src.container, base):
-        s = Target(src.account, src.container, v.name, src.user)
-        d = Target(dst.account, dst.container, dst.obj + delim + v.name[len(base):], dst.user)
-        got = await access(request, s)
-        if got is None or (move and not s.owner):
-            continue
-        check_object_name(request, d.obj)
-        await _may_write(request, d)
-        await _record(request, d, v.hashes, v.bytes, v.checksum, dict(v.meta), None,
-                      ctype=v.content_type, uuid=v.uuid if move else None)
-        if move:
-            await meta.object_delete(s.account, s.container, s.obj)
-
-
 async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
     """POST meta, sharing and public state (Swift replaces meta; ?update merges)."""
     await _may_write(request, t)
@@ -365,6 +301,7 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
                 else:
                     merged.pop(k, None)
             new = merged
+        new = expiry.apply(request, new, v.meta)
         ctype = request.headers.get("Content-Type")
         await request.app[META].object_set_meta(t.account, t.container, t.obj, new,
                                                 ctype if ctype and t.owner else None)

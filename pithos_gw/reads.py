@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -74,11 +75,14 @@ def check_conditions(request: web.Request, v: ObjectVersion | None,
     """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does."""
     read = request.method in ("GET", "HEAD")
     etag = etag_of(request, v) if v else None
+    # A read's 412 carries the object's validators, as Swift's (clients compare them).
+    keep = ("ETag", "Last-Modified", "X-Timestamp")
+    failed = {k: val for k, val in (headers or {}).items() if k in keep} if read else {}
     im = request.headers.get("If-Match")
     if im is not None:
         tags = _etags(im)
         if v is None or ("*" not in tags and etag not in tags):
-            fail(412, "Precondition Failed")
+            fail(412, "Precondition Failed", failed)
     inm = request.headers.get("If-None-Match")
     if inm is not None and v is not None:
         tags = _etags(inm)
@@ -89,10 +93,10 @@ def check_conditions(request: web.Request, v: ObjectVersion | None,
     if v is None:
         return
     ius = parse_date(request.headers.get("If-Unmodified-Since"))
-    if ius is not None and int(v.mtime) > ius:
-        fail(412, "Precondition Failed")
+    if ius is not None and math.ceil(v.mtime) > ius:
+        fail(412, "Precondition Failed", failed)
     ims = parse_date(request.headers.get("If-Modified-Since"))
-    if read and inm is None and ims is not None and int(v.mtime) <= ims:
+    if read and inm is None and ims is not None and math.ceil(v.mtime) <= ims:
         raise HttpError(304, "", headers or {})
 
 
@@ -177,9 +181,14 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
     if rng:
         if_range = request.headers.get("If-Range")
         ok = if_range is None or if_range.strip('"') == headers["ETag"] or (
-            (ts := parse_date(if_range)) is not None and int(v.mtime) <= ts)
+            (ts := parse_date(if_range)) is not None and math.ceil(v.mtime) <= ts)
         if ok:
-            ranges = parse_ranges(rng, size)
+            try:
+                ranges = parse_ranges(rng, size)
+            except HttpError as e:
+                e.headers.update({k: val for k, val in headers.items()
+                                  if k in ("ETag", "Last-Modified", "X-Timestamp")})
+                raise
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
     resp = web.StreamResponse(status=200, headers=headers)

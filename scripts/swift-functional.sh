@@ -44,14 +44,22 @@ fi
 data=$(mktemp -d /tmp/archip-swiftfunc.XXXXXX)
 cleanup() {
   "$archip" --data-dir "$data" gateway stop >/dev/null 2>&1 || true
+  # The gateway's log of the last run stays in the cache, for a failing test's server side.
+  cp "$data/log/gateway.log" "$cache/last-gateway.log" 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# Swift's default constraints where the tests read them from /info; segments of 1 MiB
-# and a max object size of 64 MiB keep the large-object tests small.
-"$archip" --data-dir "$data" -o gateway.max_file_size=$((64 << 20)) \
-  gateway start --listen 127.0.0.1:0 >/dev/null
+# A max object size of 64 MiB (in /info) keeps the large-object tests small.
+# The gateway's own v1 users (no control-plane plugin): account = user name, so the
+# tests' ACLs ("test2:tester2") name accounts as they do on Swift's tempauth.
+cat >"$data/archipelago.toml" <<EOF
+[control]
+plugins = []
+[gateway]
+max_file_size = $((64 << 20))
+EOF
+"$archip" --data-dir "$data" gateway start --listen 127.0.0.1:0 >/dev/null
 url=$("$archip" --data-dir "$data" --json gateway status | "$root/.venv/bin/python" -c \
   'import json,sys; print(json.load(sys.stdin)["url"])')
 key1=$("$archip" --data-dir "$data" gateway user add test)
