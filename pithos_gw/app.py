@@ -94,6 +94,9 @@ async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResp
 def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
     """The short reply for an error raised before the response started."""
     if isinstance(e, HttpError):
+        if e.body is not None:
+            return web.Response(status=e.status, body=e.body, headers=e.headers,
+                                content_type="text/html", charset="UTF-8")
         return _error(e.status, e.message, e.headers)
     if isinstance(e, ArchipelagoError):
         return _error(e.http_status, e.message)

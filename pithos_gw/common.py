@@ -65,6 +65,12 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> No
     raise HttpError(status, message, headers)
 
 
+def fail_exact(status: int, text: str) -> NoReturn:
+    """Raise an HttpError whose body is exactly ``text`` (Swift's wording, which clients
+    and Swift's own tests compare byte for byte)."""
+    raise HttpError(status, text, body=text.encode())
+
+
 @dataclass
 class Target:
     """What a request addresses, and who asks."""

@@ -182,7 +182,7 @@ async def _items(request: web.Request, t: Target, until: float | None,
     delimiter = q.get("delimiter") or None
     path = q.get("path")
     if path is not None:
-        prefix = path if not path or path.endswith("/") else path + "/"
+        prefix = path.rstrip("/") + "/" if path else ""
         delimiter = "/"
     simple = not (delimiter or keep or reversed_listing(request) or "meta" in q)
     # Only the plain forward listing is cut in SQL; the others filter the whole range.
@@ -201,8 +201,8 @@ async def _items(request: web.Request, t: Target, until: float | None,
         pairs.append((v.name, object_item(request, v)))
     if path is not None:
         # Swift's path= lists the objects directly under it, never subdir entries.
-        return [it for _, it in pairs if "/" not in it["name"][len(prefix):].rstrip("/")
-                ][: listing_limit(request)]
+        return [it for name, it in pairs if name != prefix
+                and "/" not in name[len(prefix):].rstrip("/")][: listing_limit(request)]
     return page(pairs, request, prefix, delimiter)
 
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from pithos_gw.common import MAX_INT64, META, fail, now
+from pithos_gw.common import META, fail, fail_exact, now
 from pithos_gw.meta import ObjectVersion
 
 KEY = "X-Delete-At"
@@ -31,19 +31,17 @@ def requested(request: web.Request) -> int | None:
     if "X-Delete-After" in h:
         after = h["X-Delete-After"]
         if not (after.strip().isascii() and after.strip().lstrip("-").isdigit()):
-            fail(400, "Non-integer X-Delete-After")
+            fail_exact(400, "Non-integer X-Delete-After")
         n = int(after)
         if n < 0:
-            fail(400, "X-Delete-After in past")
+            fail_exact(400, "X-Delete-After in past")
         return int(now()) + n
     if "X-Delete-At" in h:
         at = h["X-Delete-At"].strip()
         if not (at.isascii() and at.isdigit()):
-            fail(400, "Non-integer X-Delete-At")
+            fail_exact(400, "Non-integer X-Delete-At")
         if int(at) <= now():
-            fail(400, "X-Delete-At in past")
-        if int(at) > MAX_INT64:
-            fail(400, "Non-integer X-Delete-At")
+            fail_exact(400, "X-Delete-At in past")
         return int(at)
     return None
 
@@ -59,6 +57,17 @@ def apply(request: web.Request, meta: dict[str, str],
     elif "X-Remove-Delete-At" not in request.headers and old and old.get(KEY):
         out[KEY] = old[KEY]
     return out
+
+
+def check_if_delete_at(request: web.Request, v: ObjectVersion) -> None:
+    """DELETE with X-If-Delete-At: 400 unless an integer, 412 unless it is ``v``'s expiry."""
+    want = request.headers.get("X-If-Delete-At")
+    if want is None:
+        return
+    if not (want.strip().isascii() and want.strip().isdigit()):
+        fail_exact(400, "Bad X-If-Delete-At header value")
+    if v.meta.get(KEY) != str(int(want)):
+        fail(412, "X-If-Delete-At and X-Delete-At do not match")
 
 
 def expired(v: ObjectVersion | None) -> bool:

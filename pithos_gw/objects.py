@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import copying, expiry, hashmaps, reads
+from pithos_gw import acl, copying, expiry, hashmaps, reads
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -310,8 +310,9 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
 
 
 async def delete(request: web.Request, t: Target) -> web.StreamResponse:
-    """DELETE an object (owner only); ?delimiter also deletes everything under it."""
-    if not t.owner:
+    """DELETE an object (owner or a container write ACL); ?delimiter also deletes
+    everything under it."""
+    if not t.owner and not await acl.may_write(request, t):
         fail(403, "Forbidden")
     meta = request.app[META]
     if "until" in request.query:
@@ -329,7 +330,9 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
             return web.Response(status=204)
         fail(404, "Object not found")
     reads.check_conditions(request, v)
+    expiry.check_if_delete_at(request, v)
     await meta.object_delete(t.account, t.container, t.obj)
-    return web.Response(status=204)
+    # Swift's DELETE answers carry its (empty) error-page type; clients compare it.
+    return web.Response(status=204, headers={"Content-Type": "text/html; charset=UTF-8"})
 
 

@@ -186,8 +186,8 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
             try:
                 ranges = parse_ranges(rng, size)
             except HttpError as e:
-                e.headers.update({k: val for k, val in headers.items()
-                                  if k in ("ETag", "Last-Modified", "X-Timestamp")})
+                e.headers.update({k: val for k, val in headers.items() if k in (
+                    "ETag", "Last-Modified", "X-Timestamp", "Accept-Ranges")})
                 raise
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}

@@ -64,5 +64,8 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     timeout = app[CONFIG].client_timeout
     # After an error reply to an unfinished upload aiohttp reads and drops the rest for
     # lingering_time (so the client sees the reply): a stalled client gets no more time.
+    # auto_decompress=False: a body sent with Content-Encoding: gzip is the object's
+    # content, stored as sent (Swift does not decode it either).
     return _Runner(app, keepalive_timeout=timeout, lingering_time=min(10.0, timeout),
+                   auto_decompress=False,
                    **kwargs)
