@@ -9,6 +9,7 @@ from pithos_gw.common import (
     CONFIG,
     META,
     Target,
+    check_meta_totals,
     fail,
     http_date,
     int_param,
@@ -59,6 +60,8 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         return await listing(request, t, headers)
     if request.method == "POST":
         new_meta = read_meta(request, "X-Account-Meta-")
+        check_meta_totals(request, (await meta.account_get(t.account)).meta, new_meta,
+                          "X-Account-Meta-")
         groups = _groups(request)
         # Swift merges account meta on POST (an empty value deletes a key); kamaki sends
         # ?update for the same effect, so merging serves both. Groups change only if sent.

@@ -159,8 +159,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     raw = request.rel_url.raw_path
     if raw in ("/info", "/info/"):
         return await info(request)
-    if " " in raw:  # never valid unencoded: Swift refuses what it cannot split
-        fail(412, "Bad URL")
+    if " " in raw or (raw.startswith("/info") and unquote(raw).startswith("/info ")):
+        fail(412, "Bad URL")  # a request line Swift cannot split ("GET /info asdf")
     if raw.startswith(("/auth/v1.0", "/auth/v1")):
         return await auth_v1(request)
     if raw.startswith("/public/"):

@@ -189,6 +189,19 @@ def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) ->
     return out
 
 
+def check_meta_totals(request: web.Request, old: dict[str, str], new: dict[str, str],
+                      prefix: str) -> None:
+    """400 when ``new`` merged over ``old`` (an empty value deletes) passes the count or
+    overall-size limits: Swift counts what the account or container will hold."""
+    cfg = request.app[CONFIG]
+    merged = {**old, **new}
+    items = [(k[len(prefix):], v) for k, v in merged.items() if k.startswith(prefix) and v]
+    if len(items) > cfg.max_meta_count:
+        fail(400, "Too many metadata items")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in items) > cfg.max_meta_overall_size:
+        fail(400, "Total metadata too large")
+
+
 def check_container_name(request: web.Request, name: str) -> None:
     """400 on a bad container name (its length counted in UTF-8 bytes, as Swift)."""
     if not name or "/" in name or "\0" in name:

@@ -16,6 +16,7 @@ from pithos_gw.common import (
     META,
     Target,
     check_container_name,
+    check_meta_totals,
     fail,
     http_date,
     out_name,
@@ -100,8 +101,10 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         ctype = request.headers.get("Content-Type", "")
         if ctype.startswith("application/octet-stream"):
             return await hashmaps.upload_blocks(request, t)
-        await meta.container_update(t.account, t.container,
-                                    read_meta(request, "X-Container-Meta-"), _policy(request),
+        new_meta = read_meta(request, "X-Container-Meta-")
+        old_c = await get_container(request, t)
+        check_meta_totals(request, old_c.meta, new_meta, "X-Container-Meta-")
+        await meta.container_update(t.account, t.container, new_meta, _policy(request),
                                     replace=False)  # Swift and kamaki (?update) both merge
         return web.Response(status=204)
     if m == "DELETE":

@@ -70,14 +70,14 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
         # A move deletes the source: only its owner may (DELETE is owner-only; Pithos'
         # move_object refuses any other user). Sharees copy.
         fail(403, "Forbidden")
-    await objects._may_write(request, dst)
     version = objects._version_param(request, "X-Source-Version") if not move else None
     meta = request.app[META]
     v = await meta.object_get(src.account, src.container, src.obj, version)
     if version is None:
         v = await expiry.live(request, v)
-    if v is None:
+    if v is None:  # before the destination's checks, as Swift: the source is read first
         fail(404, "Source object not found")
+    await objects._may_write(request, dst)
     hashes, size, md5 = v.hashes, v.bytes, v.checksum
     rng = request.headers.get("Range")
     ranges = reads.parse_ranges(rng, v.bytes) if rng and not move else None

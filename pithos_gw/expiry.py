@@ -20,6 +20,8 @@ from pithos_gw.common import META, fail, fail_exact, now
 from pithos_gw.meta import ObjectVersion
 
 KEY = "X-Delete-At"
+#: Swift's largest timestamp (10 digits): later expiries are clamped to it.
+MAX_DELETE_AT = 9999999999
 SWEEP_SECONDS = 30.0
 log = logging.getLogger("pithos_gw")
 
@@ -42,7 +44,7 @@ def requested(request: web.Request) -> int | None:
             fail_exact(400, "Non-integer X-Delete-At")
         if int(at) <= now():
             fail_exact(400, "X-Delete-At in past")
-        return int(at)
+        return min(int(at), MAX_DELETE_AT)
     return None
 
 
@@ -59,14 +61,15 @@ def apply(request: web.Request, meta: dict[str, str],
     return out
 
 
-def check_if_delete_at(request: web.Request, v: ObjectVersion) -> None:
-    """DELETE with X-If-Delete-At: 400 unless an integer, 412 unless it is ``v``'s expiry."""
+def check_if_delete_at(request: web.Request, v: ObjectVersion | None) -> None:
+    """DELETE with X-If-Delete-At: 400 unless an integer, 412 unless it is ``v``'s expiry
+    (``v`` None: the syntax only)."""
     want = request.headers.get("X-If-Delete-At")
     if want is None:
         return
     if not (want.strip().isascii() and want.strip().isdigit()):
         fail_exact(400, "Bad X-If-Delete-At header value")
-    if v.meta.get(KEY) != str(int(want)):
+    if v is not None and v.meta.get(KEY) != str(int(want)):
         fail(412, "X-If-Delete-At and X-Delete-At do not match")
 
 

@@ -157,6 +157,8 @@ async def _may_write(request: web.Request, t: Target) -> None:
 
 async def put(request: web.Request, t: Target) -> web.StreamResponse:
     """PUT data (streamed), a hashmap, or a copy/move (X-Copy-From, X-Move-From)."""
+    if "X-Copy-From" in request.headers or "X-Move-From" in request.headers:
+        return await copying.put_from(request, t)  # checks the source first, as Swift
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
     if request.query.get("multipart-manifest") == "put":
@@ -166,8 +168,6 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
                   "large object (swift upload -S SIZE, without --use-slo)")
     if "hashmap" in request.query:
         return await hashmaps.put_hashmap(request, t)
-    if "X-Copy-From" in request.headers or "X-Move-From" in request.headers:
-        return await copying.put_from(request, t)
     cfg = request.app[CONFIG]
     clen = request.headers.get("Content-Length")
     te = request.headers.get("Transfer-Encoding", "").lower().replace(" ", "")
@@ -314,6 +314,7 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
     everything under it."""
     if not t.owner and not await acl.may_write(request, t):
         fail(403, "Forbidden")
+    expiry.check_if_delete_at(request, None)  # its syntax, before looking the object up
     meta = request.app[META]
     if "until" in request.query:
         until = parse_until(request)
