@@ -18,7 +18,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
-from pithos_gw import accounts, containers, expiry, objects, plankton, reads
+from pithos_gw import (
+    accounts,
+    bulk,
+    containers,
+    expiry,
+    objects,
+    plankton,
+    reads,
+    slo,
+    tempurl,
+)
 from pithos_gw.auth import auth_v1, authenticate, sharing_accounts, token_of
 from pithos_gw.common import (
     BLOCKS,
@@ -46,6 +56,8 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             423: "Locked", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
             507: "Insufficient Storage"}
 TRANS_ID = web.RequestKey("trans_id", str)
+#: Content-Disposition a TempURL GET answers with.
+DISPOSITION = web.RequestKey("gw_disposition", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -117,6 +129,8 @@ async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
         request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
+    if request.get(DISPOSITION) and response.status in (200, 206):
+        response.headers["Content-Disposition"] = request[DISPOSITION]
     if request.headers.get("Connection", "").lower() == "keep-alive" and response.keep_alive:
         response.headers.setdefault("Connection", "keep-alive")  # echoed, as Swift
     if response.status == 204 and request.method != "CONNECT":
@@ -148,6 +162,14 @@ async def info(request: web.Request) -> web.Response:
                      "max_container_name_length": cfg.max_container_name_length,
                      "max_object_name_length": cfg.max_object_name_length,
                      "version": "archipelago"},
+           "slo": {"max_manifest_segments": slo.MAX_SEGMENTS,
+                   "max_manifest_size": slo.MAX_MANIFEST, "min_segment_size": 1},
+           "dlo": {"max_segments": 10000},
+           "bulk_delete": {"max_deletes_per_request": bulk.MAX_DELETES,
+                           "max_failed_deletes": bulk.MAX_DELETES},
+           "tempurl": {"methods": list(tempurl.METHODS),
+                       "allowed_digests": list(tempurl.DIGESTS)},
+           "container_quotas": {}, "account_quotas": {},
            "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
                       "etag": cfg.etag}}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
@@ -198,11 +220,19 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     account, container, obj = _seg(acct_raw), _seg(cont_raw), _seg(obj_raw)
     if not account or (obj_raw and not container):
         fail(404, "Not Found")
-    # No token: an anonymous request, which only a container's ".r:*" ACL lets read.
-    user = await authenticate(request, account) if token_of(request) else ""
+    # No token: a TempURL, or an anonymous request (only a ".r:*" ACL lets it read).
+    if token_of(request):
+        user = await authenticate(request, account)
+    elif tempurl.wanted(request):
+        user = await tempurl.check(request, account, container, obj)
+        request[DISPOSITION] = tempurl.disposition(request, obj) or ""
+    else:
+        user = ""
     t = Target(account, container, obj, user)
     try:
         if not container:
+            if "bulk-delete" in request.query and request.method in ("POST", "DELETE"):
+                return await bulk.bulk_delete(request, t)
             return await accounts.handle(request, t)
         if not obj:
             return await containers.handle(request, t)

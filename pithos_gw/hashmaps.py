@@ -68,6 +68,8 @@ def parse_hashmap(body: bytes | bytearray, block_size: int,
     if doc.get("block_hash", "sha256") != "sha256":
         raise InvalidArgument("block_hash must be sha256")
     hashes = [check_hash(h) for h in doc["hashes"]]
+    if size == 0 and not hashes:
+        hashes = [ZERO_HASH]  # kamaki's empty file; GET ?hashmap answers the zero block
     if len(hashes) != nblocks(size, block_size):
         raise InvalidArgument("number of hashes does not match bytes")
     if size == 0 and hashes != [ZERO_HASH]:

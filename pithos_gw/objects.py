@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import acl, copying, expiry, hashmaps, reads
+from pithos_gw import acl, copying, expiry, hashmaps, reads, slo
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -102,6 +102,9 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
         fail(404, "Object not found")
     headers = await reads.object_headers(request, t, v, allowed,
                                          latest=version is None and until is None)
+    slo.apply_headers(v, headers)
+    if slo.is_slo(v) and request.query.get("multipart-manifest") == "get":
+        return slo.manifest_reply(request, v, headers)
     reads.check_conditions(request, v, headers)
     if "hashmap" in request.query:
         return await hashmaps.get_hashmap(request, v, headers)
@@ -162,10 +165,7 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
     if request.query.get("multipart-manifest") == "put":
-        # Without this the SLO manifest (JSON) would be stored as the object's content and
-        # `swift upload --use-slo` would "succeed" with the wrong bytes.
-        fail(501, "static large objects are not supported: upload segments as a dynamic "
-                  "large object (swift upload -S SIZE, without --use-slo)")
+        return await slo.put_manifest(request, t)
     if "hashmap" in request.query:
         return await hashmaps.put_hashmap(request, t)
     cfg = request.app[CONFIG]
@@ -302,6 +302,7 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
                     merged.pop(k, None)
             new = merged
         new = expiry.apply(request, new, v.meta)
+        new.update({k: val for k, val in v.meta.items() if slo.hidden(k)})  # system meta stays
         ctype = request.headers.get("Content-Type")
         await request.app[META].object_set_meta(t.account, t.container, t.obj, new,
                                                 ctype if ctype and t.owner else None)
@@ -332,6 +333,8 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
         fail(404, "Object not found")
     reads.check_conditions(request, v)
     expiry.check_if_delete_at(request, v)
+    if slo.is_slo(v) and request.query.get("multipart-manifest") == "delete":
+        return await slo.delete_manifest(request, t, v)
     await meta.object_delete(t.account, t.container, t.obj)
     # Swift's DELETE answers carry its (empty) error-page type; clients compare it.
     return web.Response(status=204, headers={"Content-Type": "text/html; charset=UTF-8"})

@@ -46,7 +46,8 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
          "X-Object-Modified-By": v.modified_by, "Accept-Ranges": "bytes",
          "X-Timestamp": f"{v.mtime:.5f}"}
     for k, val in v.meta.items():
-        h[out_name(k)] = out_value(val)
+        if not k.startswith("X-Object-Sysmeta-"):  # the gateway's own (SLO manifests)
+            h[out_name(k)] = out_value(val)
     if latest:
         found, token = await meta.object_acl(v.account, v.container, v.name)
         if found:
