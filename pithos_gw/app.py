@@ -107,7 +107,9 @@ def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
     """The short reply for an error raised before the response started."""
     if isinstance(e, HttpError):
         if e.body is not None:
-            return web.Response(status=e.status, body=e.body, headers=e.headers,
+            headers = {k: v for k, v in e.headers.items() if k.lower() != "content-type"}
+            body = e.body if request.method != "HEAD" else b""
+            return web.Response(status=e.status, body=body, headers=headers,
                                 content_type="text/html", charset="UTF-8")
         return _error(e.status, e.message, e.headers)
     if isinstance(e, ArchipelagoError):
@@ -161,7 +163,8 @@ async def info(request: web.Request) -> web.Response:
                      "account_listing_limit": cfg.container_listing_limit,
                      "max_container_name_length": cfg.max_container_name_length,
                      "max_object_name_length": cfg.max_object_name_length,
-                     "version": "archipelago"},
+                     "version": "archipelago",
+                     "policies": [{"name": "default", "default": True}]},
            "slo": {"max_manifest_segments": slo.MAX_SEGMENTS,
                    "max_manifest_size": slo.MAX_MANIFEST, "min_segment_size": 1},
            "dlo": {"max_segments": 10000},
@@ -169,7 +172,7 @@ async def info(request: web.Request) -> web.Response:
                            "max_failed_deletes": bulk.MAX_DELETES},
            "tempurl": {"methods": list(tempurl.METHODS),
                        "allowed_digests": list(tempurl.DIGESTS)},
-           "container_quotas": {}, "account_quotas": {},
+           "container_quotas": {},
            "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
                       "etag": cfg.etag}}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json")

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pithos_gw import acl, hashmaps
+from pithos_gw import acl, hashmaps, slo
 from pithos_gw.auth import access, format_sharing, require_owner
 from pithos_gw.common import (
     BLOCKS,
@@ -171,12 +171,13 @@ def meta_filter(spec: str) -> Callable[[ObjectVersion], bool]:
 
 def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
     """One JSON listing entry."""
-    etag = v.meta.get("X-Object-Sysmeta-Slo-Etag") or v.checksum or v.hash  # SLO: Swift's
-    return {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
-            "last_modified": iso(v.mtime), "hash": etag, "x_object_hash": v.hash,
+    item = {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
+            "last_modified": iso(v.mtime), "hash": v.checksum or v.hash, "x_object_hash": v.hash,
             "x_object_uuid": v.uuid, "x_object_version": v.serial,
             "x_object_version_timestamp": f"{v.mtime:.6f}",
             "x_object_modified_by": v.modified_by}
+    slo.listing_item(v, item)
+    return item
 
 
 async def _items(request: web.Request, t: Target, until: float | None,

@@ -8,11 +8,12 @@ which deduplicate against the source's where they align).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from pithos_gw import expiry, objects, reads
+from pithos_gw import dlo, expiry, objects, reads, slo
 from pithos_gw.auth import access
 from pithos_gw.common import (
     BLOCKS,
@@ -79,13 +80,31 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
         fail(404, "Source object not found")
     await objects._may_write(request, dst)
     hashes, size, md5 = v.hashes, v.bytes, v.checksum
+    manifest = dlo.manifest_of(request, v)
+    if manifest:  # a DLO copies as its joined content, a plain object
+        joined = await dlo.materialize(request, src, manifest)
+        hashes, size, md5 = joined.hashes, joined.size, joined.md5
+        v = replace(v, hashes=hashes, bytes=size, checksum=md5,
+                    meta={k: val for k, val in v.meta.items() if k != dlo.KEY})
+    span = slo.part_span(request, v, {}) if not move else None
+    if slo.is_slo(v) and request.query.get("multipart-manifest") != "get":
+        # A copy of an SLO is its content as a plain object (Swift's); its MD5 is
+        # computed when the manifest joined its segments' maps without reading them.
+        md5 = md5 or await request.app[BLOCKS].md5_of(hashes, size)
+        v = replace(v, checksum=md5, meta={k: val for k, val in v.meta.items()
+                                            if not slo.hidden(k)})
+    elif slo.is_slo(v) and src.account != dst.account:
+        v = await slo.rebuild(request, dst, v)  # its segments as the destination sees them
+        hashes, size, md5 = v.hashes, v.bytes, v.checksum
     rng = request.headers.get("Range")
     ranges = reads.parse_ranges(rng, v.bytes) if rng and not move else None
+    if span is not None:
+        ranges = [span]
     if ranges and len(ranges) == 1:
         a, b = ranges[0]
         store = request.app[BLOCKS]
         got_range = await store.ingest(while_connected(
-            request, store.read_range(v.hashes, v.bytes, a, b)))
+            request, store.read_range(hashes, size, a, b)))
         hashes, size, md5 = got_range.hashes, got_range.size, got_range.md5
     old = await objects.current(request, dst)
     await objects._container_ok(request, dst.account, dst.container,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import mimetypes
-from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import acl, copying, expiry, hashmaps, reads, slo
+from pithos_gw import acl, copying, dlo, expiry, hashmaps, reads, slo
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -22,6 +20,7 @@ from pithos_gw.common import (
     check_object_name,
     etag_of,
     fail,
+    fail_exact,
     http_date,
     parse_until,
     read_meta,
@@ -105,36 +104,23 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     slo.apply_headers(v, headers)
     if slo.is_slo(v) and request.query.get("multipart-manifest") == "get":
         return slo.manifest_reply(request, v, headers)
-    reads.check_conditions(request, v, headers)
+    manifest = dlo.manifest_of(request, v)
+    if manifest and "hashmap" not in request.query:
+        return await dlo.send(request, t, v, headers, manifest)
+    reads.check_conditions(request, v, headers, etag=headers["ETag"].strip('"'))
     if "hashmap" in request.query:
         return await hashmaps.get_hashmap(request, v, headers)
-    manifest = v.meta.get("X-Object-Manifest")
-    if manifest and request.query.get("multipart-manifest") != "get":
-        return await _send_manifest(request, t, v, headers, manifest)
-    return await reads.send_object(request, v, headers)
-
-
-async def _send_manifest(request: web.Request, t: Target, v: ObjectVersion,
-                         headers: dict[str, str], manifest: str) -> web.StreamResponse:
-    """A Swift DLO: the objects under ``container/prefix``, in name order, as one body."""
-    cont, _, prefix = unquote(manifest, errors="strict").lstrip("/").partition("/")
-    parts = []
-    for p in await request.app[META].object_list(t.account, cont, prefix):
-        if t.owner or await access(request, Target(t.account, cont, p.name, t.user)) not in (
-                None, "writeonly"):
-            parts.append(p)
-    joined = "".join(etag_of(request, p) for p in parts)
-    headers["ETag"] = '"' + hashlib.md5(joined.encode()).hexdigest() + '"'
-    source = reads.Segments(request.app[BLOCKS], parts)
-    return await reads.send_object(request, v, headers, source=source)
+    return await reads.send_object(request, v, headers, span=slo.part_span(request, v, headers))
 
 
 _SEEN = web.RequestKey("gw_containers", dict)
 
 
 async def _container_ok(request: web.Request, account: str, container: str,
-                        grow: int = 0) -> None:
-    """404 without the container; 413 when ``grow`` more bytes would pass its quota."""
+                        grow: int = 0, new_object: bool = False) -> None:
+    """404 without the container; 413 when ``grow`` more bytes (or one more object) would
+    pass its quotas: Pithos' X-Container-Policy-Quota and Swift's container_quotas
+    (X-Container-Meta-Quota-Bytes, X-Container-Meta-Quota-Count)."""
     meta = request.app[META]
     seen: dict[tuple[str, str], Container] = request.setdefault(_SEEN, {})
     c = seen.get((account, container))
@@ -143,11 +129,15 @@ async def _container_ok(request: web.Request, account: str, container: str,
         if c is None:
             fail(404, "Container not found")
         seen[(account, container)] = c
-    quota = int(c.policy.get("quota") or 0)
-    if quota and grow > 0:
+    quotas = [int(q) for q in (c.policy.get("quota"), c.meta.get("X-Container-Meta-Quota-Bytes"))
+              if q and q.isascii() and q.isdigit() and int(q) > 0]
+    count = c.meta.get("X-Container-Meta-Quota-Count", "")
+    if (quotas and grow > 0) or (new_object and count.isascii() and count.isdigit()):
         used = await meta.container_get(account, container)
-        if used is not None and used.bytes + grow > quota:
-            fail(413, "Container quota exceeded")
+        if used is not None and quotas and grow > 0 and used.bytes + grow > min(quotas):
+            fail_exact(413, "Upload exceeds quota.")
+        if used is not None and new_object and count.isdigit() and used.count >= int(count):
+            fail_exact(413, "Upload exceeds quota.")
 
 
 async def _may_write(request: web.Request, t: Target) -> None:
@@ -164,6 +154,9 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
         return await copying.put_from(request, t)  # checks the source first, as Swift
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and inm.strip() != "*":
+        fail(400, "If-None-Match only supports *")
     if request.query.get("multipart-manifest") == "put":
         return await slo.put_manifest(request, t)
     if "hashmap" in request.query:
@@ -175,15 +168,15 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
         fail(501, "Not Implemented: only chunked transfer coding is supported")
     if clen is None and not te:
         fail(411, "Length Required")
-    inm = request.headers.get("If-None-Match")
-    if inm is not None and inm.strip() != "*":
-        fail(400, "If-None-Match only supports *")
     digits = clen is not None and clen.isascii() and clen.isdigit()
     if clen is not None and (not digits or int(clen) > cfg.max_file_size):
         fail(413 if digits else 400, "Bad Content-Length")
     meta = expiry.apply(request, read_meta(request, "X-Object-Meta-", _EXTRA))
     sharing = _sharing(request)
     old = await current(request, t)
+    if clen is not None:  # refused before the body is read when it cannot fit
+        await _container_ok(request, t.account, t.container,
+                            int(clen) - (old.bytes if old else 0), new_object=old is None)
     reads.check_conditions(request, old)
     await check_type_change(request, t, _content_type(request, t.obj))  # before data moves
     got = await request.app[BLOCKS].ingest(request_body(request), limit=cfg.max_file_size)
@@ -192,7 +185,8 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     sent = request.headers.get("ETag")
     if sent and sent.strip('"').lower() != got.md5:
         fail(422, "Unprocessable Entity: ETag does not match the data")
-    await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0))
+    await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0),
+                        new_object=old is None)
     v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
     return web.Response(status=201, headers=reply_headers(request, v))
 

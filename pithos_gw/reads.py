@@ -72,10 +72,11 @@ def _etags(value: str) -> list[str]:
 
 
 def check_conditions(request: web.Request, v: ObjectVersion | None,
-                     headers: dict[str, str] | None = None) -> None:
-    """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does."""
+                     headers: dict[str, str] | None = None, etag: str | None = None) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does
+    (``etag``: the one the object answers with, when not its own, e.g. a large object's)."""
     read = request.method in ("GET", "HEAD")
-    etag = etag_of(request, v) if v else None
+    etag = etag or (etag_of(request, v) if v else None)
     # A read's 412 carries the object's validators, as Swift's (clients compare them).
     keep = ("ETag", "Last-Modified", "X-Timestamp")
     failed = {k: val for k, val in (headers or {}).items() if k in keep} if read else {}
@@ -173,17 +174,23 @@ class Segments:
 
 
 async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str, str],
-                      public: bool = False, source: Segments | None = None) -> web.StreamResponse:
-    """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges)."""
+                      public: bool = False, source: Segments | None = None,
+                      multi_ranges: bool = True,
+                      span: tuple[int, int] | None = None) -> web.StreamResponse:
+    """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges;
+    ``multi_ranges`` False: several ranges get the whole object; ``span``: that range
+    whatever the request asks, e.g. an SLO's ?part-number)."""
     src = source or Segments(request.app[BLOCKS], [v])
     size = src.size
     ranges = None
     rng = request.headers.get("Range")
-    if rng:
+    if span is not None:
+        ranges = [span]
+    elif rng:
         if_range = request.headers.get("If-Range")
-        ok = if_range is None or if_range.strip('"') == headers["ETag"] or (
+        ok = if_range is None or if_range.strip('"') == headers["ETag"].strip('"') or (
             (ts := parse_date(if_range)) is not None and math.ceil(v.mtime) <= ts)
-        if ok:
+        if ok and (multi_ranges or "," not in rng):
             try:
                 ranges = parse_ranges(rng, size)
             except HttpError as e:

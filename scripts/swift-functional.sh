@@ -106,7 +106,8 @@ rc=${PIPESTATUS[0]:-$rc}
 "$root/.venv/bin/python" - "$log" <<'EOF'
 import re, sys
 text = open(sys.argv[1], errors="replace").read().splitlines()
-last = next((ln for ln in reversed(text) if re.search(r"\d+ (passed|failed|deselected)", ln)), "")
+last = next((ln for ln in reversed(text)
+             if re.search(r"\d+ (passed|failed|deselected|errors?)\b", ln)), "")
 n = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|deselected|skipped|error)", last)}
 p, f, d, s, e = (n.get(k, 0) for k in ("passed", "failed", "deselected", "skipped", "error"))
 total = p + f + d + e
