@@ -112,7 +112,7 @@ n = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|deselected|skipped|
 p, f, d, s, e = (n.get(k, 0) for k in ("passed", "failed", "deselected", "skipped", "error"))
 total = p + f + d + e
 rate = 100.0 * p / total if total else 0.0
-print(f"swift-functional: {p} passed, {f + e} failed, {d} deselected, {s} skipped: "
-      f"{rate:.1f}% of {total} tests pass")
+print(f"swift-functional: {p} passed, {f + e} failed, {s} skipped "
+      f"({d} deselected; {rate:.1f}% of {total} pass)")
 EOF
 exit "$rc"
