@@ -109,6 +109,8 @@ def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
         if e.body is not None:
             headers = {k: v for k, v in e.headers.items() if k.lower() != "content-type"}
             body = e.body if request.method != "HEAD" else b""
+            if request.method == "HEAD":
+                headers["Content-Length"] = "0"
             return web.Response(status=e.status, body=body, headers=headers,
                                 content_type="text/html", charset="UTF-8")
         return _error(e.status, e.message, e.headers)

@@ -96,11 +96,11 @@ done < "$root/tests/swift_functional_deselect.txt"
 paths=()
 for f in $files; do paths+=("test/functional/$f"); done
 log=$data/pytest.log
-rc=0
-(cd "$src" && SWIFT_TEST_CONFIG_FILE=$conf nice -n 5 "$venv/bin/python" -m pytest -q \
-  -p no:cacheprovider -o addopts= "${paths[@]}" "${deselect[@]}" "$@") 2>&1 | tee "$log" \
-  || rc=${PIPESTATUS[0]}
-rc=${PIPESTATUS[0]:-$rc}
+set +e
+(cd "$src" && SWIFT_TEST_CONFIG_FILE=$conf nice -n 5 "$venv/bin/python" -m pytest -q -rf \
+  -p no:cacheprovider -o addopts= "${paths[@]}" "${deselect[@]}" "$@") 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
 
 # 4. The summary line.
 "$root/.venv/bin/python" - "$log" <<'EOF'
