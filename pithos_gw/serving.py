@@ -19,6 +19,9 @@ from aiohttp.web_server import Server
 from pithos_gw.common import CONFIG
 
 log = logging.getLogger("pithos_gw")
+#: Request body bytes buffered per connection before reading pauses (aiohttp's default
+#: 64 KiB makes a large upload pause and resume the socket thousands of times).
+READ_BUFSIZE = 4 << 20
 
 
 class _Handler(RequestHandler):
@@ -67,5 +70,5 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     # auto_decompress=False: a body sent with Content-Encoding: gzip is the object's
     # content, stored as sent (Swift does not decode it either).
     return _Runner(app, keepalive_timeout=timeout, lingering_time=min(10.0, timeout),
-                   auto_decompress=False,
+                   auto_decompress=False, read_bufsize=READ_BUFSIZE,
                    **kwargs)
