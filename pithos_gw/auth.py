@@ -75,6 +75,8 @@ def format_sharing(read: list[str], write: list[str]) -> str:
 
 
 async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
+    if not user:  # an anonymous request: Pithos sharing (even "*") is for users only
+        return False
     for e in entries:
         if e == "*" or e == user:
             return True
@@ -86,10 +88,10 @@ async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
     return False
 
 
-async def access(request: web.Request, t: Target) -> str | None:
+async def access(request: web.Request, t: Target, acls: bool = True) -> str | None:
     """"owner", "write", "read", "writeonly" (a Swift write ACL without read) or None:
-    what the requester may do with object ``t`` (Pithos sharing first, then the
-    container's ACLs)."""
+    what the requester may do with object ``t`` (Pithos sharing first, then, unless
+    ``acls`` is False, the container's ACLs)."""
     if t.owner:
         return "owner"
     found = await request.app[META].sharing_effective(t.account, t.container, t.obj)
@@ -99,6 +101,8 @@ async def access(request: web.Request, t: Target) -> str | None:
             return "write"
         if read and await _member(request, t.user, read):
             return "read"
+    if not acls:
+        return None
     readable, writable = await acl.may_read(request, t), await acl.may_write(request, t)
     if writable:
         return "write" if readable else "writeonly"

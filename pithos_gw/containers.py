@@ -234,7 +234,9 @@ async def shared_listing(request: web.Request, t: Target) -> web.Response:
     meta = request.app[META]
 
     async def keep(v: ObjectVersion) -> bool:
-        return await access(request, Target(t.account, t.container, v.name, t.user)) is not None
+        # Sharing only: a container's ACL lists (or not: .rlistings) through handle().
+        target = Target(t.account, t.container, v.name, t.user)
+        return await access(request, target, acls=False) is not None
 
     if await meta.container_get(t.account, t.container, usage=False) is None:
         fail(403, "Forbidden")

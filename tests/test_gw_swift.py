@@ -371,3 +371,32 @@ def test_delimiter_listing_pages_past_a_subdir_marker(alice: Connection) -> None
     assert [i.get("subdir") or i["name"] for i in items] == ["b", "c/"]
     _, items = alice.get_container("d", prefix="c/", delimiter="/", full_listing=True)
     assert [i.get("subdir") or i["name"] for i in items] == ["c/x/", "c/y"]
+
+
+def test_container_acls_and_anonymous_reads(gw_mem: GatewayThread) -> None:  # noqa: F811
+    """X-Container-Read/Write grant other accounts (write without read is a drop box);
+    ".r:*" lets requests without a token read objects, ".rlistings" list them; Pithos
+    sharing with "*" never reaches anonymous requests."""
+    a = conn(gw_mem, "alice", gw_mem.add_user("alice"))
+    bob = {"X-Auth-Token": gw_mem.add_user("bob")}
+    url = f"{gw_mem.url}/v1/alice"
+    a.put_container("drop", headers={"X-Container-Write": "bob"})
+    assert requests.put(f"{url}/drop/o", data=b"from bob", headers=bob,
+                        timeout=30).status_code == 201
+    assert requests.get(f"{url}/drop/o", headers=bob, timeout=30).status_code == 403
+    assert a.get_object("drop", "o")[1] == b"from bob"
+    a.put_container("pub", headers={"X-Container-Read": ".r:*"})
+    a.put_object("pub", "x", b"hello")
+    a.put_object("pub", "shared", b"s", headers={"X-Object-Sharing": "read=*"})
+    assert requests.get(f"{url}/pub/x", timeout=30).content == b"hello"
+    r = requests.get(f"{url}/pub", timeout=30)
+    assert r.status_code == 401 and "Swift realm" in r.headers["WWW-Authenticate"]
+    a.post_container("pub", headers={"X-Container-Read": ".r:*,.rlistings"})
+    assert requests.get(f"{url}/pub", timeout=30).text.split() == ["shared", "x"]
+    assert requests.put(f"{url}/pub/y", data=b"no", timeout=30).status_code == 401
+    a.put_container("private")
+    a.put_object("private", "s", b"s", headers={"X-Object-Sharing": "read=*"})
+    assert requests.get(f"{url}/private/s", timeout=30).status_code == 401
+    assert requests.get(url, timeout=30).status_code == 401
+    # "*" is every user, not anyone.
+    assert requests.get(f"{url}/private/s", headers=bob, timeout=30).content == b"s"
