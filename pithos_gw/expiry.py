@@ -112,7 +112,9 @@ async def sweeper(app: web.Application) -> AsyncIterator[None]:
                 log.warning("expiry sweep failed: %s", e)
 
     task = asyncio.ensure_future(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
