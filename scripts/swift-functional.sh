@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 SWIFT_VERSION=${SWIFT_VERSION:-2.38.1}
-cache=${SWIFT_FUNCTIONAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/archipelago/swift-functional}
+cache=${SWIFT_FUNCTIONAL_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/archipelago/swift-functional}
 files=${SWIFT_FUNCTIONAL_FILES:-"test_account.py test_container.py test_object.py tests.py test_protocol.py test_slo.py test_dlo.py test_tempurl.py"}
 archip=$root/.venv/bin/archip
 [ -x "$archip" ] || bash scripts/install.sh
