@@ -115,8 +115,8 @@ class BlockStore:
         """
         md5 = hashlib.md5()
         hashes: list[str] = []
-        buf = bytearray()
-        size = 0
+        pieces: list[memoryview] = []
+        have = size = 0
         # MD5 must see blocks in order: each block's update is chained after the
         # previous one's, in a worker thread, beside the SHA-256s and writes of the
         # blocks (other threads; hashlib releases the GIL): the upload costs about
@@ -144,18 +144,27 @@ class BlockStore:
                 job = last_md5 = asyncio.ensure_future(chained(last_md5, block))
             window.append((asyncio.ensure_future(self._store(block, None)), job))
 
+        bs = self.block_size
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise InvalidArgument(f"body longer than {limit} bytes")
-                buf += chunk
-                while len(buf) >= self.block_size:
-                    block = bytes(memoryview(buf)[: self.block_size])
-                    del buf[: self.block_size]
-                    await flush(block)
-            if buf or size == 0:
-                await flush(bytes(buf))
+                # Pieces are joined once per block: each byte is copied once on the loop.
+                # (a mutable buffer could change under the view before the join)
+                view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
+                while view:
+                    take = min(len(view), bs - have)
+                    pieces.append(view[:take])
+                    have += take
+                    view = view[take:]
+                    if have == bs:
+                        block = b"".join(pieces)
+                        pieces.clear()
+                        have = 0
+                        await flush(block)
+            if pieces or size == 0:
+                await flush(b"".join(pieces))
             while window:
                 sha, md = window.popleft()
                 hashes.append(await sha)
