@@ -100,7 +100,11 @@ class SwiftAIO:
                    str(etc / f"{kind}-server.conf")]
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=env))
         self.url = f"http://127.0.0.1:{ports['proxy']}"
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:
+            self.__exit__(None, None, None)  # no server (nor memcached) left behind
+            raise
         self.pids = [p.pid for p in self.procs[1:]]
         return self
 
