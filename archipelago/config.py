@@ -114,6 +114,9 @@ class GatewayConfig:
     client_timeout: float = field(default=60.0, metadata=doc(
         "seconds a client may stall mid-headers or mid-body (or idle between requests) "
         "before its connection is closed (408 mid-body), as Swift's client_timeout"))
+    max_file_size: int = field(default=1 << 40, metadata=doc(
+        "bytes: the largest object one PUT may store (advertised in /info); larger files "
+        "go up as segments with a static or dynamic large object manifest"))
     hashmap_scope: str = field(default="account", metadata=doc(
         "blocks a hashmap PUT may name: those its account references or uploaded "
         "(account), or any stored block (global: knowing a block's hash reads it)",

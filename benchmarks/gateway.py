@@ -20,6 +20,8 @@ The last lines are machine-readable, one per mode:
 
 (small_req_s is the mean of the small PUT and GET rates.)
 Usage: .venv/bin/python benchmarks/gateway.py [--objects 4] [--small 2000] [--hashmap-mib 1024]
+
+Against a real OpenStack Swift, side by side: ``python -m benchmarks.swift_compare``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pithos_gw.common import (
     CONFIG,
     META,
     Target,
+    check_meta_totals,
     fail,
     http_date,
     int_param,
@@ -17,7 +18,7 @@ from pithos_gw.common import (
     parse_until,
     read_meta,
 )
-from pithos_gw.listing import iso, render
+from pithos_gw.listing import iso, listing_type, page, render
 from pithos_gw.meta import Account
 
 
@@ -54,15 +55,18 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         if until is not None:
             headers["X-Account-Until-Timestamp"] = http_date(until)
         if request.method == "HEAD":
+            headers["Content-Type"] = listing_type(request)
             return web.Response(status=204, headers=headers)
         return await listing(request, t, headers)
     if request.method == "POST":
         new_meta = read_meta(request, "X-Account-Meta-")
+        check_meta_totals(request, (await meta.account_get(t.account)).meta, new_meta,
+                          "X-Account-Meta-")
         groups = _groups(request)
         # Swift merges account meta on POST (an empty value deletes a key); kamaki sends
         # ?update for the same effect, so merging serves both. Groups change only if sent.
         await meta.account_update(t.account, new_meta, groups or None, replace=False)
-        return web.Response(status=202)
+        return web.Response(status=204)
     fail(405, "Method not allowed")
 
 
@@ -82,22 +86,13 @@ def _groups(request: web.Request) -> dict[str, list[str]]:
 
 
 async def listing(request: web.Request, t: Target, headers: dict[str, str]) -> web.Response:
-    """The containers of an account (limit, marker, end_marker, prefix, format)."""
-    limit = int_param(request, "limit", request.app[CONFIG].container_listing_limit) or 0
-    limit = min(limit, request.app[CONFIG].container_listing_limit)
-    marker = request.query.get("marker", "")
-    end_marker = request.query.get("end_marker", "")
-    prefix = request.query.get("prefix", "")
-    items = []
-    for c in await request.app[META].container_list(t.account, parse_until(request)):
-        if (marker and c.name <= marker) or (end_marker and c.name >= end_marker):
-            continue
-        if not c.name.startswith(prefix):
-            continue
-        if len(items) >= limit:
-            break
-        items.append({"name": c.name, "count": c.count, "bytes": c.bytes,
-                      "last_modified": iso(c.mtime), "x_container_policy": c.policy})
+    """The containers of an account (limit, marker, end_marker, prefix, delimiter, reverse,
+    format)."""
+    pairs = [(c.name, {"name": c.name, "count": c.count, "bytes": c.bytes,
+                       "last_modified": iso(c.mtime), "storage_policy": "default"})
+             for c in await request.app[META].container_list(t.account, parse_until(request))]
+    items = page(pairs, request, request.query.get("prefix", ""),
+                 request.query.get("delimiter") or None)
     return render(request, "account", t.account, "container", items, headers)
 
 

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -19,8 +19,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError
 from archipelago.metrics import GW_BYTES, GW_REQUESTS
-from pithos_gw import accounts, containers, objects, plankton, reads
-from pithos_gw.auth import auth_v1, authenticate, sharing_accounts
+from pithos_gw import (
+    accounts,
+    bulk,
+    containers,
+    expiry,
+    objects,
+    plankton,
+    reads,
+    slo,
+    tempurl,
+)
+from pithos_gw.auth import auth_v1, authenticate, sharing_accounts, token_of
 from pithos_gw.common import (
     BLOCKS,
     CONFIG,
@@ -47,6 +57,8 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             423: "Locked", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
             507: "Insufficient Storage"}
 TRANS_ID = web.RequestKey("trans_id", str)
+#: Content-Disposition a TempURL GET answers with.
+DISPOSITION = web.RequestKey("gw_disposition", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -54,8 +66,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     if status in (204, 304):
         return web.Response(status=status, headers=headers)
     reason = _REASONS.get(status, "Error")
-    text = message if message.startswith(reason) else f"{reason}: {message}"
-    resp = web.Response(status=status, text=text[:300] + "\n", headers=headers)
+    if status == 412:  # Swift's exact texts ("Bad URL"), which clients and tests compare
+        text = message
+    else:
+        text = (message if message.startswith(reason) else f"{reason}: {message}")[:300] + "\n"
+    # Swift's error pages are text/html (their text is plain; clients show it as such).
+    resp = web.Response(status=status, body=text.encode(), headers=headers,
+                        content_type="text/html", charset="UTF-8")
     if headers and headers.get("Connection") == "close":
         resp.force_close()  # the body was not read to its end: no keep-alive
     return resp
@@ -112,6 +129,13 @@ async def catch_errors(request: web.Request, handler: Handler) -> web.StreamResp
 def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
     """The short reply for an error raised before the response started."""
     if isinstance(e, HttpError):
+        if e.body is not None:
+            headers = {k: v for k, v in e.headers.items() if k.lower() != "content-type"}
+            body = e.body if request.method != "HEAD" else b""
+            if request.method == "HEAD":
+                headers["Content-Length"] = "0"
+            return web.Response(status=e.status, body=body, headers=headers,
+                                content_type="text/html", charset="UTF-8")
         return _error(e.status, e.message, e.headers)
     if isinstance(e, ArchipelagoError):
         return _error(e.http_status, e.message)
@@ -132,10 +156,24 @@ async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
         request[STARTED] = response
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
+    if request.get(DISPOSITION) and response.status in (200, 206):
+        response.headers["Content-Disposition"] = request[DISPOSITION]
+    if request.headers.get("Connection", "").lower() == "keep-alive" and response.keep_alive:
+        response.headers.setdefault("Connection", "keep-alive")  # echoed, as Swift
+    if response.status == 204 and request.method != "CONNECT":
+        # Swift says so on every 204; aiohttp drops it (RFC 9110 allows either).
+        response.headers["Content-Length"] = "0"
 
 
 def _seg(raw: str) -> str:
-    return unquote(raw, errors="strict")
+    """One %-decoded path segment; 412 for invalid UTF-8 or a NUL, as Swift."""
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        fail(412, "Invalid UTF8 or contains NULL")
+    return text
 
 
 async def info(request: web.Request) -> web.Response:
@@ -150,7 +188,16 @@ async def info(request: web.Request) -> web.Response:
                      "account_listing_limit": cfg.container_listing_limit,
                      "max_container_name_length": cfg.max_container_name_length,
                      "max_object_name_length": cfg.max_object_name_length,
-                     "version": "archipelago"},
+                     "version": "archipelago",
+                     "policies": [{"name": "default", "default": True}]},
+           "slo": {"max_manifest_segments": slo.MAX_SEGMENTS,
+                   "max_manifest_size": slo.MAX_MANIFEST, "min_segment_size": 1},
+           "dlo": {"max_segments": 10000},
+           "bulk_delete": {"max_deletes_per_request": bulk.MAX_DELETES,
+                           "max_failed_deletes": bulk.MAX_DELETES},
+           "tempurl": {"methods": list(tempurl.METHODS),
+                       "allowed_digests": list(tempurl.DIGESTS)},
+           "container_quotas": {},
            "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
                       "etag": cfg.etag}}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
@@ -162,6 +209,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     raw = request.rel_url.raw_path
     if raw in ("/info", "/info/"):
         return await info(request)
+    if " " in raw or (raw.startswith("/info") and unquote(raw).startswith("/info ")):
+        fail(412, "Bad URL")  # a request line Swift cannot split ("GET /info asdf")
     if raw.startswith(("/auth/v1.0", "/auth/v1")):
         return await auth_v1(request)
     if raw.startswith("/public/"):
@@ -175,9 +224,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if raw in (p, p + "/"):
             if "X-Auth-User" in request.headers and "X-Auth-Token" not in request.headers:
                 return await auth_v1(request, p)
-            user = await authenticate(request)
             if request.method != "GET":
-                fail(405, "Method not allowed")
+                fail(412, "Bad URL")
+            user = await authenticate(request)
             return await _sharing_listing(request, user)
         if raw.startswith(p + "/"):
             return await _storage(request, raw[len(p) + 1:])
@@ -197,15 +246,30 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     acct_raw, _, rest = rest.partition("/")
     cont_raw, _, obj_raw = rest.partition("/")
     account, container, obj = _seg(acct_raw), _seg(cont_raw), _seg(obj_raw)
-    if not account:
+    if not account or (obj_raw and not container):
         fail(404, "Not Found")
-    user = await authenticate(request)
+    # No token: a TempURL, or an anonymous request (only a ".r:*" ACL lets it read).
+    if token_of(request):
+        user = await authenticate(request, account)
+    elif tempurl.wanted(request):
+        user = await tempurl.check(request, account, container, obj)
+        request[DISPOSITION] = tempurl.disposition(request, obj) or ""
+    else:
+        user = ""
     t = Target(account, container, obj, user)
-    if not container:
-        return await accounts.handle(request, t)
-    if not obj:
-        return await containers.handle(request, t)
-    return await objects.handle(request, t)
+    try:
+        if not container:
+            if "bulk-delete" in request.query and request.method in ("POST", "DELETE"):
+                return await bulk.bulk_delete(request, t)
+            return await accounts.handle(request, t)
+        if not obj:
+            return await containers.handle(request, t)
+        return await objects.handle(request, t)
+    except HttpError as e:
+        if user or e.status != 403:
+            raise
+        raise HttpError(401, "Unauthorized", {
+            "WWW-Authenticate": f'Swift realm="{quote(account)}"'}) from None
 
 
 def make_app(blocker: Blocker, db_path: str | Path,
@@ -236,10 +300,11 @@ def make_app(blocker: Blocker, db_path: str | Path,
         await app[META].close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(expiry.sweeper)
     app.on_response_prepare.append(_trans_id)
     for prefix, sub in (mounts or {}).items():
         app.add_subapp(prefix, sub)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)  # also names with %0A
     return app
 
 

@@ -6,6 +6,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from archipelago.errors import Unauthorized
+from pithos_gw import acl
 from pithos_gw.common import META, HttpError, Target, fail
 from pithos_gw.hooks import AUTH
 
@@ -15,12 +17,17 @@ def token_of(request: web.Request) -> str | None:
     return request.headers.get("X-Auth-Token") or request.query.get("X-Auth-Token")
 
 
-async def authenticate(request: web.Request) -> str:
-    """The account a request's token belongs to; 401 without a valid token."""
+async def authenticate(request: web.Request, realm: str = "unknown") -> str:
+    """The account a request's token belongs to; 401 without a valid token (with Swift's
+    ``WWW-Authenticate`` naming ``realm``, the account as it was in the path)."""
+    challenge = {"WWW-Authenticate": f'Swift realm="{quote(realm)}"'}
     token = token_of(request)
     if not token:
-        fail(401, "Unauthorized: no X-Auth-Token")
-    return await request.app[AUTH].authenticate(token, request.remote)
+        fail(401, "Unauthorized: no X-Auth-Token", challenge)
+    try:
+        return await request.app[AUTH].authenticate(token, request.remote)
+    except Unauthorized as e:
+        raise HttpError(401, e.message, challenge) from None
 
 
 async def auth_v1(request: web.Request, prefix: str = "/v1") -> web.Response:
@@ -68,6 +75,8 @@ def format_sharing(read: list[str], write: list[str]) -> str:
 
 
 async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
+    if not user:  # an anonymous request: Pithos sharing (even "*") is for users only
+        return False
     for e in entries:
         if e == "*" or e == user:
             return True
@@ -79,25 +88,31 @@ async def _member(request: web.Request, user: str, entries: list[str]) -> bool:
     return False
 
 
-async def access(request: web.Request, t: Target) -> str | None:
-    """"owner", "write", "read" or None: what the requester may do with object ``t``."""
+async def access(request: web.Request, t: Target, acls: bool = True) -> str | None:
+    """"owner", "write", "read", "writeonly" (a Swift write ACL without read) or None:
+    what the requester may do with object ``t`` (Pithos sharing first, then, unless
+    ``acls`` is False, the container's ACLs)."""
     if t.owner:
         return "owner"
     found = await request.app[META].sharing_effective(t.account, t.container, t.obj)
-    if found is None:
+    if found is not None:
+        _, read, write = found
+        if write and await _member(request, t.user, write):
+            return "write"
+        if read and await _member(request, t.user, read):
+            return "read"
+    if not acls:
         return None
-    _, read, write = found
-    if write and await _member(request, t.user, write):
-        return "write"
-    if read and await _member(request, t.user, read):
-        return "read"
-    return None
+    readable, writable = await acl.may_read(request, t), await acl.may_write(request, t)
+    if writable:
+        return "write" if readable else "writeonly"
+    return "read" if readable else None
 
 
 async def require(request: web.Request, t: Target, write: bool = False) -> str:
     """403 unless the requester may read (or write) object ``t``."""
     got = await access(request, t)
-    if got is None or (write and got == "read"):
+    if got is None or (write and got == "read") or (not write and got == "writeonly"):
         raise HttpError(403, "Forbidden")
     return got
 

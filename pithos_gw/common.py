@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> No
     raise HttpError(status, message, headers)
 
 
+def fail_exact(status: int, text: str) -> NoReturn:
+    """Raise an HttpError whose body is exactly ``text`` (Swift's wording, which clients
+    and Swift's own tests compare byte for byte)."""
+    raise HttpError(status, text, body=text.encode())
+
+
 @dataclass
 class Target:
     """What a request addresses, and who asks."""
@@ -80,8 +87,8 @@ class Target:
 
 
 def http_date(ts: float) -> str:
-    """RFC 1123 date."""
-    return email.utils.formatdate(ts, usegmt=True)
+    """RFC 1123 date, rounded up to the second as Swift's Last-Modified."""
+    return email.utils.formatdate(math.ceil(ts), usegmt=True)
 
 
 def parse_date(value: str | None) -> float | None:
@@ -116,9 +123,9 @@ def parse_until(request: web.Request) -> float | None:
 
 
 def out_value(value: str) -> str:
-    """Header value for the wire (non-ASCII and control characters %-encoded, as Pithos
-    does for non-ASCII: a value stored with CR/LF can never split a header)."""
-    if value.isascii() and value.isprintable():
+    """Header value for the wire: UTF-8 as stored (Swift returns unicode metadata so);
+    control characters %-encoded, so a value stored with CR/LF can never split a header."""
+    if not _control(value):
         return value
     return quote(value, safe=" !#$&'()*+,/:;=?@[]~")
 
@@ -151,32 +158,48 @@ def norm_key(key: str) -> str:
 
 
 def read_meta(request: web.Request, prefix: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """User metadata headers with ``prefix`` (and the ``extra`` names), validated."""
+    """User metadata headers with ``prefix`` (and the ``extra`` names), validated; an
+    ``X-Remove-`` header (or an empty value) maps its key to "" (delete)."""
     cfg = request.app[CONFIG]
     out: dict[str, str] = {}
     total = 0
+    remove = "x-remove-" + prefix.lower()[2:]
     for k, v in request.headers.items():
         lk = k.lower()
-        if lk.startswith(prefix.lower()):
-            name = k[len(prefix):]
+        if lk.startswith(prefix.lower()) or lk.startswith(remove):
+            dropped = lk.startswith(remove)
+            name = k[len(remove if dropped else prefix):]
             if not name:
                 fail(400, "Metadata name cannot be empty")
-            if len(name) > cfg.max_meta_name_length:
+            if len(name.encode()) > cfg.max_meta_name_length:
                 fail(400, "Metadata name too long")
-            if len(v) > cfg.max_meta_value_length:
+            if len(v.encode()) > cfg.max_meta_value_length:
                 fail(400, "Metadata value too long")
-            total += len(name) + len(v)
-            key, val = unquote(name), unquote(v.strip())
+            total += len(name.encode()) + len(v.encode())
+            key, val = unquote(name), "" if dropped else unquote(v.strip())
             check_meta_item(key, val)
             out[prefix + norm_key(key)] = val
         elif lk in extra:
             check_meta_item(k, v)
             out[norm_key(k)] = v.strip()
-    if len([k for k in out if k.startswith(prefix)]) > cfg.max_meta_count:
+    if len([k for k, v in out.items() if k.startswith(prefix) and v]) > cfg.max_meta_count:
         fail(400, "Too many metadata items")
     if total > cfg.max_meta_overall_size:
         fail(400, "Total metadata too large")
     return out
+
+
+def check_meta_totals(request: web.Request, old: dict[str, str], new: dict[str, str],
+                      prefix: str) -> None:
+    """400 when ``new`` merged over ``old`` (an empty value deletes) passes the count or
+    overall-size limits: Swift counts what the account or container will hold."""
+    cfg = request.app[CONFIG]
+    merged = {**old, **new}
+    items = [(k[len(prefix):], v) for k, v in merged.items() if k.startswith(prefix) and v]
+    if len(items) > cfg.max_meta_count:
+        fail(400, "Too many metadata items")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in items) > cfg.max_meta_overall_size:
+        fail(400, "Total metadata too large")
 
 
 def check_container_name(request: web.Request, name: str) -> None:

@@ -9,23 +9,22 @@ from typing import Any
 
 from aiohttp import web
 
-from pithos_gw import hashmaps
+from pithos_gw import acl, hashmaps, slo
 from pithos_gw.auth import access, format_sharing, require_owner
 from pithos_gw.common import (
     BLOCKS,
-    CONFIG,
     META,
     Target,
     check_container_name,
+    check_meta_totals,
     fail,
     http_date,
-    int_param,
     out_name,
     out_value,
     parse_until,
     read_meta,
 )
-from pithos_gw.listing import apply_delimiter, iso, render
+from pithos_gw.listing import iso, listing_limit, listing_type, page, render, reversed_listing
 from pithos_gw.meta import Container, ObjectVersion
 
 
@@ -44,6 +43,13 @@ def _policy(request: web.Request) -> dict[str, str]:
     p = request.headers.get("X-Container-Policy-Project")
     if p is not None:
         out["project"] = p
+    for kind in ("read", "write"):
+        for hdr in (f"X-Container-{kind}", f"X-Remove-Container-{kind}"):
+            if hdr in request.headers:
+                out[kind] = "" if "Remove" in hdr else acl.parse_acl(request.headers[hdr])
+    sp = request.headers.get("X-Storage-Policy")
+    if sp is not None and sp.strip().lower() not in ("", "default"):
+        fail(400, f"Invalid X-Storage-Policy {sp[:64]!r}")
     return out
 
 
@@ -54,7 +60,10 @@ def container_headers(request: web.Request, c: Container) -> dict[str, str]:
          "X-Container-Block-Size": str(bs), "X-Container-Block-Hash": "sha256",
          "X-Container-Policy-Versioning": c.policy.get("versioning", "auto"),
          "X-Container-Policy-Quota": c.policy.get("quota", "0"),
-         "Last-Modified": http_date(c.mtime)}
+         "Last-Modified": http_date(c.mtime), "X-Storage-Policy": "default"}
+    for kind in ("read", "write"):
+        if c.policy.get(kind):
+            h[f"X-Container-{kind.capitalize()}"] = c.policy[kind]
     for k, v in c.meta.items():
         h[out_name(k)] = out_value(v)
     return h
@@ -74,8 +83,11 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     check_container_name(request, t.container)
     meta = request.app[META]
     m = request.method
-    if m == "GET" and not t.owner:
-        return await shared_listing(request, t)
+    if m in ("GET", "HEAD") and not t.owner:
+        if await acl.may_list(request, t):
+            return await _read(request, t, m)
+        if m == "GET":
+            return await shared_listing(request, t)
     require_owner(t)
     if m == "PUT":
         created = await meta.container_put(t.account, t.container,
@@ -83,23 +95,18 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
                                            _policy(request))
         return web.Response(status=201 if created else 202)
     if m in ("HEAD", "GET"):
-        until = parse_until(request)
-        c = await get_container(request, t, until)
-        headers = container_headers(request, c)
-        if until is not None:
-            headers["X-Container-Until-Timestamp"] = http_date(until)
-        if m == "HEAD":
-            return web.Response(status=204, headers=headers)
-        return await listing(request, t, headers, until)
+        return await _read(request, t, m)
     if m == "POST":
         await get_container(request, t)
         ctype = request.headers.get("Content-Type", "")
         if ctype.startswith("application/octet-stream"):
             return await hashmaps.upload_blocks(request, t)
-        await meta.container_update(t.account, t.container,
-                                    read_meta(request, "X-Container-Meta-"), _policy(request),
+        new_meta = read_meta(request, "X-Container-Meta-")
+        old_c = await get_container(request, t)
+        check_meta_totals(request, old_c.meta, new_meta, "X-Container-Meta-")
+        await meta.container_update(t.account, t.container, new_meta, _policy(request),
                                     replace=False)  # Swift and kamaki (?update) both merge
-        return web.Response(status=202)
+        return web.Response(status=204)
     if m == "DELETE":
         await get_container(request, t)
         until = parse_until(request)
@@ -112,6 +119,22 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         await meta.container_delete(t.account, t.container)
         return web.Response(status=204)
     fail(405, "Method not allowed")
+
+
+async def _read(request: web.Request, t: Target, m: str) -> web.StreamResponse:
+    """HEAD or GET (listing) of a container."""
+    until = parse_until(request)
+    c = await get_container(request, t, until)
+    headers = container_headers(request, c)
+    if not t.owner:  # the ACLs are the owner's business
+        headers.pop("X-Container-Read", None)
+        headers.pop("X-Container-Write", None)
+    if until is not None:
+        headers["X-Container-Until-Timestamp"] = http_date(until)
+    if m == "HEAD":
+        headers["Content-Type"] = listing_type(request)
+        return web.Response(status=204, headers=headers)
+    return await listing(request, t, headers, until)
 
 
 _META_RE = re.compile(r"^\s*(!?)([^!=<>]+?)\s*(?:(!=|<=|>=|=|<|>)\s*(.*?))?\s*$")
@@ -148,28 +171,31 @@ def meta_filter(spec: str) -> Callable[[ObjectVersion], bool]:
 
 def object_item(request: web.Request, v: ObjectVersion) -> dict[str, Any]:
     """One JSON listing entry."""
-    return {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
+    item = {"name": v.name, "bytes": v.bytes, "content_type": v.content_type,
             "last_modified": iso(v.mtime), "hash": v.checksum or v.hash, "x_object_hash": v.hash,
             "x_object_uuid": v.uuid, "x_object_version": v.serial,
             "x_object_version_timestamp": f"{v.mtime:.6f}",
             "x_object_modified_by": v.modified_by}
+    slo.listing_item(v, item)
+    return item
 
 
 async def _items(request: web.Request, t: Target, until: float | None,
                  keep: Any = None) -> list[dict[str, Any]]:
-    cfg = request.app[CONFIG]
     q = request.query
-    limit = min(int_param(request, "limit", cfg.container_listing_limit) or 0,
-                cfg.container_listing_limit)
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter") or None
     path = q.get("path")
     if path is not None:
-        prefix = path if not path or path.endswith("/") else path + "/"
+        prefix = path.rstrip("/") + "/" if path else ""
         delimiter = "/"
+    simple = not (delimiter or keep or reversed_listing(request) or "meta" in q)
+    # Only the plain forward listing is cut in SQL; the others filter the whole range.
     objs = await request.app[META].object_list(
-        t.account, t.container, prefix, q.get("marker") or None, q.get("end_marker") or None,
-        None if delimiter or keep else limit, until)
+        t.account, t.container, prefix,
+        (q.get("marker") or None) if not reversed_listing(request) else None,
+        (q.get("end_marker") or None) if not reversed_listing(request) else None,
+        listing_limit(request) if simple else None, until)
     match = meta_filter(q["meta"]) if q.get("meta") else None
     pairs = []
     for v in objs:
@@ -178,7 +204,11 @@ async def _items(request: web.Request, t: Target, until: float | None,
         if keep is not None and not await keep(v):
             continue
         pairs.append((v.name, object_item(request, v)))
-    return apply_delimiter(pairs, prefix, delimiter, limit, q.get("marker") or None)
+    if path is not None:
+        # Swift's path= lists the objects directly under it, never subdir entries.
+        return [it for name, it in pairs if name != prefix
+                and "/" not in name[len(prefix):].rstrip("/")][: listing_limit(request)]
+    return page(pairs, request, prefix, delimiter)
 
 
 async def listing(request: web.Request, t: Target, headers: dict[str, str],
@@ -204,7 +234,9 @@ async def shared_listing(request: web.Request, t: Target) -> web.Response:
     meta = request.app[META]
 
     async def keep(v: ObjectVersion) -> bool:
-        return await access(request, Target(t.account, t.container, v.name, t.user)) is not None
+        # Sharing only: a container's ACL lists (or not: .rlistings) through handle().
+        target = Target(t.account, t.container, v.name, t.user)
+        return await access(request, target, acls=False) is not None
 
     if await meta.container_get(t.account, t.container, usage=False) is None:
         fail(403, "Forbidden")

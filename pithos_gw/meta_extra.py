@@ -102,15 +102,24 @@ class ExtraMixin:
             "cluster!=2 ORDER BY serial", (account, container, name))])
     async def object_set_meta(self, account: str, container: str, name: str,
                               meta: dict[str, str], content_type: str | None = None) -> None:
-        """Replace the user metadata (and optionally the type) of the current version."""
+        """Replace the user metadata (and optionally the type) of the current version; its
+        modification time moves to now (Swift's Last-Modified follows a POST)."""
         def q(db: sqlite3.Connection) -> None:
-            c = db.execute("UPDATE versions SET meta=?, ctype=coalesce(?, ctype) WHERE "
-                           "account=? AND container=? AND name=? AND cluster=0",
-                           (json.dumps(meta), content_type, account, container, name))
+            c = db.execute("UPDATE versions SET meta=?, ctype=coalesce(?, ctype), mtime=? "
+                           "WHERE account=? AND container=? AND name=? AND cluster=0",
+                           (json.dumps(meta), content_type, time.time(), account, container,
+                            name))
             if c.rowcount == 0:
                 raise NotFound("object not found")
 
         await self._run(q)
+
+    async def expired_objects(self, when: float) -> list[tuple[str, str, str]]:
+        """(account, container, name) of current versions whose X-Delete-At <= ``when``."""
+        return await self._run(lambda db: [tuple(r) for r in db.execute(
+            "SELECT account, container, name FROM versions WHERE cluster=0 AND "
+            "json_extract(meta, '$.\"X-Delete-At\"') IS NOT NULL AND "
+            "CAST(json_extract(meta, '$.\"X-Delete-At\"') AS INTEGER) <= ?", (when,))])
 
     async def purge(self, account: str, container: str, name: str | None,
                     until: float) -> int:

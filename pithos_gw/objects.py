@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import mimetypes
-from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import hashmaps, reads
+from pithos_gw import acl, copying, dlo, expiry, hashmaps, reads, slo
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -22,6 +20,7 @@ from pithos_gw.common import (
     check_object_name,
     etag_of,
     fail,
+    fail_exact,
     http_date,
     parse_until,
     read_meta,
@@ -48,8 +47,9 @@ def _version_param(request: web.Request, name: str = "version") -> int | None:
 
 
 async def current(request: web.Request, t: Target) -> ObjectVersion | None:
-    """The current version of ``t`` (or None)."""
-    return await request.app[META].object_get(t.account, t.container, t.obj)
+    """The current version of ``t`` (or None, also once it expired)."""
+    return await expiry.live(request, await request.app[META].object_get(
+        t.account, t.container, t.obj))
 
 
 def reply_headers(request: web.Request, v: ObjectVersion) -> dict[str, str]:
@@ -68,12 +68,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     if m == "PUT":
         return await put(request, t)
     if m == "COPY" or m == "MOVE":
-        dest = request.headers.get("Destination")
-        if not dest:
-            fail(400, "Destination header required")
-        dc, do = _split_path(dest)
-        dst = Target(request.headers.get("Destination-Account") or t.account, dc, do, t.user)
-        return await copy_move(request, t, dst, m == "MOVE")
+        return await copying.copy_or_move(request, t)
     if m == "POST":
         h = request.headers
         if "Content-Range" in h or "X-Source-Object" in h or "X-Object-Bytes" in h:
@@ -86,18 +81,10 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     fail(405, "Method not allowed")
 
 
-def _split_path(value: str) -> tuple[str, str]:
-    path = unquote(value, errors="strict").lstrip("/")
-    cont, _, obj = path.partition("/")
-    if not cont or not obj:
-        fail(400, "Bad copy or move path")
-    return cont, obj
-
-
 async def get(request: web.Request, t: Target) -> web.StreamResponse:
     """GET/HEAD an object, a version, its version list or its hashmap."""
     allowed = await access(request, t)
-    if allowed is None:
+    if allowed is None or allowed == "writeonly":
         fail(403, "Forbidden")
     if request.query.get("version") == "list":
         return await reads.versions_list(request, t)
@@ -106,41 +93,34 @@ async def get(request: web.Request, t: Target) -> web.StreamResponse:
     if "until" in request.query:
         until = parse_until(request)
     v = await request.app[META].object_get(t.account, t.container, t.obj, version, until)
+    if version is None and until is None:
+        v = await expiry.live(request, v)
     if v is None:
         if request.headers.get("If-Match") is not None:
             fail(412, "Precondition Failed")
         fail(404, "Object not found")
     headers = await reads.object_headers(request, t, v, allowed,
                                          latest=version is None and until is None)
-    reads.check_conditions(request, v, headers)
+    slo.apply_headers(v, headers)
+    if slo.is_slo(v) and request.query.get("multipart-manifest") == "get":
+        return slo.manifest_reply(request, v, headers)
+    manifest = dlo.manifest_of(request, v)
+    if manifest and "hashmap" not in request.query:
+        return await dlo.send(request, t, v, headers, manifest)
+    reads.check_conditions(request, v, headers, etag=headers["ETag"].strip('"'))
     if "hashmap" in request.query:
         return await hashmaps.get_hashmap(request, v, headers)
-    manifest = v.meta.get("X-Object-Manifest")
-    if manifest and request.query.get("multipart-manifest") != "get":
-        return await _send_manifest(request, t, v, headers, manifest)
-    return await reads.send_object(request, v, headers)
-
-
-async def _send_manifest(request: web.Request, t: Target, v: ObjectVersion,
-                         headers: dict[str, str], manifest: str) -> web.StreamResponse:
-    """A Swift DLO: the objects under ``container/prefix``, in name order, as one body."""
-    cont, _, prefix = unquote(manifest, errors="strict").lstrip("/").partition("/")
-    parts = []
-    for p in await request.app[META].object_list(t.account, cont, prefix):
-        if t.owner or await access(request, Target(t.account, cont, p.name, t.user)):
-            parts.append(p)
-    joined = "".join(etag_of(request, p) for p in parts)
-    headers["ETag"] = '"' + hashlib.md5(joined.encode()).hexdigest() + '"'
-    source = reads.Segments(request.app[BLOCKS], parts)
-    return await reads.send_object(request, v, headers, source=source)
+    return await reads.send_object(request, v, headers, span=slo.part_span(request, v, headers))
 
 
 _SEEN = web.RequestKey("gw_containers", dict)
 
 
 async def _container_ok(request: web.Request, account: str, container: str,
-                        grow: int = 0) -> None:
-    """404 without the container; 413 when ``grow`` more bytes would pass its quota."""
+                        grow: int = 0, new_object: bool = False) -> None:
+    """404 without the container; 413 when ``grow`` more bytes (or one more object) would
+    pass its quotas: Pithos' X-Container-Policy-Quota and Swift's container_quotas
+    (X-Container-Meta-Quota-Bytes, X-Container-Meta-Quota-Count)."""
     meta = request.app[META]
     seen: dict[tuple[str, str], Container] = request.setdefault(_SEEN, {})
     c = seen.get((account, container))
@@ -149,11 +129,15 @@ async def _container_ok(request: web.Request, account: str, container: str,
         if c is None:
             fail(404, "Container not found")
         seen[(account, container)] = c
-    quota = int(c.policy.get("quota") or 0)
-    if quota and grow > 0:
+    quotas = [int(q) for q in (c.policy.get("quota"), c.meta.get("X-Container-Meta-Quota-Bytes"))
+              if q and q.isascii() and q.isdigit() and int(q) > 0]
+    count = c.meta.get("X-Container-Meta-Quota-Count", "")
+    if (quotas and grow > 0) or (new_object and count.isascii() and count.isdigit()):
         used = await meta.container_get(account, container)
-        if used is not None and used.bytes + grow > quota:
-            fail(413, "Container quota exceeded")
+        if used is not None and quotas and grow > 0 and used.bytes + grow > min(quotas):
+            fail_exact(413, "Upload exceeds quota.")
+        if used is not None and new_object and count.isdigit() and used.count >= int(count):
+            fail_exact(413, "Upload exceeds quota.")
 
 
 async def _may_write(request: web.Request, t: Target) -> None:
@@ -166,31 +150,33 @@ async def _may_write(request: web.Request, t: Target) -> None:
 
 async def put(request: web.Request, t: Target) -> web.StreamResponse:
     """PUT data (streamed), a hashmap, or a copy/move (X-Copy-From, X-Move-From)."""
+    if "X-Copy-From" in request.headers or "X-Move-From" in request.headers:
+        return await copying.put_from(request, t)  # checks the source first, as Swift
     await _may_write(request, t)
     await _container_ok(request, t.account, t.container)
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and inm.strip() != "*":
+        fail(400, "If-None-Match only supports *")
     if request.query.get("multipart-manifest") == "put":
-        # Without this the SLO manifest (JSON) would be stored as the object's content and
-        # `swift upload --use-slo` would "succeed" with the wrong bytes.
-        fail(501, "static large objects are not supported: upload segments as a dynamic "
-                  "large object (swift upload -S SIZE, without --use-slo)")
+        return await slo.put_manifest(request, t)
     if "hashmap" in request.query:
         return await hashmaps.put_hashmap(request, t)
-    for hdr, move in (("X-Copy-From", False), ("X-Move-From", True)):
-        if hdr in request.headers:
-            sc, so = _split_path(request.headers[hdr])
-            src = Target(request.headers.get("X-Source-Account") or t.account, sc, so, t.user)
-            return await copy_move(request, src, t, move)
     cfg = request.app[CONFIG]
     clen = request.headers.get("Content-Length")
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if clen is None and not chunked:
+    te = request.headers.get("Transfer-Encoding", "").lower().replace(" ", "")
+    if te and te != "chunked":
+        fail(501, "Not Implemented: only chunked transfer coding is supported")
+    if clen is None and not te:
         fail(411, "Length Required")
     digits = clen is not None and clen.isascii() and clen.isdigit()
     if clen is not None and (not digits or int(clen) > cfg.max_file_size):
         fail(413 if digits else 400, "Bad Content-Length")
-    meta = read_meta(request, "X-Object-Meta-", _EXTRA)
+    meta = expiry.apply(request, read_meta(request, "X-Object-Meta-", _EXTRA))
     sharing = _sharing(request)
     old = await current(request, t)
+    if clen is not None:  # refused before the body is read when it cannot fit
+        await _container_ok(request, t.account, t.container,
+                            int(clen) - (old.bytes if old else 0), new_object=old is None)
     reads.check_conditions(request, old)
     await check_type_change(request, t, _content_type(request, t.obj))  # before data moves
     got = await request.app[BLOCKS].ingest(request_body(request), limit=cfg.max_file_size)
@@ -199,7 +185,8 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     sent = request.headers.get("ETag")
     if sent and sent.strip('"').lower() != got.md5:
         fail(422, "Unprocessable Entity: ETag does not match the data")
-    await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0))
+    await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0),
+                        new_object=old is None)
     v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
     return web.Response(status=201, headers=reply_headers(request, v))
 
@@ -289,63 +276,6 @@ async def _apply_sharing_public(request: web.Request, t: Target,
         await meta.public_set(t.account, t.container, t.obj, on)
 
 
-async def copy_move(request: web.Request, src: Target, dst: Target,
-                    move: bool) -> web.StreamResponse:
-    """Copy or move an object: the new version reuses the source map, no data moves."""
-    check_container_name(request, dst.container)
-    check_object_name(request, dst.obj)
-    got = await access(request, src)
-    if got is None or (move and not src.owner):
-        # A move deletes the source: only its owner may (DELETE is owner-only; Pithos'
-        # move_object refuses any other user). Sharees copy.
-        fail(403, "Forbidden")
-    await _may_write(request, dst)
-    version = _version_param(request, "X-Source-Version") if not move else None
-    meta = request.app[META]
-    v = await meta.object_get(src.account, src.container, src.obj, version)
-    if v is None:
-        fail(404 if src.owner else 403, "Source object not found")
-    old = await current(request, dst)
-    await _container_ok(request, dst.account, dst.container, v.bytes - (old.bytes if old else 0))
-    reads.check_conditions(request, old)
-    fresh = request.headers.get("X-Fresh-Metadata", "").lower() in ("true", "1", "yes")
-    new_meta = {} if fresh else dict(v.meta)
-    new_meta.update(read_meta(request, "X-Object-Meta-", _EXTRA))
-    ctype = v.content_type
-    if request.method != "PUT" and "ignore_content_type" not in request.query:
-        ctype = request.headers.get("Content-Type") or ctype
-    same = (src.account, src.container, src.obj) == (dst.account, dst.container, dst.obj)
-    nv = await _record(request, dst, v.hashes, v.bytes, v.checksum, new_meta, _sharing(request),
-                       ctype=ctype, uuid=v.uuid if move else None)
-    if move and not same:
-        await meta.object_delete(src.account, src.container, src.obj)
-    delim = request.query.get("delimiter")
-    if delim and not same:
-        await _copy_tree(request, src, dst, delim, move)
-    headers = reply_headers(request, nv)
-    headers["X-Copied-From"] = quote(f"{src.container}/{src.obj}")
-    return web.Response(status=201, headers=headers)
-
-
-async def _copy_tree(request: web.Request, src: Target, dst: Target, delim: str,
-                     move: bool) -> None:
-    """COPY/MOVE ?delimiter: also every object under ``src.obj + delim`` (maps only)."""
-    meta = request.app[META]
-    base = src.obj + delim
-    for v in await meta.object_list(src.account, src.container, base):
-        s = Target(src.account, src.container, v.name, src.user)
-        d = Target(dst.account, dst.container, dst.obj + delim + v.name[len(base):], dst.user)
-        got = await access(request, s)
-        if got is None or (move and not s.owner):
-            continue
-        check_object_name(request, d.obj)
-        await _may_write(request, d)
-        await _record(request, d, v.hashes, v.bytes, v.checksum, dict(v.meta), None,
-                      ctype=v.content_type, uuid=v.uuid if move else None)
-        if move:
-            await meta.object_delete(s.account, s.container, s.obj)
-
-
 async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
     """POST meta, sharing and public state (Swift replaces meta; ?update merges)."""
     await _may_write(request, t)
@@ -365,6 +295,8 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
                 else:
                     merged.pop(k, None)
             new = merged
+        new = expiry.apply(request, new, v.meta)
+        new.update({k: val for k, val in v.meta.items() if slo.hidden(k)})  # system meta stays
         ctype = request.headers.get("Content-Type")
         await request.app[META].object_set_meta(t.account, t.container, t.obj, new,
                                                 ctype if ctype and t.owner else None)
@@ -373,9 +305,11 @@ async def post_meta(request: web.Request, t: Target) -> web.StreamResponse:
 
 
 async def delete(request: web.Request, t: Target) -> web.StreamResponse:
-    """DELETE an object (owner only); ?delimiter also deletes everything under it."""
-    if not t.owner:
+    """DELETE an object (owner or a container write ACL); ?delimiter also deletes
+    everything under it."""
+    if not t.owner and not await acl.may_write(request, t):
         fail(403, "Forbidden")
+    expiry.check_if_delete_at(request, None)  # its syntax, before looking the object up
     meta = request.app[META]
     if "until" in request.query:
         until = parse_until(request)
@@ -392,7 +326,11 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
             return web.Response(status=204)
         fail(404, "Object not found")
     reads.check_conditions(request, v)
+    expiry.check_if_delete_at(request, v)
+    if slo.is_slo(v) and request.query.get("multipart-manifest") == "delete":
+        return await slo.delete_manifest(request, t, v)
     await meta.object_delete(t.account, t.container, t.obj)
-    return web.Response(status=204)
+    # Swift's DELETE answers carry its (empty) error-page type; clients compare it.
+    return web.Response(status=204, headers={"Content-Type": "text/html; charset=UTF-8"})
 
 

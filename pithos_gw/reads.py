@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -45,7 +46,8 @@ async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
          "X-Object-Modified-By": v.modified_by, "Accept-Ranges": "bytes",
          "X-Timestamp": f"{v.mtime:.5f}"}
     for k, val in v.meta.items():
-        h[out_name(k)] = out_value(val)
+        if not k.startswith("X-Object-Sysmeta-"):  # the gateway's own (SLO manifests)
+            h[out_name(k)] = out_value(val)
     if latest:
         found, token = await meta.object_acl(v.account, v.container, v.name)
         if found:
@@ -70,15 +72,19 @@ def _etags(value: str) -> list[str]:
 
 
 def check_conditions(request: web.Request, v: ObjectVersion | None,
-                     headers: dict[str, str] | None = None) -> None:
-    """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does."""
+                     headers: dict[str, str] | None = None, etag: str | None = None) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since: raise 304 or 412 as Swift does
+    (``etag``: the one the object answers with, when not its own, e.g. a large object's)."""
     read = request.method in ("GET", "HEAD")
-    etag = etag_of(request, v) if v else None
+    etag = etag or (etag_of(request, v) if v else None)
+    # A read's 412 carries the object's validators, as Swift's (clients compare them).
+    keep = ("ETag", "Last-Modified", "X-Timestamp")
+    failed = {k: val for k, val in (headers or {}).items() if k in keep} if read else {}
     im = request.headers.get("If-Match")
     if im is not None:
         tags = _etags(im)
         if v is None or ("*" not in tags and etag not in tags):
-            fail(412, "Precondition Failed")
+            fail(412, "Precondition Failed", failed)
     inm = request.headers.get("If-None-Match")
     if inm is not None and v is not None:
         tags = _etags(inm)
@@ -89,10 +95,10 @@ def check_conditions(request: web.Request, v: ObjectVersion | None,
     if v is None:
         return
     ius = parse_date(request.headers.get("If-Unmodified-Since"))
-    if ius is not None and int(v.mtime) > ius:
-        fail(412, "Precondition Failed")
+    if ius is not None and math.ceil(v.mtime) > ius:
+        fail(412, "Precondition Failed", failed)
     ims = parse_date(request.headers.get("If-Modified-Since"))
-    if read and inm is None and ims is not None and int(v.mtime) <= ims:
+    if read and inm is None and ims is not None and math.ceil(v.mtime) <= ims:
         raise HttpError(304, "", headers or {})
 
 
@@ -168,18 +174,29 @@ class Segments:
 
 
 async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str, str],
-                      public: bool = False, source: Segments | None = None) -> web.StreamResponse:
-    """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges)."""
+                      public: bool = False, source: Segments | None = None,
+                      multi_ranges: bool = True,
+                      span: tuple[int, int] | None = None) -> web.StreamResponse:
+    """Answer GET/HEAD with the object's data (whole, one range, or multipart ranges;
+    ``multi_ranges`` False: several ranges get the whole object; ``span``: that range
+    whatever the request asks, e.g. an SLO's ?part-number)."""
     src = source or Segments(request.app[BLOCKS], [v])
     size = src.size
     ranges = None
     rng = request.headers.get("Range")
-    if rng:
+    if span is not None:
+        ranges = [span]
+    elif rng:
         if_range = request.headers.get("If-Range")
-        ok = if_range is None or if_range.strip('"') == headers["ETag"] or (
-            (ts := parse_date(if_range)) is not None and int(v.mtime) <= ts)
-        if ok:
-            ranges = parse_ranges(rng, size)
+        ok = if_range is None or if_range.strip('"') == headers["ETag"].strip('"') or (
+            (ts := parse_date(if_range)) is not None and math.ceil(v.mtime) <= ts)
+        if ok and (multi_ranges or "," not in rng):
+            try:
+                ranges = parse_ranges(rng, size)
+            except HttpError as e:
+                e.headers.update({k: val for k, val in headers.items() if k in (
+                    "ETag", "Last-Modified", "X-Timestamp", "Accept-Ranges")})
+                raise
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
     resp = web.StreamResponse(status=200, headers=headers)

@@ -18,6 +18,9 @@ from aiohttp.web_server import Server
 from pithos_gw.common import CONFIG
 
 log = logging.getLogger("pithos_gw")
+#: Request body bytes buffered per connection before reading pauses (aiohttp's default
+#: 64 KiB makes a large upload pause and resume the socket thousands of times).
+READ_BUFSIZE = 4 << 20
 
 
 class _Handler(RequestHandler):
@@ -61,5 +64,8 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     timeout = app[CONFIG].client_timeout
     # After an error reply to an unfinished upload aiohttp reads and drops the rest for
     # lingering_time (so the client sees the reply): a stalled client gets no more time.
+    # auto_decompress=False: a body sent with Content-Encoding: gzip is the object's
+    # content, stored as sent (Swift does not decode it either).
     return _Runner(app, keepalive_timeout=timeout, lingering_time=min(10.0, timeout),
+                   auto_decompress=False, read_bufsize=READ_BUFSIZE,
                    **kwargs)

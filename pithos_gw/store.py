@@ -20,6 +20,8 @@ from archipelago.hashing import BLOCK_SIZE, ZERO_HASH
 
 #: Blocks up to this size are hashed on the loop: a thread hop costs more than hashing them.
 _INLINE_HASH = 64 * 1024
+#: Blocks of one upload hashed and written at once while the next is read.
+_INGEST_DEPTH = 3
 #: How many existence checks run at once when looking for missing blocks.
 _EXISTS_BATCH = 64
 
@@ -108,55 +110,71 @@ class BlockStore:
     async def ingest(self, chunks: AsyncIterator[bytes], limit: int | None = None) -> Ingested:
         """Cut a byte stream into blocks, storing each as it fills; MD5 in the same pass.
 
-        One block is hashed and written while the next one is read from the
-        stream. Blocks are written before any caller records a map, so a failed
+        Up to ``_INGEST_DEPTH`` blocks are hashed and written while the next one is read
+        from the stream. Blocks are written before any caller records a map, so a failed
         or cancelled stream leaves only unreferenced blocks behind.
         """
         md5 = hashlib.md5()
         hashes: list[str] = []
-        buf = bytearray()
-        size = 0
-        # MD5 must see blocks in order but runs beside the SHA-256/put of the same
-        # block (two threads): the cost is max(md5, sha256), not their sum.
-        pending: asyncio.Future[str] | None = None
-        md5_job: asyncio.Future[None] | None = None
+        pieces: list[memoryview] = []
+        have = size = 0
+        # MD5 must see blocks in order: each block's update is chained after the
+        # previous one's, in a worker thread, beside the SHA-256s and writes of the
+        # blocks (other threads; hashlib releases the GIL): the upload costs about
+        # max(md5, sha256 + write) per block, and the loop keeps reading meanwhile.
+        window: deque[tuple[asyncio.Future[str], asyncio.Future[None]]] = deque()
+        last_md5: asyncio.Future[None] | None = None
+
+        async def chained(prev: asyncio.Future[None] | None, block: bytes) -> None:
+            if prev is not None:
+                await prev
+            await asyncio.to_thread(md5.update, block)
 
         async def flush(block: bytes) -> None:
-            nonlocal pending, md5_job
-            if pending is not None:
-                hashes.append(await pending)
-            if md5_job is not None:
-                await md5_job
-                md5_job = None
-            if len(block) <= _INLINE_HASH:
+            nonlocal last_md5
+            while len(window) >= _INGEST_DEPTH:
+                sha, md = window.popleft()
+                hashes.append(await sha)
+                await md
+            if len(block) <= _INLINE_HASH and last_md5 is None:
                 md5.update(block)
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                job = done
             else:
-                md5_job = asyncio.ensure_future(asyncio.to_thread(md5.update, block))
-            pending = asyncio.ensure_future(self._store(block, None))
+                job = last_md5 = asyncio.ensure_future(chained(last_md5, block))
+            window.append((asyncio.ensure_future(self._store(block, None)), job))
 
+        bs = self.block_size
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise InvalidArgument(f"body longer than {limit} bytes")
-                buf += chunk
-                while len(buf) >= self.block_size:
-                    block = bytes(buf[: self.block_size])
-                    del buf[: self.block_size]
-                    await flush(block)
-            if buf or size == 0:
-                await flush(bytes(buf))
-            if pending is not None:
-                hashes.append(await pending)
-                pending = None
-            if md5_job is not None:
-                await md5_job
-                md5_job = None
+                # Pieces are joined once per block: each byte is copied once on the loop.
+                # (a mutable buffer could change under the view before the join)
+                view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
+                while view:
+                    take = min(len(view), bs - have)
+                    pieces.append(view[:take])
+                    have += take
+                    view = view[take:]
+                    if have == bs:
+                        block = b"".join(pieces)
+                        pieces.clear()
+                        have = 0
+                        await flush(block)
+            if pieces or size == 0:
+                await flush(b"".join(pieces))
+            while window:
+                sha, md = window.popleft()
+                hashes.append(await sha)
+                await md
         finally:
-            for job in (pending, md5_job):
-                if job is not None:
-                    job.cancel()
-                    await asyncio.gather(job, return_exceptions=True)
+            jobs = [j for pair in window for j in pair]
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
         return Ingested(hashes=hashes, size=size, md5=md5.hexdigest())
 
     async def read_block(self, h: str, offset: int, length: int) -> bytes:

@@ -9,7 +9,7 @@ APT_PACKAGES=(
   python3-venv python3-dev python3-pip build-essential pkg-config libssl-dev
   nbdkit nbdkit-plugin-python nbdkit-plugin-dev libnbd-bin python3-libnbd qemu-utils
   ceph-mon ceph-osd ceph-common python3-rados python3-rbd uuid-runtime jq
-  fio procps python3-matplotlib
+  fio procps python3-matplotlib memcached
   qemu-system-x86 busybox-static cpio
 )
 

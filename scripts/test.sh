@@ -30,6 +30,11 @@ else
   echo "test.sh: tests/ceph_cluster.py absent: RADOS tests will be skipped" >&2
 fi
 
+# OpenStack Swift's own functional tests against a started gateway (about 2 minutes;
+# the swift sdist and its test venv are cached under ~/.cache/archipelago).
+sf_rc=0
+bash scripts/swift-functional.sh -q || sf_rc=$?
+
 rc=0
 # -X faulthandler: a crash (even at interpreter exit) prints the Python stacks.
 .venv/bin/python -X faulthandler -m pytest -q -p no:cacheprovider "$@" || rc=$?
@@ -39,8 +44,8 @@ if [ "$rc" -eq 5 ]; then
 fi
 ruff_rc=0
 .venv/bin/ruff check --no-cache . || ruff_rc=$?
-if [ "$rc" -ne 0 ] || [ "$ruff_rc" -ne 0 ]; then
-  echo "test.sh: FAILED (pytest exit $rc, ruff exit $ruff_rc)" >&2
+if [ "$rc" -ne 0 ] || [ "$ruff_rc" -ne 0 ] || [ "$sf_rc" -ne 0 ]; then
+  echo "test.sh: FAILED (pytest exit $rc, ruff exit $ruff_rc, swift-functional exit $sf_rc)" >&2
   exit 1
 fi
 echo "test.sh: all tests and ruff passed" >&2

@@ -76,3 +76,22 @@ def test_missing_reports_each_absent_block_once() -> None:
         assert await store.missing([a, b, ZERO_HASH, b]) == [b]
 
     asyncio.run(run())
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(0, 5 * 128 * 1024 + 77), chunk=st.integers(1000, 300_000),
+       seed=st.integers(0, 255))
+def test_ingest_of_large_blocks_keeps_md5_order_and_map(size: int, chunk: int, seed: int) -> None:
+    """Blocks above the inline-hash size go through the threaded, pipelined path: the MD5
+    still sees the bytes in order and the map names every block."""
+    bs = 128 * 1024
+    data = bytes((i * 7 + seed) % 251 for i in range(size))
+
+    async def run() -> None:
+        store = BlockStore(MemoryBlocker(), block_size=bs)
+        got = await store.ingest(chunks_of(data, chunk))
+        assert got.size == size and got.md5 == hashlib.md5(data).hexdigest()
+        assert got.hashes == object_hashmap(data, bs)
+        assert await read_all(store, got.hashes, size) == data
+
+    asyncio.run(run())
