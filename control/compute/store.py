@@ -122,3 +122,11 @@ async def server_set(conn: AsyncConnection, sid: str, **values: Any) -> None:
     """Update columns of a server (and updated_at)."""
     await conn.execute(servers.update().where(servers.c.id == sid)
                        .values(updated_at=time.time(), **values))
+
+
+async def user_disks(conn: AsyncConnection, user: str | None) -> list[Any]:
+    """Rows of the volumes compute records as ``user``'s (every user's for None), by name."""
+    q = sa.select(disks).order_by(disks.c.volume)
+    if user is not None:
+        q = q.where(disks.c.user_id == user)
+    return list((await conn.execute(q)).all())
