@@ -13,6 +13,11 @@ from control.ui.backend import COOKIE
 
 #: Longest user name or password the login form passes on.
 MAX_FIELD = 1024
+#: Quota resources in words (others show their Astakos name).
+LABELS = {"pithos.diskspace": "File storage", "cyclades.disk": "Volumes",
+          "cyclades.vm": "Servers", "cyclades.cpu": "CPUs of running servers",
+          "cyclades.ram": "RAM of running servers", "cyclades.total_cpu": "CPUs of all servers",
+          "cyclades.total_ram": "RAM of all servers"}
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -71,7 +76,7 @@ async def _quota_rows(request: web.Request) -> list[dict[str, Any]]:
     rows = []
     for res, q in sorted((quotas.get(p.uuid) or {}).items()):
         limit, usage = int(q.get("limit", 0)), int(q.get("usage", 0))
-        rows.append({"resource": res, "limit": limit, "usage": usage,
+        rows.append({"resource": res, "label": LABELS.get(res, res), "limit": limit, "usage": usage,
                      "bytes": res in ("pithos.diskspace", "cyclades.disk", "cyclades.ram",
                                       "cyclades.total_ram")})
     return rows

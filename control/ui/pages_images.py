@@ -9,7 +9,6 @@ from aiohttp import web
 
 from archipelago.errors import InvalidArgument
 from control.ui.app import backend
-from control.ui.backend import path_of
 
 DISK_FORMATS = ("diskdump", "raw", "qcow2", "aki", "ari")
 
@@ -48,7 +47,8 @@ async def register(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument(f"unknown disk format {fmt!r}")
     me = request["ui_principal"].uuid
     headers = {"X-Image-Meta-Name": name, "X-Image-Meta-Disk-Format": fmt,
-               "X-Image-Meta-Location": f"pithos://{me}/{path_of(cont, obj)}",
+               # Plankton takes the location's names as they are (not URL-quoted)
+               "X-Image-Meta-Location": f"pithos://{me}/{cont}/{obj}",
                "X-Image-Meta-Is-Public": "true" if form.get("is_public") else "false"}
     for line in str(form.get("properties", "")).splitlines():
         key, sep, value = line.partition("=")
