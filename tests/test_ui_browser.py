@@ -29,12 +29,23 @@ def test_files_share_public_and_pages(ui_cloud: UiCloud, browser: Browser, tmp_p
     b.find("#upload-file").send_keys(str(src))
     b.find("#upload-button").click()
     b.until(lambda d: d.find_element("id", "drop").get_attribute("data-state") == "done")
+    drop = b.find("#drop")
     assert b.find("#upload-progress").get_attribute("value") == "100"
     assert "100%" in b.find("#upload-status").text
+    # large files take the hashmap path: the block list, then only the missing blocks
+    assert drop.get_attribute("data-path") == "hashmap"
+    assert drop.get_attribute("data-sent") == str(len(data))
     b.shot("files-upload")
-    # the page reloads with the file listed
-    link = b.until(lambda d: d.find_element("link text", "photos.bin"))
-    link.click()
+    # the same bytes again under another name: already stored, no block is sent
+    b.until(lambda d: "photos.bin" in d.find_element("id", "objects").text)   # reloaded
+    b.fill("#upload-name", "photos-again.bin")
+    b.find("#upload-file").send_keys(str(src))
+    b.find("#upload-button").click()
+    b.until(lambda d: d.find_element("id", "drop").get_attribute("data-state") == "done")
+    assert b.find("#drop").get_attribute("data-sent") == "0"
+    assert "already stored" in b.find("#upload-status").text
+    b.until(lambda d: "photos-again.bin" in d.find_element("id", "objects").text)
+    b.until(lambda d: d.find_element("link text", "photos.bin")).click()
     b.find("#download").click()
     assert b.wait_download("photos.bin", len(data)).read_bytes() == data
     # share with bob, make public; the public link works without a session
@@ -104,12 +115,21 @@ def test_volumes_create_snapshot_clone_tree(ui_cloud: UiCloud, browser: Browser)
     b.fill("#volume-size", "2")
     b.find("#create-volume").click()
     _row(b, "data1", "2.0 GiB")
+    assert "0 blocks" in _row(b, "data1").text
+    from archipelago.client import Client
+
+    with Client.connect(ui_cloud.d.data_dir) as c, c.open("data1") as v:   # 8 MiB of data
+        v.write(0, os.urandom(8 * MiB), fua=True)
+    b.get("/ui/volumes")
+    assert "2 blocks: 2 own, 0 shared" in _row(b, "data1", "8.0 MiB").text   # the mapper's usage
     _volume_action(b, "data1", "placeholder='snapshot name'", "data1-monday")
     snap = _row(b, "data1-monday", "from data1")
     assert "snapshot (read-only)" in snap.text
+    assert "2 blocks: 0 own, 2 shared" in _row(b, "data1").text   # the snapshot took them
     _volume_action(b, "data1-monday", "placeholder='clone name'", "data1-copy")
     clone = _row(b, "data1-copy", "from data1-monday")
     assert "└─ └─" in clone.text     # two levels down the tree
+    assert "2 blocks: 0 own, 2 shared" in clone.text
     _volume_action(b, "data1-copy", "placeholder='GiB'", "3")
     _row(b, "data1-copy", "3.0 GiB")
     b.shot("volumes")
@@ -149,6 +169,9 @@ def test_server_from_guest_image_live_console(ui_cloud: UiCloud, browser: Browse
     b.until(lambda dr: dr.find_element("id", "server-title").text == XSS)
     b.until(lambda dr: "GUEST-DONE" in dr.find_element("id", "console").text, timeout=300)
     b.no_alert()
+    # the guest powered off: the page's state follows (htmx) and offers Start, not Stop
+    b.until(lambda dr: dr.find_element("id", "server-status").text == "STOPPED", timeout=120)
+    assert b.find("#server-start") and not b.driver.find_elements("id", "server-stop")
     b.shot("server-console")
     b.nav("Servers")
     b.until(lambda dr: XSS in dr.find_element("id", "servers").text)

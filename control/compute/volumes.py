@@ -2,7 +2,8 @@
 create (blank), snapshot, clone, resize, delete. Ownership is compute's disk record;
 created and cloned volumes charge cyclades.disk; snapshots are read-only and free.
 
-GET /os-volumes; POST /os-volumes {"volume": {"name", "size" bytes}};
+GET /os-volumes (with "usage": used/owned/shared/distinct blocks, dedup = used/distinct);
+POST /os-volumes {"volume": {"name", "size" bytes}};
 POST /os-volumes/{name}/action {"snapshot"|"clone": {"name"}} | {"resize": {"size"}};
 DELETE /os-volumes/{name} (not while attached).
 """
@@ -62,6 +63,10 @@ async def volumes(svc: ComputeService, who: Any) -> list[dict[str, Any]]:
             info = await svc.vol("info", r.volume)
             d.update(size=info.size, parent=info.parent, readonly=info.readonly,
                      created=info.created)
+            u = await svc.vol("usage", r.volume)
+            d["usage"] = {k: u[k] for k in ("used", "owned", "shared", "distinct", "block_size",
+                                            "used_bytes")}
+            d["usage"]["dedup"] = round(u["used"] / u["distinct"], 2) if u["distinct"] else 1.0
         except NotFound:
             d["missing"] = True
         out.append(d)

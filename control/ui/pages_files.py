@@ -3,6 +3,7 @@ sharing with a user, public links, delete. Every call goes to the gateway as the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,6 +26,8 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/files/c/{container}", listing)
     r.add_post("/files/c/{container}/delete", container_delete)
     r.add_put("/files/c/{container}/upload", upload)
+    r.add_put("/files/c/{container}/hashmap", put_hashmap)
+    r.add_post("/files/c/{container}/blocks", put_blocks)
     r.add_get("/files/c/{container}/download", download)
     r.add_get("/files/c/{container}/object", detail)
     r.add_post("/files/c/{container}/object", object_action)
@@ -102,8 +105,9 @@ async def listing(request: web.Request) -> dict[str, Any]:
     for part in [p for p in prefix.split("/") if p]:
         acc += part + "/"
         crumbs.append((part, acc))
+    gw = backend(request).ctx.gateway
     return {"container": cont, "account": acct, "own": acct == request["ui_principal"].uuid,
-            "prefix": prefix, "crumbs": crumbs,
+            "prefix": prefix, "crumbs": crumbs, "block_size": gw.block_size if gw else 0,
             "folders": [i["subdir"] for i in items if "subdir" in i],
             "objects": [i for i in items if "subdir" not in i]}
 
@@ -122,6 +126,44 @@ async def upload(request: web.Request) -> web.Response:
     etag = r.headers.get("ETag", "")
     r.release()
     return web.json_response({"name": name, "etag": etag}, status=201)
+
+
+async def put_hashmap(request: web.Request) -> web.Response:
+    """PUT /ui/files/c/{container}/hashmap?name=: the file's block hashes (JSON, hashed in
+    the browser). 201: made from blocks already stored (nothing uploaded); 409: the list
+    of blocks to upload first (POST .../blocks), then this again."""
+    from control.host.webapi import read_json
+
+    name = _name(request.query.get("name"))
+    doc = await read_json(request, {})          # at most 1 MiB: ~13000 hashes, 50 GiB
+    me = request["ui_principal"].uuid
+    path = _obj_path(me, request.match_info["container"], name) + "?hashmap&format=json"
+    ctype = request.headers.get("X-Object-Content-Type") or "application/octet-stream"
+    r = await backend(request).call(request, "PUT", path, ok=(201, 409),
+                                    data=json.dumps(doc).encode(),
+                                    headers={"Content-Type": "application/json",
+                                             "X-Object-Content-Type": ctype})
+    try:
+        body = await r.read()
+        status = r.status
+    finally:
+        r.release()
+    if status == 409:
+        return web.json_response({"missing": json.loads(body)}, status=409)
+    return web.json_response({"name": name}, status=201)
+
+
+async def put_blocks(request: web.Request) -> web.Response:
+    """POST /ui/files/c/{container}/blocks: raw blocks (whole ones, the last may be short)
+    stored in the gateway; their ids."""
+    me = request["ui_principal"].uuid
+    headers = {"Content-Type": "application/octet-stream"}
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    got = await backend(request).json(request, "POST",
+                                      "/v1/" + path_of(me, request.match_info["container"]),
+                                      headers=headers, data=request.content)
+    return web.json_response({"hashes": got}, status=202)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

@@ -29,6 +29,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/servers/new", wizard)
     r.add_post("/servers", create)
     r.add_get("/servers/{id}", server)
+    r.add_get("/servers/{id}/state", state)
     r.add_post("/servers/{id}", action)
     r.add_get("/servers/{id}/console", console_ws)
 
@@ -107,6 +108,14 @@ async def server(request: web.Request) -> dict[str, Any]:
     att = (await b.json(request, "GET", f"{API}/servers/{path_of(sid)}/os-volume_attachments"))
     free = [v for v in await volume_list(request) if not v.get("server") and not v.get("readonly")]
     return {"s": s, "attachments": att["volumeAttachments"], "free": free}
+
+
+@aiohttp_jinja2.template("server_state.html")
+async def state(request: web.Request) -> dict[str, Any]:
+    """GET /ui/servers/{id}/state: the state and its actions alone (htmx refreshes it)."""
+    _compute(request)
+    sid = request.match_info["id"]
+    return {"s": (await backend(request).json(request, "GET", f"{API}/servers/{path_of(sid)}"))["server"]}
 
 
 async def action(request: web.Request) -> web.StreamResponse:
