@@ -57,10 +57,19 @@ def test_files_share_public_and_pages(ui_cloud: UiCloud, browser: Browser, tmp_p
     r = requests.get(href, timeout=60)
     assert r.status_code == 200 and r.content == data
     b.shot("file-detail")
-    # a file named like HTML shows as text (and nothing runs)
+    # a folder, a file in it
     b.get("/ui/files/c/holidays")
     small = tmp_path / "note.txt"
     small.write_bytes(b"hello")
+    b.fill("#folder-name", "2026")
+    b.submit_form_of("#folder-name")
+    b.until(lambda d: d.find_element("tag name", "h1").text == "holidays / 2026/")
+    b.find("#upload-file").send_keys(str(small))
+    b.find("#upload-button").click()
+    b.until(lambda d: "note.txt" in d.find_element("id", "objects").text)
+    b.get("/ui/files/c/holidays")
+    assert "2026/" in b.find("#objects").text and "note.txt" not in b.find("#objects").text
+    # a file named like HTML shows as text (and nothing runs)
     b.fill("#upload-name", XSS)
     b.find("#upload-file").send_keys(str(small))
     b.find("#upload-button").click()

@@ -164,3 +164,22 @@ def test_login_is_throttled(api: ApiServer) -> None:
     r = requests.post(api.url + "/ui/login", data={"username": "carol", "password": "carol-pw-1"})
     assert r.status_code == 429 and "Too many failed attempts" in r.text
     assert "archip_session" not in r.cookies
+
+
+def test_front_proxy_login(tmp_path) -> None:  # noqa: ANN001
+    """[identity] proxy_header from a listed proxy address logs the user in at /ui/login."""
+    with ApiServer(tmp_path, plugins=["identity", "ui"],
+                   overrides=['identity.proxy_header=X-Remote-User',
+                              'identity.proxy_addresses=["127.0.0.1"]']) as srv:
+        srv.call(srv.host.plugin("identity").service.add_user("erin", password="erin-pw-1"))
+        r = requests.get(srv.url + "/ui/login", headers={"X-Remote-User": "erin"},
+                         allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"] == "/ui/"
+        s = requests.Session()
+        s.cookies.set("archip_session", r.cookies["archip_session"])
+        assert "Hello, erin" in s.get(srv.url + "/ui/").text
+        # without the header: the login form; an unknown user: refused, no session
+        assert 'name="username"' in requests.get(srv.url + "/ui/login").text
+        r = requests.get(srv.url + "/ui/login", headers={"X-Remote-User": "mallory"},
+                         allow_redirects=False)
+        assert r.status_code == 401 and "archip_session" not in r.cookies

@@ -25,6 +25,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/files/shared", shared)
     r.add_get("/files/c/{container}", listing)
     r.add_post("/files/c/{container}/delete", container_delete)
+    r.add_post("/files/c/{container}/folder", folder_create)
     r.add_put("/files/c/{container}/upload", upload)
     r.add_put("/files/c/{container}/hashmap", put_hashmap)
     r.add_post("/files/c/{container}/blocks", put_blocks)
@@ -109,7 +110,22 @@ async def listing(request: web.Request) -> dict[str, Any]:
     return {"container": cont, "account": acct, "own": acct == request["ui_principal"].uuid,
             "prefix": prefix, "crumbs": crumbs, "block_size": gw.block_size if gw else 0,
             "folders": [i["subdir"] for i in items if "subdir" in i],
-            "objects": [i for i in items if "subdir" not in i]}
+            # a folder's own marker object ("name/") is the folder, not a file in it
+            "objects": [i for i in items if "subdir" not in i and i["name"] != prefix]}
+
+
+async def folder_create(request: web.Request) -> web.StreamResponse:
+    """POST /ui/files/c/{container}/folder (prefix, name): an empty marker object
+    "prefix/name/" of type application/directory, listed as a folder."""
+    form = await request.post()
+    name = _name(form.get("name"), "folder name").strip("/")
+    if not name or "/" in name:
+        raise InvalidArgument("a folder name cannot be empty or hold '/'")
+    prefix, cont = str(form.get("prefix", "")), request.match_info["container"]
+    me = request["ui_principal"].uuid
+    (await backend(request).call(request, "PUT", _obj_path(me, cont, f"{prefix}{name}/"), data=b"",
+                                 headers={"Content-Type": "application/directory"})).release()
+    raise web.HTTPSeeOther(f"/ui/files/c/{quote(cont, safe='')}?" + urlencode({"prefix": f"{prefix}{name}/"}))
 
 
 async def upload(request: web.Request) -> web.Response:

@@ -33,7 +33,14 @@ def add_routes(r: web.UrlDispatcher) -> None:
 async def login_form(request: web.Request) -> web.StreamResponse:
     """GET /ui/login (a trusted front proxy's user is logged in at once)."""
     b = backend(request)
-    got = await b.proxy_login(request)
+    try:
+        got = await b.proxy_login(request)
+    except Unauthorized as e:
+        # the proxy named a user identity refuses: the form, not a redirect loop
+        resp = aiohttp_jinja2.render_template("login.html", request,
+                                              {"error": e.message, "username": ""})
+        resp.set_status(401)
+        return resp
     if got is not None:
         resp = web.HTTPSeeOther("/ui/")
         b.set_cookie(request, resp, got[0])
