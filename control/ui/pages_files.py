@@ -107,7 +107,13 @@ async def listing(request: web.Request) -> dict[str, Any]:
         acc += part + "/"
         crumbs.append((part, acc))
     gw = backend(request).ctx.gateway
-    return {"container": cont, "account": acct, "own": acct == request["ui_principal"].uuid,
+    owner = ""
+    if acct != request["ui_principal"].uuid:
+        try:
+            owner = (await backend(request).identity.user(acct)).name
+        except NotFound:
+            owner = acct
+    return {"owner": owner,"container": cont, "account": acct, "own": acct == request["ui_principal"].uuid,
             "prefix": prefix, "crumbs": crumbs, "block_size": gw.block_size if gw else 0,
             "folders": [i["subdir"] for i in items if "subdir" in i],
             # a folder's own marker object ("name/") is the folder, not a file in it
