@@ -89,7 +89,15 @@ def test_state_changes_need_the_csrf_token(api: ApiServer) -> None:
     other = csrf(login(api, "alice", "alice-pw-1"), api)
     assert other != token
     assert s.post(api.url + "/ui/files", data={"name": "nocsrf", "csrf": other}).status_code == 403
-    ok = s.post(api.url + "/ui/files", data={"name": "withcsrf", "csrf": token}, allow_redirects=False)
+    # a cross-site form (even with the right token, even the login form) is refused
+    r = s.post(api.url + "/ui/files", data={"name": "xsite", "csrf": token},
+               headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    r = requests.post(api.url + "/ui/login", data={"username": "alice", "password": "alice-pw-1"},
+                      headers={"Origin": "http://evil.example"}, allow_redirects=False)
+    assert r.status_code == 403 and "archip_session" not in r.cookies
+    ok = s.post(api.url + "/ui/files", data={"name": "withcsrf", "csrf": token},
+                headers={"Origin": api.url}, allow_redirects=False)
     assert ok.status_code == 303
 
 

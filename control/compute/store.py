@@ -130,3 +130,8 @@ async def user_disks(conn: AsyncConnection, user: str | None) -> list[Any]:
     if user is not None:
         q = q.where(disks.c.user_id == user)
     return list((await conn.execute(q)).all())
+
+
+async def disk_row(conn: AsyncConnection, volume: str) -> Any:
+    """The disk row of a volume compute records, or None."""
+    return (await conn.execute(sa.select(disks).where(disks.c.volume == volume))).first()

@@ -37,10 +37,10 @@ def add_routes(r: web.UrlDispatcher, handler: Any) -> None:
 async def _owned(svc: ComputeService, who: Any, name: str) -> Any:
     """The disk row of a volume the caller owns (NotFound for others': no probing)."""
     async with svc.ctx.db.read() as conn:
-        rows = [r for r in await store.user_disks(conn, None) if r.volume == name]
-    if not rows or not (who.is_admin or rows[0].user_id == who.uuid):
+        row = await store.disk_row(conn, name)
+    if row is None or not (who.is_admin or row.user_id == who.uuid):
         raise NotFound(f"volume {name!r} not found")
-    return rows[0]
+    return row
 
 
 def _size(v: Any) -> int:
@@ -81,6 +81,20 @@ async def _record(svc: ComputeService, user: str, name: str, size: int, kind: st
             await volume_event(svc.ctx, conn, VOLUME_CREATED, user, name, size)
 
 
+async def happened(svc: ComputeService, action: str, args: list[str]) -> bool:
+    """Did the change of a pending ``compute volume-<action> <name> [size]`` commission
+    happen (a crash between the change and the accept)? Settled at the API server's start."""
+    async with svc.ctx.db.read() as conn:
+        row = await store.disk_row(conn, args[0])
+    if action == "volume-create":
+        return row is not None
+    if action == "volume-delete":
+        return row is None
+    if action == "volume-resize":
+        return row is not None and len(args) > 1 and str(row.size) == args[1]
+    return False
+
+
 async def list_volumes(svc: ComputeService, who: Any, request: web.Request) -> web.Response:
     """GET /os-volumes."""
     return web.json_response({"volumes": await volumes(svc, who)})
@@ -95,7 +109,7 @@ async def create(svc: ComputeService, who: Any, request: web.Request) -> web.Res
     if not isinstance(b, dict):
         raise InvalidArgument('body must be {"volume": {"name", "size"}}')
     name, size = b.get("name"), _size(b.get("size"))
-    async with svc.quotas.charge(who.uuid, {quota.DISK: size}, f"compute volume {name}"):
+    async with svc.quotas.charge(who.uuid, {quota.DISK: size}, f"compute volume-create {name}"):
         await svc.vol("create", name, size)
         await _record(svc, who.uuid, name, size, "blank", True)
     return web.json_response({"volume": {"name": name, "size": size}}, status=201)
@@ -115,15 +129,17 @@ async def action(svc: ComputeService, who: Any, request: web.Request) -> web.Res
         await _record(svc, row.user_id, info.name, info.size, "snapshot", False)
     elif op == "clone":
         size = row.size
-        async with svc.quotas.charge(row.user_id, {quota.DISK: size}, f"compute volume {row.volume}"):
-            info = await svc.vol("clone", row.volume, arg.get("name"))
+        new = arg.get("name")
+        async with svc.quotas.charge(row.user_id, {quota.DISK: size}, f"compute volume-create {new}"):
+            info = await svc.vol("clone", row.volume, new)
             await _record(svc, row.user_id, info.name, info.size, "blank", True)
     elif op == "resize":
         if row.server_id is not None:
             raise Busy(f"volume {row.volume!r} is attached: detach it before resizing")
         size = _size(arg.get("size"))
         delta = size - row.size if row.charged else 0
-        async with svc.quotas.charge(row.user_id, {quota.DISK: delta}, f"compute volume {row.volume}"):
+        async with svc.quotas.charge(row.user_id, {quota.DISK: delta},
+                                     f"compute volume-resize {row.volume} {size}"):
             info = await svc.vol("resize", row.volume, size)
             async with svc.ctx.db.begin() as conn:
                 await store.disk_insert(conn, None, row.user_id, Disk(
@@ -150,5 +166,6 @@ async def delete(svc: ComputeService, who: Any, request: web.Request) -> web.Res
         if row.charged:
             await volume_event(svc.ctx, conn, VOLUME_REMOVED, row.user_id, row.volume, 0)
     if row.charged:
-        await svc.quotas.release(row.user_id, {quota.DISK: -row.size}, f"compute volume {row.volume}")
+        await svc.quotas.release(row.user_id, {quota.DISK: -row.size},
+                                 f"compute volume-delete {row.volume}")
     return web.Response(status=204)

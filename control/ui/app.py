@@ -74,9 +74,20 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _render_error(request, 500, "Internal error")
 
 
+def same_origin(request: web.Request) -> bool:
+    """No Origin (old browsers, scripts) or an Origin naming this host."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin != "null" and origin.split("://", 1)[-1] == request.host
+
+
 @web.middleware
 async def session(request: web.Request, handler: Any) -> web.StreamResponse:
     """Who asks (the cookie's identity token), and a CSRF token on every state change."""
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        # forged cross-site requests, the login form's included (login CSRF)
+        raise Forbidden("requests from other sites are refused")
     if request.path.startswith(PUBLIC):
         return await handler(request)
     b = backend(request)

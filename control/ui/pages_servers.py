@@ -13,7 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from archipelago.errors import ArchipelagoError, Forbidden, InvalidArgument, NotFound
-from control.ui.app import backend
+from control.ui.app import backend, same_origin
 from control.ui.backend import path_of
 
 API = "/compute/v2.0"
@@ -149,8 +149,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     until the server stops running (compute's console stream, relayed)."""
     _compute(request)
     b, sid = backend(request), request.match_info["id"]
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.split("://", 1)[-1] != request.host:
+    if not same_origin(request):
         raise Forbidden("the console is only for pages of this site")  # cross-site websocket
     # Ask first: an unknown or foreign server is a 404 page, not an empty socket.
     stream = await b.call(request, "GET", f"{API}/servers/{path_of(sid)}/console/stream")
