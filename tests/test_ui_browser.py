@@ -77,6 +77,12 @@ def test_files_share_public_and_pages(ui_cloud: UiCloud, browser: Browser, tmp_p
     b.find("#upload-button").click()
     b.until(lambda d: XSS in d.find_element("id", "objects").text)
     b.no_alert()
+    b.driver.find_element("link text", XSS).click()
+    b.until(lambda d: d.find_element("id", "object-name").text == XSS)
+    b.no_alert()
+    b.find("#object-delete").click()
+    b.until(lambda d: "photos.bin" in d.find_element("id", "objects").text)
+    assert XSS not in b.find("#objects").text
     # images: register the uploaded file
     b.nav("Images")
     b.fill("#image-name", "holiday-disk")
@@ -100,7 +106,6 @@ def test_files_share_public_and_pages(ui_cloud: UiCloud, browser: Browser, tmp_p
     b.until(lambda d: "From alice" in d.find_element("tag name", "main").text)
     b.driver.find_element("link text", "holidays").click()
     b.until(lambda d: "photos.bin" in d.find_element("id", "objects").text)
-    assert XSS not in b.find("#objects").text          # not shared: alice's other file
     assert b.find("#owner").text == "alice"
     b.shot("files-shared")
     b.logout()
@@ -185,6 +190,14 @@ def test_server_from_guest_image_live_console(ui_cloud: UiCloud, browser: Browse
     b.until(lambda dr: dr.find_element("id", "server-status").text == "STOPPED", timeout=120)
     assert b.find("#server-start") and not b.driver.find_elements("id", "server-stop")
     b.shot("server-console")
+    # a volume attached to the stopped server, then detached (no guest needed)
+    from selenium.webdriver.support.ui import Select
+
+    Select(b.find("#attach-volume")).select_by_visible_text("data1")
+    b.submit_form_of("#attach-volume")
+    b.until(lambda dr: "data1" in dr.find_element("id", "attachments").text)
+    b.find("#attachments button").click()
+    b.until(lambda dr: "data1" not in dr.find_element("id", "attachments").text)
     b.nav("Servers")
     b.until(lambda dr: XSS in dr.find_element("id", "servers").text)
     b.shot("servers")
