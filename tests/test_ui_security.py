@@ -71,6 +71,14 @@ def test_secure_cookie_when_configured(tmp_path) -> None:  # noqa: ANN001
         r = requests.post(srv.url + "/ui/login", data={"username": "dora", "password": "dora-pw-1"},
                           allow_redirects=False)
         assert "Secure" in r.headers["Set-Cookie"]
+        # without compute and billing their pages are hidden and absent
+        s = requests.Session()
+        s.cookies.set("archip_session", r.cookies["archip_session"])
+        page = s.get(srv.url + "/ui/").text
+        assert ">Files<" in page and ">Images<" in page
+        assert ">Servers<" not in page and ">Billing<" not in page and ">Volumes<" not in page
+        assert s.get(srv.url + "/ui/servers").status_code == 404
+        assert s.get(srv.url + "/ui/billing").status_code == 404
 
 
 def test_state_changes_need_the_csrf_token(api: ApiServer) -> None:

@@ -16,5 +16,3 @@ class UiConfig:
     secure_cookie: bool = field(default=False, metadata=doc(
         "always mark the session cookie Secure (set it when a TLS proxy fronts the API "
         "server; over direct TLS the cookie is Secure anyway)"))
-    console_poll: float = field(default=0.25, metadata=doc(
-        "seconds between looks at a server's console log while it is streamed to a browser"))
