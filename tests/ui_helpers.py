@@ -182,8 +182,18 @@ class Browser:
             return
         raise AssertionError("a JavaScript alert opened: a name was run as HTML")
 
+    def unlabeled(self) -> list[str]:
+        """Form controls of the page without a label (for=, wrapping label or aria-label)."""
+        return list(self.driver.execute_script("""
+            return Array.from(document.querySelectorAll('input, select, textarea'))
+              .filter(e => e.type !== 'hidden' && !e.closest('label') && !e.getAttribute('aria-label')
+                      && !(e.id && document.querySelector('label[for="' + e.id + '"]')))
+              .map(e => e.outerHTML);"""))
+
     def shot(self, name: str) -> Path:
-        """A PNG of the whole page (width of the window, height of the content)."""
+        """A PNG of the whole page (width of the window, height of the content); every page
+        shot is also checked for unlabeled form controls (accessibility)."""
+        assert self.unlabeled() == [], (name, self.unlabeled())
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
         w = self.driver.get_window_size()["width"]
         self.driver.set_window_size(w, max(600, min(int(height) + 140, 3000)))
