@@ -194,6 +194,11 @@ class Browser:
         """A PNG of the whole page (width of the window, height of the content); every page
         shot is also checked for unlabeled form controls (accessibility)."""
         assert self.unlabeled() == [], (name, self.unlabeled())
+        # nothing the page needs is refused (CSP) or missing (404s of its own resources)
+        problems = [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"
+                    and not ("/hashmap?" in e["message"] and "(Conflict)" in e["message"])]
+        # (a 409 to a hashmap PUT is the protocol: it lists the blocks to send)
+        assert problems == [], (name, problems)
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
         w = self.driver.get_window_size()["width"]
         self.driver.set_window_size(w, max(600, min(int(height) + 140, 3000)))
