@@ -175,6 +175,11 @@ def test_server_from_guest_image_live_console(ui_cloud: UiCloud, browser: Browse
        "--property", f"kernel_id={kernel}", "--property", f"ramdisk_id={ramdisk}")
     b = browser
     b.login("alice", ui_cloud.passwords["alice"])
+    b.nav("Volumes")
+    b.fill("#volume-name", "spare")
+    b.fill("#volume-size", "1")
+    b.find("#create-volume").click()
+    _row(b, "spare", "1.0 GiB")
     b.nav("Servers")
     b.find("#new-server").click()
     b.driver.find_element("xpath", "//label[contains(., 'guest-disk')]/input").click()
@@ -193,11 +198,11 @@ def test_server_from_guest_image_live_console(ui_cloud: UiCloud, browser: Browse
     # a volume attached to the stopped server, then detached (no guest needed)
     from selenium.webdriver.support.ui import Select
 
-    Select(b.find("#attach-volume")).select_by_visible_text("data1")
+    Select(b.find("#attach-volume")).select_by_visible_text("spare")
     b.submit_form_of("#attach-volume")
-    b.until(lambda dr: "data1" in dr.find_element("id", "attachments").text)
+    b.until(lambda dr: "spare" in dr.find_element("id", "attachments").text)
     b.find("#attachments button").click()
-    b.until(lambda dr: "data1" not in dr.find_element("id", "attachments").text)
+    b.until(lambda dr: "spare" not in dr.find_element("id", "attachments").text)
     b.nav("Servers")
     b.until(lambda dr: XSS in dr.find_element("id", "servers").text)
     b.shot("servers")

@@ -3,6 +3,7 @@ volumes and the serial console streamed live over a websocket. Calls /compute/v2
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 from typing import Any
@@ -17,6 +18,10 @@ from control.ui.app import backend, same_origin
 from control.ui.backend import path_of
 
 API = "/compute/v2.0"
+#: States in which a server's console may still grow (qemu starting, running, rebooting).
+LIVE = ("BUILD", "ACTIVE", "REBOOT")
+#: Seconds before the console stream is opened again while the server is LIVE.
+CONSOLE_RETRY = 0.5
 #: Form action -> compute action body.
 ACTIONS: dict[str, dict[str, Any]] = {"start": {"os-start": None}, "stop": {"os-stop": None},
                                       "reboot": {"reboot": {"type": "SOFT"}}}
@@ -145,22 +150,36 @@ async def action(request: web.Request) -> web.StreamResponse:
 
 
 async def console_ws(request: web.Request) -> web.StreamResponse:
-    """GET /ui/servers/{id}/console (websocket): the serial log, then what the guest prints,
-    until the server stops running (compute's console stream, relayed)."""
+    """GET /ui/servers/{id}/console (websocket): the serial log, then what the guest prints
+    (compute's console stream, relayed). Compute ends its stream whenever qemu is not
+    running, also before a new server's qemu started or during a reboot: while the server
+    is in such a state the stream is opened again from where it stopped."""
     _compute(request)
     b, sid = backend(request), request.match_info["id"]
     if not same_origin(request):
         raise Forbidden("the console is only for pages of this site")  # cross-site websocket
+    url = f"{API}/servers/{path_of(sid)}"
     # Ask first: an unknown or foreign server is a 404 page, not an empty socket.
-    stream = await b.call(request, "GET", f"{API}/servers/{path_of(sid)}/console/stream")
+    stream = await b.call(request, "GET", url + "/console/stream")
     ws = web.WebSocketResponse(heartbeat=30)
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    offset = 0
     try:
         await ws.prepare(request)
-        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        async for chunk in stream.content.iter_any():
-            text = dec.decode(chunk)
-            if text:
-                await ws.send_str(text)
+        while not ws.closed:
+            try:
+                async for chunk in stream.content.iter_any():
+                    offset += len(chunk)
+                    text = dec.decode(chunk)
+                    if text:
+                        await ws.send_str(text)
+            finally:
+                stream.release()
+            status = (await b.json(request, "GET", url))["server"]["status"]
+            if status not in LIVE:
+                break
+            await asyncio.sleep(CONSOLE_RETRY)
+            stream = await b.call(request, "GET", url + f"/console/stream?offset={offset}")
     except (ConnectionResetError, aiohttp.ClientError, ArchipelagoError):
         pass
     finally:

@@ -9,6 +9,12 @@
   document.addEventListener("htmx:configRequest", function (e) {
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
+  // A live refresh never pulls the focus from under a keyboard user: while focus is in
+  // the refreshed part, its update waits for the next round.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var a = document.activeElement;
+    if (a && a !== document.body && e.detail.target.contains(a)) e.detail.shouldSwap = false;
+  });
 
   // Upload: the file is PUT as the request body; the bar follows the bytes sent.
   function setupUpload() {
