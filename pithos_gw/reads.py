@@ -32,7 +32,8 @@ from pithos_gw.store import BlockStore
 #: More ranges than this in one Range header are ignored (Swift's limit).
 MAX_RANGES = 50
 _PUBLIC_HEADERS = ("ETag", "Content-Length", "Content-Type", "Content-Range", "Last-Modified",
-                   "Content-Encoding", "Content-Disposition", "Accept-Ranges")
+                   "Content-Encoding", "Content-Disposition", "Accept-Ranges",
+                   "Content-Security-Policy", "X-Content-Type-Options")
 
 
 async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
@@ -257,5 +258,9 @@ async def serve_public(request: web.Request, token: str) -> web.StreamResponse:
     if v is None:
         fail(404, "Not found")
     headers = await object_headers(request, Target(v.account, v.container, v.name, v.account), v)
+    # Anyone's bytes, served on the API server's origin (where the web UI lives): an HTML
+    # or SVG object must not run as a page of that origin (sandbox = an opaque origin).
+    headers["Content-Security-Policy"] = "sandbox"
+    headers["X-Content-Type-Options"] = "nosniff"
     check_conditions(request, v, headers)
     return await send_object(request, v, headers, public=True)

@@ -220,3 +220,25 @@ def test_non_ascii_names_end_to_end(api: ApiServer) -> None:
                 params={"name": "ο δίσκος μου.img"})
     assert got.content == b"x" * 1000
     assert "filename*=UTF-8''%CE%BF%20" in got.headers["Content-Disposition"]
+
+
+def test_public_html_cannot_act_as_the_ui(api: ApiServer) -> None:
+    """A public HTML file is served on the UI's origin: sandboxed, it gets an opaque origin
+    (no cookies, no same-origin requests to /ui), and downloads are attachments."""
+    ident = api.host.plugin("identity").service
+    token, _ = api.call(ident.login_token(api.call(ident.user("alice")).uuid, "ui", 600))
+    s = requests.Session()
+    s.cookies.set("archip_session", token)
+    t = csrf(s, api)
+    s.post(api.url + "/ui/files", data={"name": "site", "csrf": t})
+    evil = b"<script>fetch('/ui/').then(r => r.text()).then(alert)</script>"
+    assert s.put(api.url + "/ui/files/c/site/upload?name=evil.html", data=evil,
+                 headers={"X-CSRF-Token": t, "Content-Type": "text/html"}).status_code == 201
+    r = s.post(api.url + "/ui/files/c/site/object", data={"name": "evil.html", "action": "public",
+                                                         "csrf": t})
+    link = re.search(r'id="public-link" href="([^"]+)"', r.text).group(1)
+    pub = requests.get(link, timeout=30)
+    assert pub.content == evil and pub.headers["Content-Security-Policy"] == "sandbox"
+    assert pub.headers["X-Content-Type-Options"] == "nosniff"
+    dl = s.get(api.url + "/ui/files/c/site/download", params={"name": "evil.html"})
+    assert dl.headers["Content-Disposition"].startswith("attachment;")
