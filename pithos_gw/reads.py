@@ -181,6 +181,10 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
             (ts := parse_date(if_range)) is not None and int(v.mtime) <= ts)
         if ok:
             ranges = parse_ranges(rng, size)
+    # Users' bytes, served on the API server's origin (where the web UI lives): an HTML or
+    # SVG object opened in a browser (a public link, ?X-Auth-Token=) must not run as a page
+    # of that origin: sandbox gives it an opaque one.
+    headers = {**headers, "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
     resp = web.StreamResponse(status=200, headers=headers)
@@ -258,9 +262,5 @@ async def serve_public(request: web.Request, token: str) -> web.StreamResponse:
     if v is None:
         fail(404, "Not found")
     headers = await object_headers(request, Target(v.account, v.container, v.name, v.account), v)
-    # Anyone's bytes, served on the API server's origin (where the web UI lives): an HTML
-    # or SVG object must not run as a page of that origin (sandbox = an opaque origin).
-    headers["Content-Security-Policy"] = "sandbox"
-    headers["X-Content-Type-Options"] = "nosniff"
     check_conditions(request, v, headers)
     return await send_object(request, v, headers, public=True)

@@ -240,5 +240,8 @@ def test_public_html_cannot_act_as_the_ui(api: ApiServer) -> None:
     pub = requests.get(link, timeout=30)
     assert pub.content == evil and pub.headers["Content-Security-Policy"] == "sandbox"
     assert pub.headers["X-Content-Type-Options"] == "nosniff"
+    uuid = api.call(ident.user("alice")).uuid
+    direct = requests.get(f"{api.url}/v1/{uuid}/site/evil.html?X-Auth-Token={token}", timeout=30)
+    assert direct.content == evil and direct.headers["Content-Security-Policy"] == "sandbox"
     dl = s.get(api.url + "/ui/files/c/site/download", params={"name": "evil.html"})
     assert dl.headers["Content-Disposition"].startswith("attachment;")
