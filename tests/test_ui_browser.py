@@ -19,6 +19,7 @@ def test_files_share_public_and_pages(ui_cloud: UiCloud, browser: Browser, tmp_p
     b.login("alice", ui_cloud.passwords["alice"])
     for label in ("Servers", "Volumes", "Images", "Files", "Billing"):
         assert b.driver.find_element("link text", label)
+    assert "credits added: 100" in b.text() and "100.000000 credits" in b.text()
     b.shot("dashboard")
     # a container, then a 20 MiB upload with its progress bar
     b.nav("Files")

@@ -17,7 +17,8 @@ MAX_FIELD = 1024
 LABELS = {"pithos.diskspace": "File storage", "cyclades.disk": "Volumes",
           "cyclades.vm": "Servers", "cyclades.cpu": "CPUs of running servers",
           "cyclades.ram": "RAM of running servers", "cyclades.total_cpu": "CPUs of all servers",
-          "cyclades.total_ram": "RAM of all servers"}
+          "cyclades.total_ram": "RAM of all servers", "cyclades.vmtime": "Server state",
+          "storage.volume": "Volume size"}
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -106,7 +107,7 @@ async def _billing(request: web.Request, events: int) -> dict[str, Any]:
 @aiohttp_jinja2.template("dashboard.html")
 async def dashboard(request: web.Request) -> dict[str, Any]:
     """GET /ui/: quota bars, balance, recent activity."""
-    return {"quotas": await _quota_rows(request), **await _billing(request, 8)}
+    return {"quotas": await _quota_rows(request), "labels": LABELS, **await _billing(request, 8)}
 
 
 @aiohttp_jinja2.template("billing.html")
