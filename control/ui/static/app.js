@@ -79,6 +79,7 @@
         var r = await fetch(url, {method: "PUT", body: doc, credentials: "same-origin",
           headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf(), "X-Object-Content-Type": type}});
         if (r.status === 201) return finish(name, sent);
+        if (r.status === 413 && round === 0) return sendPlain(file, name, type);  // list too long
         if (r.status !== 409) return failed("HTTP " + r.status);
         var missing = new Set((await r.json()).missing);
         var todo = [];
@@ -105,6 +106,10 @@
         sendHashmap(file, name, type).catch(function (e) { failed(e.message); });
         return;
       }
+      sendPlain(file, name, type);
+    }
+    // Small files (or no WebCrypto, or a block list over 1 MiB): one PUT of the bytes.
+    function sendPlain(file, name, type) {
       drop.dataset.path = "plain";
       status.textContent = "Uploading " + file.name + "…";
       put("PUT", drop.dataset.upload + "?name=" + encodeURIComponent(name), file, type, 0, file.size)
