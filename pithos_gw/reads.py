@@ -33,7 +33,8 @@ from pithos_gw.store import BlockStore
 #: More ranges than this in one Range header are ignored (Swift's limit).
 MAX_RANGES = 50
 _PUBLIC_HEADERS = ("ETag", "Content-Length", "Content-Type", "Content-Range", "Last-Modified",
-                   "Content-Encoding", "Content-Disposition", "Accept-Ranges")
+                   "Content-Encoding", "Content-Disposition", "Accept-Ranges",
+                   "Content-Security-Policy", "X-Content-Type-Options")
 
 
 async def object_headers(request: web.Request, t: Target, v: ObjectVersion,
@@ -197,6 +198,10 @@ async def send_object(request: web.Request, v: ObjectVersion, headers: dict[str,
                 e.headers.update({k: val for k, val in headers.items() if k in (
                     "ETag", "Last-Modified", "X-Timestamp", "Accept-Ranges")})
                 raise
+    # Users' bytes, served on the API server's origin (where the web UI lives): an HTML or
+    # SVG object opened in a browser (a public link, ?X-Auth-Token=) must not run as a page
+    # of that origin: sandbox gives it an opaque one.
+    headers = {**headers, "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
     if public:
         headers = {k: val for k, val in headers.items() if k in _PUBLIC_HEADERS}
     resp = web.StreamResponse(status=200, headers=headers)

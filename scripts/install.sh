@@ -11,6 +11,7 @@ APT_PACKAGES=(
   ceph-mon ceph-osd ceph-common python3-rados python3-rbd uuid-runtime jq
   fio procps python3-matplotlib memcached
   qemu-system-x86 busybox-static cpio
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

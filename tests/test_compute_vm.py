@@ -52,6 +52,16 @@ def test_argv_uses_blockdev_nbd_with_reconnect(tmp_path: Path) -> None:
     assert f"unix:{vm.qmp_path},server=on,wait=off" in a
 
 
+def test_argv_server_name_is_one_qemu_value(tmp_path: Path) -> None:
+    vm = VM(tmp_path / "vm", "0b9f8e2c-0000-4000-8000-000000000002")
+    spec = VMSpec(id=vm.id, name="<img src=x>,process=evil,debug-threads=on", vcpus=1,
+                  ram_mib=256, nbd_socket="/d/nbd.sock", disks=[DiskSpec("d0", "v", boot=True)],
+                  accel="tcg", reconnect_delay=7)
+    a = vm.argv(spec)
+    assert a[a.index("-name") + 1] == ("guest=<img src=x>,,process=evil,,debug-threads=on,"
+                                       "process=archip-vm-0b9f8e2c")
+
+
 @pytest.fixture(scope="module")
 def guest() -> Guest:
     return guest_files()

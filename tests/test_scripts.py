@@ -32,7 +32,8 @@ def test_ci_runs_command_two() -> None:
 
 
 @pytest.mark.parametrize("script", ["scripts/install.sh", "scripts/test.sh", "scripts/demo.sh",
-                                    "scripts/swift-functional.sh", ".ci/run"])
+                                    "scripts/swift-functional.sh", "scripts/ui_screenshots.sh",
+                                    ".ci/run"])
 def test_scripts_parse(script: str) -> None:
     r = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True,
                        timeout=30)
@@ -43,7 +44,8 @@ def test_install_lists_the_required_packages() -> None:
     text = (REPO / "scripts" / "install.sh").read_text()
     for pkg in ("python3-venv", "python3-dev", "build-essential", "nbdkit", "nbdkit-plugin-python",
                 "libnbd-bin", "python3-libnbd", "qemu-utils", "ceph-mon", "ceph-osd",
-                "ceph-common", "python3-rados", "fio"):
+                "ceph-common", "python3-rados", "fio", "chromium", "chromium-driver",
+                "python3-selenium"):
         assert re.search(rf"(^|\s){re.escape(pkg)}(\s|$)", text, flags=re.M), pkg
     assert "--system-site-packages" in text and "-e '.[test]'" in text
 

@@ -105,6 +105,10 @@ class AsyncClient:
         d = await self.ctrl("hashmap", name=name)
         return _hashes_hex(d["hashes"]), int(d["bytes"])
 
+    async def usage(self, name: str) -> dict[str, Any]:
+        """Block counts of a map (archipelago.mapper.usage): used, owned, shared, distinct."""
+        return dict(await self.ctrl("usage", name=name))
+
     async def resize(self, name: str, size: int) -> VolumeInfo:
         """Grow or shrink."""
         return _info(await self.ctrl("resize", name=name, size=size))

@@ -101,6 +101,10 @@ class Client:
         d = self.ctrl("hashmap", name=name)
         return _hashes_hex(d["hashes"]), int(d["bytes"])
 
+    def usage(self, name: str) -> dict[str, Any]:
+        """Block counts of a map (archipelago.mapper.usage): used, owned, shared, distinct."""
+        return dict(self.ctrl("usage", name=name))
+
     def resize(self, name: str, size: int) -> VolumeInfo:
         """Grow or shrink."""
         return _info(self.ctrl("resize", name=name, size=size))

@@ -31,6 +31,7 @@ from archipelago.blocker.base import make_owner
 from archipelago.client.common import STALE
 from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
 from archipelago.mapper import Mapper, Volume, VolumeInfo
+from archipelago.mapper.usage import usage
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.peer import Peer
@@ -193,6 +194,8 @@ class MapperPeer(Peer):
         if op == "hashmap":
             hashes, nbytes = await m.hashmap(a["name"])
             return {"hashes": b"".join(bytes.fromhex(h) for h in hashes), "bytes": nbytes}
+        if op == "usage":
+            return await usage(m, a["name"])
         if op == "resize":
             async with self.excl(a["name"]):
                 return info_dict(await m.resize(a["name"], int(a["size"])))

@@ -56,7 +56,17 @@ def make_app(svc: ComputeService) -> web.Application:
     r.add_get("/flavors/detail", flavors)
     r.add_post("/flavors", flavor_create)
     r.add_get("/flavors/{id}", flavor_show)
+    from control.compute import volumes
+
+    volumes.add_routes(r, _with_caller)
     return app
+
+
+def _with_caller(fn: Any) -> Any:
+    """A handler ``fn(svc, principal, request)`` as an aiohttp handler."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await fn(request.app[SERVICE], request[PRINCIPAL], request)
+    return handler
 
 
 def _svc(request: web.Request) -> tuple[ComputeService, Any]:

@@ -278,6 +278,10 @@ class ComputeService:
         if len(parts) < 3:
             return False
         action, sid = parts[1], parts[2]
+        if action.startswith("volume-"):
+            from control.compute.volumes import happened
+
+            return await happened(self, action, parts[2:])
         async with self.ctx.db.read() as conn:
             try:
                 s = await store.server_get(conn, sid)

@@ -122,3 +122,16 @@ async def server_set(conn: AsyncConnection, sid: str, **values: Any) -> None:
     """Update columns of a server (and updated_at)."""
     await conn.execute(servers.update().where(servers.c.id == sid)
                        .values(updated_at=time.time(), **values))
+
+
+async def user_disks(conn: AsyncConnection, user: str | None) -> list[Any]:
+    """Rows of the volumes compute records as ``user``'s (every user's for None), by name."""
+    q = sa.select(disks).order_by(disks.c.volume)
+    if user is not None:
+        q = q.where(disks.c.user_id == user)
+    return list((await conn.execute(q)).all())
+
+
+async def disk_row(conn: AsyncConnection, volume: str) -> Any:
+    """The disk row of a volume compute records, or None."""
+    return (await conn.execute(sa.select(disks).where(disks.c.volume == volume))).first()

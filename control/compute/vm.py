@@ -114,7 +114,10 @@ class VM:
 
     def argv(self, spec: VMSpec) -> list[str]:
         """The qemu command line of ``spec`` (detached, monitor and console in the dir)."""
-        a = [spec.qemu, "-name", f"{spec.name},process=archip-vm-{spec.id[:8]}",
+        # guest= explicit and commas doubled: a server name ("a=b", "x,debug-threads=on")
+        # is one value, never more qemu options
+        guest = spec.name.replace(",", ",,")
+        a = [spec.qemu, "-name", f"guest={guest},process=archip-vm-{spec.id[:8]}",
              "-uuid", spec.id, "-accel", spec.accel, "-m", str(spec.ram_mib),
              "-smp", str(spec.vcpus), "-nodefaults", "-display", "none", "-vga", "none",
              "-chardev", f"file,id=ser0,path={self.console_path},append=on",

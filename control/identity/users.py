@@ -222,11 +222,20 @@ class UsersMixin:
             raise Unauthorized("Unauthorized: user disabled")
         return _user(row)
 
-    async def login_token(self, who: str, kind: str = "login") -> tuple[str, float]:
+    async def login_token(self, who: str, kind: str = "login",
+                          lifetime: float | None = None) -> tuple[str, float]:
         """A new token for an (already authenticated) user: (token, expiry)."""
         async with self.db.begin() as conn:
             row = await self._find(conn, who)
-            return await self._issue_token(conn, row.uuid, kind)
+            return await self._issue_token(conn, row.uuid, kind, lifetime)
+
+    async def revoke_token(self, token: str) -> bool:
+        """Forget one token (a web UI logout); True when it existed."""
+        if not isinstance(token, str) or not 0 < len(token) <= 256:
+            return False
+        async with self.db.begin() as conn:
+            r = await conn.execute(tokens.delete().where(tokens.c.hash == token_hash(token)))
+        return bool(r.rowcount)
 
     async def purge_tokens(self) -> int:
         """Delete expired tokens; returns how many."""

@@ -1,0 +1,1 @@
+"""The `ui` plugin: a server-rendered web UI (aiohttp-jinja2 + vendored htmx) at /ui/."""
