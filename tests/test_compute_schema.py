@@ -17,6 +17,6 @@ async def test_migrations_create_exactly_the_tables(tmp_path: Path) -> None:
         await m.upgrade(db)  # idempotent
         assert await schema_diff(db, tables.metadata) == []
         st = await m.status(db)
-        assert st["compute"]["current"] == st["compute"]["head"] == "compute_0001"
+        assert st["compute"]["current"] == st["compute"]["head"] == "compute_0002"
     finally:
         await db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 from archipelago.errors import ArchipelagoError, InvalidArgument, NotFound
@@ -34,9 +35,8 @@ async def resize(svc: ComputeService, caller: Any, sid: str, flavor_ref: Any) ->
             async with svc.ctx.db.begin() as conn:
                 await store.server_set(conn, sid, flavor_id=new.id)
                 if grow and boot is not None:
-                    await store.disk_insert(conn, sid, s.user_id, Disk(
-                        boot.volume, boot.node, 0, boot.size + grow, boot.source_type,
-                        boot.delete_on_termination, boot.charged))
+                    await store.disk_insert(conn, sid, s.user_id,
+                                            dataclasses.replace(boot, size=boot.size + grow))
                     await volume_event(svc.ctx, conn, VOLUME_RESIZED, s.user_id, boot.volume,
                                        boot.size + grow)
         return await svc.get(caller, sid)
@@ -106,11 +106,15 @@ async def snapshot(svc: ComputeService, caller: Any, sid: str, name: str,
     d = s.boot if volume is None else next((x for x in s.disks if x.volume == volume), None)
     if d is None:
         raise NotFound(f"server {sid} has no volume {volume!r}")
+    # the snapshot boots as its source does: the server's -kernel/-initrd for its boot disk
+    # (also for disks recorded before compute_0002), the recorded ones for another disk
+    kernel, ramdisk = ((s.kernel_image, s.ramdisk_image) if d.boot_index == 0
+                       else (d.kernel_image, d.ramdisk_image))
     info = await svc.vol("snapshot", d.volume, name)
     async with svc.ctx.db.begin() as conn:
         # recorded as the user's, attached to nothing: what --snapshot may boot from
         await store.disk_insert(conn, None, s.user_id, Disk(
-            name, "-", None, info.size, "snapshot", False, False))
+            name, "-", None, info.size, "snapshot", False, False, kernel, ramdisk))
     return {"id": name, "name": name, "volume": d.volume, "server": sid, "size": info.size,
             "status": "AVAILABLE"}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archipelago.errors import InvalidArgument, NotFound
-from control.compute.images import check_boot_images, get_image
+from control.compute.images import check_boot_files, check_boot_images, get_image
 from control.compute.model import Disk, Flavor, GiB
 
 SOURCES = ("image", "snapshot", "volume", "blank")
@@ -42,6 +42,9 @@ class PlannedDisk:
     volume: str = ""
     hashes: list[str] = field(default_factory=list)
     nbytes: int = 0
+    #: boot files of the content (its image's kernel_id/ramdisk_id, or its source's)
+    kernel: str | None = None
+    ramdisk: str | None = None
 
     @property
     def charged(self) -> bool:
@@ -61,7 +64,8 @@ class PlannedDisk:
         """The disk row."""
         return Disk(volume=self.volume, node=self.node, boot_index=self.boot_index,
                     size=self.size, source_type=self.source_type,
-                    delete_on_termination=self.delete_on_termination, charged=self.charged)
+                    delete_on_termination=self.delete_on_termination, charged=self.charged,
+                    kernel_image=self.kernel, ramdisk_image=self.ramdisk)
 
 
 @dataclass
@@ -125,10 +129,11 @@ async def plan_disks(svc: Any, caller: Any, user: str, flavor: Flavor,
         if not isinstance(dot, bool):
             dot = str(dot).lower() in ("true", "1", "yes")
         d = PlannedDisk(st, src, 0, 0 if boot else None, dot, node=f"d{i}")
+        row: Any = None  # compute's record of a snapshot or volume source
         if st == "image":
             await _plan_image(svc, caller, user, flavor, d, size, boot, plan)
         elif st == "snapshot":
-            info = await _volume_info(svc, caller, user, src, "snapshot")
+            info, row = await _volume_info(svc, caller, user, src, "snapshot")
             if not info.readonly:
                 raise InvalidArgument(f"{src!r} is a writable volume, not a snapshot")
             d.size = max(info.size, flavor.disk * GiB if boot else 0) if size is None else size
@@ -136,18 +141,25 @@ async def plan_disks(svc: Any, caller: Any, user: str, flavor: Flavor,
                 raise InvalidArgument(f"disk size {d.size} is smaller than snapshot {src!r} "
                                       f"({info.size} bytes)")
         elif st == "volume":
-            info = await _volume_info(svc, caller, user, src, "volume")
+            info, row = await _volume_info(svc, caller, user, src, "volume")
             if info.readonly:
                 raise InvalidArgument(f"{src!r} is a snapshot: boot from it with source "
                                       "snapshot (a clone is made)")
-            owner = await _owner(svc, src)
-            if owner is not None and owner[1] is not None:
-                raise InvalidArgument(f"volume {src!r} is attached to server {owner[1]}")
+            if row is not None and row.server_id is not None:
+                raise InvalidArgument(f"volume {src!r} is attached to server {row.server_id}")
             d.volume, d.size, d.delete_on_termination = src, info.size, False
         else:
             if size is None:
                 raise InvalidArgument("a blank block device needs volume_size (GiB)")
             d.size = size
+        if row is not None:
+            # content cloned from an AKI/ARI image boots with that image's kernel/ramdisk
+            # (without them it has no boot sector: the guest would hang in the BIOS)
+            d.kernel, d.ramdisk = row.kernel_image, row.ramdisk_image
+            if boot and d.kernel:
+                await check_boot_files(svc.ctx.gateway, f"{st} {src}", d.kernel, d.ramdisk,
+                                       user, caller.is_admin)
+                plan.kernel, plan.ramdisk = d.kernel, d.ramdisk
         if d.volume:
             if d.volume in seen:
                 raise InvalidArgument(f"volume {d.volume!r} given twice")
@@ -172,25 +184,24 @@ async def _plan_image(svc: Any, caller: Any, user: str, flavor: Flavor, d: Plann
         raise InvalidArgument(f"disk size {size} bytes is smaller than image {img.id} "
                               f"({d.nbytes} bytes)")
     d.size = size
+    d.kernel, d.ramdisk = img.kernel_id, img.ramdisk_id
     if boot:
         await check_boot_images(gw, img, user, caller.is_admin)
         plan.image_id, plan.kernel, plan.ramdisk = img.id, img.kernel_id, img.ramdisk_id
 
 
-async def _owner(svc: Any, volume: str) -> tuple[str, str | None] | None:
+async def _volume_info(svc: Any, caller: Any, user: str, name: str,
+                       kind: str) -> tuple[Any, Any]:
+    """The volume ``name`` and compute's record of it (None: unknown to compute) if ``user``
+    may use it (recorded as theirs, or the caller is admin)."""
     from control.compute import store
 
-    async with svc.ctx.db.read() as conn:
-        return await store.volume_owner(conn, volume)
-
-
-async def _volume_info(svc: Any, caller: Any, user: str, name: str, kind: str) -> Any:
-    """The volume ``name`` if ``user`` may use it (recorded as theirs, or the caller is admin)."""
     try:
         info = await svc.vol("info", name)
     except (NotFound, InvalidArgument):
         raise InvalidArgument(f"{kind} {name!r} not found") from None
-    owner = await _owner(svc, name)
-    if not caller.is_admin and (owner is None or owner[0] != user):
+    async with svc.ctx.db.read() as conn:
+        row = await store.disk_row(conn, name)
+    if not caller.is_admin and (row is None or row.user_id != user):
         raise InvalidArgument(f"{kind} {name!r} not found")
-    return info
+    return info, row

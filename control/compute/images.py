@@ -69,12 +69,18 @@ async def check_boot_images(gateway: Any, img: Image, user: str, admin: bool) ->
     """The kernel and ramdisk images of ``img`` exist and are usable (before anything is made)."""
     if img.ramdisk_id and not img.kernel_id:
         raise InvalidArgument(f"image {img.id} has ramdisk_id but no kernel_id")
-    for ref in (img.kernel_id, img.ramdisk_id):
+    await check_boot_files(gateway, f"image {img.id}", img.kernel_id, img.ramdisk_id, user, admin)
+
+
+async def check_boot_files(gateway: Any, what: str, kernel: str | None, ramdisk: str | None,
+                           user: str, admin: bool) -> None:
+    """The kernel and ramdisk images ``what`` boots with exist and are usable by ``user``."""
+    for ref in (kernel, ramdisk):
         if ref:
             try:
                 sub = await get_image(gateway, ref, user, admin)
             except (InvalidArgument, Forbidden):
-                raise InvalidArgument(f"image {img.id}: its kernel/ramdisk image {ref!r} "
+                raise InvalidArgument(f"{what}: its kernel/ramdisk image {ref!r} "
                                       "is not found") from None
             if sub.size > MAX_BOOT_FILE:
                 raise InvalidArgument(f"image {ref}: {sub.size} bytes is too big for -kernel/-initrd")

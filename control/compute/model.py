@@ -51,6 +51,10 @@ class Disk:
     source_type: str
     delete_on_termination: bool
     charged: bool
+    #: the -kernel/-initrd images the volume's content boots with (from the image it was
+    #: cloned from, kept by its snapshots and clones: a server booted from one needs them)
+    kernel_image: str | None = None
+    ramdisk_image: str | None = None
 
     def to_api(self, server_id: str) -> dict[str, Any]:
         """os-volume_attachments shape."""

@@ -70,7 +70,8 @@ async def server_get(conn: AsyncConnection, sid: str) -> Server:
                                         disks.c.id))
     s.disks = [Disk(volume=d.volume, node=d.node, boot_index=d.boot_index, size=d.size,
                     source_type=d.source_type, delete_on_termination=d.delete_on_termination,
-                    charged=d.charged) for d in rows]
+                    charged=d.charged, kernel_image=d.kernel_image,
+                    ramdisk_image=d.ramdisk_image) for d in rows]
     return s
 
 
@@ -92,11 +93,14 @@ async def disk_insert(conn: AsyncConnection, sid: str | None, user: str, d: Disk
         raise InvalidArgument(f"volume {d.volume!r} is attached to server {row.server_id}")
     values = dict(server_id=sid, user_id=user, volume=d.volume, node=d.node,
                   boot_index=d.boot_index, size=d.size, source_type=d.source_type,
-                  delete_on_termination=d.delete_on_termination, charged=d.charged)
+                  delete_on_termination=d.delete_on_termination, charged=d.charged,
+                  kernel_image=d.kernel_image, ramdisk_image=d.ramdisk_image)
     if row is None:
         await conn.execute(disks.insert().values(**values))
     else:
         values["charged"] = row.charged or d.charged
+        if d.kernel_image is None:  # re-recorded (attach, resize): the content's boot files stay
+            values.update(kernel_image=row.kernel_image, ramdisk_image=row.ramdisk_image)
         await conn.execute(disks.update().where(disks.c.id == row.id).values(**values))
 
 

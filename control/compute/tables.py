@@ -1,4 +1,4 @@
-"""The compute plugin's tables (SQLAlchemy Core; created by versions/compute_0001)."""
+"""The compute plugin's tables (SQLAlchemy Core; created by versions/compute_0001, 0002)."""
 
 from __future__ import annotations
 
@@ -47,4 +47,7 @@ disks = sa.Table(
     sa.Column("source_type", sa.String(16), nullable=False),
     sa.Column("delete_on_termination", sa.Boolean, nullable=False),
     sa.Column("charged", sa.Boolean, nullable=False, default=False),
+    # boot files of the content (compute_0002): what a server booted from it runs with
+    sa.Column("kernel_image", sa.String(64), nullable=True),
+    sa.Column("ramdisk_image", sa.String(64), nullable=True),
 )

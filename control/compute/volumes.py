@@ -74,9 +74,13 @@ async def volumes(svc: ComputeService, who: Any) -> list[dict[str, Any]]:
 
 
 async def _record(svc: ComputeService, user: str, name: str, size: int, kind: str,
-                  charged: bool) -> None:
+                  charged: bool, source: Any = None) -> None:
+    """Record a new volume as the user's; a snapshot or clone of ``source`` (a disk row)
+    keeps its boot files (a server booted from it needs them)."""
+    boot = (source.kernel_image, source.ramdisk_image) if source is not None else (None, None)
     async with svc.ctx.db.begin() as conn:
-        await store.disk_insert(conn, None, user, Disk(name, "-", None, size, kind, False, charged))
+        await store.disk_insert(conn, None, user, Disk(name, "-", None, size, kind, False, charged,
+                                                       *boot))
         if charged:
             await volume_event(svc.ctx, conn, VOLUME_CREATED, user, name, size)
 
@@ -126,13 +130,13 @@ async def action(svc: ComputeService, who: Any, request: web.Request) -> web.Res
     (op, arg), = doc.items()
     if op == "snapshot":
         info = await svc.vol("snapshot", row.volume, arg.get("name"))
-        await _record(svc, row.user_id, info.name, info.size, "snapshot", False)
+        await _record(svc, row.user_id, info.name, info.size, "snapshot", False, row)
     elif op == "clone":
         size = row.size
         new = arg.get("name")
         async with svc.quotas.charge(row.user_id, {quota.DISK: size}, f"compute volume-create {new}"):
             info = await svc.vol("clone", row.volume, new)
-            await _record(svc, row.user_id, info.name, info.size, "blank", True)
+            await _record(svc, row.user_id, info.name, info.size, "blank", True, row)
     elif op == "resize":
         if row.server_id is not None:
             raise Busy(f"volume {row.volume!r} is attached: detach it before resizing")
