@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from control.compute import tables
 from control.host.db import Database
@@ -18,5 +20,39 @@ async def test_migrations_create_exactly_the_tables(tmp_path: Path) -> None:
         assert await schema_diff(db, tables.metadata) == []
         st = await m.status(db)
         assert st["compute"]["current"] == st["compute"]["head"] == "compute_0002"
+    finally:
+        await db.close()
+
+
+async def test_0002_adds_boot_files_to_existing_disks(tmp_path: Path) -> None:
+    """A database at compute_0001 with disks upgrades in place (rows kept, boot files NULL)
+    and downgrades back."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
+    try:
+        m = Migrator({"compute": "control.compute.versions"}, [])
+
+        def to(rev: str, fn: Any = command.upgrade) -> Callable[[Any], None]:
+            def run(conn: Any) -> None:
+                m._run(conn, command.upgrade, "host@head")
+                m._run(conn, fn, rev)
+            return run
+
+        await db.run_sync(to("compute_0001"))
+        async with db.begin() as conn:
+            await conn.execute(sa.text(
+                "INSERT INTO compute_disks (user_id, volume, node, size, source_type, "
+                "delete_on_termination, charged) VALUES ('u', 'v', 'd0', 1, 'image', 1, 1)"))
+        await m.upgrade(db)
+        async with db.read() as conn:
+            rows = (await conn.execute(sa.select(tables.disks))).all()
+        assert [(r.volume, r.kernel_image, r.ramdisk_image) for r in rows] == [("v", None, None)]
+        await db.run_sync(to("compute_0001", command.downgrade))
+        async with db.read() as conn:
+            res = await conn.execute(sa.text("SELECT * FROM compute_disks"))
+            cols, rows = list(res.keys()), res.all()
+        assert "kernel_image" not in cols and [r.volume for r in rows] == ["v"]
     finally:
         await db.close()
