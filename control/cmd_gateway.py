@@ -13,6 +13,7 @@ import time
 import urllib.request
 from typing import Any
 
+from archipelago.blocker.base import pid_alive
 from archipelago.errors import AlreadyExists, Busy, NotRunning, TimedOut
 from archipelago.instance import Instance
 from control.context import get_instance, print_json, wants_json
@@ -27,12 +28,10 @@ def gateway_state(inst: Instance) -> dict[str, Any] | None:
 
     try:
         state = json.loads(state_path(inst).read_text())
-        os.kill(int(state["pid"]), 0)
-    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, TypeError):
+        pid = int(state["pid"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    except PermissionError:
-        pass
-    return dict(state)
+    return dict(state) if pid_alive(pid) else None
 
 
 def run_by_daemon(inst: Instance, pid: int) -> bool:
@@ -137,13 +136,7 @@ def _alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _status(args: argparse.Namespace) -> int:

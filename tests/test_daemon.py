@@ -209,9 +209,11 @@ def test_no_space_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
         assert d.archip("volume", "info", "toobig").rc == 3  # nothing half-made
         assert d.archip("volume", "list", "--json", check=True).json() == []  # still serving
         # A block did not fit, but smaller things may: fill the last bytes too.
-        with open(store / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
-            while True:
-                f.write(bytes(64 * 1024))
+        with open(store / "filler", "wb", buffering=0) as f:
+            for chunk in (64 * 1024, 4096, 1):  # down to the last page: nothing fits after
+                with contextlib.suppress(OSError):
+                    while f.write(bytes(chunk)):
+                        pass
         r3 = d.archip("volume", "create", "small", "--size", "4M")  # the store is full
         assert r3.rc == 8 and "No space left" in r3.err
     finally:
