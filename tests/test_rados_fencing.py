@@ -5,9 +5,12 @@ project's Ceph ($ARCHIPELAGO_CEPH_CONF)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -54,20 +57,7 @@ async def make() -> AsyncIterator[Callable[[], RadosBlocker]]:
 
 def blocklisted(b: RadosBlocker) -> bool:
     """True if ``b``'s client address is on the cluster's blocklist (asked by a new client)."""
-    import rados
-
-    addr = b._cluster.get_addrs()
-    cl = rados.Rados(conffile=b.conffile)
-    cl.connect(timeout=10)
-    try:
-        rc, out, err = cl.mon_command(json.dumps({"prefix": "osd blocklist ls",
-                                                  "format": "json"}), b"", timeout=10)
-        assert rc == 0, err
-        # Pacific prints the address list, then the (empty) range list: two documents.
-        entries, _ = json.JSONDecoder().raw_decode(out.decode() or "[]")
-        return any(e.get("addr") == addr for e in entries)
-    finally:
-        cl.shutdown()
+    return b._cluster.get_addrs() in blocklist(b.conffile)
 
 
 async def test_forced_open_fences_and_blocklists_the_evicted_writer(
@@ -147,3 +137,75 @@ async def test_registration_at_a_stale_generation_is_refused(
     with pytest.raises(Fenced):
         await RadosFence(b3, frozenset).ensure("uid1", g1)
     await RadosFence(b3, frozenset).ensure("uid1", g2)  # the current one registers
+
+
+def test_two_daemons_over_nbd(tmp_path: Path) -> None:
+    """Issue 18's acceptance on the project's Ceph: daemon A writes a volume over NBD;
+    daemon B opens it with force (A is alive) and writes; A's next writes and flush fail
+    with an error (A's blocker peers are blocklisted) and B reads back exactly its data
+    over A's older data: none of A's bytes landed after B's open."""
+    nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
+    from archipelago.client.blocking import Client
+    from tests.daemon_helpers import Daemon
+    from tests.rados_daemon_helpers import POOL, purge
+
+    conf = ceph_conf_or_skip()
+    ns = f"fence-{uuid.uuid4().hex}"
+    a, b = Daemon(tmp_path / "a", ["metrics.listen="]), Daemon(tmp_path / "b", ["metrics.listen="])
+    try:
+        for d in (a, b):
+            d.archip("daemon", "start", "--json", "--backend", "rados", "--ceph-conf", conf,
+                     "--pool", POOL, "--namespace", ns, check=True)
+        a.archip("volume", "create", "vm", "--size", str(8 * BS), "--block-size", "64K",
+                 check=True)
+        ha = nbd.NBD()
+        ha.set_export_name("vm")
+        ha.connect_unix(str(a.data_dir / "nbd.sock"))
+        ha.pwrite(b"\xa1" * (2 * BS), 0)  # allocations
+        for k in range(4):
+            ha.pwrite(b"\xa2" * 4096, k * 4096)  # in place
+        ha.flush()
+        peers_a = {p.read_text() for p in (a.data_dir / "run" / "rados-clients").iterdir()
+                   if not p.name.startswith(".")}
+        assert peers_a
+        cb = Client.connect(b.data_dir)
+        vb = cb.open("vm", force=True)  # A is alive and still has it open
+        vb.write(0, b"\xb1" * 4096)  # into the block A wrote in place
+        vb.write(2 * BS, b"\xb2" * BS)
+        vb.flush()
+        assert peers_a <= blocklist(conf)
+        for off, n in ((4096, 4096), (0, 512), (4 * BS, BS)):  # in place, in place, new
+            with pytest.raises(nbd.Error) as e:
+                ha.pwrite(b"\xee" * n, off)
+            assert e.value.errno in ("EIO", errno.EIO), e.value
+        with pytest.raises(nbd.Error):
+            ha.flush()
+        want = bytearray(b"\xa1" * (2 * BS) + b"\xb2" * BS + bytes(5 * BS))
+        want[0:4 * 4096] = b"\xa2" * (4 * 4096)
+        want[0:4096] = b"\xb1" * 4096
+        assert bytes(vb.read(0, 8 * BS)) == bytes(want)
+        vb.close()
+        cb.close()
+        with contextlib.suppress(nbd.Error):
+            ha.shutdown()
+    finally:
+        a.stop()
+        b.stop()
+        purge(conf, ns)
+
+
+def blocklist(conf: str) -> set[str]:
+    """Addresses on the cluster's blocklist."""
+    import rados
+
+    # Pacific prints the address list, then the (empty) range list: two documents.
+    cl = rados.Rados(conffile=conf)
+    cl.connect(timeout=10)
+    try:
+        rc, out, err = cl.mon_command(json.dumps({"prefix": "osd blocklist ls",
+                                                  "format": "json"}), b"", timeout=10)
+        assert rc == 0, err
+        entries, _ = json.JSONDecoder().raw_decode(out.decode() or "[]")
+        return {e["addr"] for e in entries}
+    finally:
+        cl.shutdown()

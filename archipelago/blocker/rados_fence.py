@@ -39,6 +39,8 @@ WRITER_PREFIX = "w:"
 #: Blocklist entries expire (the osdmap must not grow forever); a day outlives any
 #: operation of the evicted client (they time out after the blocker timeout).
 BLOCKLIST_EXPIRE = 24 * 3600
+#: Under a daemon's run directory: one file per blocker peer with its client address.
+CLIENTS_DIR = "rados-clients"
 #: A writer re-registers (re-checking the generation) at least this often.
 REVALIDATE = 10.0
 
@@ -154,12 +156,15 @@ def drop_sync(io: Any, key: str) -> None:
 
 class RadosFence:
     """The fence of a RADOS writer process: ``blk`` (a RadosBlocker) does the fence
-    object's ops; ``own_addrs`` are the client addresses that write for this process
-    (its own connection; a daemon's blocker peers too)."""
+    object's ops; ``own_addrs`` are the client addresses that write for this process:
+    ``blk``'s own unless ``blk_writes`` is False (a daemon's mapper peer, whose blocker
+    peers write: their published addresses; its fence client must stay unblocklisted)."""
 
-    def __init__(self, blk: Any, own_addrs: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, blk: Any, own_addrs: Callable[[], frozenset[str]],
+                 blk_writes: bool = True) -> None:
         self.blk = blk
         self.own_addrs = own_addrs
+        self.blk_writes = blk_writes
         self._ok: dict[str, tuple[int, frozenset[str], float]] = {}
 
     async def _run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -170,8 +175,7 @@ class RadosFence:
         """A new generation of ``key``; writers registered at older ones are blocklisted."""
         check_name(key)
         self._ok.pop(key, None)  # our own older grant is stale too
-        await self.blk._ioctx()
-        own = await self.addrs()
+        own = await self.addrs() | {await self.self_addr()}  # never blocklist ourselves
         gen, _ = await self.blk._thread(f"fence {key}", bump_sync, self.blk._io,
                                         self.blk._cluster, key, own)
         return gen
@@ -180,17 +184,26 @@ class RadosFence:
         """The generation of ``key`` now."""
         return int(await self._run(f"fence {key}", current_sync, check_name(key)))
 
-    async def addrs(self) -> frozenset[str]:
-        """Our writing client addresses (the fence connection's own included)."""
+    async def self_addr(self) -> str:
+        """The client address of ``blk``."""
         await self.blk._ioctx()
-        return frozenset({self.blk._cluster.get_addrs()}) | self.own_addrs()
+        return str(self.blk._cluster.get_addrs())
 
-    async def ensure(self, key: str, gen: int) -> None:
-        """Fenced unless ``gen`` is current; registers our writing addresses first."""
+    async def addrs(self) -> frozenset[str]:
+        """The client addresses that write for this process (registered as writers)."""
+        own = self.own_addrs()
+        return own | {await self.self_addr()} if self.blk_writes else own
+
+    async def ensure(self, key: str, gen: int, fresh: bool = False) -> None:
+        """Fenced unless ``gen`` is current; registers our writing addresses (again if
+        they changed, every REVALIDATE seconds, or ``fresh``)."""
         own = await self.addrs()
+        if not own:
+            raise self.blk._map(errno.ENOTCONN, f"fence {key}: no writing client published")
         ok = self._ok.get(key)
         now = time.monotonic()
-        if ok is not None and ok[0] == gen and own <= ok[1] and now - ok[2] < REVALIDATE:
+        if (not fresh and ok is not None and ok[0] == gen and own <= ok[1]
+                and now - ok[2] < REVALIDATE):
             return
         rc = await self._run(f"fence {key}", register_sync, check_name(key), gen, own)
         if rc in (-errno.ECANCELED, -errno.ENOENT):
