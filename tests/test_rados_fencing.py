@@ -106,7 +106,8 @@ async def test_forced_unlock_fences_the_holder_before_anyone_opens(
 
 
 async def test_clean_handover_blocklists_nobody(make: Callable[[], RadosBlocker]) -> None:
-    """A volume closed cleanly unregisters its writer: the next open evicts no one."""
+    """A volume closed cleanly unregisters its writer: the next open evicts no one;
+    removing the volume removes its fence object."""
     ba, bb = make(), make()
     ma, mb = Mapper(ba, make_owner("a")), Mapper(bb, make_owner("b"))
     await ma.create("vol", 4 * BS, block_size=BS)
@@ -117,8 +118,11 @@ async def test_clean_handover_blocklists_nobody(make: Callable[[], RadosBlocker]
     await vb.write(0, b"b" * BS)
     await vb.close()
     assert not blocklisted(ba) and not blocklisted(bb)
-    assert await ba.read(FENCE_PREFIX[:0] + "x", 0, 1) == b"\0"  # A's client still works
-    assert "fence/" not in "".join(await ba.list())  # fence objects are not objects
+    await ba.write("x", 0, b"1")  # A's client still works
+    assert not any(n.startswith(FENCE_PREFIX) for n in await ba.list())  # not objects
+    assert [o.key for o in ba._io.list_objects() if o.key.startswith(FENCE_PREFIX)]
+    await mb.remove("vol")
+    assert not [o.key for o in ba._io.list_objects() if o.key.startswith(FENCE_PREFIX)]
 
 
 async def test_registration_at_a_stale_generation_is_refused(
