@@ -166,6 +166,7 @@ class RadosFence:
         self.own_addrs = own_addrs
         self.blk_writes = blk_writes
         self._ok: dict[str, tuple[int, frozenset[str], float]] = {}
+        self._self: tuple[Any, str] = (None, "")
 
     async def _run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         io = await self.blk._ioctx()
@@ -185,9 +186,12 @@ class RadosFence:
         return int(await self._run(f"fence {key}", current_sync, check_name(key)))
 
     async def self_addr(self) -> str:
-        """The client address of ``blk``."""
+        """The client address of ``blk`` (fixed for the life of its client instance)."""
         await self.blk._ioctx()
-        return str(self.blk._cluster.get_addrs())
+        cluster = self.blk._cluster
+        if self._self[0] is not cluster:
+            self._self = (cluster, str(cluster.get_addrs()))
+        return self._self[1]
 
     async def addrs(self) -> frozenset[str]:
         """The client addresses that write for this process (registered as writers)."""
