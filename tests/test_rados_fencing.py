@@ -160,11 +160,14 @@ def test_two_daemons_over_nbd(tmp_path: Path) -> None:
         for d in (a, b):
             d.archip("daemon", "start", "--json", "--backend", "rados", "--ceph-conf", conf,
                      "--pool", POOL, "--namespace", ns, check=True)
-        a.archip("volume", "create", "vm", "--size", str(8 * BS), "--block-size", "64K",
-                 check=True)
-        ha = nbd.NBD()
-        ha.set_export_name("vm")
-        ha.connect_unix(str(a.data_dir / "nbd.sock"))
+        for vol in ("vm", "other"):
+            a.archip("volume", "create", vol, "--size", str(8 * BS), "--block-size", "64K",
+                     check=True)
+        ha, ho = nbd.NBD(), nbd.NBD()  # A also keeps "other" open: it must keep working
+        for h, vol in ((ha, "vm"), (ho, "other")):
+            h.set_export_name(vol)
+            h.connect_unix(str(a.data_dir / "nbd.sock"))
+        ho.pwrite(b"\x0a" * BS, 0)
         ha.pwrite(b"\xa1" * (2 * BS), 0)  # allocations
         for k in range(4):
             ha.pwrite(b"\xa2" * 4096, k * 4096)  # in place
@@ -188,6 +191,13 @@ def test_two_daemons_over_nbd(tmp_path: Path) -> None:
         want[0:4 * 4096] = b"\xa2" * (4 * 4096)
         want[0:4096] = b"\xb1" * 4096
         assert bytes(vb.read(0, 8 * BS)) == bytes(want)
+        # A's blocker peers were blocklisted and restarted with new clients: A's other
+        # volume still works (requests re-issued, the new clients registered).
+        for k in range(8):
+            ho.pwrite(bytes([k]) * BS, k * BS)
+        ho.flush()
+        assert ho.pread(8 * BS, 0) == b"".join(bytes([k]) * BS for k in range(8))
+        ho.shutdown()
         vb.close()
         cb.close()
         with contextlib.suppress(nbd.Error):
