@@ -19,11 +19,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from archipelago.blocker.base import (
-    Blocker,
-    check_name,
-    check_range,
-)
+from archipelago.blocker.base import Blocker, check_name, check_range
 from archipelago.blocker.rados_age import RadosAgeMixin
 from archipelago.blocker.rados_aio import (
     Budget,
@@ -35,26 +31,16 @@ from archipelago.blocker.rados_aio import (
     settle,
 )
 from archipelago.blocker.rados_direct import DirectIO, direct_io, direct_read, direct_write, usable
-from archipelago.blocker.rados_locks import (
-    LOCK_PREFIX,
-    LockHandle,
-    RadosCallError,
-    RadosLocksMixin,
-)
-from archipelago.errors import (
-    ArchipelagoError,
-    BackendUnavailable,
-    ConfigError,
-    NoSpace,
-    NotFound,
-)
+from archipelago.blocker.rados_fence import FENCE_PREFIX, RadosFenceMixin
+from archipelago.blocker.rados_locks import LOCK_PREFIX, LockHandle, RadosCallError, RadosLocksMixin
+from archipelago.errors import ArchipelagoError, BackendUnavailable, ConfigError, NoSpace, NotFound
 from archipelago.hashing import ZERO_HASH, block_hash, is_zero
 
 #: copy() moves at most this much per step (bounded memory for big objects).
 COPY_CHUNK = 8 * 1024 * 1024
 
 
-class RadosBlocker(RadosLocksMixin, RadosAgeMixin, Blocker):
+class RadosBlocker(RadosLocksMixin, RadosAgeMixin, RadosFenceMixin, Blocker):
     """Objects in one RADOS pool and namespace; locks via the RADOS lock API."""
 
     kind = "rados"
@@ -82,6 +68,8 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, Blocker):
         self._open_lock = asyncio.Lock()
         self._budget: Budget | None = None
         self._direct: DirectIO | None = None  # zero-copy data path (rados_direct)
+        #: Called when the cluster says this client is blocklisted (a blocker peer exits).
+        self.on_blocklisted: Callable[[], None] | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -170,6 +158,8 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, Blocker):
 
     def _map(self, err: int, what: str) -> ArchipelagoError:
         """Turn a librados errno into the archipelago error class."""
+        if err == errno.ESHUTDOWN and self.on_blocklisted is not None:
+            self.on_blocklisted()  # this client instance is dead for good (rados_fence)
         return map_error(err, what, self.conffile, self.pool, self.timeout, self._where())
 
     async def _write_error(self, err: int, what: str) -> ArchipelagoError:
@@ -370,7 +360,7 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, Blocker):
         def _list() -> list[str]:
             return sorted(
                 o.key for o in io.list_objects()
-                if o.key.startswith(prefix) and not o.key.startswith(LOCK_PREFIX)
+                if o.key.startswith(prefix) and not o.key.startswith((LOCK_PREFIX, FENCE_PREFIX))
             )
 
         return await self._thread("list objects", _list)

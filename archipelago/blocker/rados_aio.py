@@ -11,6 +11,7 @@ from typing import Any
 from archipelago.errors import (
     ArchipelagoError,
     BackendUnavailable,
+    Fenced,
     InvalidArgument,
     NoSpace,
     TimedOut,
@@ -107,7 +108,9 @@ def map_error(err: int, what: str, conffile: str, pool: str, timeout: float,
         return BackendUnavailable(f"permission denied by the Ceph cluster {where}")
     if err in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"the Ceph pool {pool!r} is full ({what})")
-    if err in (errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
+    if err == errno.ESHUTDOWN:  # EBLOCKLISTED: a forced lock break fenced this client
+        return Fenced(f"the Ceph cluster blocklisted this client: its lock was taken over {where}")
+    if err in (errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH):
         return BackendUnavailable(f"the Ceph cluster is unreachable {where}")
     if err in (errno.EFBIG, errno.E2BIG, errno.EMSGSIZE):
         return InvalidArgument(f"{what}: too large for RADOS")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 from archipelago.blocker import open_blocker
+from archipelago.blocker.rados_fence import CLIENTS_DIR
 from archipelago.client.common import prefault
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
@@ -37,6 +39,23 @@ class DirectBlockerPeer(BlockerPeer):
         await super().dispatch(req)
 
 
+async def publish_client(blocker: object, directory: str, port: int) -> None:
+    """Connect, publish our client address before serving (the mapper peer registers it
+    as a writer of the maps it fences), and exit once the cluster blocklists us."""
+    from archipelago.blocker.rados_fence import publish_addr
+
+    def blocklisted() -> None:
+        # This client instance is dead for good (a forced takeover of one of our maps):
+        # exit at once; the supervisor restarts us with a new client and the mapper
+        # re-issues our requests in flight, re-checking the fences of fenced ones.
+        log.error("blocker peer on port %d: blocklisted by the Ceph cluster: restarting", port)
+        os._exit(75)
+
+    await blocker.open()  # type: ignore[attr-defined]
+    publish_addr(directory, str(port), blocker._cluster.get_addrs())  # type: ignore[attr-defined]
+    blocker.on_blocklisted = blocklisted  # type: ignore[attr-defined]
+
+
 async def serve(args: object) -> int:
     """Bind the port and serve until stopped."""
     inst, cfg = load(args)  # type: ignore[arg-type]
@@ -44,6 +63,8 @@ async def serve(args: object) -> int:
     link = PeerLink(str(inst.control_socket))
     prefault(link.segment)  # background: librados reads client buffers without page faults
     blocker = open_blocker(cfg)
+    if cfg.blocker.backend == "rados":
+        await publish_client(blocker, str(inst.run_dir / CLIENTS_DIR), port)
     peer = DirectBlockerPeer(link, port, blocker, max_inflight=cfg.peers.max_inflight)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, peer.stop)

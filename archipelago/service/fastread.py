@@ -183,3 +183,15 @@ def fence_files(cfg: Any, fast: FastReader | None = None) -> Any:
     from archipelago.blocker.fence import FenceFiles
 
     return FenceFiles(os.path.abspath(cfg.blocker.file.path))
+
+
+def rados_fence(cfg: Any, run_dir: str) -> Any:
+    """The mapper peer's RADOS fence (None for other backends): its own client for the
+    fence objects; the writers it registers are its blocker peers (docs/fencing.md)."""
+    if cfg.blocker.backend != "rados":
+        return None
+    from archipelago.blocker import open_blocker
+    from archipelago.blocker.rados_fence import CLIENTS_DIR, PublishedAddrs, RadosFence
+
+    return RadosFence(open_blocker(cfg), PublishedAddrs(os.path.join(run_dir, CLIENTS_DIR)),
+                      blk_writes=False)

@@ -40,7 +40,7 @@ from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 from archipelago.service import upkeep_tasks
 from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
-from archipelago.service.fastread import FastReader, fence_files, make_fast_reader
+from archipelago.service.fastread import FastReader, fence_files, make_fast_reader, rados_fence
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
@@ -348,11 +348,13 @@ async def serve(args: Any) -> int:
         await wait_blockers(probe, ports)
         fast = make_fast_reader(cfg)
         fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
+        rfence = rados_fence(cfg, str(inst.run_dir))
         # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
-        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences), owner))
+        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences,
+                                                         rfence=rfence), owner))
         probe.close()
         port = Port(link, MAPPER_PORT)  # serves clients and submits to the blockers: one pump
-        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences)
+        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences, rfence=rfence)
         mapper = Mapper(spread, owner)
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
         peer.fast, peer.gens = fast, (None if fast is None else
@@ -386,6 +388,8 @@ async def serve(args: Any) -> int:
     finally:
         if peer is not None:
             peer.close()
+            if peer.spread.rfence is not None:
+                await peer.spread.rfence.blk.close()
         link.close()
     log.info("mapper peer stopped (%d requests served)", peer.served if peer else 0)
     return 0

@@ -10,15 +10,17 @@ that a repeated delete may find the object gone, which is then success.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name
 from archipelago.blocker.fence import AsyncFenceHolds, FenceFiles, fenced_message
 from archipelago.client.common import block_placement
-from archipelago.errors import Fenced, InvalidArgument, NotFound, PeerDied
+from archipelago.errors import ArchipelagoError, Fenced, InvalidArgument, NotFound, PeerDied
 from archipelago.metrics import REISSUES
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
@@ -26,8 +28,15 @@ from archipelago.peers.remote import RemoteBlocker
 from archipelago.peers.request import Request
 from archipelago.service.forward import borrowable, call_shared
 
+if TYPE_CHECKING:
+    from archipelago.blocker.rados_fence import RadosFence
+
 log = logging.getLogger("archipelago.mapper-peer")
 T = TypeVar("T")
+#: RADOS: what a fenced request re-checks before it is re-issued to a restarted peer
+#: (a new client instance, registered as a writer only by this check).
+_REISSUE_CHECK: contextvars.ContextVar[Callable[[RemoteBlocker], Awaitable[None]] | None] = (
+    contextvars.ContextVar("reissue_check", default=None))
 
 
 class SpreadBlocker(Blocker):
@@ -36,7 +45,7 @@ class SpreadBlocker(Blocker):
     kind = "spread"
 
     def __init__(self, client: AsyncClient, ports: list[int], retry_for: float = 30.0,
-                 fences: FenceFiles | None = None) -> None:
+                 fences: FenceFiles | None = None, rfence: RadosFence | None = None) -> None:
         self.remotes = [RemoteBlocker(client, p) for p in ports]
         self.retry_for = retry_for
         self.inflight = [0] * len(ports)
@@ -44,15 +53,23 @@ class SpreadBlocker(Blocker):
         # File backend: the fence files of the shared directory (docs/fencing.md).
         self.fences = fences
         self._holds = AsyncFenceHolds(fences) if fences is not None else None
+        # RADOS backend: the fence object and blocklist (rados_fence.py).
+        self.rfence = rfence
 
     async def fence_bump(self, key: str) -> int:
         """Grant a new writer generation of map ``key`` (file backend: in a thread)."""
+        if self.rfence is not None:
+            return await self.rfence.bump(key)
         if self.fences is None:
             return await super().fence_bump(key)
         return await asyncio.to_thread(self.fences.bump, check_name(key))
 
     async def fence_check(self, key: str, gen: int) -> None:
         """Fenced unless ``gen`` is current."""
+        if self.rfence is not None:
+            if await self.rfence.current(key) != gen:
+                raise Fenced(fenced_message(key))
+            return None
         if self.fences is None:
             return await super().fence_check(key, gen)
         if self.fences.current(check_name(key)) != gen:
@@ -60,20 +77,42 @@ class SpreadBlocker(Blocker):
 
     async def fenced_op(self, key: str, gen: int, op: str, *args: object) -> None:
         """The op, sent to a blocker peer while this process holds the fence (checked)."""
-        if self._holds is None:
-            return await super().fenced_op(key, gen, op, *args)
         if op not in ("write", "put", "copy", "delete"):
             raise InvalidArgument(f"not a fenced operation: {op!r}")
+        if self.rfence is not None:
+            # Every blocker peer's client is registered at ``gen`` before the request
+            # goes out (and again before a re-issue to a restarted peer).
+            rf = self.rfence
+            await rf.ensure(key, gen)
+            token = _REISSUE_CHECK.set(lambda r: self._recheck(r, key, gen))
+            try:
+                return await getattr(self, op)(*args)
+            finally:
+                _REISSUE_CHECK.reset(token)
+        if self._holds is None:
+            return await super().fenced_op(key, gen, op, *args)
         async with self._holds.hold(check_name(key), gen):
             await getattr(self, op)(*args)
 
+    async def _recheck(self, remote: RemoteBlocker, key: str, gen: int) -> None:
+        """Before re-issuing a fenced request: once the restarted peer answers (it
+        published its new client address before serving), register afresh at ``gen``."""
+        assert self.rfence is not None
+        with contextlib.suppress(ArchipelagoError):  # still down: the re-issue fails again
+            await remote.client.ping(remote.dst, timeout=1.0)
+        await self.rfence.ensure(key, gen, fresh=True)
+
     async def fence_forget(self, key: str) -> None:
         """Close the cached fence descriptor of a volume closed here."""
+        if self.rfence is not None:
+            await self.rfence.forget(key)
         if self.fences is not None:
             self.fences.forget(check_name(key))
 
     async def fence_drop(self, key: str) -> None:
         """Forget the fence of a removed map."""
+        if self.rfence is not None:
+            await self.rfence.drop(key)
         if self.fences is not None:
             self.fences.drop(check_name(key))
 
@@ -99,6 +138,8 @@ class SpreadBlocker(Blocker):
                 self.reissued += 1
                 REISSUES.inc()
                 await asyncio.sleep(0.05)
+                if (check := _REISSUE_CHECK.get()) is not None:
+                    await check(self.remotes[i])
             except NotFound:
                 if retried and idempotent_notfound:
                     return None  # type: ignore[return-value]
