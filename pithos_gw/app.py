@@ -35,6 +35,7 @@ from pithos_gw.common import (
     BLOCKS,
     CONFIG,
     META,
+    ORIGIN,
     GatewayConfig,
     HttpError,
     Target,
@@ -152,8 +153,11 @@ def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
 
 
 async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
-    if request.get(STARTED) is None:
-        request[STARTED] = response
+    for r in (request, request.get(ORIGIN)):
+        if r is not None and r.get(STARTED) is None:
+            r[STARTED] = response
+    if request.get(tempurl.CONFINED):
+        tempurl.filter_response(response.headers)
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
     if request.get(DISPOSITION) and response.status in (200, 206):
@@ -254,6 +258,7 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     elif tempurl.wanted(request):
         user = await tempurl.check(request, account, container, obj)
         request[DISPOSITION] = tempurl.disposition(request, obj) or ""
+        request = tempurl.confine(request)  # answers are prepared with either request
     else:
         user = ""
     t = Target(account, container, obj, user)
