@@ -42,7 +42,14 @@ from pithos_gw.common import (
     fail,
     int_param,
 )
-from pithos_gw.hooks import AUTH, Authenticator, LegacyAuth, QuotaCharger
+from pithos_gw.hooks import (
+    AUTH,
+    QUOTA_ADMIN,
+    AccountQuota,
+    Authenticator,
+    LegacyAuth,
+    QuotaCharger,
+)
 from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
 from pithos_gw.quota import ChargedMetaStore
@@ -202,6 +209,7 @@ async def info(request: web.Request) -> web.Response:
            "tempurl": {"methods": list(tempurl.METHODS),
                        "allowed_digests": list(tempurl.DIGESTS)},
            "container_quotas": {},
+           **({"account_quotas": {}} if QUOTA_ADMIN in request.app else {}),
            "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
                       "etag": cfg.etag}}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
@@ -296,6 +304,8 @@ def make_app(blocker: Blocker, db_path: str | Path,
     meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)
     app[META] = meta
     app[AUTH] = authenticator or LegacyAuth(meta)
+    if isinstance(quota, AccountQuota):  # the host also shows and sets account quotas
+        app[QUOTA_ADMIN] = quota
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[META].open()
