@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
+from tests.gw_security_helpers import BS, MiB
 
 T = 30
 SECRET = b"the owner's secret in another container"
@@ -164,3 +167,35 @@ def test_answers_hide_owner_metadata_and_permissions(
         for name in ("X-Object-Meta-Secret", "X-Object-Sharing", "X-Object-Public",
                      "X-Object-Modified-By", "X-Object-Allowed-To"):
             assert name not in r.headers, name
+
+
+def test_a_read_error_after_headers_aborts_a_tempurl_get(tmp_path: Path) -> None:
+    """A TempURL request is served as a confined copy of itself: an error after its
+    headers went out must still abort the connection (no error text inside a 200)."""
+    from tests.test_gw_security import FaultyBlocker
+
+    g = GatewayThread(FaultyBlocker, tmp_path / "meta.db").start()
+    try:
+        tok = {"X-Auth-Token": g.add_user("alice")}
+        url = f"{g.url}/v1/alice"
+        requests.post(url, headers={**tok, "X-Account-Meta-Temp-URL-Key": "k1"}, timeout=T)
+        requests.put(f"{url}/c", headers=tok, timeout=T)
+        first, second = b"a" * BS, b"b" * (2 * MiB)
+        assert requests.put(f"{url}/c/six", data=first + second, headers=tok,
+                            timeout=T).status_code == 201
+        g.blocker.bad.add(hashlib.sha256(second).hexdigest())  # type: ignore[attr-defined]
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        try:  # read until the server closes (a kept-open connection times out: failure)
+            s.sendall(f"GET /v1/alice/c/six?{_q('GET', '/v1/alice/c/six')} HTTP/1.1\r\n"
+                      "Host: gw\r\n\r\n".encode())
+            data = bytearray()
+            while chunk := s.recv(1 << 20):
+                data += chunk
+        finally:
+            s.close()
+        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert len(body) < len(first + second) and b"HTTP/1.1" not in body
+        assert body == first[: len(body)]
+    finally:
+        g.stop()
