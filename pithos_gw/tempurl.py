@@ -66,6 +66,15 @@ STRIPPED_OUT = ("X-Object-Sharing", "X-Object-Shared-By", "X-Object-Public",
 CONFINED = web.RequestKey("gw_tempurl", bool)
 
 
+def info() -> dict[str, list[str]]:
+    """The /info entry, with Swift's names for the header rules."""
+    return {"methods": list(METHODS), "allowed_digests": list(DIGESTS),
+            "incoming_remove_headers": [h.lower() for h in STRIPPED_IN],
+            "incoming_allow_headers": [],
+            "outgoing_remove_headers": ["x-object-meta-*"] + [h.lower() for h in STRIPPED_OUT],
+            "outgoing_allow_headers": ["x-object-meta-public-*"]}
+
+
 def wanted(request: web.Request) -> bool:
     """True when the request carries TempURL parameters."""
     return "temp_url_sig" in request.query

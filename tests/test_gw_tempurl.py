@@ -150,6 +150,13 @@ def test_no_account_or_container_operation(alice: tuple[str, dict[str, str]]) ->
         "X-Account-Meta-Temp-Url-Key"] == "k1"
 
 
+def test_info_names_the_header_rules(gw_mem: GatewayThread) -> None:  # noqa: F811
+    info = requests.get(f"{gw_mem.url}/info", timeout=T).json()["tempurl"]
+    assert info["outgoing_allow_headers"] == ["x-object-meta-public-*"]
+    assert {"x-object-meta-*", "x-object-sharing"} <= set(info["outgoing_remove_headers"])
+    assert set(info["incoming_remove_headers"]) == {"x-timestamp", "x-open-expired"}
+
+
 def test_answers_hide_owner_metadata_and_permissions(
         gw_mem: GatewayThread, alice: tuple[str, dict[str, str]]) -> None:  # noqa: F811
     url, tok = alice
