@@ -39,7 +39,6 @@ from collections.abc import MutableMapping
 from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict, MultiDict
 
 from pithos_gw import dlo
 from pithos_gw.common import META, ORIGIN, fail, now
@@ -62,6 +61,8 @@ STRIPPED_IN = ("X-Timestamp", "X-Open-Expired")
 #: Dropped from the answer besides X-Object-Meta-* (the owner's view of permissions).
 STRIPPED_OUT = ("X-Object-Sharing", "X-Object-Shared-By", "X-Object-Public",
                 "X-Object-Allowed-To", "X-Object-Modified-By")
+_STRIPPED_IN = frozenset(h.lower() for h in STRIPPED_IN)
+_STRIPPED_OUT = frozenset(h.lower() for h in STRIPPED_OUT)
 #: Set on a request a TempURL confined (the answer is filtered).
 CONFINED = web.RequestKey("gw_tempurl", bool)
 
@@ -169,11 +170,11 @@ async def check(request: web.Request, account: str, container: str, obj: str) ->
 def confine(request: web.Request) -> web.Request:
     """The request a checked TempURL request is served as: only the kept query
     parameters and without the stripped headers (a clone sharing the body)."""
-    query = MultiDict((k, v) for k, v in request.query.items() if k in QUERY_KEPT)
+    query = [(k, v) for k, v in request.query.items() if k in QUERY_KEPT]
     kw: dict[str, object] = {"rel_url": request.rel_url.with_query(query)}
     if any(name in request.headers for name in STRIPPED_IN):
-        kw["headers"] = CIMultiDict((k, v) for k, v in request.headers.items()
-                                    if k.title() not in STRIPPED_IN)
+        kw["headers"] = [(k, v) for k, v in request.headers.items()
+                         if k.lower() not in _STRIPPED_IN]
     request[CONFINED] = True  # both: aiohttp prepares a returned answer with the original
     inner = request.clone(**kw)  # type: ignore[arg-type]
     inner[ORIGIN] = request
@@ -185,7 +186,7 @@ def filter_response(headers: MutableMapping[str, str]) -> None:
     for name in list(headers):
         low = name.lower()
         if (low.startswith("x-object-meta-") and not low.startswith("x-object-meta-public-")) \
-                or name.title() in STRIPPED_OUT:
+                or low in _STRIPPED_OUT:
             del headers[name]
 
 
