@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pithos_gw import account_quota
 from pithos_gw.auth import require_owner, sharing_containers
 from pithos_gw.common import (
     CONFIG,
@@ -42,6 +43,15 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
     meta = request.app[META]
     if request.method == "GET" and not t.owner:
         return await shared_listing(request, t)
+    quota = account_quota.requested(request) if request.method == "POST" else {}
+    if quota and not t.owner:
+        # An administrator sets another account's quota, and nothing else of it.
+        others = {k for k in read_meta(request, "X-Account-Meta-")
+                  if k != account_quota.META_KEY}
+        if others or _groups(request):
+            fail(403, "Forbidden")
+        await account_quota.apply(request, t.account, t.user, quota)
+        return web.Response(status=204)
     require_owner(t)
     if request.method in ("HEAD", "GET"):
         acc = await meta.account_get(t.account)
@@ -52,6 +62,7 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
             acc.objects = sum(c.count for c in past)
             acc.bytes = sum(c.bytes for c in past)
         headers = account_headers(acc)
+        await account_quota.add_headers(request, t.account, headers)
         if until is not None:
             headers["X-Account-Until-Timestamp"] = http_date(until)
         if request.method == "HEAD":
@@ -60,9 +71,12 @@ async def handle(request: web.Request, t: Target) -> web.StreamResponse:
         return await listing(request, t, headers)
     if request.method == "POST":
         new_meta = read_meta(request, "X-Account-Meta-")
+        new_meta.pop(account_quota.META_KEY, None)  # the quota is no metadata
         check_meta_totals(request, (await meta.account_get(t.account)).meta, new_meta,
                           "X-Account-Meta-")
         groups = _groups(request)
+        if quota:  # 403 unless the owner is an administrator, before anything changes
+            await account_quota.apply(request, t.account, t.user, quota)
         # Swift merges account meta on POST (an empty value deletes a key); kamaki sends
         # ?update for the same effect, so merging serves both. Groups change only if sent.
         await meta.account_update(t.account, new_meta, groups or None, replace=False)

@@ -35,13 +35,21 @@ from pithos_gw.common import (
     BLOCKS,
     CONFIG,
     META,
+    ORIGIN,
     GatewayConfig,
     HttpError,
     Target,
     fail,
     int_param,
 )
-from pithos_gw.hooks import AUTH, Authenticator, LegacyAuth, QuotaCharger
+from pithos_gw.hooks import (
+    AUTH,
+    QUOTA_ADMIN,
+    AccountQuota,
+    Authenticator,
+    LegacyAuth,
+    QuotaCharger,
+)
 from pithos_gw.listing import render
 from pithos_gw.meta import MetaStore
 from pithos_gw.quota import ChargedMetaStore
@@ -152,8 +160,11 @@ def _reply_error(request: web.Request, e: Exception) -> web.StreamResponse:
 
 
 async def _trans_id(request: web.Request, response: web.StreamResponse) -> None:
-    if request.get(STARTED) is None:
-        request[STARTED] = response
+    for r in (request, request.get(ORIGIN)):
+        if r is not None and r.get(STARTED) is None:
+            r[STARTED] = response
+    if request.get(tempurl.CONFINED):
+        tempurl.filter_response(response.headers)
     response.headers["X-Trans-Id"] = request.get(TRANS_ID) or ("tx" + uuid.uuid4().hex)
     response.headers.setdefault("X-Openstack-Request-Id", response.headers["X-Trans-Id"])
     if request.get(DISPOSITION) and response.status in (200, 206):
@@ -195,9 +206,9 @@ async def info(request: web.Request) -> web.Response:
            "dlo": {"max_segments": 10000},
            "bulk_delete": {"max_deletes_per_request": bulk.MAX_DELETES,
                            "max_failed_deletes": bulk.MAX_DELETES},
-           "tempurl": {"methods": list(tempurl.METHODS),
-                       "allowed_digests": list(tempurl.DIGESTS)},
+           "tempurl": tempurl.info(),
            "container_quotas": {},
+           **({"account_quotas": {}} if QUOTA_ADMIN in request.app else {}),
            "pithos": {"block_size": request.app[BLOCKS].block_size, "block_hash": "sha256",
                       "etag": cfg.etag}}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
@@ -254,6 +265,7 @@ async def _storage(request: web.Request, rest: str) -> web.StreamResponse:
     elif tempurl.wanted(request):
         user = await tempurl.check(request, account, container, obj)
         request[DISPOSITION] = tempurl.disposition(request, obj) or ""
+        request = tempurl.confine(request)  # answers are prepared with either request
     else:
         user = ""
     t = Target(account, container, obj, user)
@@ -291,6 +303,8 @@ def make_app(blocker: Blocker, db_path: str | Path,
     meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)
     app[META] = meta
     app[AUTH] = authenticator or LegacyAuth(meta)
+    if isinstance(quota, AccountQuota):  # the host also shows and sets account quotas
+        app[QUOTA_ADMIN] = quota
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[META].open()

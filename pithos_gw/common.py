@@ -71,6 +71,11 @@ def fail_exact(status: int, text: str) -> NoReturn:
     raise HttpError(status, text, body=text.encode())
 
 
+#: The request a clone stands in for (a confined TempURL request), whose middlewares
+#: must learn when the clone's response started.
+ORIGIN = web.RequestKey("gw_origin", web.Request)
+
+
 @dataclass
 class Target:
     """What a request addresses, and who asks."""

@@ -9,7 +9,7 @@ without a QuotaCharger nothing is charged.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -54,6 +54,30 @@ class QuotaCharger(Protocol):
         ...
 
 
+@runtime_checkable
+class AccountQuota(Protocol):
+    """Optional, beside a QuotaCharger: the account's byte quota as Swift's account_quotas
+    shows it (X-Account-Meta-Quota-Bytes), and who may set it."""
+
+    async def is_admin(self, account: str) -> bool:
+        """True when the account belongs to an administrator (Swift's reseller admin)."""
+        ...
+
+    async def limit(self, account: str) -> int | None:
+        """The account's byte quota; None when the host does not manage the account."""
+        ...
+
+    async def set_limit(self, account: str, limit: int | None) -> None:
+        """Set the account's byte quota (None: back to the default); NotFound for an
+        account the host does not manage."""
+        ...
+
+    async def check(self, account: str, delta: int) -> None:
+        """QuotaExceeded when ``delta`` more bytes would pass the quota (before an upload
+        of known size; the charge at commit stays the authority)."""
+        ...
+
+
 class LegacyAuth:
     """The gateway's own v1 users (MetaStore users table): the key doubles as the token."""
 
@@ -80,3 +104,4 @@ class LegacyAuth:
 
 
 AUTH = web.AppKey("auth", Authenticator)
+QUOTA_ADMIN = web.AppKey("quota_admin", AccountQuota)

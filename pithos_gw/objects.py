@@ -8,7 +8,7 @@ import mimetypes
 from aiohttp import BodyPartReader, web
 
 from archipelago.hashing import merkle_root
-from pithos_gw import acl, copying, dlo, expiry, hashmaps, reads, slo
+from pithos_gw import account_quota, acl, copying, dlo, expiry, hashmaps, reads, slo
 from pithos_gw.auth import access, parse_sharing, require
 from pithos_gw.common import (
     BLOCKS,
@@ -175,8 +175,9 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
     sharing = _sharing(request)
     old = await current(request, t)
     if clen is not None:  # refused before the body is read when it cannot fit
-        await _container_ok(request, t.account, t.container,
-                            int(clen) - (old.bytes if old else 0), new_object=old is None)
+        grow = int(clen) - (old.bytes if old else 0)
+        await _container_ok(request, t.account, t.container, grow, new_object=old is None)
+        await account_quota.check_upload(request, t.account, grow)
     reads.check_conditions(request, old)
     await check_type_change(request, t, _content_type(request, t.obj))  # before data moves
     got = await request.app[BLOCKS].ingest(request_body(request), limit=cfg.max_file_size)

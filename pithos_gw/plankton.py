@@ -2,6 +2,10 @@
 
 Image id = the object's UUID, checksum = its Merkle root. ``image_hashmap`` gives
 the map a volume is thin-cloned from (no block is copied).
+
+``X-Image-Meta-*`` values are URL-quoted by clients (kamaki, ``archip image upload``), as
+Synnefo's Plankton expects: HTTP header values cannot carry non-ASCII text portably, and the
+location is a URL. They are unquoted here (a raw UTF-8 value without ``%`` is unchanged).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -89,14 +94,22 @@ def _public(img: dict[str, Any]) -> dict[str, Any]:
 
 
 def _headers_meta(request: web.Request) -> tuple[dict[str, Any], dict[str, str]]:
+    """Fields and properties of the X-Image-Meta-* headers, their values unquoted (400 when
+    a quoted value is not UTF-8)."""
     fields: dict[str, Any] = {}
     props: dict[str, str] = {}
     for k, v in request.headers.items():
         lk = k.lower()
+        if not lk.startswith("x-image-meta-"):
+            continue
+        try:
+            value = unquote(v, errors="strict")
+        except UnicodeDecodeError:
+            fail(400, f"{k}: a quoted value must be UTF-8")
         if lk.startswith("x-image-meta-property-"):
-            props[lk[len("x-image-meta-property-"):]] = v
-        elif lk.startswith("x-image-meta-"):
-            fields[lk[len("x-image-meta-"):].replace("-", "_")] = v
+            props[lk[len("x-image-meta-property-"):]] = value
+        else:
+            fields[lk[len("x-image-meta-"):].replace("-", "_")] = value
     return fields, props
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -147,3 +148,33 @@ def test_image_members(gw_mem: GatewayThread) -> None:  # noqa: F811
     r = requests.put(base, headers=a, json={"memberships": [{"member_id": "bob"}]})
     assert r.status_code == 204
     assert requests.put(base, headers=a, data=b"{bad").status_code == 400
+
+
+@pytest.mark.parametrize("name", ["Two Words", "Ubuntu 24.04 — ελληνικά", "100% done/v2"])
+def test_quoted_names_round_trip(gw_mem: GatewayThread, name: str) -> None:  # noqa: F811
+    """kamaki and `archip image upload` URL-quote X-Image-Meta-* values and the location
+    (an object named as the image); list, show and update give the names back exactly."""
+    g = gw_mem
+    a = {"X-Auth-Token": g.add_user("alice")}
+    requests.put(f"{g.url}/v1/alice/images", headers=a)
+    obj = quote(name, safe="")
+    assert requests.put(f"{g.url}/v1/alice/images/{obj}", data=b"img", headers=a).ok
+    prop = "Grüße, 50% ελληνικά"
+    r = register(g, a, quote(name), f"pithos://alice/images/{obj}",
+                 **{"Property-Note": quote(prop)})
+    assert r.status_code == 200, r.text
+    img = r.json()["image"]
+    assert img["name"] == name and img["properties"] == {"note": prop}
+    assert img["location"] == f"pithos://alice/images/{name}"
+    listed = requests.get(f"{g.url}/image/v1.0/images", headers=a).json()["images"]
+    assert [i["name"] for i in listed] == [name]
+    detail = requests.get(f"{g.url}/image/v1.0/images/detail", headers=a,
+                          params={"name": name}).json()["images"]
+    assert [(i["name"], i["properties"]) for i in detail] == [(name, {"note": prop})]
+    shown = requests.get(f"{g.url}/image/v1.0/images/{img['id']}", headers=a).json()["image"]
+    assert shown["name"] == name and shown["properties"] == {"note": prop}
+    renamed = requests.put(f"{g.url}/image/v1.0/images/{img['id']}", headers={
+        **a, "X-Image-Meta-Name": quote(name + " (2)")}).json()["image"]
+    assert renamed["name"] == name + " (2)"
+    bad = register(g, a, "%ff", f"pithos://alice/images/{obj}")
+    assert bad.status_code == 400

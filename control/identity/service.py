@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from archipelago.errors import ArchipelagoError, Unauthorized
+from archipelago.errors import ArchipelagoError, NotFound, QuotaExceeded, Unauthorized
 from control.host.webapi import token_of
 from control.identity.projects import ProjectsMixin
 from control.identity.providers import LocalProvider, ProxyProvider
@@ -111,7 +111,8 @@ class GatewayAuth:
 
 
 class GatewayQuota:
-    """pithos_gw QuotaCharger: pithos.diskspace on the account's system project."""
+    """pithos_gw QuotaCharger and AccountQuota: pithos.diskspace on the account's system
+    project (X-Account-Meta-Quota-Bytes through the Swift API; admins set it)."""
 
     def __init__(self, service: IdentityService) -> None:
         self.service = service
@@ -147,3 +148,46 @@ class GatewayQuota:
     async def reconcile(self, usage: dict[str, int]) -> None:
         """At the gateway's start: pending charges dropped, usage = bytes stored."""
         await self.service.reconcile_usage(DISKSPACE, usage, GATEWAY_PREFIX)
+
+    async def _owner(self, account: str) -> Any:
+        """The identity user whose account (uuid) this is, or None."""
+        try:
+            u = await self.service.user(account)
+        except NotFound:
+            return None
+        return u if u.uuid == account else None  # a user *name* is no account
+
+    async def _holding(self, account: str) -> tuple[int, int]:
+        """(limit, usage with pending charges) of the account's pithos.diskspace."""
+        async with self.service.db.read() as conn:
+            limit, _, usage = await self.service._holding(  # noqa: SLF001 -- same plugin
+                conn, f"user:{account}", f"project:{account}", DISKSPACE, create=False)
+        return limit, usage
+
+    async def is_admin(self, account: str) -> bool:
+        """True for an active administrator's account."""
+        u = await self._owner(account)
+        return bool(u is not None and u.is_admin and u.active)
+
+    async def limit(self, account: str) -> int | None:
+        """The account's pithos.diskspace limit (None: no identity user owns it)."""
+        if await self._owner(account) is None:
+            return None
+        return (await self._holding(account))[0]
+
+    async def set_limit(self, account: str, limit: int | None) -> None:
+        """Set the limit (None: the configured default) in the owner's system project."""
+        if await self._owner(account) is None:
+            raise NotFound(f"no identity user owns account {account!r}")
+        value = self.service.settings.default_diskspace if limit is None else limit
+        await self.service.set_quota(account, DISKSPACE, value)
+
+    async def check(self, account: str, delta: int) -> None:
+        """QuotaExceeded, worded as a refused commission, when ``delta`` would not fit."""
+        if delta <= 0 or not await self._known(account):
+            return
+        limit, usage = await self._holding(account)
+        if usage + delta > limit:
+            raise QuotaExceeded(f"Quota exceeded: {DISKSPACE} of user:{account} would go "
+                                f"above its limit (limit {limit}, usage {usage}, "
+                                f"requested {delta:+d})")

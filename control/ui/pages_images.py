@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -46,9 +47,9 @@ async def register(request: web.Request) -> web.StreamResponse:
     if fmt not in DISK_FORMATS:
         raise InvalidArgument(f"unknown disk format {fmt!r}")
     me = request["ui_principal"].uuid
-    headers = {"X-Image-Meta-Name": name, "X-Image-Meta-Disk-Format": fmt,
-               # Plankton takes the location's names as they are (not URL-quoted)
-               "X-Image-Meta-Location": f"pithos://{me}/{cont}/{obj}",
+    # Plankton unquotes X-Image-Meta-* values (a name may hold "%" or any UTF-8 text).
+    headers = {"X-Image-Meta-Name": quote(name, safe=" "), "X-Image-Meta-Disk-Format": fmt,
+               "X-Image-Meta-Location": f"pithos://{me}/{quote(cont, safe='')}/{quote(obj)}",
                "X-Image-Meta-Is-Public": "true" if form.get("is_public") else "false"}
     for line in str(form.get("properties", "")).splitlines():
         key, sep, value = line.partition("=")
@@ -56,6 +57,6 @@ async def register(request: web.Request) -> web.StreamResponse:
             continue
         if not key.strip().replace("_", "").replace("-", "").isalnum():
             raise InvalidArgument(f"property name {key.strip()!r}: letters, digits, - and _ only")
-        headers[f"X-Image-Meta-Property-{key.strip()}"] = value.strip()
+        headers[f"X-Image-Meta-Property-{key.strip()}"] = quote(value.strip(), safe=" ")
     await backend(request).json(request, "POST", "/image/v1.0/images", headers=headers)
     raise web.HTTPSeeOther("/ui/images")
