@@ -103,7 +103,8 @@ rc=${PIPESTATUS[0]}
 set -e
 
 # 4. The summary line.
-"$root/.venv/bin/python" - "$log" <<'EOF'
+sum_rc=0
+"$root/.venv/bin/python" - "$log" <<'EOF' || sum_rc=$?
 import re, sys
 text = open(sys.argv[1], errors="replace").read().splitlines()
 last = next((ln for ln in reversed(text)
@@ -114,5 +115,7 @@ total = p + f + d + e
 rate = 100.0 * p / total if total else 0.0
 print(f"swift-functional: {p} passed, {f + e} failed, {s} skipped "
       f"({d} deselected; {rate:.1f}% of {total} pass)")
+sys.exit(0 if total else 1)  # no count found: the run proved nothing
 EOF
+[ "$rc" -ne 0 ] || rc=$sum_rc
 exit "$rc"

@@ -33,7 +33,7 @@ fi
 # OpenStack Swift's own functional tests against a started gateway (about 2 minutes;
 # the swift sdist and its test venv are cached under ~/.cache/archipelago).
 sf_rc=0
-bash scripts/swift-functional.sh -q || sf_rc=$?
+bash scripts/swift-functional.sh || sf_rc=$?
 
 rc=0
 # -X faulthandler: a crash (even at interpreter exit) prints the Python stacks.
