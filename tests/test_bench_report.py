@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -165,8 +167,18 @@ def test_suite_records_failure_and_timeout_and_kills_the_group(tmp_path: Path) -
     r = run_one(Spec("slow", 2, 2), "quick", 1, tmp_path, _driver(code))
     assert r["status"] == "timeout"
     child = int(pidf.read_text())
-    assert not Path(f"/proc/{child}").exists() or \
-        Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[0] == "Z"
+    # SIGKILL is delivered asynchronously: wait (bounded) for the child's exit on a pidfd,
+    # which becomes readable when the process terminates (a zombie counts as exited)
+    try:
+        fd = os.pidfd_open(child)
+    except ProcessLookupError:
+        return  # gone and reaped already
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(30_000), f"the driver's child {child} outlived its process group"
+    finally:
+        os.close(fd)
 
 
 def test_suite_reads_the_driver_metrics(tmp_path: Path) -> None:
