@@ -25,9 +25,10 @@ BS = 64 * KiB
 SIZE = 8 * BS
 #: Content blocks of imports and hashmap PUTs: few, so deduplication hits live blocks
 #: and garbage alike (a removed map's blocks named again by a new one).
-PAYLOADS = [bytes([i + 1]) * (1000 + 37 * i) + b"end" for i in range(5)]
+PAYLOADS = [bytes([i + 1]) * (1000 + 37 * i) + b"end" for i in range(16)]
 Op = tuple[str, int, int, int]
-OP_KINDS = ["write", "zero", "snapshot", "clone", "remove", "import", "hashmap_put"]
+OP_KINDS = ["write", "zero", "snapshot", "clone", "remove", "import", "hashmap_put",
+            "interrupted_upload", "hash"]
 
 
 async def expected_objects(m: Mapper) -> set[str]:
@@ -115,6 +116,7 @@ async def run_concurrent(ops: list[Op], b: Blocker, ages: TickAges | WallAges,
     model: dict[str, bytes] = {}
     await m.create(f"{prefix}v0", SIZE, block_size=BS)
     model[f"{prefix}v0"] = bytes(SIZE)
+    readonly: set[str] = set()  # snapshots, hashmap PUTs, hashed snapshots
     stop = asyncio.Event()
     runs = deleted = 0
 
@@ -126,19 +128,24 @@ async def run_concurrent(ops: list[Op], b: Blocker, ages: TickAges | WallAges,
             deleted += rep.deleted
             await asyncio.sleep(0)
 
-    async def content_map(n: int, k: int, blk: int, byte: int) -> None:
+    async def content_map(n: int, k: int, blk: int, byte: int, record: bool = True) -> None:
         """An import (writable) or a hashmap PUT (read-only): upload the blocks the store
-        lacks (a dedup hit touches the block), then record the map over them."""
+        lacks (a dedup hit touches the block), then record the map over them (unless the
+        upload is interrupted: its blocks are garbage that later uploads may reuse)."""
         p = byte % len(PAYLOADS)
         blocks = [PAYLOADS[p]] if blk % 2 else [PAYLOADS[p], PAYLOADS[(p + 1) % len(PAYLOADS)]]
         hashes = [block_hash(d) for d in blocks]
         for hx, d in zip(hashes, blocks, strict=True):
             if not await b.touch(hx):
                 await b.put(hx, d)
+        if not record:
+            return
         nbytes = (len(blocks) - 1) * PITHOS_BS + SIZE
-        readonly = (k + blk) % 2 == 0
-        name = f"{prefix}h{n}" if readonly else f"{prefix}i{n}"
-        await m.clone_hashmap(name, hashes, nbytes, None, readonly)
+        ro = (k + blk) % 2 == 0
+        name = f"{prefix}h{n}" if ro else f"{prefix}i{n}"
+        await m.clone_hashmap(name, hashes, nbytes, None, ro)
+        if ro:
+            readonly.add(name)
         data = b"".join(d + bytes(PITHOS_BS - len(d)) for d in blocks[:-1])
         model[name] = data + blocks[-1] + bytes(SIZE - len(blocks[-1]))
 
@@ -147,7 +154,7 @@ async def run_concurrent(ops: list[Op], b: Blocker, ages: TickAges | WallAges,
         for op, k, blk, byte in ops:
             names = sorted(model)
             name = names[k % len(names)]
-            writable = not name[len(prefix):].startswith(("s", "h"))
+            writable = name not in readonly
             n += 1
             ages.begin()
             try:
@@ -163,6 +170,7 @@ async def run_concurrent(ops: list[Op], b: Blocker, ages: TickAges | WallAges,
                 elif op == "snapshot" and writable:
                     await m.snapshot(name, f"{prefix}s{n}")
                     model[f"{prefix}s{n}"] = model[name]
+                    readonly.add(f"{prefix}s{n}")
                 elif op == "clone" and not writable:
                     await m.clone(name, f"{prefix}c{n}")
                     model[f"{prefix}c{n}"] = model[name]
@@ -171,6 +179,12 @@ async def run_concurrent(ops: list[Op], b: Blocker, ages: TickAges | WallAges,
                     del model[name]
                 elif op in ("import", "hashmap_put"):
                     await content_map(n, k + (op == "import"), blk, byte)
+                elif op == "hash" and not writable:  # content blocks of a snapshot
+                    root = (await m.hash(name)).name
+                    model[root] = model[name]
+                    readonly.add(root)
+                elif op == "interrupted_upload":
+                    await content_map(n, k, blk, byte, record=False)
             except (AlreadyExists, InvalidArgument):
                 pass
             ages.end()

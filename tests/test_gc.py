@@ -130,6 +130,28 @@ async def test_plugin_roots_are_kept(make_blocker: Callable[..., Blocker]) -> No
     assert await b.list() == ["aa" * 32]
 
 
+async def test_new_objects_are_young(make_blocker: Callable[..., Blocker]) -> None:
+    """Every way of creating an object stamps it with the current time, so GC's grace
+    period protects it (RADOS: compound writes once got the epoch as mtime); touch
+    makes an absent object neither present nor young."""
+    import time
+
+    b = make_blocker()
+    before = int(time.time())  # RADOS mtimes are whole seconds
+    await b.put("aa" * 32, b"x" * 100)
+    await b.write("bb" * 32, 0, b"y" * 100)
+    await b.write("cc" * 32, 0, b"")
+    await b.copy("aa" * 32, "dd" * 32)
+    hashed = await b.hash("bb" * 32)
+    assert await b.hash("bb" * 32) == hashed  # a dedup hit
+    for name in ("aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32, hashed):
+        assert await b.mtime(name) >= before, name
+        assert await b.touch(name)
+        assert await b.mtime(name) >= before, name
+    assert not await b.touch("ee" * 32)
+    assert not await b.exists("ee" * 32)
+
+
 def test_parse_duration() -> None:
     """DURATION syntax of --grace."""
     assert [parse_duration(x) for x in ("0", "90", "90s", "15m", "2h", "1d")] == [
