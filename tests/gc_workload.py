@@ -25,7 +25,7 @@ BS = 64 * KiB
 SIZE = 8 * BS
 #: Content blocks of imports and hashmap PUTs: few, so deduplication hits live blocks
 #: and garbage alike (a removed map's blocks named again by a new one).
-PAYLOADS = [bytes([i + 1]) * (1000 + 37 * i) + b"end" for i in range(16)]
+PAYLOADS = [bytes([i + 1]) * (1000 + 37 * i) + b"end" for i in range(48)]
 Op = tuple[str, int, int, int]
 OP_KINDS = ["write", "zero", "snapshot", "clone", "remove", "import", "hashmap_put",
             "interrupted_upload", "hash"]

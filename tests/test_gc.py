@@ -249,7 +249,7 @@ def test_gc_concurrent_with_map_operations(ops: list[Op], seed: int) -> None:
 
 #: mtime resolution per real backend: RADOS stats whole seconds; file: a kernel tick.
 MTIME_RESOLUTION = {"file": 0.05, "rados": 1.1}
-STRESS_SEEDS = range(4)
+STRESS_SEEDS = range(5)
 
 
 @pytest.mark.parametrize("backend", ["file", pytest.param("rados", marks=pytest.mark.rados)])
@@ -262,7 +262,7 @@ async def test_gc_stress_on_real_backends(make_blocker: Callable[..., Blocker],
     for seed in STRESS_SEEDS:
         rng = random.Random(seed)
         ops = [(rng.choice(OP_KINDS), rng.randrange(4), rng.randrange(8), rng.randrange(1, 256))
-               for _ in range(60)]
+               for _ in range(100)]
         # One store for all seeds (headers are never deleted: tombstones keep epochs),
         # so each run's maps are named apart and the earlier runs' maps must survive too.
         await run_concurrent(ops, make_blocker(), WallAges(grace=MTIME_RESOLUTION[backend]),
