@@ -120,7 +120,7 @@ def upload_image(url: str, account: str, key: str, name: str, data: bytes,
 
 CLOUD_TOML = """\
 [control]
-plugins = ["identity", "compute"]
+plugins = ["identity", "compute", "billing"]
 
 [gateway]
 listen = "127.0.0.1:0"
@@ -135,7 +135,7 @@ stop_timeout = 5.0
 
 
 def start_cloud(data_dir: Path) -> tuple[Daemon, str]:
-    """A daemon with nbdkit and the API server (identity + compute); (daemon, API URL)."""
+    """A daemon with nbdkit and the API server (identity, compute, billing); (daemon, URL)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "archipelago.toml").write_text(CLOUD_TOML)
     d = Daemon(data_dir)

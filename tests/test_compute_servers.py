@@ -16,6 +16,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,9 @@ from guest_helpers import BOOT_TIMEOUT, Console, guest_files, need_qemu
 from archipelago.errors import Busy, InvalidArgument
 
 pytest.importorskip("control.identity.plugin", reason="needs the identity plugin (issue 13)")
+
+#: credits per hour a running VM costs (1 per second)
+VM_PRICE = "3600"
 pytestmark = [pytest.mark.timeout(1200), pytest.mark.nbd]
 GiB = 1 << 30
 
@@ -148,6 +153,8 @@ def cloud_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         admin = json.loads((d.data_dir / "admin.json").read_text())["uuid"]
         for res, limit in QUOTAS.items():
             d.archip("quota", "set", admin, res, limit, check=True)
+        d.archip("billing", "prices", "set", "cyclades.vmtime", VM_PRICE, "--state", "on",
+                 check=True)
         yield Cloud(d, url, image, kernel, ramdisk, marker, disk)
     finally:
         try:
@@ -193,6 +200,20 @@ def test_server_from_image_reads_marker_writes_and_copies_no_block(cloud: Cloud)
     assert read_volume(cloud.d, "image-check", 0, 8192) == cloud.marker.ljust(8192, b"\0")
     cloud.archip("volume", "remove", "image-check")
     assert cloud.events(s["id"]) == ["BUILD", "ACTIVE", "STOPPED"]
+    # billing (issue 15): the run time, ACTIVE to STOPPED as the events stamp it, is charged
+    # at the on price (VM_PRICE credits per hour = 1 per second: credits are its seconds)
+    admin = json.loads((cloud.d.data_dir / "admin.json").read_text())["uuid"]
+    at = {e["details"]["state"]: e["occurred_us"]
+          for e in cloud.archip("--json", "billing", "events", admin).json()
+          if e["instance"] == s["id"] and e["resource"] == "cyclades.vmtime"}
+    until = datetime.now(UTC).isoformat()
+    usage = cloud.archip("--json", "billing", "usage", admin, "--until", until).json()["usage"]
+    on = [u for u in usage if u["instance"] == s["id"] and u.get("state") == "on"]
+    run_us = at["STOPPED"] - at["ACTIVE"]
+    six = Decimal("0.000001")
+    assert run_us > 0 and len(on) == 1, (at, usage)
+    assert Decimal(on[0]["quantity"]) == (Decimal(run_us) / 3_600_000_000).quantize(six)
+    assert Decimal(on[0]["credits"]) == (Decimal(run_us) / 1_000_000).quantize(six)
     info = cloud.archip("--json", "volume", "info", vol).json()
     assert info["size"] == GiB and not info["readonly"]
     cloud.archip("server", "delete", s["id"])

@@ -2,8 +2,8 @@
 larger than the gateway's maximum object size as a static large object, the swift CLI
 as a dynamic one; both download byte-exact, and re-uploading stores no new block.
 
-The maximum object size is small here (8 MiB, advertised in /info) so that a 40 MiB
-file needs 5 segments; the segments are block-aligned (8 MiB = 2 blocks), so the SLO
+The maximum object size is small here (64 MiB, advertised in /info) so that a 300 MiB
+file needs 5 segments; the segments are block-aligned (64 MiB = 16 blocks), so the SLO
 manifest joins their maps and stores nothing itself.
 """
 
@@ -24,13 +24,13 @@ from pithos_gw.common import GatewayConfig
 from tests.gw_helpers import GatewayThread, memory_blocker
 
 MiB = 1 << 20
-MAX = 8 * MiB
-SIZE = 40 * MiB + 12345  # 6 segments, the last one short
+MAX = 64 * MiB
+SIZE = 300 * MiB + 12345  # 5 segments, the last one short
 
 
 @pytest.fixture
 def small_gw(tmp_path: Path) -> Iterator[GatewayThread]:
-    """A gateway whose objects are at most 8 MiB."""
+    """A gateway whose objects are at most 64 MiB."""
     g = GatewayThread(memory_blocker, tmp_path / "meta.db",
                       GatewayConfig(max_file_size=MAX)).start()
     try:
@@ -79,7 +79,7 @@ def test_swiftservice_slo_upload(small_gw: GatewayThread, big_file: Path,
         for r in swift.upload("c", [SwiftUploadObject(str(big_file), object_name="big")]):
             assert r["success"], r
         blocks = small_gw.count_blocks()
-        # 40 MiB of random data in 4 MiB blocks, the manifest joined them: nothing more.
+        # 300 MiB of random data in 4 MiB blocks, the manifest joined them: nothing more.
         assert blocks == -(-SIZE // (4 * MiB))
         stat = next(iter(swift.stat("c", ["big"])))
         assert stat["success"] and int(stat["headers"]["content-length"]) == SIZE
@@ -98,9 +98,13 @@ def test_swift_cli_dlo_upload(small_gw: GatewayThread, big_file: Path, tmp_path:
     key = small_gw.add_user("alice")
     cli = [str(Path(sys.executable).with_name("swift")), "-A", f"{small_gw.url}/auth/v1.0",
            "-U", "alice", "-K", key]
-    run = {"check": True, "capture_output": True, "timeout": 300, "cwd": tmp_path}
-    subprocess.run([*cli, "upload", "--use-dlo", "-S", str(MAX), "--object-name", "big", "c",
-                    str(big_file)], **run)
+
+    def swift(*args: str) -> None:
+        r = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+
+    swift("upload", "--use-dlo", "-S", str(MAX), "--object-name", "big", "c", str(big_file))
     blocks = small_gw.count_blocks()
     assert blocks == -(-SIZE // (4 * MiB))
     head = requests.head(f"{small_gw.url}/v1/alice/c/big", headers={"X-Auth-Token": key},
@@ -108,8 +112,7 @@ def test_swift_cli_dlo_upload(small_gw: GatewayThread, big_file: Path, tmp_path:
     assert head.headers["X-Object-Manifest"].startswith("c_segments/")
     assert int(head.headers["Content-Length"]) == SIZE
     out = tmp_path / "down.bin"
-    subprocess.run([*cli, "download", "c", "big", "-o", str(out)], **run)
+    swift("download", "c", "big", "-o", str(out))
     assert _md5(out) == _md5(big_file)
-    subprocess.run([*cli, "upload", "--use-dlo", "-S", str(MAX), "--object-name", "again", "c",
-                    str(big_file)], **run)
+    swift("upload", "--use-dlo", "-S", str(MAX), "--object-name", "again", "c", str(big_file))
     assert small_gw.count_blocks() == blocks
