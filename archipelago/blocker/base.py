@@ -158,6 +158,16 @@ class Blocker(ABC):
         spares young objects: a block reused by deduplication must not be swept)."""
         return await self.exists(name)
 
+    async def delete_if_old(self, name: str, cutoff: float) -> bool:
+        """Delete the object unless it was written or touched at or after ``cutoff``;
+        True if deleted, NotFound if absent. This default reads the age and deletes in
+        two calls, so a touch landing in between is lost: backends close that window
+        where they can (file: a lock on the object; memory: one step)."""
+        if await self.mtime(name) >= cutoff:
+            return False
+        await self.delete(name)
+        return True
+
     @abstractmethod
     async def list(self, prefix: str = "") -> list[str]:
         """Sorted names of objects starting with ``prefix`` (locks are not objects)."""

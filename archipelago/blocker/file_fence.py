@@ -3,6 +3,7 @@ in the same worker thread as its syscalls (archipelago.blocker.fence)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Any
 
@@ -91,6 +92,26 @@ class FileFenceMixin:
         """Make an existing object young again (False if absent)."""
         return await self._run(_touch, self._path(check_name(name)))
 
+    async def delete_if_old(self, name: str, cutoff: float) -> bool:
+        """Delete unless written or touched at or after ``cutoff``: the age check and the
+        unlink hold the object file's exclusive flock, a touch holds it shared, so a
+        touch is either seen by the check or finds the object gone (and re-uploads)."""
+        return await self._run(self._delete_if_old, self._path(check_name(name)), name, cutoff)
+
+    def _delete_if_old(self, path: str, name: str, cutoff: float) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"object {name!r} not found") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_mtime >= cutoff or not _same_file(fd, path):
+                return False  # touched, or replaced by a new put: young either way
+            self._delete(path, name)  # type: ignore[attr-defined]
+            return True
+        finally:
+            os.close(fd)
+
 
 def _mtime(path: str, name: str) -> float:
     try:
@@ -101,7 +122,25 @@ def _mtime(path: str, name: str) -> float:
 
 def _touch(path: str) -> bool:
     try:
-        os.utime(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
-    return True
+    try:
+        # Shared with other touches, exclusive against GC's age check + unlink.
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if not _same_file(fd, path):
+            return False  # GC unlinked it meanwhile: the caller uploads it again
+        os.utime(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """True if ``path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    f = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (f.st_dev, f.st_ino)

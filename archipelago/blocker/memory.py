@@ -169,6 +169,17 @@ class MemoryBlocker(Blocker):
             raise NotFound(f"object {name!r} not found")
         return self.store.mtimes.get(name, 0.0)
 
+    async def delete_if_old(self, name: str, cutoff: float) -> bool:
+        """Delete unless written or touched at or after ``cutoff`` (one step: no touch
+        can land between the age check and the delete)."""
+        check_name(name)
+        if name not in self._objects:
+            raise NotFound(f"object {name!r} not found")
+        if self.store.mtimes.get(name, 0.0) >= cutoff:
+            return False
+        del self._objects[name]
+        return True
+
     async def touch(self, name: str) -> bool:
         """Make an existing object young again (False if absent)."""
         check_name(name)

@@ -383,6 +383,8 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, RadosFenceMixin, Blocker):
         rv, _ = await self._aio(
             f"hash {name}", len(stripped),
             lambda io, cb: self._op(io, cb, content, stripped, create=True, exclusive=True))
-        if rv < 0 and rv != -errno.EEXIST:
+        if rv == -errno.EEXIST:
+            await self.touch(content)  # a dedup hit: young again for GC
+        elif rv < 0:
             raise await self._write_error(-rv, f"store {content}")
         return content

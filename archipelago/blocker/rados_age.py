@@ -7,13 +7,12 @@ import time
 from typing import Any
 
 from archipelago.blocker.base import check_name
+from archipelago.blocker.rados_aio import touch_write
 from archipelago.errors import NotFound
 
 
 class RadosAgeMixin:
-    """``mtime`` of RadosBlocker. ``touch`` stays the contract's default (an existence
-    check): RADOS has no cheap way to refresh an mtime without creating an absent
-    object, so deduplicated blocks rely on the grace period alone there (docs/gc.md)."""
+    """``mtime`` and ``touch`` of RadosBlocker (object ages for GC's grace period)."""
 
     _aio: Any
     _map: Any
@@ -28,3 +27,16 @@ class RadosAgeMixin:
         if rv < 0:
             raise self._map(-rv, f"stat {name}")
         return time.mktime(args[1])  # python-rados gives time.localtime(mtime)
+
+    async def touch(self, name: str) -> bool:
+        """True if the object exists, and then stamp its mtime with now: a block reused by
+        deduplication is young again, so GC spares it (docs/gc.md)."""
+        check_name(name)
+        rv, _ = await self._aio(f"touch {name}", 0, lambda io, cb: touch_write(io, cb, name))
+        if rv == -errno.ENOENT:
+            return False
+        if rv == -errno.EOPNOTSUPP:  # no omap (an erasure-coded pool): existence only
+            return await self.exists(name)  # type: ignore[attr-defined,no-any-return]
+        if rv < 0:
+            raise self._map(-rv, f"touch {name}")
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,7 +130,23 @@ def compound_write(io: Any, cb: Callable[..., None], name: str, data: bytes | No
                    else rados.LIBRADOS_CREATE_IDEMPOTENT)
         if data is not None:
             op.write_full(data)
-        return io.operate_aio_write_op(op, name, oncomplete=cb)
+        # python-rados passes mtime=0 as "the epoch": the object would look decades old
+        # to garbage collection (docs/gc.md) and be swept before its map is recorded.
+        return io.operate_aio_write_op(op, name, oncomplete=cb, mtime=int(time.time()))
     finally:
         # librados moves the operation into the request at submission.
+        io.release_write_op(op)
+
+
+def touch_write(io: Any, cb: Callable[..., None], name: str) -> Any:
+    """Submit a touch: fail with ENOENT if absent (an omap assertion, which never creates
+    the object), else a 0-byte write that only stamps the object's mtime with now."""
+    import rados
+
+    op = io.create_write_op()
+    try:
+        op.omap_cmp("archipelago.touch", "", rados.LIBRADOS_CMPXATTR_OP_EQ)
+        op.write(b"", 0)
+        return io.operate_aio_write_op(op, name, oncomplete=cb, mtime=int(time.time()))
+    finally:
         io.release_write_op(op)

@@ -14,8 +14,8 @@ Why this is safe against concurrent work (docs/gc.md):
   while marking ran is marked too;
 - entries only ever start naming an *existing* unreferenced object through
   deduplication (import, hashmap PUT, hash, clone of a hashmap), and every dedup hit
-  touches the object (Blocker.touch): the sweep re-reads each candidate's age right
-  before deleting it, so a reused block is young and spared;
+  touches the object (Blocker.touch): the sweep checks each candidate's age in the
+  same step as its delete (Blocker.delete_if_old), so a reused block is spared;
 - ages count from the start of the run: an object is deleted only if it was written
   (or touched) more than the grace period before the collection began, so a block
   written by an operation in flight (its map entry not yet visible to the marking) is
@@ -147,15 +147,18 @@ async def collect(b: Blocker, *, grace: float = DEFAULT_GRACE, dry_run: bool = F
     async def one(name: str) -> None:
         nonlocal done
         try:
-            # The age is read right before the delete: a dedup hit touches the object.
-            if await b.mtime(name) >= cutoff:
+            size = await b.size(name)
+            # The age is checked in the same step as the delete (where the backend can):
+            # a dedup hit touches the object and must not land in between.
+            if dry_run:
+                old = await b.mtime(name) < cutoff
+            else:
+                old = await b.delete_if_old(name, cutoff)
+            if not old:
                 rep.young += 1
                 return
-            size = await b.size(name)
             rep.garbage += 1
-            if not dry_run:
-                await b.delete(name)
-                rep.deleted += 1
+            rep.deleted += not dry_run
             rep.bytes += size
         except NotFound:
             pass  # gone meanwhile (its map removed it)
