@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from daemon_helpers import Daemon
+from daemon_helpers import Daemon, wait_gateway
 
 MiB = 1 << 20
 
@@ -68,25 +68,6 @@ def kill9_child(d: Daemon, name: str) -> int:
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"{name} was not restarted after kill -9")
-        time.sleep(0.1)
-
-
-def wait_gateway(d: Daemon, timeout: float = 60.0) -> str:
-    """The URL of the daemon's gateway once it answers /info."""
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        r = d.archip("--json", "gateway", "status")
-        if r.rc == 0:
-            url = str(r.json()["url"])
-            try:
-                if requests.get(f"{url}/info", timeout=2).status_code == 200:
-                    return url
-            except requests.RequestException:
-                pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the daemon's gateway never answered: {d.log()[-2000:]}")
         time.sleep(0.1)
 
 

@@ -149,3 +149,27 @@ def content_objects(data_dir: Path) -> set[str]:
         if p.is_file() and len(p.name) == 64 and all(c in "0123456789abcdef" for c in p.name):
             out.add(p.name)
     return out
+
+
+def wait_gateway_status(d: Daemon, timeout: float = 60.0) -> dict[str, Any]:
+    """The daemon's `gateway status` once its gateway answers /info."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        r = d.archip("--json", "gateway", "status")
+        if r.rc == 0:
+            st = dict(r.json())
+            try:
+                if requests.get(f"{st['url']}/info", timeout=2).status_code == 200:
+                    return st
+            except requests.RequestException:
+                pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the daemon's gateway never answered: {d.log()[-2000:]}")
+        time.sleep(0.1)
+
+
+def wait_gateway(d: Daemon, timeout: float = 60.0) -> str:
+    """The URL of the daemon's gateway once it answers /info."""
+    return str(wait_gateway_status(d, timeout)["url"])

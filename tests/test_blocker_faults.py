@@ -16,6 +16,7 @@ import pytest
 from archipelago.blocker.file import FileBlocker
 from archipelago.errors import NoSpace
 from archipelago.hashing import block_hash
+from tests.fs_helpers import mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,16 +90,8 @@ async def test_injected_enospc_leaves_nothing_half_written(
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs (needs root); skipped where mounting is not allowed."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
 async def test_real_full_disk(tiny_fs: Path) -> None:

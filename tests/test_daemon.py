@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from daemon_helpers import (
     sha256,
     start_daemon,
 )
+from fs_helpers import fill, mounted_tmpfs
 
 from archipelago.client import Client
 from archipelago.errors import NotFound, PeerDied
@@ -193,32 +193,23 @@ def test_kill9_whole_daemon_after_flushed_write(tmp_path: Path) -> None:
 
 
 def test_no_space_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
-    store = tmp_path / "small-fs"
-    store.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", str(store)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {r.stderr.strip()}")
-    d = Daemon(tmp_path / "inst", [f"blocker.file.path={store}", "blocker.file.fsync=false"])
-    try:
-        d.start()
-        img = make_image(tmp_path / "big.raw", 6 * BS, seed=5, data_blocks=list(range(6)))
-        r2 = d.archip("import", str(img), "toobig")
-        assert r2.rc == 8, r2.err
-        assert r2.err.startswith("archip: error:") and r2.err.count("\n") == 1
-        assert d.archip("volume", "info", "toobig").rc == 3  # nothing half-made
-        assert d.archip("volume", "list", "--json", check=True).json() == []  # still serving
-        # A block did not fit, but smaller things may: fill the last bytes too.
-        with open(store / "filler", "wb", buffering=0) as f:
-            for chunk in (64 * 1024, 4096, 1):  # down to the last page: nothing fits after
-                with contextlib.suppress(OSError):
-                    while f.write(bytes(chunk)):
-                        pass
-        r3 = d.archip("volume", "create", "small", "--size", "4M")  # the store is full
-        assert r3.rc == 8 and "No space left" in r3.err
-    finally:
-        d.stop()
-        subprocess.run(["umount", str(store)], check=False)
+    with mounted_tmpfs(tmp_path / "small-fs", "12m") as store:
+        d = Daemon(tmp_path / "inst", [f"blocker.file.path={store}", "blocker.file.fsync=false"])
+        try:
+            d.start()
+            img = make_image(tmp_path / "big.raw", 6 * BS, seed=5, data_blocks=list(range(6)))
+            r2 = d.archip("import", str(img), "toobig")
+            assert r2.rc == 8, r2.err
+            assert r2.err.startswith("archip: error:") and r2.err.count("\n") == 1
+            assert d.archip("volume", "info", "toobig").rc == 3  # nothing half-made
+            assert d.archip("volume", "list", "--json", check=True).json() == []  # still serving
+            # A block did not fit, but smaller things may: fill the last bytes too, down to
+            # the last page (nothing fits after).
+            fill(store / "filler", (64 * 1024, 4096, 1))
+            r3 = d.archip("volume", "create", "small", "--size", "4M")  # the store is full
+            assert r3.rc == 8 and "No space left" in r3.err
+        finally:
+            d.stop()
 
 
 async def test_async_handle_reopens_after_mapper_restart(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,8 @@ from archipelago.blocker.file import FileBlocker
 from archipelago.errors import Locked, NoSpace
 from archipelago.instance import Instance
 from archipelago.service.supervisor import Child, ChildSpec, Supervisor, status_path
-from tests.daemon_helpers import Daemon
+from tests.daemon_helpers import Daemon, wait_gateway
+from tests.fs_helpers import fill, mounted_tmpfs
 
 nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
 
@@ -38,35 +38,8 @@ MiB = 1024 * 1024
 @pytest.fixture
 def tmpfs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     """A tmpfs (96 MiB unless parametrized; needs root), unmounted after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    size = getattr(request, "param", "96m")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", getattr(request, "param", "96m")) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def _wait_gateway(d: Daemon, timeout: float = 60.0) -> str:
-    """The daemon's gateway URL once it answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = d.archip("--json", "gateway", "status")
-        if r.rc == 0:
-            url = str(r.json()["url"])
-            try:
-                if requests.get(f"{url}/info", timeout=2).status_code == 200:
-                    return url
-            except requests.RequestException:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"the daemon's gateway never answered: {d.log()[-2000:]}")
 
 
 def _connect(d: Path, export: str) -> nbd.NBD:
@@ -89,17 +62,6 @@ def _nbd_fill(h: nbd.NBD, size: int, rng: random.Random) -> dict[int, bytes]:
             return written
         written[off] = data
     raise AssertionError("the volume never hit ENOSPC: the disk is not full")
-
-
-def _fill(path: Path) -> None:
-    """Write ``path`` until the filesystem is full."""
-    with open(path, "wb", buffering=0) as f:
-        chunk = os.urandom(64 * 1024)
-        try:
-            while True:
-                f.write(chunk)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
 
 
 def _gone(pid: int) -> bool:
@@ -152,7 +114,7 @@ def test_full_disk_reads_trims_writes_and_stops(tmpfs: Path) -> None:
 def _scenario(d: Daemon, data_dir: Path, inst: Instance, rng: random.Random) -> None:
     """Fill, read back, trim, write again, stop (see the module doc)."""
     if True:
-        url = _wait_gateway(d)
+        url = wait_gateway(d)
         key = d.archip("gateway", "user", "add", "alice", check=True).out.strip()
         r = requests.get(f"{url}/auth/v1.0", timeout=30,
                          headers={"X-Auth-User": "alice", "X-Auth-Key": key})
@@ -188,7 +150,7 @@ def _scenario(d: Daemon, data_dir: Path, inst: Instance, rng: random.Random) -> 
             if r.status_code == 507:
                 break
         assert statuses[-1] == 507, statuses
-        _fill(data_dir.parent / "filler")  # the last bytes, that blocks do not fit in
+        fill(data_dir.parent / "filler")  # the last bytes, that blocks do not fit in
         for i in range(400):  # metadata too: a new container is a clear 507 (or fits)
             r = req("PUT", f"/full{i}", headers={
                 f"X-Container-Meta-K{j}": "v" * 250 for j in range(15)})
@@ -227,7 +189,7 @@ def _scenario(d: Daemon, data_dir: Path, inst: Instance, rng: random.Random) -> 
         assert req("GET", "/c/again").content == objects["/c/o0"]
 
         # Full again, then stop: clean, nothing left in /dev/shm.
-        _fill(data_dir.parent / "filler2")
+        fill(data_dir.parent / "filler2")
         r = d.archip("daemon", "stop", timeout=120)
         assert r.rc == 0, r.err
         assert "left" not in r.err, r.err  # the supervisor cleaned up itself
@@ -246,7 +208,7 @@ async def test_locks_and_reads_need_no_free_space(tmpfs: Path) -> None:
     b = FileBlocker(str(tmpfs / "blocks"), fsync=True)
     try:
         await b.put("obj", b"kept" * 1000)
-        _fill(tmpfs / "filler")
+        fill(tmpfs / "filler")
         with pytest.raises(NoSpace):
             await b.put("new", os.urandom(64 * 1024))
         await b.lock("lock:v", "host:1:mapper")
@@ -283,7 +245,7 @@ async def test_a_rewrite_that_does_not_grow_works_on_a_full_disk(tmpfs: Path) ->
         chunk = os.urandom(135_200)
         await b.put("map@u@0", chunk)
         await b.put("block", os.urandom(MiB))
-        _fill(tmpfs / "filler")
+        fill(tmpfs / "filler")
         for i in range(3):  # the first uses the spare, the delete lets it come back
             with pytest.raises(NoSpace):
                 await b.put("map@u@1", chunk)  # new: it would grow the store
@@ -292,7 +254,7 @@ async def test_a_rewrite_that_does_not_grow_works_on_a_full_disk(tmpfs: Path) ->
             assert await b.read("map@u@0", 0, len(new)) == new
             if i == 0:
                 await b.delete("block")
-                _fill(tmpfs / "filler2")
+                fill(tmpfs / "filler2")
         with pytest.raises(NoSpace):
             await b.put("map@u@0", chunk + b"longer")  # grows: no spare for that
     finally:
@@ -306,7 +268,7 @@ def test_status_file_on_a_full_disk(tmpfs: Path) -> None:
     inst = Instance(tmpfs / "inst").ensure()
     sup = Supervisor(inst, inst.config(None, []), [])
     sup.write_status()
-    _fill(tmpfs / "filler")
+    fill(tmpfs / "filler")
     sup.ready = True
     sup.write_status()  # in place: the old file's blocks are reused
     assert json.loads(status_path(inst).read_text())["ready"] is True
@@ -323,7 +285,7 @@ def test_stop_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
     inst = Instance((tmp_path / "inst").resolve())
     d.archip("daemon", "start", "--no-nbd", "--gateway", check=True)
     try:
-        _wait_gateway(d)
+        wait_gateway(d)
         pid, gateway = d.pid(), d.child_pid("gateway")
         assert pid is not None and _shm_of(inst)
         os.kill(pid, signal.SIGKILL)

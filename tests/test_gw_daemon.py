@@ -22,7 +22,7 @@ import swiftclient
 from archipelago.client import Client
 from archipelago.errors import Busy, NotRunning
 from archipelago.hashing import BLOCK_SIZE, ZERO_HASH, block_hash, object_hashmap
-from tests.daemon_helpers import Daemon, content_objects
+from tests.daemon_helpers import Daemon, content_objects, wait_gateway_status
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024
@@ -47,28 +47,13 @@ class GwDaemon:
         return {"X-Auth-Token": self.key}
 
 
-def _wait_gateway(d: Daemon, timeout: float = 30.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = d.archip("--json", "gateway", "status")
-        if r.rc == 0:
-            st = r.json()
-            try:
-                if requests.get(f"{st['url']}/info", timeout=2).status_code == 200:
-                    return dict(st)
-            except requests.RequestException:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"the daemon's gateway never answered: {d.log()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def gwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GwDaemon]:
     d = Daemon(tmp_path_factory.mktemp("gwd"),
                ["blocker.file.fsync=false", "gateway.listen=127.0.0.1:0"])
     try:
         d.archip("daemon", "start", "--gateway", "--json", check=True)
-        st = _wait_gateway(d)
+        st = wait_gateway_status(d, 30.0)
         assert st["running"] is True and str(st["url"]).startswith("http://127.0.0.1:")
         assert st["blocks"] == "peers"  # run by the daemon: blocks through its peers
         assert st["run_by_daemon"] is True
@@ -252,7 +237,7 @@ def test_gateway_restarted_by_the_daemon_keeps_serving(gwd: GwDaemon) -> None:
         if st.rc == 0 and st.json()["pid"] != pid:
             break
         time.sleep(0.1)
-    st = _wait_gateway(gwd.d)
+    st = wait_gateway_status(gwd.d, 30.0)
     assert st["pid"] != pid and st["blocks"] == "peers"
     sw = swiftclient.Connection(authurl=f"{st['url']}/auth/v1.0", user="alice", key=gwd.key,
                                 retries=0, timeout=30)
@@ -295,7 +280,7 @@ def test_config_key_starts_the_gateway_with_the_daemon(tmp_path: Path) -> None:
     (tmp_path / "archipelago.toml").write_text("[gateway]\nwith_daemon = true\n")
     try:
         d.archip("daemon", "start", "--no-nbd", check=True)
-        st = _wait_gateway(d)
+        st = wait_gateway_status(d, 30.0)
         assert st["run_by_daemon"] is True and st["blocks"] == "peers"
     finally:
         d.stop()

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import requests
 from archipelago.errors import InvalidArgument
 from pithos_gw import hashmaps
 from pithos_gw.common import META, GatewayConfig
+from tests.fs_helpers import fill, mounted_tmpfs
 from tests.gw_helpers import GatewayThread, file_blocker, gw_mem  # noqa: F401
 from tests.gw_security_helpers import BS, MiB, User, _trio, register  # noqa: F401
 
@@ -135,29 +135,8 @@ def test_p8_stalled_clients_are_closed_after_client_timeout(tmp_path: Path) -> N
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs (needs root; skipped where mounting is not allowed)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "16m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def _fill(path: Path) -> None:
-    """Write ``path`` until the filesystem is full."""
-    with open(path, "wb", buffering=0) as f:
-        chunk = os.urandom(64 * 1024)
-        try:
-            while True:
-                f.write(chunk)
-        except OSError as e:
-            assert e.errno == 28  # ENOSPC
 
 
 @pytest.mark.timeout(120)
@@ -170,7 +149,7 @@ def test_p9_full_disk_answers_507_and_reads_still_work(small_fs: Path) -> None:
         assert a.req("PUT", "/alice/c1/kept", data=data,
                      headers={"X-Object-Meta-A": "1"}).status_code == 201
         assert a.req("PUT", "/alice/c1/gone", data=b"g").status_code == 201
-        _fill(small_fs / "filler")
+        fill(small_fs / "filler")
         big = {f"X-Container-Meta-K{i}": "v" * 250 for i in range(15)}
         seen = set()
         for i in range(400):  # until SQLite must grow a file on the full disk
