@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -99,9 +100,11 @@ def upload_image(url: str, account: str, key: str, name: str, data: bytes,
     return str(r.json()["image"]["id"])
 
 
-CLOUD_TOML = """\
+def cloud_toml(*plugins: str) -> str:
+    """The config of a test cloud running ``plugins`` (TCG guests, no fsync, port 0)."""
+    return f"""\
 [control]
-plugins = ["identity", "compute", "billing"]
+plugins = {json.dumps(list(plugins))}
 
 [gateway]
 listen = "127.0.0.1:0"
@@ -113,6 +116,9 @@ fsync = false
 accel = "tcg"
 stop_timeout = 5.0
 """
+
+
+CLOUD_TOML = cloud_toml("identity", "compute", "billing")
 
 
 def start_cloud(data_dir: Path) -> tuple[Daemon, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import requests
 
@@ -44,3 +46,22 @@ def _trio(gw_mem: GatewayThread) -> tuple[User, User, User]:  # noqa: F811
 def register(u: User, loc: str, name: str = "img") -> requests.Response:
     """Register ``loc`` (pithos://account/container/object) as a Plankton image."""
     return u.img("POST", headers={"X-Image-Meta-Name": name, "X-Image-Meta-Location": loc})
+
+
+def raw_get(g: GatewayThread, path: str, token: str | None = None,
+            extra: str = "") -> tuple[bytes, bytes]:
+    """GET over a raw socket, read until the server closes: (status line + headers, body).
+
+    A server that keeps the connection open after its response makes this time out.
+    """
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    try:
+        auth = f"X-Auth-Token: {token}\r\n" if token is not None else ""
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: gw\r\n{auth}{extra}\r\n".encode())
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return head, body

@@ -25,14 +25,14 @@ def ceph_conf() -> str:
     return conf
 
 
-def purge(conf: str, ns: str) -> None:
-    """Remove every object of namespace ``ns`` (lock objects included)."""
+def purge(conf: str, ns: str, pool: str = POOL) -> None:
+    """Remove every object of namespace ``ns`` of ``pool`` (lock objects included)."""
     import rados
 
     cl = rados.Rados(conffile=conf)
     cl.connect(timeout=10)
     try:
-        io = cl.open_ioctx(POOL)
+        io = cl.open_ioctx(pool)
         io.set_namespace(ns)
         for obj in list(io.list_objects()):
             io.remove_object(obj.key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from archipelago.errors import BackendUnavailable
 from pithos_gw.common import META
 from tests.daemon_helpers import Daemon
 from tests.gw_helpers import GatewayThread, file_blocker, gw_mem  # noqa: F401
-from tests.gw_security_helpers import BS, MiB, User, _trio, register  # noqa: F401
+from tests.gw_security_helpers import BS, MiB, User, _trio, raw_get, register  # noqa: F401
 
 
 def test_p1_image_takeover(trio: tuple[User, User, User]) -> None:
@@ -141,24 +140,6 @@ def faulty(tmp_path: Path) -> Iterator[GatewayThread]:
         yield g
     finally:
         g.stop()
-
-
-def raw_get(g: GatewayThread, path: str, token: str, extra: str = "") -> tuple[bytes, bytes]:
-    """GET over a raw socket, read until the server closes: (status line + headers, body).
-
-    A server that keeps the connection open after its response makes this time out.
-    """
-    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-    try:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: {token}\r\n"
-                  f"{extra}\r\n".encode())
-        data = bytearray()
-        while chunk := s.recv(1 << 20):
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    return head, body
 
 
 def test_p3_read_error_after_headers_aborts_the_connection(faulty: GatewayThread) -> None:

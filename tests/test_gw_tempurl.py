@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
-from tests.gw_security_helpers import BS, MiB
+from tests.gw_security_helpers import BS, MiB, raw_get
 
 T = 30
 SECRET = b"the owner's secret in another container"
@@ -195,16 +194,8 @@ def test_a_read_error_after_headers_aborts_a_tempurl_get(tmp_path: Path) -> None
         assert requests.put(f"{url}/c/six", data=first + second, headers=tok,
                             timeout=T).status_code == 201
         g.blocker.bad.add(hashlib.sha256(second).hexdigest())  # type: ignore[attr-defined]
-        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        try:  # read until the server closes (a kept-open connection times out: failure)
-            s.sendall(f"GET /v1/alice/c/six?{_q('GET', '/v1/alice/c/six')} HTTP/1.1\r\n"
-                      "Host: gw\r\n\r\n".encode())
-            data = bytearray()
-            while chunk := s.recv(1 << 20):
-                data += chunk
-        finally:
-            s.close()
-        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        # read until the server closes (a kept-open connection times out: failure)
+        head, body = raw_get(g, f"/v1/alice/c/six?{_q('GET', '/v1/alice/c/six')}")
         assert head.startswith(b"HTTP/1.1 200"), head
         assert len(body) < len(first + second) and b"HTTP/1.1" not in body
         assert body == first[: len(body)]

@@ -20,6 +20,7 @@ from archipelago.blocker.rados_fence import FENCE_PREFIX, RadosFence, register_s
 from archipelago.errors import Fenced
 from archipelago.mapper import Mapper
 from tests.conftest import RADOS_TEST_POOL, ceph_conf_or_skip
+from tests.rados_daemon_helpers import POOL, purge
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(180)]
 
@@ -41,18 +42,7 @@ async def make() -> AsyncIterator[Callable[[], RadosBlocker]]:
     yield _make
     for b in made:
         await b.close()
-    import rados
-
-    cl = rados.Rados(conffile=conf)
-    cl.connect(timeout=10)
-    try:
-        io = cl.open_ioctx(RADOS_TEST_POOL)
-        io.set_namespace(ns)
-        for obj in list(io.list_objects()):
-            io.remove_object(obj.key)
-        io.close()
-    finally:
-        cl.shutdown()
+    purge(conf, ns, RADOS_TEST_POOL)
 
 
 def blocklisted(b: RadosBlocker) -> bool:
@@ -151,7 +141,6 @@ def test_two_daemons_over_nbd(tmp_path: Path) -> None:
     nbd = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
     from archipelago.client.blocking import Client
     from tests.daemon_helpers import Daemon
-    from tests.rados_daemon_helpers import POOL, purge
 
     conf = ceph_conf_or_skip()
     ns = f"fence-{uuid.uuid4().hex}"

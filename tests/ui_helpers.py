@@ -18,24 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compute_helpers import wait_gateway, wait_nbd
+from compute_helpers import cloud_toml, wait_gateway, wait_nbd
 from daemon_helpers import ARCHIP, Daemon
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-UI_TOML = """\
-[control]
-plugins = ["identity", "compute", "billing", "ui"]
-
-[gateway]
-listen = "127.0.0.1:0"
-
-[blocker.file]
-fsync = false
-
-[compute]
-accel = "tcg"
-stop_timeout = 5.0
-"""
+UI_TOML = cloud_toml("identity", "compute", "billing", "ui")
 #: Seconds a page element may take to appear (pages answer in milliseconds; a loaded
 #: 2-core machine and a TCG guest need more).
 WAIT = 60.0
