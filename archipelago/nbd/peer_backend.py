@@ -230,7 +230,9 @@ class PeerBackend(Backend):
         cache = vol.conn.cache
         if cache is not None:
             cache.flush()
-            self._forget_fence(vol)
+            vc = vol.cache
+            if vc is not None and vc.fence is not None:
+                cache.fences.forget(vc.fence[0])  # no descriptor outlives the volume
             # one line per connection in nbdkit's log: what the map cache served
             print(f"archipelago nbd: closing {vol.name}: map cache served {cache.hits} "
                   f"requests, {cache.fills} fills", file=sys.stderr, flush=True)
@@ -242,13 +244,6 @@ class PeerBackend(Backend):
                       f"passed {m} on", file=sys.stderr, flush=True)
         if vol.conn.alive():
             vol.handle.close()
-
-    @staticmethod
-    def _forget_fence(vol: Any) -> None:
-        """Close the fence descriptor of ``vol`` (none outlives the volume)."""
-        vc = vol.cache
-        if vc is not None and vc.fence is not None:
-            vol.conn.cache.fences.forget(vc.fence[0])
 
     def size(self, vol: Any) -> int:
         """Size as of open."""
@@ -290,7 +285,6 @@ class PeerBackend(Backend):
         """Flush data (ours first) and map entries."""
         if vol.conn.cache is not None:
             vol.conn.cache.flush()
-            self._forget_fence(vol)
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
