@@ -12,7 +12,8 @@
 #   per line, each with the reason after '#').
 # - The last line is "swift-functional: N passed, N failed" followed by the deselected and
 #   skipped counts and the pass rate (passed / (passed + failed + deselected)).
-# Exit status: pytest's (non-zero when any test that is not deselected fails).
+# Exit status: pytest's (non-zero when any test that is not deselected fails); 1 when the
+# run printed no counts (it proved nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
