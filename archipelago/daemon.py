@@ -48,7 +48,7 @@ def nbd_spec(inst: Instance, cfg: Config) -> ChildSpec | None:
     the volume's lock, so `archip volume snapshot` (and every other volume op) works on
     an exported, connected volume. Speed comes from nbdkit's map cache (nbd/peer_cache.py:
     known blocks of the file blocker read/written in place, kept coherent by the mapper's
-    generation page, service/mapgen.py) and the mapper's own fast path (fastread.py): 4 KiB
+    generation page, docs/fastpath.md) and the mapper's own fast path (direct_io.py): 4 KiB
     random I/O measured at or above backend=direct (benchmarks/nbd.py).
     """
     if shutil.which("nbdkit") is None:

@@ -44,6 +44,9 @@ SCRUB_PROBLEMS = Counter("archipelago_scrub_problems", "Corrupt or missing objec
 NBD_REQUESTS = Counter("archipelago_nbd_requests", "NBD requests the plugin served", ["op"])
 NBD_CFILTER = Counter("archipelago_nbd_cfilter_requests",
                       "NBD requests the C filter served or passed on", ["kind"])
+NBD_CACHE = Counter("archipelago_nbd_cache_requests",
+                    "NBD requests the plugin's map cache served in place, and its refills",
+                    ["kind"])
 GW_REQUESTS = Counter("archipelago_gateway_requests", "Gateway HTTP requests",
                       ["method", "status"])
 GW_BYTES = Counter("archipelago_gateway_bytes", "Gateway body bytes", ["direction"])
@@ -60,6 +63,18 @@ def registry() -> CollectorRegistry:
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg)
     return reg
+
+
+def totals(name: str) -> dict[str, float]:
+    """A counter's value per ``kind`` label, summed over every process (``name``
+    without ``_total``); empty if nothing was counted yet."""
+    out: dict[str, float] = {}
+    for fam in registry().collect():
+        for s in fam.samples:
+            if s.name == name + "_total":
+                k = s.labels.get("kind", "")
+                out[k] = out.get(k, 0.0) + s.value
+    return out
 
 
 def prepare_dir(path: str) -> None:

@@ -170,7 +170,7 @@ def make_targets(d: Path, size: int, threads: int) -> list[Target]:
                after=[archip + ["stop"]]),
         # Levers off, one at a time: the C filter (the plugin's map cache alone), then
         # nbdkit's map cache (peer_cache.py), then also the mapper peer's own fast path
-        # (service/fastread.py: every block via a blocker peer).
+        # (service/direct_io.py: every block via a blocker peer).
         Target("archipelago-peer-nofilter",
                ["nbdkit", "-f", "-t", t, "-U", str(d / "k.sock"), "python", str(PLUGIN_PATH),
                 f"dir={peer}", f"venv={sys.prefix}", "backend=peer"],

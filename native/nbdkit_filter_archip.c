@@ -6,7 +6,7 @@
  * a GIL handoff (about half the time, py-spy), even when the plugin's map cache
  * (archipelago/nbd/peer_cache.py) answers it with a plain pread of an object file.
  * This filter does that pread/pwrite itself, with the same coherence protocol
- * (archipelago/service/mapgen.py), and sends everything else down to the plugin.
+ * (docs/fastpath.md, archipelago/blockaccess), and sends everything else down to the plugin.
  *
  * Where the entries come from: the plugin and this filter live in one process.
  * The plugin's cache publishes each locate answer here (archip_cf_publish, called
@@ -44,12 +44,14 @@
 
 #include <nbdkit-filter.h>
 
+#include "archip_layout.h" /* the layouts shared with Python, checked by a test */
+
 #define EXPORT __attribute__((visibility("default")))
-#define PAGE_HEADER 64
-#define PAGE_SLOTS 4096u
+#define PAGE_HEADER ARCHIP_MAPGEN_HEADER
+#define PAGE_SLOTS ARCHIP_MAPGEN_SLOTS
 #define PAGE_SIZE_BYTES (PAGE_HEADER + 8 * PAGE_SLOTS)
 #define MAX_PATH 4096
-#define FENCE_LOCK_BASE 65536
+#define FENCE_LOCK_BASE ARCHIP_FENCE_LOCK_BASE
 
 struct entry {
   char *path; /* NULL: unknown; "": hole (reads as zeros) */

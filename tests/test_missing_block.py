@@ -129,7 +129,7 @@ async def test_gateway_block_reads_raise_missing_block(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fast", ["fastread", "forward"])
 def test_daemon_reads_raise_missing_block(fast: str, tmp_path: Path) -> None:
-    """Mapper peer: the file fast path (fastread.py) and the one-block forward
+    """Mapper peer: the file fast path (service/direct_io.py) and the one-block forward
     (forward.py) fall back to Volume.read, which fails; the CLI exits 22."""
     from archipelago.client.blocking import Client
 

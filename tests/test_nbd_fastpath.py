@@ -6,10 +6,11 @@ import threading
 import time
 from pathlib import Path
 
+from archipelago.blockaccess.coherence import Gate
 from archipelago.blocker.file import FileBlocker
 from archipelago.blocker.memory import MemoryBlocker
 from archipelago.mapper import Mapper
-from archipelago.nbd.fastpath import FastPath, Gate
+from archipelago.nbd.fastpath import FastPath
 
 BS = 64 * 1024
 

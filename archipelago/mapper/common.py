@@ -102,6 +102,11 @@ class Drain:
         self._cond = asyncio.Condition()
         self._excl = asyncio.Lock()
 
+    @property
+    def draining(self) -> bool:
+        """True while an exclusive operation waits for or holds the volume."""
+        return self._blocked
+
     @asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
         """Run one I/O (waits while an exclusive operation runs)."""

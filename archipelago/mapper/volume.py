@@ -116,6 +116,10 @@ class Volume:
         """The blocker as this writer mutates it (fenced once granted)."""
         return self._w
 
+    def may_write_in_place(self) -> bool:
+        """Fast paths may pwrite owned blocks now (open, writable, unfenced, not draining)."""
+        return self.writable and not self.closed and not self.fenced and not self.drain.draining
+
     @property
     def fence(self) -> tuple[str, int] | None:
         """(fence key, granted generation) of this writer, None if unfenced."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
 SOURCE = _ROOT / "native" / "nbdkit_filter_archip.c"
+#: Everything the build reads (a newer one makes the built filter outdated).
+INPUTS = [SOURCE, _ROOT / "native" / "archip_layout.h"]
 #: Where the build puts the filter (gitignored, like every *.so).
 SO_PATH = _ROOT / "native" / "build" / "archip-fast.so"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wconversion", "-fPIC", "-shared", "-fvisibility=hidden"]
@@ -29,7 +31,7 @@ ENV = "ARCHIPELAGO_NBD_CFILTER"
 def so_path() -> Path | None:
     """The built filter, if it exists and is not older than its source."""
     try:
-        if SO_PATH.stat().st_mtime >= SOURCE.stat().st_mtime:
+        if SO_PATH.stat().st_mtime >= max(p.stat().st_mtime for p in INPUTS):
             return SO_PATH
     except FileNotFoundError:
         pass
@@ -47,8 +49,8 @@ def build(force: bool = False) -> Path:
         raise RuntimeError("nbdkit-filter.h missing; apt-get install nbdkit-plugin-dev")
     SO_PATH.parent.mkdir(parents=True, exist_ok=True)
     tmp = SO_PATH.with_suffix(f".{os.getpid()}.tmp")
-    subprocess.run([cc, *CFLAGS, "-Werror", "-o", str(tmp), str(SOURCE), "-lpthread"],
-                   check=True)
+    subprocess.run([cc, *CFLAGS, "-Werror", f"-I{SOURCE.parent}", "-o", str(tmp), str(SOURCE),
+                    "-lpthread"], check=True)
     os.replace(tmp, SO_PATH)  # atomic: a running nbdkit keeps its mapped copy
     return SO_PATH
 

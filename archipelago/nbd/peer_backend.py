@@ -233,15 +233,9 @@ class PeerBackend(Backend):
             vc = vol.cache
             if vc is not None and vc.fence is not None:
                 cache.fences.forget(vc.fence[0])  # no descriptor outlives the volume
-            # one line per connection in nbdkit's log: what the map cache served
-            print(f"archipelago nbd: closing {vol.name}: map cache served {cache.hits} "
-                  f"requests, {cache.fills} fills", file=sys.stderr, flush=True)
-            if cache.publisher is not None:  # the C filter's counts (process-wide)
+            if cache.publisher is not None:
                 cache.publisher.forget(vol.name)
-                r, w, m = cache.publisher.stats()
-                count_cfilter(r, w, m)
-                print(f"archipelago nbd: archip-fast filter served {r} reads, {w} writes, "
-                      f"passed {m} on", file=sys.stderr, flush=True)
+            count_fast(cache)  # what the map cache and the C filter served, to the metrics
         if vol.conn.alive():
             vol.handle.close()
 
@@ -282,9 +276,10 @@ class PeerBackend(Backend):
         self._io(vol, lambda h: h.trim(offset, count, fua=fua))
 
     def flush(self, vol: Any) -> None:
-        """Flush data (ours first) and map entries."""
+        """Flush data (ours first) and map entries; publish the fast-path counts."""
         if vol.conn.cache is not None:
             vol.conn.cache.flush()
+            count_fast(vol.conn.cache)
         self._io(vol, lambda h: h.flush())
 
     def extents(self, vol: Any, offset: int, count: int) -> list[Span]:
@@ -315,14 +310,25 @@ class PeerBackend(Backend):
         self._client.create(name, size)
 
 
-_SEEN = [0, 0, 0]
+_FILTER_SEEN: dict[str, int] = {}  # the C filter's counts are process-wide
+_SEEN_LOCK = threading.Lock()
 
 
-def count_cfilter(r: int, w: int, m: int) -> None:
-    """Add the C filter's process-wide counts since the last call to the metrics."""
-    from archipelago.metrics import NBD_CFILTER
+def count_fast(cache: Any) -> None:
+    """Add what the map cache and the C filter served since the last call to the metrics
+    (``archip --json daemon status`` shows the totals as ``mapper.fast_io``)."""
+    from archipelago.metrics import NBD_CACHE, NBD_CFILTER
 
-    for k, (kind, now) in enumerate((("read_hit", r), ("write_hit", w), ("passed", m))):
-        if now > _SEEN[k]:
-            NBD_CFILTER.labels(kind).inc(now - _SEEN[k])
-            _SEEN[k] = now
+    now = [(NBD_CACHE, cache.published, "read_hit", cache.reads),
+           (NBD_CACHE, cache.published, "write_hit", cache.writes),
+           (NBD_CACHE, cache.published, "fill", cache.fills)]
+    if cache.publisher is not None:
+        r, w, m = cache.publisher.stats()
+        now += [(NBD_CFILTER, _FILTER_SEEN, "read_hit", r),
+                (NBD_CFILTER, _FILTER_SEEN, "write_hit", w),
+                (NBD_CFILTER, _FILTER_SEEN, "passed", m)]
+    with _SEEN_LOCK:
+        for counter, seen, kind, n in now:
+            if n > seen.get(kind, 0):
+                counter.labels(kind).inc(n - seen.get(kind, 0))
+                seen[kind] = n

@@ -7,36 +7,24 @@ the mapper peer answers ``locate`` with, per block, the object file (or a hole) 
 whether the volume owns it at its current epoch; the nbdkit thread then preads (or,
 for owned blocks, pwrites in place) the file itself, GIL released in the syscall.
 
-Coherence (archipelago/service/mapgen.py): entries are valid for one value of the
-volume's generation counter, which the mapper bumps after anything that may change
-them and before acknowledging it.
-- read: counter checked before planning and after the preads; changed -> the result
-  is dropped and the request goes to the mapper (a read racing an overlapping write
-  may return either; one that starts after a write's acknowledgement sees its bump);
-- write: only into owned blocks, never whole zero blocks (those become map entries);
-  the shared OFD lock of the volume's slot is held from the second counter check
-  until the pwrites are done, and the mapper holds it exclusively around snapshot and
-  resize: no in-place write lands in a block a snapshot shares;
-- durability: files written here are fdatasynced by :meth:`PeerCache.flush` (called
-  before the mapper's flush) or at once for FUA.
-Anything unusual (no file blocker, counter moving, a file gone) returns False: the
-caller sends the request to the mapper peer.
+The rules (generation checked around reads, in-place writes under the slot's shared
+lock and the map's fence, flush order) are those of every direct-block path:
+docs/fastpath.md, implemented in archipelago.blockaccess. Anything unusual (no file
+blocker, counter moving, a file gone) returns False: the caller sends the request to
+the mapper peer.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from archipelago.blockaccess.coherence import GenPage, WriterLocks, slot_of, write_under_slot
+from archipelago.blockaccess.objects import DirtyFiles, makes_zero_entry, read_pieces, write_pieces
 from archipelago.blocker.fence import PathFences
-from archipelago.blocker.fileio import fdatasync_paths
 from archipelago.errors import ArchipelagoError, Fenced, NotSupported
-from archipelago.hashing import is_zero
-from archipelago.service.mapgen import GenPage, WriterLocks, slot_of
 
 #: Entries asked for per locate (read-ahead around a miss); the mapper caps it at 1024.
 LOCATE = 128
@@ -44,7 +32,6 @@ LOCATE = 128
 #: allocated or copied up: each mapper write bumps it). Meanwhile requests go to the
 #: mapper -- always correct -- instead of paying a locate round trip each.
 REFILL_GAP = 0.05
-_ZEROS = bytes(4 * 1024 * 1024)
 
 
 @dataclass
@@ -69,10 +56,11 @@ class PeerCache:
         self.enabled = True
         self.page: GenPage | None = None
         self.locks: WriterLocks | None = None
-        self._dirty: set[str] = set()
+        self.dirty = DirtyFiles()
         self._mutex = threading.Lock()
         self.fences = PathFences()
-        self.hits = self.fills = 0
+        self.reads = self.writes = self.fills = 0  # served in place; locate round trips
+        self.published: dict[str, int] = {}  # what peer_backend.count_fast already counted
         # the C filter archip-fast, when nbdkit loaded it: it gets every entry we learn
         # and serves single-block pread/pwrite of them without entering Python (cfilter.py)
         from archipelago.nbd.cfilter import Publisher
@@ -159,24 +147,12 @@ class PeerCache:
         if planned is None:
             return False
         gen, plan = planned
-        for path, o, p, ln in plan:
-            if not path:
-                buf[p : p + ln] = _ZEROS[:ln]
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return False  # zeroed or removed meanwhile
-            try:
-                got = os.preadv(fd, [buf[p : p + ln]], o)
-            finally:
-                os.close(fd)
-            if got < ln:  # objects may be short: what is not stored reads as zeros
-                buf[p + got : p + ln] = _ZEROS[: ln - got]
+        if not read_pieces(plan, buf):
+            return False  # zeroed or removed meanwhile
         assert self.page is not None
         if self.page.gen(vc.slot) != gen:
             return False  # entries changed while we read: the mapper answers
-        self.hits += 1
+        self.reads += 1
         return True
 
     def pwrite(self, vc: VolCache, buf: memoryview, offset: int, fua: bool) -> bool:
@@ -189,51 +165,28 @@ class PeerCache:
         gen, plan = planned
         bs = vc.block_size
         for _, o, p, ln in plan:
-            if o == 0 and ln == bs and is_zero(buf[p : p + ln]):
+            if makes_zero_entry(o, ln, bs, buf[p : p + ln]):
                 return False  # a whole zero block becomes a zero entry in the mapper
         page, locks, fence = self.page, self.locks, vc.fence
         assert page is not None and locks is not None
         if fence is None:
             return False  # no fence: only the mapper writes
-        lfd = locks.acquire(vc.slot)
-        if lfd < 0:
-            return False  # a snapshot or resize holds the volume
-        fds: list[int] = []
-        stack = ExitStack()
-        try:
-            if page.gen(vc.slot) != gen:
-                return False
+
+        def fenced_write() -> bool:
             try:
-                stack.enter_context(self.fences.hold(*fence))
+                with self.fences.hold(*fence):
+                    return write_pieces(plan, buf, fua, self.dirty.add)
             except Fenced:
                 return False  # the mapper path reports it
-            try:
-                for path, _, _, _ in plan:  # open all first: nothing written unless all exist
-                    fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-            except FileNotFoundError:
-                return False
-            for fd, (path, o, p, ln) in zip(fds, plan, strict=True):
-                done = 0
-                while done < ln:
-                    done += os.pwrite(fd, buf[p + done : p + ln], o + done)
-                if fua:
-                    os.fdatasync(fd)
-                else:
-                    with self._mutex:
-                        self._dirty.add(path)
-        finally:
-            for fd in fds:
-                os.close(fd)
-            stack.close()  # the fence first: the slot lock guards the generation check
-            locks.release(lfd, vc.slot)
-        self.hits += 1
+
+        if not write_under_slot(page, locks, vc.slot, gen, fenced_write):
+            return False  # a snapshot or resize holds the volume, or entries changed
+        self.writes += 1
         return True
 
     def flush(self) -> None:
         """fdatasync every file written in place since the last flush."""
-        with self._mutex:
-            dirty, self._dirty = self._dirty, set()
-        fdatasync_paths(dirty)
+        self.dirty.flush()
 
     def close(self) -> None:
         """Sync and release the page."""

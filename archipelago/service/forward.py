@@ -22,6 +22,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+from archipelago.blockaccess.objects import zero_fill
 from archipelago.errors import NotFound
 from archipelago.mapper.format import ZERO
 from archipelago.peers.ops import Flag, Op
@@ -29,8 +30,6 @@ from archipelago.peers.request import Request
 
 #: The mapper request being served in this task (set around Volume.write).
 CURRENT: ContextVar[Request | None] = ContextVar("archipelago_forward_req", default=None)
-
-_ZEROS = memoryview(bytes(4 * 1024 * 1024))
 
 
 def borrowable(data: Any) -> Request | None:
@@ -63,7 +62,7 @@ async def read_forward(vol: Any, spread: Any, req: Request) -> bool:
     h = vol.header
     bs = h.block_size
     i, o = divmod(offset, bs)
-    if vol.closed or n == 0 or o + n > bs or offset + n > h.size or n > len(_ZEROS):
+    if vol.closed or n == 0 or o + n > bs or offset + n > h.size:
         return False
     d = req.d
     if d.buf_off == 0 or d.buf_len < n:
@@ -74,7 +73,7 @@ async def read_forward(vol: Any, spread: Any, req: Request) -> bool:
         kind, ident = await vol.entry(i)
         buf = req.reply_buffer(n)
         if kind == ZERO:
-            buf[:] = _ZEROS[:n]
+            zero_fill(buf, 0, n)
         else:
             try:
                 r = await spread.read_shared(vol.header.name_of(kind, ident), o, n, req,
@@ -84,14 +83,15 @@ async def read_forward(vol: Any, spread: Any, req: Request) -> bool:
             got = len(r.data)
             r.release()
             if got < n:  # blockers pad holes with zeros; never hand out stale bytes
-                buf[got:] = _ZEROS[: n - got]
+                zero_fill(buf, got, n)
             d.data_len = n  # the sub-reply set the length on its own descriptor only
     req.reply(serviced=n)
     return True
 
 
 async def serve_read(fast: Any, vol: Any, spread: Any, req: Request) -> None:
-    """The mapper peer's READ: file fast path, else one-block forward, else Volume.read."""
+    """The mapper peer's READ: direct I/O (direct_io.py), else one-block forward, else
+    Volume.read."""
     if fast is not None and fast.read_into(vol, req.reply_buffer(req.size), req.offset):
         req.reply(serviced=req.size)
     elif not await read_forward(vol, spread, req):

@@ -7,7 +7,7 @@ READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZE
 by import, the sender computed the name) · CTRL (msgpack {"op": ..., args} → msgpack
 result): create, open, close, info, list, snapshot, clone, clone_hashmap, hash, hashmap,
 resize, rename, remove, lock, unlock, missing, status, locate (entries for a client
-map cache, see mapgen.py), diff. I/O ops need the volume open through this peer. Objects
+map cache, see docs/fastpath.md), diff. I/O ops need the volume open through this peer. Objects
 go to the blocker peers through a SpreadBlocker (re-issues requests of a dead peer).
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from archipelago.blockaccess.coherence import GenPage
 from archipelago.blocker.base import make_owner
 from archipelago.client.common import STALE
 from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
@@ -40,9 +41,9 @@ from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 from archipelago.service import upkeep_tasks
 from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
-from archipelago.service.fastread import FastReader, fence_files, make_fast_reader, rados_fence
+from archipelago.service.direct_io import DirectIO, fast_io, make_direct_io
+from archipelago.service.fences import fence_files, rados_fence
 from archipelago.service.forward import CURRENT, serve_read
-from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
@@ -83,7 +84,7 @@ class MapperPeer(Peer):
         self._ids = itertools.count(1)
         self.stopping = False
         self.started = time.time()
-        self.fast: FastReader | None = None
+        self.fast: DirectIO | None = None
         self.gens: GenPage | None = None
 
     def _vol(self, name: str) -> Volume:
@@ -252,7 +253,7 @@ class MapperPeer(Peer):
             self.bump(h.name)
 
     def bump(self, name: str) -> None:
-        """Invalidate clients' cached entries of volume ``name`` (mapgen.py)."""
+        """Invalidate clients' cached entries of volume ``name`` (docs/fastpath.md)."""
         if self.gens is not None:
             self.gens.bump(name)
 
@@ -267,17 +268,7 @@ class MapperPeer(Peer):
             from archipelago.errors import NotSupported
 
             raise NotSupported("no client-side map cache on this blocker")
-        last = min(first + max(1, min(count, 1024)), v.header.nblocks)
-        if not 0 <= first < last:
-            raise InvalidArgument(f"no blocks {first}+{count} in {name!r}")
-        await self.fast.load(v, first, last)
-        gen = self.gens.gen(slot_of(name))  # then the entries, without yielding
-        fences, fence = getattr(self.fast.blocker, "fences", None), v.fence
-        return {"gen": gen, "token": self.gens.token, "page": self.gens.path,
-                "block_size": v.header.block_size, "entries": self.fast.entries(v, first, last),
-                # in-place writers hold this fence (docs/fencing.md); none: no such writes
-                "fence": None if fence is None or fences is None
-                else [fences.path(fence[0]), fence[1]]}
+        return await self.fast.locate(v, self.gens, first, count)
 
     async def sweep(self) -> None:
         """Close handles whose client port was released or reclaimed (the client died)."""
@@ -310,6 +301,7 @@ class MapperPeer(Peer):
             "reissued": self.spread.reissued,
             "fast_reads": self.fast.hits if self.fast is not None else None,
             "fast_writes": self.fast.writes if self.fast is not None else None,
+            "fast_io": fast_io(self.fast),
         }
 
     async def _close_all(self) -> None:
@@ -346,7 +338,7 @@ async def serve(args: Any) -> int:
         owner = make_owner("mapper")
         probe = AsyncClient(link)
         await wait_blockers(probe, ports)
-        fast = make_fast_reader(cfg)
+        fast = make_direct_io(cfg)
         fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
         rfence = rados_fence(cfg, str(inst.run_dir))
         # Before clients can reach us: a reopening client must find a dead mapper's locks broken.

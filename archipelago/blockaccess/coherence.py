@@ -1,24 +1,13 @@
-"""Map generations: how the mapper peer tells clients that cached map entries went stale.
+"""Coherence of direct block access with the mapper (the rules: docs/fastpath.md).
 
-Design §3 lets a client cache map entries and address the file blocker directly for
-blocks it knows, as librbd computes placement itself. The NBD peer backend does this
-(archipelago/nbd/peer_cache.py); this page keeps it coherent with the mapper:
-
-- a small file, ``DATA_DIR/run/mapgen`` (0600), mmapped by the mapper peer (read-write)
-  and by clients (read-only): a token (new per mapper start) and ``NSLOTS`` u64
-  generation counters; a volume uses slot ``crc32(name) % NSLOTS`` (a collision only
-  costs a needless refill);
-- the mapper bumps a volume's counter after every operation that may change what a
-  cached entry means -- a write or zero through the mapper (copy-up, allocation, zero
-  entry, deleted object), close, snapshot, resize -- and always *before* it replies, so
-  a client that checks the counter after getting an acknowledgement sees the bump;
-- a client reads with the counter checked before and after (seqlock style): a change
-  means the result may be stale and it asks the mapper instead;
-- in-place writes by clients cannot be undone, so they also hold a shared OFD lock on
-  the slot's byte of this file while they check the counter and write; the mapper
-  takes that byte exclusively around a snapshot or resize (after bumping the counter,
-  so new writers back off at once and it is not starved): no client write can land in
-  a block the snapshot shares. A dead client's locks go with its file descriptions.
+- :class:`GenPage`: per-volume generation counters in a shared page; the mapper bumps
+  a volume's counter after anything that may change what a cached entry means and
+  before it replies; readers check it before and after (seqlock style).
+- :class:`WriterLocks` / :meth:`GenPage.exclusive`: in-place writers of other processes
+  hold a shared OFD lock on the slot's byte while they check the counter and write; a
+  snapshot or resize bumps, then takes the byte exclusively (waiting for writers in flight).
+- :class:`Gate`: the same exclusion between the threads of one process (the direct NBD
+  backend's nbdkit threads vs its map-level operations), without syscalls.
 """
 
 from __future__ import annotations
@@ -30,24 +19,18 @@ import mmap
 import os
 import secrets
 import struct
-import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
-NSLOTS = 4096
-HEADER = 64  # token u64, then reserved
-SIZE = HEADER + 8 * NSLOTS
-_FLOCK = "hh4xqqi4x"  # struct flock on x86_64/aarch64 Linux
+from archipelago.blockaccess.layout import FLOCK, MAPGEN_HEADER, MAPGEN_SIZE, MAPGEN_SLOTS, slot_of
 
-
-def slot_of(name: str) -> int:
-    """The counter slot of volume ``name``."""
-    return zlib.crc32(name.encode()) % NSLOTS
+__all__ = ["Gate", "GenPage", "WriterLocks", "slot_of", "write_under_slot"]
 
 
 def _lock(fd: int, kind: int, slot: int, wait: bool = False) -> bool:
     """Set (F_RDLCK/F_WRLCK) or clear (F_UNLCK) the OFD lock of byte ``slot``."""
-    arg = struct.pack(_FLOCK, kind, os.SEEK_SET, slot, 1, 0)
+    arg = struct.pack(FLOCK, kind, os.SEEK_SET, slot, 1, 0)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, arg)
         return True
@@ -65,17 +48,17 @@ class GenPage:
         flags = os.O_RDWR | os.O_CREAT if writer else os.O_RDONLY
         fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
         try:
-            if writer and os.fstat(fd).st_size < SIZE:
-                os.ftruncate(fd, SIZE)
-            self._mm = mmap.mmap(fd, SIZE, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writer else 0))
+            if writer and os.fstat(fd).st_size < MAPGEN_SIZE:
+                os.ftruncate(fd, MAPGEN_SIZE)
+            self._mm = mmap.mmap(fd, MAPGEN_SIZE, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writer else 0))
         finally:
             os.close(fd)
-        self.slots = memoryview(self._mm).cast("B")[HEADER:].cast("Q")  # 8-byte loads/stores
-        self._head = memoryview(self._mm).cast("B")[:HEADER].cast("Q")
+        self.slots = memoryview(self._mm).cast("B")[MAPGEN_HEADER:].cast("Q")  # 8-byte loads/stores
+        self._head = memoryview(self._mm).cast("B")[:MAPGEN_HEADER].cast("Q")
         if writer:
             # never unlinked or truncated: clients keep their mapping across mapper restarts;
             # a new mapper invalidates every cache (it cannot know what they hold)
-            for i in range(NSLOTS):
+            for i in range(MAPGEN_SLOTS):
                 self.slots[i] += 1
             self._head[0] = int.from_bytes(secrets.token_bytes(8), "little") or 1
 
@@ -150,3 +133,54 @@ class WriterLocks:
         """Close pooled fds."""
         while self._free:
             os.close(self._free.pop())
+
+
+def write_under_slot(page: GenPage, locks: WriterLocks, slot: int, gen: int,
+                     write: Callable[[], bool]) -> bool:
+    """``write()`` holding the slot's shared lock, if ``gen`` is still current; False (nothing
+    written) if a snapshot or resize holds the slot or the generation moved."""
+    fd = locks.acquire(slot)
+    if fd < 0:
+        return False
+    try:
+        return page.gen(slot) == gen and write()  # checked inside the lock: see exclusive()
+    finally:
+        locks.release(fd, slot)
+
+
+class Gate:
+    """Many in-place writers, or one map-level operation (snapshot, clone, remove, close),
+    among the threads of one process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closed = 0
+
+    def try_shared(self) -> bool:
+        """Enter as a writer unless a map-level operation runs (then: the mapper path)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        """Leave as a writer."""
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Keep writers out and wait for those in flight."""
+        with self._cond:
+            self._closed += 1
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed -= 1
