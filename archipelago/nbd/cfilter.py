@@ -1,4 +1,4 @@
-"""The C nbdkit filter archip-fast (native/nbdkit_filter_archip.c): build, locate, publish.
+"""The C nbdkit filter archip-fast (native/nbdkit_filter_archip.c, archip_fast_map.c): build, publish.
 
 nbdkit loads the filter and the Python plugin into one process; the filter serves
 pread/pwrite of blocks the plugin's map cache knows (peer_cache.py) without entering
@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
-SOURCE = _ROOT / "native" / "nbdkit_filter_archip.c"
+_NATIVE = _ROOT / "native"
+#: The nbdkit glue and the map cache / coherence half (archip_fast.h joins them).
+SOURCES = [_NATIVE / "nbdkit_filter_archip.c", _NATIVE / "archip_fast_map.c"]
+SOURCE = SOURCES[0]
 #: Everything the build reads (a newer one makes the built filter outdated).
-INPUTS = [SOURCE, _ROOT / "native" / "archip_layout.h"]
+INPUTS = [*SOURCES, _NATIVE / "archip_fast.h", _NATIVE / "archip_layout.h"]
 #: Where the build puts the filter (gitignored, like every *.so).
 SO_PATH = _ROOT / "native" / "build" / "archip-fast.so"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wconversion", "-fPIC", "-shared", "-fvisibility=hidden"]
@@ -49,8 +52,8 @@ def build(force: bool = False) -> Path:
         raise RuntimeError("nbdkit-filter.h missing; apt-get install nbdkit-plugin-dev")
     SO_PATH.parent.mkdir(parents=True, exist_ok=True)
     tmp = SO_PATH.with_suffix(f".{os.getpid()}.tmp")
-    subprocess.run([cc, *CFLAGS, "-Werror", f"-I{SOURCE.parent}", "-o", str(tmp), str(SOURCE),
-                    "-lpthread"], check=True)
+    subprocess.run([cc, *CFLAGS, "-Werror", f"-I{_NATIVE}", "-o", str(tmp),
+                    *map(str, SOURCES), "-lpthread"], check=True)
     os.replace(tmp, SO_PATH)  # atomic: a running nbdkit keeps its mapped copy
     return SO_PATH
 
