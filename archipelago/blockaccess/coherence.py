@@ -13,31 +13,23 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import mmap
 import os
 import secrets
-import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from archipelago.blockaccess.layout import FLOCK, MAPGEN_HEADER, MAPGEN_SIZE, MAPGEN_SLOTS, slot_of
+from archipelago.blockaccess.layout import MAPGEN_HEADER, MAPGEN_SIZE, MAPGEN_SLOTS, slot_of
+from archipelago.blocker.fence import ofd_lock
 
 __all__ = ["Gate", "GenPage", "WriterLocks", "slot_of", "write_under_slot"]
 
 
 def _lock(fd: int, kind: int, slot: int, wait: bool = False) -> bool:
     """Set (F_RDLCK/F_WRLCK) or clear (F_UNLCK) the OFD lock of byte ``slot``."""
-    arg = struct.pack(FLOCK, kind, os.SEEK_SET, slot, 1, 0)
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, arg)
-        return True
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
+    return ofd_lock(fd, kind, slot, 1, wait)
 
 
 class GenPage:

@@ -18,8 +18,6 @@ from archipelago.blocker.fence import LOCK_BASE as FENCE_LOCK_BASE
 MAPGEN_HEADER = 64
 MAPGEN_SLOTS = 4096
 MAPGEN_SIZE = MAPGEN_HEADER + 8 * MAPGEN_SLOTS
-#: struct flock on x86_64/aarch64 Linux (type, whence, start, len, pid)
-FLOCK = "hh4xqqi4x"
 #: The C header that must agree with the constants above.
 C_HEADER = Path(__file__).resolve().parents[2] / "native" / "archip_layout.h"
 #: C name -> value the header must define.

@@ -46,43 +46,47 @@ class Locator:
                 paths[entry] = path
         return path
 
-    def read_plan(self, vol: Any, offset: int, n: int) -> list[Piece] | None:
-        """Pieces of [offset, offset + n), or None if a map chunk is not in memory."""
+    @staticmethod
+    def _blocks(vol: Any, offset: int, n: int) -> list[tuple[bytes, int, int, int]] | None:
+        """(entry, offset in block, offset in request, length) of each block piece of
+        [offset, offset + n), or None if a map chunk is not in memory."""
         bs = vol.header.block_size
-        plan: list[Piece] = []
+        out: list[tuple[bytes, int, int, int]] = []
         pos = 0
         while pos < n:
             i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
             chunk = vol.cached(i // ENTRIES_PER_CHUNK)
             if chunk is None:
                 return None
             e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            plan.append((self.path(vol, bytes(chunk[e : e + ENTRY_SIZE])), o, pos, ln))
+            ln = min(bs - o, n - pos)
+            out.append((bytes(chunk[e : e + ENTRY_SIZE]), o, pos, ln))
             pos += ln
-        return plan
+        return out
+
+    def read_plan(self, vol: Any, offset: int, n: int) -> list[Piece] | None:
+        """Pieces of [offset, offset + n), or None if a map chunk is not in memory."""
+        blocks = self._blocks(vol, offset, n)
+        if blocks is None:
+            return None
+        return [(self.path(vol, entry), o, pos, ln) for entry, o, pos, ln in blocks]
 
     def write_plan(self, vol: Any, offset: int, data: memoryview) -> list[Piece] | None:
         """Pieces of a write that may go in place: every block owned by ``vol`` at its
         current epoch and no whole block of zeros (those become zero entries); else None."""
+        blocks = self._blocks(vol, offset, len(data))
+        if blocks is None:
+            return None
         h = vol.header
         bs = h.block_size
         plan: list[Piece] = []
-        pos, n = 0, len(data)
-        while pos < n:
-            i, o = divmod(offset + pos, bs)
-            ln = min(bs - o, n - pos)
-            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
-            if chunk is None:
-                return None
-            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
-            entry = bytes(chunk[e : e + ENTRY_SIZE])
+        for entry, o, pos, ln in blocks:
             if not h.owns(entry[0], entry[1:]):
                 return None  # zero entry or shared block: the mapper allocates / copies up
+            i = (offset + pos) // bs
             if makes_zero_entry(o, ln, min(bs, h.size - i * bs), data[pos : pos + ln]):
                 return None
             plan.append((self.path(vol, entry), o, pos, ln))
-            pos += ln
         return plan
 
     def entries(self, vol: Any, first: int, last: int) -> list[list[Any]]:

@@ -41,7 +41,9 @@ _FLOCK = "hh4xqqi4x"  # struct flock on x86_64/aarch64 Linux
 _GEN = struct.Struct("<Q")
 
 
-def _lock(fd: int, kind: int, start: int, length: int, wait: bool) -> bool:
+def ofd_lock(fd: int, kind: int, start: int, length: int, wait: bool) -> bool:
+    """Set (F_RDLCK/F_WRLCK) or clear (F_UNLCK) an OFD lock on [start, start + length);
+    False if a conflicting lock is held and ``wait`` is not set."""
     arg = struct.pack(_FLOCK, kind, os.SEEK_SET, start, length, 0)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, arg)
@@ -60,13 +62,13 @@ def fenced_message(key: str) -> str:
 @contextlib.contextmanager
 def _hold(fd: int, gen: int, key: str) -> Iterator[None]:
     byte = LOCK_BASE + threading.get_native_id()
-    _lock(fd, fcntl.F_RDLCK, byte, 1, wait=True)
+    ofd_lock(fd, fcntl.F_RDLCK, byte, 1, wait=True)
     try:
         if _GEN.unpack(os.pread(fd, 8, 0).ljust(8, b"\0"))[0] != gen:
             raise Fenced(fenced_message(key))
         yield
     finally:
-        _lock(fd, fcntl.F_UNLCK, byte, 1, wait=False)
+        ofd_lock(fd, fcntl.F_UNLCK, byte, 1, wait=False)
 
 
 class PathFences:
@@ -159,7 +161,7 @@ class FenceFiles:
                 os.fsync(fd)
             deadline = time.monotonic() + timeout
             # Polling, not F_OFD_SETLKW: a writer stopped mid-syscall must not hang us.
-            while not _lock(fd, fcntl.F_WRLCK, 0, 0, wait=False):
+            while not ofd_lock(fd, fcntl.F_WRLCK, 0, 0, wait=False):
                 if time.monotonic() >= deadline:
                     raise Busy(f"map {key}: a fenced writer is stuck in the middle of a "
                                "write (stopped process?): kill it or retry")
@@ -234,7 +236,7 @@ class AsyncFenceHolds:
         if held is None:
             slot = self.files.acquire(key)
             # Blocks only while a bump sits between two polls (microseconds).
-            _lock(slot[0], fcntl.F_RDLCK, byte, 1, wait=True)
+            ofd_lock(slot[0], fcntl.F_RDLCK, byte, 1, wait=True)
             held = self._held[key] = [slot, 0]
         held[1] += 1
         try:
@@ -245,7 +247,7 @@ class AsyncFenceHolds:
             held[1] -= 1
             if held[1] == 0:
                 del self._held[key]
-                _lock(held[0][0], fcntl.F_UNLCK, byte, 1, wait=False)
+                ofd_lock(held[0][0], fcntl.F_UNLCK, byte, 1, wait=False)
                 self.files.release(held[0])
 
 
