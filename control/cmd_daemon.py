@@ -79,6 +79,11 @@ def _fmt_status(st: dict) -> str:
         inflight = m.get("inflight", 0) + sum(b["inflight"] for b in m.get("blockers", []))
         lines.append(f"requests in flight: {inflight}  served: {m.get('served', 0)}  "
                      f"re-issued after a peer died: {m.get('reissued', 0)}")
+        f = m.get("fast_io") or {}
+        if f:  # requests served by the direct-block paths (docs/fastpath.md)
+            lines.append("direct block I/O (reads/writes): " + ", ".join(
+                f"{k.replace('_', ' ')} {v.get('reads', 0)}/{v.get('writes', 0)}"
+                for k, v in f.items()))
         vols = m.get("open_volumes", [])
         lines.append("open volumes: " + (", ".join(
             f"{v['name']} ({v['handles']} handle{'s' if v['handles'] != 1 else ''})"

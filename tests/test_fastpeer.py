@@ -210,6 +210,8 @@ def test_mapper_writes_in_place(exported: tuple[Daemon, nbd.NBD]) -> None:
     after = fast_io(d)["mapper"]
     assert after["writes"] - before["writes"] >= 8, after
     assert after["reads"] > before["reads"], after
+    text = d.archip("daemon", "status", check=True).out  # and in the human form
+    assert f"direct block I/O (reads/writes): mapper {after['reads']}/{after['writes']}" in text
 
 
 def test_kill9_nbdkit_during_cached_writes(exported: tuple[Daemon, nbd.NBD]) -> None:

@@ -234,8 +234,7 @@ class Volume:
             raise InvalidArgument(f"volume {self.name!r} is closed")
 
     def _check(self, offset: int, size: int, write: bool = False) -> None:
-        if self.closed:
-            raise InvalidArgument(f"volume {self.name!r} is closed")
+        self._check_live()
         if write and not self.writable:
             raise ReadOnly(f"volume {self.name!r} is read-only")
         if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0:
@@ -362,8 +361,7 @@ class Volume:
 
     async def flush(self) -> None:
         """Make data and map entries durable."""
-        if self.closed:
-            raise InvalidArgument(f"volume {self.name!r} is closed")
+        self._check_live()
         await self._b.flush()
         if self.writable:
             await self._fence()  # tell the writer its acknowledged data may be overwritten
