@@ -66,10 +66,25 @@ class Locator:
 
     def read_plan(self, vol: Any, offset: int, n: int) -> list[Piece] | None:
         """Pieces of [offset, offset + n), or None if a map chunk is not in memory."""
-        blocks = self._blocks(vol, offset, n)
-        if blocks is None:
-            return None
-        return [(self.path(vol, entry), o, pos, ln) for entry, o, pos, ln in blocks]
+        # One pass, path cache looked up inline (not through _blocks and path): this is
+        # the hot path of every fast read, and the shared walk cost ~6 % of its CPU.
+        h = vol.header
+        bs = h.block_size
+        cached = self._paths.get(id(vol))
+        paths = cached[1] if cached is not None and cached[0] is h else {}
+        plan: list[Piece] = []
+        pos = 0
+        while pos < n:
+            i, o = divmod(offset + pos, bs)
+            chunk = vol.cached(i // ENTRIES_PER_CHUNK)
+            if chunk is None:
+                return None
+            e = (i % ENTRIES_PER_CHUNK) * ENTRY_SIZE
+            entry = bytes(chunk[e : e + ENTRY_SIZE])
+            ln = min(bs - o, n - pos)
+            plan.append((paths.get(entry) or self.path(vol, entry), o, pos, ln))
+            pos += ln
+        return plan
 
     def write_plan(self, vol: Any, offset: int, data: memoryview) -> list[Piece] | None:
         """Pieces of a write that may go in place: every block owned by ``vol`` at its
@@ -79,15 +94,13 @@ class Locator:
             return None
         h = vol.header
         bs = h.block_size
-        plan: list[Piece] = []
         for entry, o, pos, ln in blocks:
             if not h.owns(entry[0], entry[1:]):
                 return None  # zero entry or shared block: the mapper allocates / copies up
-            i = (offset + pos) // bs
-            if makes_zero_entry(o, ln, min(bs, h.size - i * bs), data[pos : pos + ln]):
+            if o == 0 and makes_zero_entry(o, ln, min(bs, h.size - (offset + pos) // bs * bs),
+                                           data[pos : pos + ln]):
                 return None
-            plan.append((self.path(vol, entry), o, pos, ln))
-        return plan
+        return [(self.path(vol, entry), o, pos, ln) for entry, o, pos, ln in blocks]
 
     def entries(self, vol: Any, first: int, last: int) -> list[list[Any]]:
         """[object file or "" (a hole), owned] of blocks [first, last), for client caches.

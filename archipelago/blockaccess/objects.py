@@ -56,6 +56,21 @@ def write_pieces(plan: Sequence[Piece], data: memoryview, fua: bool,
     """pwrite ``data`` into the plan's existing objects; False (nothing written) if one is
     gone. All files are opened first. ``fua``: fdatasync each before returning; else
     ``dirty(path)`` so the next flush syncs it (None: syncing is off)."""
+    if len(plan) == 1:  # the common case (a request inside one block), without the lists
+        path, o, p, ln = plan[0]
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            _pwrite_piece(fd, data, o, p, ln)
+            if fua:
+                os.fdatasync(fd)
+            elif dirty is not None:
+                dirty(path)
+        finally:
+            os.close(fd)
+        return True
     fds: list[int] = []
     try:
         for path, _, _, _ in plan:
@@ -66,9 +81,7 @@ def write_pieces(plan: Sequence[Piece], data: memoryview, fua: bool,
         return False
     try:
         for fd, (path, o, p, ln) in zip(fds, plan, strict=True):
-            done = 0
-            while done < ln:
-                done += os.pwrite(fd, data[p + done : p + ln], o + done)
+            _pwrite_piece(fd, data, o, p, ln)
             if fua:
                 os.fdatasync(fd)
             elif dirty is not None:
@@ -77,6 +90,12 @@ def write_pieces(plan: Sequence[Piece], data: memoryview, fua: bool,
         for fd in fds:
             os.close(fd)
     return True
+
+
+def _pwrite_piece(fd: int, data: memoryview, o: int, p: int, ln: int) -> None:
+    done = os.pwrite(fd, data[p : p + ln], o)
+    while done < ln:  # short writes are rare: one syscall per piece on the hot path
+        done += os.pwrite(fd, data[p + done : p + ln], o + done)
 
 
 class DirtyFiles:
