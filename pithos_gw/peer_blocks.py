@@ -85,9 +85,8 @@ class PeerBlocks(Blocker):
     @staticmethod
     async def _connect(inst: Instance, wait: float) -> tuple[AsyncClient, list[int]]:
         from archipelago.client import start_command
-        from archipelago.daemon import is_running
 
-        if not is_running(inst):
+        if not inst.daemon_running():
             raise NotRunning(f"no archipelago daemon serves {inst.data_dir} "
                              f"(start it with: {start_command(inst)} --gateway)")
         deadline = time.monotonic() + wait

@@ -119,7 +119,7 @@ def peer_specs(inst: Instance, cfg: Config, base: list[str]) -> list[ChildSpec]:
 def lock_instance(inst: Instance) -> IO[str]:
     """Take the instance's daemon lock; Busy naming the running pid if held."""
     inst.ensure()
-    f = open(inst.run_dir / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+    f = open(inst.daemon_lock, "a+")  # noqa: SIM115 - held for the daemon's life
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
