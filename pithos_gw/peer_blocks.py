@@ -18,11 +18,11 @@ from typing import Any
 
 from archipelago.blocker.base import Blocker, LockInfo, check_range
 from archipelago.client import AsyncClient
-from archipelago.client.common import block_placement, check_hex
 from archipelago.errors import NotFound, NotRunning, NotSupported, PeerDied
 from archipelago.instance import Instance
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.request import Reply
+from archipelago.wire import block_placement, check_hex
 
 log = logging.getLogger("pithos_gw")
 #: How long a request is retried while its blocker peer restarts (the supervisor restarts it).

@@ -87,16 +87,12 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # The plugin's shared code needs the reserved scratch-name rule and a pid check.
     ("archipelago.nbd.exports", "archipelago.mapper.format"): "scratch names are the mapper's reserved names",
     ("archipelago.nbd.exports", "archipelago.blocker.base"): "pid_alive: scratch clones of dead nbdkits",
-    # The supervisor starts peers, which need a pre-faulted segment (client side helper).
-    ("archipelago.service.blocker_peer", "archipelago.client"): "prefault: shared with the client library",
-    ("archipelago.service.mapper_peer", "archipelago.client"): "STALE: the reply text the client recognizes",
     # Compute quotas are identity resources (design §8: plugins talk through small interfaces).
     ("control.compute.quota", "control.identity.quotas"): "identity's quota interface (Resource, provisions)",
     # Plankton images as ExtStorage disks: the compute plugin reads the gateway's registry.
     ("control.compute.extstorage", "pithos_gw"): "ExtStorage image disks (issue 22 area)",
     ("control.identity.service", "pithos_gw.hooks"): "the gateway's quota hook resource name",
     # Still to move (issue 19): each row names what replaces it.
-    ("archipelago.client", "archipelago.mapper.common"): "TODO wire types",
     ("archipelago.peers.remote", "archipelago.blocker"): "TODO",
     ("archipelago.upkeep.__main__", "archipelago.service.common"): "TODO",
     ("control.cmd_volume", "pithos_gw.plankton"): "TODO",

@@ -4,35 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
-from archipelago.client.common import (
-    BLOCK_SIZE,
-    DEFAULT_BLOCK_SIZE,
+from archipelago.client.connect import (
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
-    MAPPER_PORT,
-    STALE,
-    _extents,
-    _hashes_bin,
-    _hashes_hex,
-    _info,
-    _instance,
-    _link,
-    _Ops,
-    _unpack,
-    block_placement,
-    check_hex,
-    prefault,
+    instance_of,
+    link_to,
+    unpack,
 )
-from archipelago.errors import NotFound, PeerDied
+from archipelago.errors import NotFound, PeerDied, StaleHandle
 from archipelago.instance import Instance
-from archipelago.mapper.common import Extent, VolumeInfo
 from archipelago.peers.client import AsyncClient as _AsyncPeerClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Reply
+from archipelago.peers.retry import retry_async
+from archipelago.wire import (
+    DEFAULT_BLOCK_SIZE,
+    MAPPER_PORT,
+    Extent,
+    VolumeInfo,
+    block_placement,
+    check_hex,
+    ctrl_payload,
+    decode_extents,
+    decode_hashes,
+    encode_hashes,
+)
 
 
 class AsyncClient:
@@ -50,9 +49,9 @@ class AsyncClient:
     async def connect(cls, instance: Instance | str | os.PathLike[str] | None = None,
                       timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:
         """Connect to the daemon of an instance."""
-        inst = _instance(instance)
-        link = await asyncio.to_thread(_link, inst)
-        prefault(link.segment)  # background: no page faults on the first pass over buffers
+        inst = instance_of(instance)
+        link = await asyncio.to_thread(link_to, inst)
+        link.segment.prefault()  # background: no page faults on the first pass over buffers
         return cls(inst, link, timeout)
 
     async def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,
@@ -63,7 +62,7 @@ class AsyncClient:
 
     async def ctrl(self, op: str, **kw: Any) -> Any:
         """One volume op; returns its decoded result."""
-        return _unpack(await self.call(Op.CTRL, payload=_Ops.args(op, **kw)))
+        return unpack(await self.call(Op.CTRL, payload=ctrl_payload(op, **kw)))
 
     async def ping(self) -> None:
         """Round-trip to the mapper peer."""
@@ -72,38 +71,38 @@ class AsyncClient:
     async def create(self, name: str, size: int,
                      block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeInfo:
         """Create an empty volume."""
-        return _info(await self.ctrl("create", name=name, size=size, block_size=block_size))
+        return VolumeInfo.from_dict(await self.ctrl("create", name=name, size=size, block_size=block_size))
 
     async def info(self, name: str) -> VolumeInfo:
         """Describe a volume."""
-        return _info(await self.ctrl("info", name=name))
+        return VolumeInfo.from_dict(await self.ctrl("info", name=name))
 
     async def list(self) -> list[VolumeInfo]:
         """Every volume and snapshot."""
-        return [_info(d) for d in await self.ctrl("list")]
+        return [VolumeInfo.from_dict(d) for d in await self.ctrl("list")]
 
     async def snapshot(self, volume: str, snap: str) -> VolumeInfo:
         """Read-only snapshot."""
-        return _info(await self.ctrl("snapshot", volume=volume, snap=snap))
+        return VolumeInfo.from_dict(await self.ctrl("snapshot", volume=volume, snap=snap))
 
     async def clone(self, source: str, new: str, size: int | None = None) -> VolumeInfo:
         """Writable clone of a read-only map."""
-        return _info(await self.ctrl("clone", source=source, new=new, size=size))
+        return VolumeInfo.from_dict(await self.ctrl("clone", source=source, new=new, size=size))
 
     async def clone_hashmap(self, new: str, hashes: list[str], nbytes: int,
                             size: int | None = None, readonly: bool = False) -> VolumeInfo:
         """Volume over stored content blocks."""
-        return _info(await self.ctrl("clone_hashmap", new=new, hashes=_hashes_bin(hashes),
+        return VolumeInfo.from_dict(await self.ctrl("clone_hashmap", new=new, hashes=encode_hashes(hashes),
                                      nbytes=nbytes, size=size, readonly=readonly))
 
     async def hash(self, snap: str) -> VolumeInfo:
         """Content-addressed copy of a read-only map."""
-        return _info(await self.ctrl("hash", snap=snap))
+        return VolumeInfo.from_dict(await self.ctrl("hash", snap=snap))
 
     async def hashmap(self, name: str) -> tuple[list[str], int]:
         """(block hashes, bytes) of a content-addressed map."""
         d = await self.ctrl("hashmap", name=name)
-        return _hashes_hex(d["hashes"]), int(d["bytes"])
+        return decode_hashes(d["hashes"]), int(d["bytes"])
 
     async def usage(self, name: str) -> dict[str, Any]:
         """Block counts of a map (archipelago.mapper.usage): used, owned, shared, distinct."""
@@ -111,11 +110,11 @@ class AsyncClient:
 
     async def resize(self, name: str, size: int) -> VolumeInfo:
         """Grow or shrink."""
-        return _info(await self.ctrl("resize", name=name, size=size))
+        return VolumeInfo.from_dict(await self.ctrl("resize", name=name, size=size))
 
     async def rename(self, old: str, new: str) -> VolumeInfo:
         """Rename a volume that is not open."""
-        return _info(await self.ctrl("rename", old=old, new=new))
+        return VolumeInfo.from_dict(await self.ctrl("rename", old=old, new=new))
 
     async def remove(self, name: str) -> None:
         """Remove a volume or snapshot."""
@@ -151,15 +150,8 @@ class AsyncClient:
         if self._blockers is None:
             self._blockers = [int(b["port"]) for b in (await self.status())["blockers"]]
         port = self._blockers[block_placement(name, len(self._blockers))]
-        deadline = time.monotonic() + retry_for
-        while True:
-            try:
-                return await self.peer.call(port, op, name, offset, size, payload, arg=arg,
-                                            timeout=self.timeout)
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        return await retry_async(lambda: self.peer.call(port, op, name, offset, size, payload, arg=arg,
+                                                 timeout=self.timeout), retry_for)
 
     async def store_block(self, name: str, data: bytes | memoryview) -> bool:
         """Store a content block straight on its blocker peer unless present; True if new."""
@@ -171,14 +163,14 @@ class AsyncClient:
         (await self._block_call(name, Op.CREATE, 0, len(data), data, arg=len(data))).release()
         return True
 
-    async def read_block(self, name: str, offset: int = 0, size: int = BLOCK_SIZE) -> bytes:
+    async def read_block(self, name: str, offset: int = 0, size: int = DEFAULT_BLOCK_SIZE) -> bytes:
         """Read a content block straight from its blocker peer."""
         return (await self._block_call(name, Op.READ, offset, size)).bytes()
 
     async def open(self, name: str, force: bool = False) -> AsyncVolumeHandle:
         """Open a volume."""
         d = await self.ctrl("open", name=name, force=force)
-        return AsyncVolumeHandle(self, int(d["handle"]), _info(d["info"]), force)
+        return AsyncVolumeHandle(self, int(d["handle"]), VolumeInfo.from_dict(d["info"]), force)
 
     def close(self) -> None:
         """Release the port and the link."""
@@ -216,9 +208,8 @@ class AsyncVolumeHandle:
         generation = self.reopened  # handle ids restart with the mapper: count reopens
         try:
             return await self.client.call(op, self.name, offset, size, payload, flags)
-        except (PeerDied, NotFound) as e:
-            if self.closed or self.reopen_for <= 0 or (
-                    isinstance(e, NotFound) and STALE not in e.message):
+        except (PeerDied, StaleHandle):
+            if self.closed or self.reopen_for <= 0:
                 raise
         async with self._reopening:  # concurrent pieces reopen once
             if self.reopened == generation:
@@ -227,16 +218,9 @@ class AsyncVolumeHandle:
 
     async def _reopen(self) -> None:
         """Open the volume again on a restarted mapper peer."""
-        deadline = time.monotonic() + self.reopen_for
-        while True:
-            try:
-                d = await self.client.ctrl("open", name=self.name, force=self.force)
-                break
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-        self.handle, self.info = int(d["handle"]), _info(d["info"])
+        d = await retry_async(lambda: self.client.ctrl("open", name=self.name, force=self.force),
+                       self.reopen_for)
+        self.handle, self.info = int(d["handle"]), VolumeInfo.from_dict(d["info"])
         self.reopened += 1
 
     @property
@@ -298,7 +282,7 @@ class AsyncVolumeHandle:
         out: list[Extent] = []
         while offset < end:
             n = min(EXTENT_WINDOW, end - offset)
-            out += _extents((await self._io(Op.EXTENTS, offset, n)).bytes())
+            out += decode_extents((await self._io(Op.EXTENTS, offset, n)).bytes())
             offset += n
         return out
 

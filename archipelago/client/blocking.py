@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
-from archipelago.client.common import (
-    BLOCK_SIZE,
-    DEFAULT_BLOCK_SIZE,
+from archipelago.client.connect import (
     DEFAULT_TIMEOUT,
     EXTENT_WINDOW,
-    MAPPER_PORT,
-    STALE,
-    _extents,
-    _hashes_bin,
-    _hashes_hex,
-    _info,
-    _instance,
-    _link,
-    _Ops,
-    _unpack,
-    block_placement,
-    check_hex,
+    instance_of,
+    link_to,
+    unpack,
 )
-from archipelago.errors import NotFound, PeerDied
+from archipelago.errors import NotFound, PeerDied, StaleHandle
 from archipelago.instance import Instance
-from archipelago.mapper.common import Extent, VolumeInfo
 from archipelago.peers.client import BlockingClient as _BlockingPeerClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Reply
+from archipelago.peers.retry import retry_blocking
+from archipelago.wire import (
+    DEFAULT_BLOCK_SIZE,
+    MAPPER_PORT,
+    Extent,
+    VolumeInfo,
+    block_placement,
+    check_hex,
+    ctrl_payload,
+    decode_extents,
+    decode_hashes,
+    encode_hashes,
+)
 
 
 class Client:
@@ -49,8 +49,8 @@ class Client:
     def connect(cls, instance: Instance | str | os.PathLike[str] | None = None,
                 timeout: float = DEFAULT_TIMEOUT) -> Client:
         """Connect to the daemon of an instance (a data dir, or the default instance)."""
-        inst = _instance(instance)
-        return cls(inst, _link(inst), timeout)
+        inst = instance_of(instance)
+        return cls(inst, link_to(inst), timeout)
 
     def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,
              payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
@@ -60,7 +60,7 @@ class Client:
 
     def ctrl(self, op: str, **kw: Any) -> Any:
         """One volume op; returns its decoded result."""
-        return _unpack(self.call(Op.CTRL, payload=_Ops.args(op, **kw)))
+        return unpack(self.call(Op.CTRL, payload=ctrl_payload(op, **kw)))
 
     def ping(self) -> None:
         """Round-trip to the mapper peer."""
@@ -68,38 +68,38 @@ class Client:
 
     def create(self, name: str, size: int, block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeInfo:
         """Create an empty volume."""
-        return _info(self.ctrl("create", name=name, size=size, block_size=block_size))
+        return VolumeInfo.from_dict(self.ctrl("create", name=name, size=size, block_size=block_size))
 
     def info(self, name: str) -> VolumeInfo:
         """Describe a volume (with its lock holder)."""
-        return _info(self.ctrl("info", name=name))
+        return VolumeInfo.from_dict(self.ctrl("info", name=name))
 
     def list(self, internal: bool = False) -> list[VolumeInfo]:
         """Every volume and snapshot, by name (``internal``: NBD scratch clones too)."""
-        return [_info(d) for d in self.ctrl("list", internal=internal)]
+        return [VolumeInfo.from_dict(d) for d in self.ctrl("list", internal=internal)]
 
     def snapshot(self, volume: str, snap: str) -> VolumeInfo:
         """Read-only snapshot of a volume."""
-        return _info(self.ctrl("snapshot", volume=volume, snap=snap))
+        return VolumeInfo.from_dict(self.ctrl("snapshot", volume=volume, snap=snap))
 
     def clone(self, source: str, new: str, size: int | None = None) -> VolumeInfo:
         """Writable clone of a read-only map."""
-        return _info(self.ctrl("clone", source=source, new=new, size=size))
+        return VolumeInfo.from_dict(self.ctrl("clone", source=source, new=new, size=size))
 
     def clone_hashmap(self, new: str, hashes: list[str], nbytes: int, size: int | None = None,
                       readonly: bool = False) -> VolumeInfo:
         """Volume over content blocks (a Pithos hashmap) already stored."""
-        return _info(self.ctrl("clone_hashmap", new=new, hashes=_hashes_bin(hashes),
+        return VolumeInfo.from_dict(self.ctrl("clone_hashmap", new=new, hashes=encode_hashes(hashes),
                                nbytes=nbytes, size=size, readonly=readonly))
 
     def hash(self, snap: str) -> VolumeInfo:
         """Content-addressed copy of a read-only map, named by its Merkle root."""
-        return _info(self.ctrl("hash", snap=snap))
+        return VolumeInfo.from_dict(self.ctrl("hash", snap=snap))
 
     def hashmap(self, name: str) -> tuple[list[str], int]:
         """(block hashes, bytes) of a content-addressed map."""
         d = self.ctrl("hashmap", name=name)
-        return _hashes_hex(d["hashes"]), int(d["bytes"])
+        return decode_hashes(d["hashes"]), int(d["bytes"])
 
     def usage(self, name: str) -> dict[str, Any]:
         """Block counts of a map (archipelago.mapper.usage): used, owned, shared, distinct."""
@@ -107,11 +107,11 @@ class Client:
 
     def resize(self, name: str, size: int) -> VolumeInfo:
         """Grow or shrink."""
-        return _info(self.ctrl("resize", name=name, size=size))
+        return VolumeInfo.from_dict(self.ctrl("resize", name=name, size=size))
 
     def rename(self, old: str, new: str) -> VolumeInfo:
         """Rename a volume that is not open."""
-        return _info(self.ctrl("rename", old=old, new=new))
+        return VolumeInfo.from_dict(self.ctrl("rename", old=old, new=new))
 
     def remove(self, name: str) -> None:
         """Remove a volume or snapshot."""
@@ -152,15 +152,8 @@ class Client:
         restart of that peer)."""
         check_hex(name)
         port = self._blocker_port(name)
-        deadline = time.monotonic() + retry_for
-        while True:
-            try:
-                return self.peer.call(port, op, name, offset, size, payload, arg=arg,
-                                      timeout=self.timeout)
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        return retry_blocking(lambda: self.peer.call(port, op, name, offset, size, payload, arg=arg,
+                                                 timeout=self.timeout), retry_for)
 
     def store_block(self, name: str, data: bytes | memoryview) -> bool:
         """Like :meth:`put_block`, but straight to the blocker peer that owns ``name`` (the
@@ -174,14 +167,14 @@ class Client:
         self._block_call(name, Op.CREATE, 0, len(data), data, arg=len(data)).release()
         return True
 
-    def read_block(self, name: str, offset: int = 0, size: int = BLOCK_SIZE) -> bytes:
+    def read_block(self, name: str, offset: int = 0, size: int = DEFAULT_BLOCK_SIZE) -> bytes:
         """Read a content block (straight from its blocker peer; past its end reads zeros)."""
         return self._block_call(name, Op.READ, offset, size).bytes()
 
     def open(self, name: str, force: bool = False) -> VolumeHandle:
         """Open a volume (writable ones take the daemon's lock on it)."""
         d = self.ctrl("open", name=name, force=force)
-        return VolumeHandle(self, int(d["handle"]), _info(d["info"]), force)
+        return VolumeHandle(self, int(d["handle"]), VolumeInfo.from_dict(d["info"]), force)
 
     def close(self) -> None:
         """Release this client's ports and the link."""
@@ -221,9 +214,8 @@ class VolumeHandle:
         generation = self.reopened  # handle ids restart with the mapper: count reopens
         try:
             return self.client.call(op, self.name, offset, size, payload, flags)
-        except (PeerDied, NotFound) as e:
-            if self.closed or self.reopen_for <= 0 or (
-                    isinstance(e, NotFound) and STALE not in e.message):
+        except (PeerDied, StaleHandle):
+            if self.closed or self.reopen_for <= 0:
                 raise
         with self._reopening:  # threads that failed together reopen once
             if self.reopened == generation:
@@ -232,16 +224,9 @@ class VolumeHandle:
 
     def _reopen(self) -> None:
         """Open the volume again on a restarted mapper peer."""
-        deadline = time.monotonic() + self.reopen_for
-        while True:
-            try:
-                d = self.client.ctrl("open", name=self.name, force=self.force)
-                break
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.handle, self.info = int(d["handle"]), _info(d["info"])
+        d = retry_blocking(lambda: self.client.ctrl("open", name=self.name, force=self.force),
+                       self.reopen_for)
+        self.handle, self.info = int(d["handle"]), VolumeInfo.from_dict(d["info"])
         self.reopened += 1
 
     @property
@@ -295,7 +280,7 @@ class VolumeHandle:
         out: list[Extent] = []
         while offset < end:
             n = min(EXTENT_WINDOW, end - offset)
-            out += _extents(self._io(Op.EXTENTS, offset, n).bytes())
+            out += decode_extents(self._io(Op.EXTENTS, offset, n).bytes())
             offset += n
         return out
 

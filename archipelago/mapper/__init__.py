@@ -5,6 +5,6 @@ format and object naming scheme are documented in archipelago.mapper.format.
 """
 
 from archipelago.mapper.mapper import Mapper
-from archipelago.mapper.volume import Extent, Volume, VolumeInfo
+from archipelago.mapper.volume import Volume
 
-__all__ = ["Extent", "Mapper", "Volume", "VolumeInfo"]
+__all__ = ["Mapper", "Volume"]

@@ -25,7 +25,7 @@ from archipelago.errors import (
     ReadOnly,
 )
 from archipelago.mapper import content, removal
-from archipelago.mapper.common import BATCH, VolumeInfo, copy_chunks, info_of
+from archipelago.mapper.chunks import BATCH, copy_chunks, info_of
 from archipelago.mapper.format import (
     DEFAULT_BLOCK_SIZE,
     F_READONLY,
@@ -45,6 +45,7 @@ from archipelago.mapper.format import (
 )
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
+from archipelago.wire import VolumeInfo
 
 
 class Mapper:

@@ -28,9 +28,8 @@ from typing import Any
 import msgpack
 
 from archipelago.blocker.base import make_owner
-from archipelago.client.common import STALE
-from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
-from archipelago.mapper import Mapper, Volume, VolumeInfo
+from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning, StaleHandle
+from archipelago.mapper import Mapper, Volume
 from archipelago.mapper.usage import usage
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
@@ -39,13 +38,14 @@ from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 from archipelago.service import upkeep_tasks
-from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
+from archipelago.service.common import blocker_ports, child_args, load, run_child
 from archipelago.service.fastread import FastReader, fence_files, make_fast_reader, rados_fence
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
 from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
+from archipelago.wire import DEFAULT_BLOCK_SIZE, MAPPER_PORT, decode_hashes, encode_extents, encode_hashes
 
 log = logging.getLogger("archipelago.mapper-peer")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -61,11 +61,6 @@ class Handle:
     volume: Volume
     src: int
     gen: int
-
-
-def info_dict(i: VolumeInfo) -> dict[str, Any]:
-    """Wire form of a VolumeInfo."""
-    return i.to_dict()
 
 
 class MapperPeer(Peer):
@@ -89,7 +84,7 @@ class MapperPeer(Peer):
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
         if v is None:
-            raise NotFound(f"{STALE}: volume {name!r} is not open here (open it again)")
+            raise StaleHandle(f"volume {name!r} is not open here (open it again)")
         return v
 
     def serve_inline(self, req: Request) -> bool:
@@ -135,7 +130,7 @@ class MapperPeer(Peer):
             await v.flush()
         elif op == Op.EXTENTS:
             exts = await self._vol(req.target).extents(req.offset, req.size)
-            req.reply(msgpack.packb([[e.offset, e.length, e.zero] for e in exts]))
+            req.reply(encode_extents(exts))
         elif op == Op.CREATE:
             await self._put_block(req)
         elif op == Op.CTRL:
@@ -163,46 +158,45 @@ class MapperPeer(Peer):
     async def _ctrl(self, req: Request, a: dict[str, Any]) -> Any:
         m, op = self.mapper, a["op"]
         if op == "create":
-            return info_dict(await m.create(a["name"], int(a["size"]),
-                                            int(a.get("block_size") or 4 * 1024 * 1024),
-                                            internal=bool(a.get("internal"))))
+            return (await m.create(a["name"], int(a["size"]),
+                                   int(a.get("block_size") or DEFAULT_BLOCK_SIZE),
+                                   internal=bool(a.get("internal")))).to_dict()
         if op == "open":
             return await self._open(req, a["name"], bool(a.get("force")))
         if op == "close":
             await self._close(int(a["handle"]))
             return None
         if op == "info":
-            return info_dict(await m.info(a["name"]))
+            return (await m.info(a["name"])).to_dict()
         if op == "list":
-            return [info_dict(i) for i in await m.list(internal=bool(a.get("internal")))]
+            return [i.to_dict() for i in await m.list(internal=bool(a.get("internal")))]
         if op == "snapshot":
             async with self.excl(a["volume"]):  # no client in-place write lands meanwhile
                 if self.fast is not None:  # in-place writes durable like the blockers' own
                     await self.fast.flush()
-                return info_dict(await m.snapshot(a["volume"], a["snap"],
-                                                  internal=bool(a.get("internal"))))
+                return (await m.snapshot(a["volume"], a["snap"],
+                                         internal=bool(a.get("internal")))).to_dict()
         if op == "clone":
-            return info_dict(await m.clone(a["source"], a["new"], a.get("size"),
-                                           internal=bool(a.get("internal"))))
+            return (await m.clone(a["source"], a["new"], a.get("size"),
+                                  internal=bool(a.get("internal")))).to_dict()
         if op == "clone_hashmap":
-            raw: bytes = a["hashes"]
-            hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
-            return info_dict(await m.clone_hashmap(a["new"], hashes, int(a["nbytes"]),
-                                                   a.get("size"), bool(a.get("readonly"))))
+            hashes = decode_hashes(a["hashes"])
+            return (await m.clone_hashmap(a["new"], hashes, int(a["nbytes"]),
+                                          a.get("size"), bool(a.get("readonly")))).to_dict()
         if op == "hash":
-            return info_dict(await m.hash(a["snap"]))
+            return (await m.hash(a["snap"])).to_dict()
         if op == "hashmap":
             hashes, nbytes = await m.hashmap(a["name"])
-            return {"hashes": b"".join(bytes.fromhex(h) for h in hashes), "bytes": nbytes}
+            return {"hashes": encode_hashes(hashes), "bytes": nbytes}
         if op == "usage":
             return await usage(m, a["name"])
         if op == "resize":
             async with self.excl(a["name"]):
-                return info_dict(await m.resize(a["name"], int(a["size"])))
+                return (await m.resize(a["name"], int(a["size"]))).to_dict()
         if op == "locate":
             return await self._locate(a["name"], int(a["first"]), int(a["count"]))
         if op == "rename":
-            return info_dict(await m.rename(a["old"], a["new"]))
+            return (await m.rename(a["old"], a["new"])).to_dict()
         if op == "remove":
             await m.remove(a["name"], internal=bool(a.get("internal")))
             return None
@@ -236,7 +230,7 @@ class MapperPeer(Peer):
         hid = next(self._ids)
         _, _, gen = self.seg.port_state(req.src)
         self.handles[hid] = Handle(name, v, req.src, gen)
-        return {"handle": hid, "info": info_dict(v.info)}
+        return {"handle": hid, "info": v.info.to_dict()}
 
     async def _close(self, hid: int) -> None:
         h = self.handles.pop(hid, None)

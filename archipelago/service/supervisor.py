@@ -35,11 +35,11 @@ from archipelago.peers.client import AsyncClient
 from archipelago.peers.registry import PeerLink, Registry
 from archipelago.peers.segment import Segment
 from archipelago.service.common import (
-    MAPPER_PORT,
     MAX_BLOCKERS,
     blocker_ports,
     segment_config,
 )
+from archipelago.wire import MAPPER_PORT
 
 log = logging.getLogger("archipelago.daemon")
 

@@ -10,7 +10,7 @@ import xxhash
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import Corrupt, NotFound
-from archipelago.mapper.common import BATCH, load_chunk
+from archipelago.mapper.chunks import BATCH, load_chunk
 from archipelago.mapper.format import (
     CONTENT,
     ENTRIES_PER_CHUNK,
