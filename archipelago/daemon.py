@@ -25,7 +25,7 @@ from typing import Any
 from archipelago.config import Config
 from archipelago.errors import ArchipelagoError, Busy, ConfigError, TimedOut
 from archipelago.instance import Instance
-from archipelago.service.common import run_loop, setup_logging
+from archipelago.service.peer_process import run_loop, setup_logging
 from archipelago.service.supervisor import (
     EXTRA_CHILDREN,
     ChildSpec,

@@ -15,7 +15,7 @@ import msgpack
 
 from archipelago.errors import InvalidArgument
 
-#: Static port of the mapper peer (blocker peers follow it: archipelago.service.peer_setup).
+#: Static port of the mapper peer (blocker peers follow it: archipelago.service.peer_process).
 MAPPER_PORT = 0
 #: Block size of a new volume, and of a Pithos content block.
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024

@@ -1,6 +1,6 @@
-"""The mapper peer process: volumes (archipelago.mapper) served on the segment.
+"""The mapper peer: volumes (archipelago.mapper) served on the segment (process: mapper_main.py).
 
-Wire protocol on port MAPPER_PORT (target = volume name unless noted):
+Wire protocol on port wire.MAPPER_PORT (target = volume name unless noted):
 READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZERO/TRIM
 (offset, size, FUA flag) · EXTENTS (offset, size → msgpack [[offset, length, zero], ...])
 · CREATE (target = 64-hex content name, payload = the block: store it if absent; used
@@ -18,8 +18,6 @@ import itertools
 import logging
 import os
 import re
-import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,25 +25,20 @@ from typing import Any
 
 import msgpack
 
-from archipelago.blocker.base import make_owner
 from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning, StaleHandle
 from archipelago.mapper import Mapper, Volume
 from archipelago.mapper.usage import usage
-from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.peer import Peer
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
-from archipelago.service import upkeep_tasks
-from archipelago.service.common import blocker_ports, child_args, load, run_child
-from archipelago.service.fastread import FastReader, fence_files, make_fast_reader, rados_fence
+from archipelago.service.fastread import FastReader
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
-from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
-from archipelago.wire import DEFAULT_BLOCK_SIZE, MAPPER_PORT, decode_hashes, encode_extents, encode_hashes
+from archipelago.wire import DEFAULT_BLOCK_SIZE, decode_hashes, encode_extents, encode_hashes
 
 log = logging.getLogger("archipelago.mapper-peer")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -328,73 +321,3 @@ class MapperPeer(Peer):
         self.handles.clear()
         self.volumes.clear()
         self.stop()
-
-
-async def serve(args: Any) -> int:
-    """Bind the mapper port and serve until SIGTERM (then drain and close)."""
-    inst, cfg = load(args)
-    link = PeerLink(str(inst.control_socket))
-    ports = blocker_ports(args.blockers)
-    peer: MapperPeer | None = None
-    try:
-        owner = make_owner("mapper")
-        probe = AsyncClient(link)
-        await wait_blockers(probe, ports)
-        fast = make_fast_reader(cfg)
-        fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
-        rfence = rados_fence(cfg, str(inst.run_dir))
-        # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
-        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences,
-                                                         rfence=rfence), owner))
-        probe.close()
-        port = Port(link, MAPPER_PORT)  # serves clients and submits to the blockers: one pump
-        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences, rfence=rfence)
-        mapper = Mapper(spread, owner)
-        peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
-        peer.fast, peer.gens = fast, (None if fast is None else
-                                      GenPage(str(inst.run_dir / "mapgen"), writer=True))
-        port.attach()
-        log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
-                 MAPPER_PORT, ports, n)
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[None]] = []
-
-        def on_term() -> None:
-            if not stopping and peer is not None:
-                log.info("draining requests and closing volumes")
-                stopping.append(loop.create_task(peer.shutdown()))
-
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-
-        async def watch_registry() -> None:
-            while link.registry_alive():
-                await asyncio.sleep(0.5)
-            log.warning("registry gone: stopping")
-            on_term()
-
-        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry()),
-                 *upkeep_tasks.start(loop, cfg, args)]
-        await peer.serve()
-        for t in tasks:
-            t.cancel()
-        if stopping:
-            await stopping[0]
-    finally:
-        if peer is not None:
-            peer.close()
-            if peer.spread.rfence is not None:
-                await peer.spread.rfence.blk.close()
-        link.close()
-    log.info("mapper peer stopped (%d requests served)", peer.served if peer else 0)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Process entry point."""
-    p = child_args("mapper-peer")
-    p.add_argument("--blockers", type=int, required=True)
-    return run_child("mapper-peer", p.parse_args(argv), serve)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,7 +34,7 @@ from archipelago.instance import Instance
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.registry import PeerLink, Registry
 from archipelago.peers.segment import Segment
-from archipelago.service.common import (
+from archipelago.service.peer_process import (
     MAX_BLOCKERS,
     blocker_ports,
     segment_config,
@@ -110,7 +110,7 @@ def peer_specs(inst: Instance, cfg: Config, base: list[str]) -> list[ChildSpec]:
     specs = [ChildSpec(f"blocker-{i}", [py, "-m", "archipelago.service.blocker_peer", *base,
                                         "--port", str(p)], port=p, kind="blocker")
              for i, p in enumerate(blocker_ports(n))]
-    specs.append(ChildSpec("mapper", [py, "-m", "archipelago.service.mapper_peer", *base,
+    specs.append(ChildSpec("mapper", [py, "-m", "archipelago.service.mapper_main", *base,
                                       "--blockers", str(n)], port=MAPPER_PORT, kind="mapper",
                            stop_timeout=60.0))
     return specs

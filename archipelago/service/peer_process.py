@@ -1,4 +1,5 @@
-"""What the supervisor and its peer processes share: ports, segment sizing, logging, args."""
+"""What the supervisor and its peer processes share: blocker ports, segment sizing, logging,
+the child command line and run loop."""
 
 from __future__ import annotations
 
