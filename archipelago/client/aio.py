@@ -10,18 +10,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from archipelago.client import core
 from archipelago.client.connect import DEFAULT_TIMEOUT, instance_of, link_to
-from archipelago.client.core import (
-    CLIENT_METHODS,
-    HANDLE_METHODS,
-    Call,
-    ClientCore,
-    Each,
-    HandleCore,
-    Plan,
-    bind,
-    plan_ctrl,
-)
 from archipelago.instance import Instance
 from archipelago.peers.client import AsyncClient as _AsyncPeerClient
 from archipelago.peers.ops import Op
@@ -31,16 +21,18 @@ from archipelago.peers.retry import retry_async
 from archipelago.wire import MAPPER_PORT, VolumeInfo
 
 
-async def drive(plan: Plan[Any], issue: Callable[[Call], Awaitable[Reply]],
+async def drive(plan: core.Plan[Any], issue: Callable[[core.Call], Awaitable[Reply]],
                 reopen: Callable[[int], Awaitable[None]] | None = None) -> Any:
     """Run ``plan`` to its result: each Call through ``issue``, sub-plans concurrently."""
+    # The one loop written twice on purpose: blocking.drive is its twin with/without await
+    # (a blocking caller has no event loop to share it); what it runs is written once.
     try:
         step = next(plan)
         while True:
             try:
-                if isinstance(step, Call):
+                if isinstance(step, core.Call):
                     out: Any = await issue(step)
-                elif isinstance(step, Each):
+                elif isinstance(step, core.Each):
                     out = await asyncio.gather(*(drive(p, issue, reopen) for p in step.plans))
                 else:
                     assert reopen is not None, "only a volume handle reopens"
@@ -53,7 +45,7 @@ async def drive(plan: Plan[Any], issue: Callable[[Call], Awaitable[Reply]],
         return stop.value
 
 
-class AsyncClient(ClientCore):
+class AsyncClient(core.ClientCore):
     """Asyncio client (create with ``await AsyncClient.connect(...)`` inside a loop)."""
 
     def __init__(self, inst: Instance, link: PeerLink, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -69,7 +61,7 @@ class AsyncClient(ClientCore):
         link.segment.prefault()  # background: no page faults on the first pass over buffers
         return cls(inst, link, timeout)
 
-    async def issue(self, c: Call) -> Reply:
+    async def issue(self, c: core.Call) -> Reply:
         """Send one request and await its reply (re-sent while its peer restarts)."""
         port = MAPPER_PORT if c.port is None else c.port
 
@@ -79,18 +71,18 @@ class AsyncClient(ClientCore):
 
         return await (retry_async(send, c.retry_for) if c.retry_for else send())
 
-    async def run(self, plan: Plan[Any]) -> Any:
+    async def run(self, plan: core.Plan[Any]) -> Any:
         """Run a plan of client/core.py; its result."""
         return await drive(plan, self.issue)
 
     async def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,
                    payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
         """One raw request to the mapper peer (release the Reply)."""
-        return await self.issue(Call(op, target, offset, size, payload, flags))
+        return await self.issue(core.Call(op, target, offset, size, payload, flags))
 
     async def ctrl(self, op: str, **kw: Any) -> Any:
         """One volume op; returns its decoded result."""
-        return await self.run(plan_ctrl(op, **kw))
+        return await self.run(core.plan_ctrl(op, **kw))
 
     async def ping(self) -> None:
         """Round-trip to the mapper peer."""
@@ -113,7 +105,7 @@ class AsyncClient(ClientCore):
         self.close()
 
 
-class AsyncVolumeHandle(HandleCore):
+class AsyncVolumeHandle(core.HandleCore):
     """An open volume (asyncio); pieces of large requests are issued concurrently."""
 
     def __init__(self, client: AsyncClient, handle: int, info: VolumeInfo, force: bool = False,
@@ -126,7 +118,7 @@ class AsyncVolumeHandle(HandleCore):
             if self.reopened == generation:
                 await self.run(self.plan_reopen())
 
-    async def run(self, plan: Plan[Any]) -> Any:
+    async def run(self, plan: core.Plan[Any]) -> Any:
         """Run a plan of client/core.py; its result."""
         return await drive(plan, self.client.issue, self._reopen)
 
@@ -137,12 +129,12 @@ class AsyncVolumeHandle(HandleCore):
         await self.close()
 
 
-def _method(plan: Callable[..., Plan[Any]]) -> Callable[..., Any]:
+def _method(plan: Callable[..., core.Plan[Any]]) -> Callable[..., Any]:
     async def method(self: Any, *args: Any, **kw: Any) -> Any:
         return await self.run(plan(self, *args, **kw))
 
     return method
 
 
-bind(AsyncClient, CLIENT_METHODS, _method)
-bind(AsyncVolumeHandle, HANDLE_METHODS, _method)
+core.bind(AsyncClient, core.CLIENT_METHODS, _method)
+core.bind(AsyncVolumeHandle, core.HANDLE_METHODS, _method)

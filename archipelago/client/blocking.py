@@ -10,18 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from archipelago.client import core
 from archipelago.client.connect import DEFAULT_TIMEOUT, instance_of, link_to
-from archipelago.client.core import (
-    CLIENT_METHODS,
-    HANDLE_METHODS,
-    Call,
-    ClientCore,
-    Each,
-    HandleCore,
-    Plan,
-    bind,
-    plan_ctrl,
-)
 from archipelago.instance import Instance
 from archipelago.peers.client import BlockingClient as _BlockingPeerClient
 from archipelago.peers.ops import Op
@@ -31,16 +21,18 @@ from archipelago.peers.retry import retry_blocking
 from archipelago.wire import MAPPER_PORT, VolumeInfo
 
 
-def drive(plan: Plan[Any], issue: Callable[[Call], Reply],
+def drive(plan: core.Plan[Any], issue: Callable[[core.Call], Reply],
           reopen: Callable[[int], None] | None = None) -> Any:
     """Run ``plan`` to its result: each Call through ``issue``, sub-plans in turn."""
+    # The one loop written twice on purpose: aio.drive is its twin with/without await
+    # (a blocking caller has no event loop to share it); what it runs is written once.
     try:
         step = next(plan)
         while True:
             try:
-                if isinstance(step, Call):
+                if isinstance(step, core.Call):
                     out: Any = issue(step)
-                elif isinstance(step, Each):
+                elif isinstance(step, core.Each):
                     out = [drive(p, issue, reopen) for p in step.plans]
                 else:
                     assert reopen is not None, "only a volume handle reopens"
@@ -53,7 +45,7 @@ def drive(plan: Plan[Any], issue: Callable[[Call], Reply],
         return stop.value
 
 
-class Client(ClientCore):
+class Client(core.ClientCore):
     """Blocking client (thread-safe: each thread submits on its own port)."""
 
     def __init__(self, inst: Instance, link: PeerLink, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -67,7 +59,7 @@ class Client(ClientCore):
         inst = instance_of(instance)
         return cls(inst, link_to(inst), timeout)
 
-    def issue(self, c: Call) -> Reply:
+    def issue(self, c: core.Call) -> Reply:
         """Send one request and wait for its reply (re-sent while its peer restarts)."""
         port = MAPPER_PORT if c.port is None else c.port
 
@@ -77,18 +69,18 @@ class Client(ClientCore):
 
         return retry_blocking(send, c.retry_for) if c.retry_for else send()
 
-    def run(self, plan: Plan[Any]) -> Any:
+    def run(self, plan: core.Plan[Any]) -> Any:
         """Run a plan of client/core.py; its result."""
         return drive(plan, self.issue)
 
     def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,
              payload: bytes | memoryview | None = None, flags: int = 0) -> Reply:
         """One raw request to the mapper peer (release the Reply)."""
-        return self.issue(Call(op, target, offset, size, payload, flags))
+        return self.issue(core.Call(op, target, offset, size, payload, flags))
 
     def ctrl(self, op: str, **kw: Any) -> Any:
         """One volume op; returns its decoded result."""
-        return self.run(plan_ctrl(op, **kw))
+        return self.run(core.plan_ctrl(op, **kw))
 
     def ping(self) -> None:
         """Round-trip to the mapper peer."""
@@ -111,7 +103,7 @@ class Client(ClientCore):
         self.close()
 
 
-class VolumeHandle(HandleCore):
+class VolumeHandle(core.HandleCore):
     """An open volume (blocking); large requests go piece by piece."""
 
     def __init__(self, client: Client, handle: int, info: VolumeInfo, force: bool = False,
@@ -124,7 +116,7 @@ class VolumeHandle(HandleCore):
             if self.reopened == generation:
                 self.run(self.plan_reopen())
 
-    def run(self, plan: Plan[Any]) -> Any:
+    def run(self, plan: core.Plan[Any]) -> Any:
         """Run a plan of client/core.py; its result."""
         return drive(plan, self.client.issue, self._reopen)
 
@@ -135,12 +127,12 @@ class VolumeHandle(HandleCore):
         self.close()
 
 
-def _method(plan: Callable[..., Plan[Any]]) -> Callable[..., Any]:
+def _method(plan: Callable[..., core.Plan[Any]]) -> Callable[..., Any]:
     def method(self: Any, *args: Any, **kw: Any) -> Any:
         return self.run(plan(self, *args, **kw))
 
     return method
 
 
-bind(Client, CLIENT_METHODS, _method)
-bind(VolumeHandle, HANDLE_METHODS, _method)
+core.bind(Client, core.CLIENT_METHODS, _method)
+core.bind(VolumeHandle, core.HANDLE_METHODS, _method)
