@@ -58,7 +58,6 @@ class AsyncClient(core.ClientCore):
         """Connect to the daemon of an instance."""
         inst = instance_of(instance)
         link = await asyncio.to_thread(link_to, inst)
-        link.segment.prefault()  # background: no page faults on the first pass over buffers
         return cls(inst, link, timeout)
 
     async def issue(self, c: core.Call) -> Reply:

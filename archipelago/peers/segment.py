@@ -3,7 +3,9 @@
 Layout (all offsets from the base, see native/archip.h): header (magic, format
 version, sizes), ports (state, pid, generation, sleeping flag, request ring, reply
 ring), the descriptor pool (512-byte descriptors + a free-index ring) and the data
-arena (size classes, each a free-index ring plus an owner word per buffer).
+arena (size classes, each a last-freed-first stack of free buffers plus an owner word
+per buffer: a load with k buffers in flight keeps reusing k buffers, so the pages of the
+rest are never touched and tmpfs never commits them; nothing prefaults the segment).
 Rings are bounded lock-free MPMC rings (Vyukov); no lock is ever left held. A
 producer killed between claiming a slot and publishing it stalls that ring: the
 registry's stall watch tombstones such a slot after ~0.25 s (Registry.watch_stalls).
@@ -11,21 +13,17 @@ registry's stall watch tombstones such a slot after ~0.25 s (Registry.watch_stal
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from archipelago.errors import AlreadyExists, ConfigError, Corrupt, InvalidArgument, NotRunning
 from archipelago.native import require
 
-MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module lacks the constant
-
 MiB = 1024 * 1024
 NONE = 0xFFFFFFFF
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -192,22 +190,3 @@ class Segment:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-    def prefault(self) -> None:
-        """Map the whole segment into this process now, in a background thread (best effort).
-
-        Otherwise every arena buffer costs ~1000 page faults (1-2 ms for 4 MiB) the first
-        time this process touches it: a new client or a restarted peer paid them on its
-        first pass over the arena's ~50 large buffers. ctypes releases the GIL meanwhile.
-        """
-        addr, size = int(self.ffi.cast("uintptr_t", self.base)), len(self.mm)
-
-        def run() -> None:
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                libc.madvise(addr, size, MADV_POPULATE_WRITE)  # an old kernel: EINVAL
-            except Exception:  # noqa: BLE001 - an optimisation only
-                pass
-
-        threading.Thread(target=run, name="archipelago-prefault", daemon=True).start()

@@ -60,7 +60,6 @@ async def serve(args: object) -> int:
     inst, cfg = load(args)  # type: ignore[arg-type]
     port: int = args.port  # type: ignore[attr-defined]
     link = PeerLink(str(inst.control_socket))
-    link.segment.prefault()  # background: librados reads client buffers without page faults
     blocker = open_blocker(cfg)
     if cfg.blocker.backend == "rados":
         await publish_client(blocker, str(inst.run_dir / CLIENTS_DIR), port)
