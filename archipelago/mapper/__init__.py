@@ -1,6 +1,6 @@
 """Volume maps and their operations: COW, snapshot, clone, hash, resize, locks.
 
-May import archipelago.blocker (the contract), errors and hashing. The on-store
+May import archipelago.blocker (the contract), errors, hashing and wire (VolumeInfo, Extent). The on-store
 format and object naming scheme are documented in archipelago.mapper.format.
 """
 
