@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from archipelago.client.connect import EXTENT_WINDOW, unpack
 from archipelago.errors import NotFound, PeerDied, StaleHandle
@@ -35,8 +35,7 @@ T = TypeVar("T")
 Buffer = bytes | bytearray | memoryview
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):  # a tuple: built once per request, so it must be cheap to make
     """One request: to the mapper peer (``port`` None) or to a blocker peer's port;
     re-issued while the peer restarts (PeerDied) for ``retry_for`` seconds."""
 
@@ -244,7 +243,10 @@ class HandleCore:
 
     def _pieces(self, n: int, piece: Callable[[int, int], Plan[None]]) -> Plan[None]:
         step = self.client.max_buffer
-        yield Each([piece(o, min(step, n - o)) for o in range(0, n, step)])
+        if n <= step:  # the common case: one request, no sub-plan to schedule
+            yield from piece(0, n)
+        else:
+            yield Each([piece(o, min(step, n - o)) for o in range(0, n, step)])
 
     def plan_readinto(self, offset: int, buf: Buffer) -> Plan[None]:
         """Fill ``buf`` from ``offset`` (one copy from the segment)."""
