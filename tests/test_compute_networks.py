@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from compute_helpers import kill_qemus, start_cloud
+from compute_helpers import kill_qemus, qemu_pids, start_cloud, wait_gateway, wait_nbd
 from daemon_helpers import Daemon
 from guest_helpers import Console, guest_files, need_qemu
 from net_helpers import dnsmasq_pids, links, need_net_tools, netns_list, ns_name, scrub
@@ -137,3 +137,84 @@ def test_bad_input_is_refused_and_makes_nothing(cloud: Cloud) -> None:
         cloud.archip("network", "create", f"u-{i}", "--cidr", f"10.89.{i}.0/24", "--user", u)
     for n in cloud.json("network", "list"):
         cloud.archip("network", "delete", n["id"])
+
+
+def _ip(port: dict) -> str:
+    return str(port["fixed_ips"][0]["ip_address"])
+
+
+def test_guests_dhcp_ping_isolation_firewall_restart_and_cleanup(cloud: Cloud) -> None:
+    d = cloud.d
+    ns = ns_name(d.data_dir)
+    bob = cloud.json("user", "add", "bob")["uuid"]
+    lan1 = cloud.json("network", "create", "lan1", "--cidr", "10.77.0.0/24")
+    # bob's network has the same subnet: only the Ethernet isolation keeps c from t1
+    lan2 = cloud.json("network", "create", "lan2", "--cidr", "10.77.0.0/24", "--user", bob)
+    p_ip, c_ip = "10.77.0.20", "10.77.0.99"
+    hold = f"archip.hold={HOLD}"
+
+    # 1. two targets on lan1: t2 PROTECTED; t1 pings p (not up yet) and t2 -- its first
+    #    pings are noise, it pings again after its restart in step 4
+    t2 = cloud.server("t2", "lan1", args=hold)
+    (t2_port,) = cloud.ports(t2["id"])
+    cloud.archip("server", "firewall", t2["id"], t2_port["id"], "PROTECTED")
+    t1 = cloud.server("t1", "lan1", args=f"archip.ping={p_ip},{_ip(t2_port)} {hold}")
+    (t1_port,) = cloud.ports(t1["id"])
+    ip1, ip2 = _ip(t1_port), _ip(t2_port)
+    # addresses by DHCP: what the database recorded for the port's MAC
+    assert cloud.console(t2["id"]).wait("IP") == [f"{ip2}/24"]
+    assert cloud.console(t1["id"]).wait("IP") == [f"{ip1}/24"]
+
+    # 2. p on lan1 pings both targets; c on bob's lan2 pings t1's address and its gateway
+    p = cloud.server("p", f"lan1={p_ip}", args=f"archip.ping={ip1},{ip2} {hold}")
+    c = cloud.server("c", f"lan2={c_ip}", args=f"archip.ping={ip1},10.77.0.1", user=bob)
+    assert cloud.console(p["id"]).wait("PING", 2) == [f"{ip1} ok", f"{ip2} failed"]
+    assert cloud.console(c["id"]).wait("IP") == [f"{c_ip}/24"]
+    assert cloud.console(c["id"]).wait("PING", 2) == [f"{ip1} failed", "10.77.0.1 failed"]
+    r = cloud.archip("network", "delete", "lan1", check=False)
+    assert r.rc == 6 and "in use" in r.err, r.err
+
+    # 3. a hot-plugged NIC: its tap exists while qemu holds it, and goes with the detach
+    nic = cloud.json("server", "attach-nic", p["id"], "lan1")
+    assert f"atp{nic['id']}" in links(ns)
+    cloud.archip("server", "detach-nic", p["id"], nic["id"])
+    assert f"atp{nic['id']}" not in links(ns)
+
+    # 4. the daemon restarts while guests run: their network stays and is re-adopted
+    dhcp = sorted(dnsmasq_pids(d.data_dir))
+    assert len(dhcp) == 2
+    d.archip("daemon", "stop", check=True)
+    assert ns in netns_list() and sorted(dnsmasq_pids(d.data_dir)) == dhcp
+    d.archip("daemon", "start", "--gateway", "--json", check=True)
+    wait_gateway(d)
+    wait_nbd(d.data_dir / "nbd.sock")
+    assert sorted(dnsmasq_pids(d.data_dir)) == dhcp
+    # t2 DISABLED, t1 boots again: it pings p (so t1 and p pinged each other) and t2
+    cloud.archip("server", "firewall", t2["id"], t2_port["id"], "DISABLED")
+    cloud.archip("server", "stop", t1["id"])
+    cloud.archip("server", "start", t1["id"])
+    con = cloud.console(t1["id"])
+    assert con.wait("IP", 2)[1] == f"{ip1}/24"
+    assert con.wait("PING", 4)[2:] == [f"{p_ip} ok", f"{ip2} ok"]
+
+    # 5. servers gone, networks kept: a daemon stop removes the namespace, a start rebuilds it
+    for s in (t1, t2, p, c):
+        cloud.archip("server", "delete", s["id"])
+    assert [x for x in links(ns) if x.startswith("atp")] == []
+    d.archip("daemon", "stop", check=True)
+    assert ns not in netns_list() and dnsmasq_pids(d.data_dir) == []
+    d.archip("daemon", "start", "--gateway", "--json", check=True)
+    wait_gateway(d)
+    assert sorted(x for x in links(ns) if x.startswith("abr")) == sorted(
+        [f"abr{lan1['id']}", f"abr{lan2['id']}"])
+    assert len(dnsmasq_pids(d.data_dir)) == 2
+
+    # 6. everything deleted and the daemon stopped: nothing left in the kernel or in ps
+    for n in (lan1, lan2):
+        cloud.archip("network", "delete", n["id"])
+    d.archip("daemon", "stop", check=True)
+    assert ns not in netns_list()
+    assert [x for x in links() if x.startswith(("abr", "atp", "aup"))] == []
+    assert dnsmasq_pids(d.data_dir) == [] and qemu_pids(d.data_dir) == []
+    d.archip("daemon", "start", "--gateway", "--json", check=True)  # for the fixture's stop
+    wait_gateway(d)

@@ -220,7 +220,7 @@ class ComputeService:
                 raise
         if nets:
             try:
-                await self.net.changed([n.id for n in nets])
+                await self.net.changed([n.id for n, _ in nets])
             except ArchipelagoError as e:  # the boot then fails too and says why (ERROR)
                 log.warning("networks of server %s: %s", sid, e.message)
         self._spawn(self._boot(sid, first=True))
