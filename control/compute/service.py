@@ -294,6 +294,8 @@ class ComputeService:
             from control.compute.volumes import happened
 
             return await happened(self, action, parts[2:])
+        if action.startswith("network-"):
+            return await self.net.happened(action, parts[2:])
         async with self.ctx.db.read() as conn:
             try:
                 s = await store.server_get(conn, sid)

@@ -88,7 +88,7 @@ class NetworkService:
         gateway = str(next(net.hosts()))
         charge = {} if public else {quota.NETWORK: 1}
         async with self._lock, self.svc.quotas.charge(owner, charge,
-                                                      f"compute network-create - {name}"):
+                                                      f"compute network-create {owner} {net}"):
             async with self.db.begin() as conn:
                 n = await store.network_insert(conn, name, owner, str(net), gateway, public)
             try:
@@ -119,8 +119,20 @@ class NetworkService:
             await self.host.bridge_down(n)
             if not n.public:
                 await self.svc.quotas.release(n.user_id, {quota.NETWORK: -1},
-                                              f"compute network-delete - {n.id}")
+                                              f"compute network-delete {n.user_id} {n.id}")
             await self._apply([])
+
+    async def happened(self, action: str, args: list[str]) -> bool:
+        """Did the network change of a commission a crash left pending happen?
+        (``network-create OWNER CIDR``: a network of that subnet exists, the subnet being
+        unique per owner; ``network-delete OWNER ID``: it is gone.)"""
+        async with self.db.read() as conn:
+            nets = await store.network_list(conn)
+        if action == "network-create" and len(args) == 2:
+            return any(n.user_id == args[0] and n.cidr == args[1] for n in nets)
+        if action == "network-delete" and len(args) == 2:
+            return all(str(n.id) != args[1] for n in nets)
+        return False
 
     # -- ports ----------------------------------------------------------------------------
     async def plan(self, caller: Any, owner: str, refs: list[Any],
