@@ -178,6 +178,11 @@ def test_guests_dhcp_ping_isolation_firewall_restart_and_cleanup(cloud: Cloud) -
     t1 = cloud.server("t1", lan1["id"], args=f"archip.ping={p_ip},{_ip(t2_port)} {hold}")
     (t1_port,) = cloud.ports(t1["id"])
     ip1, ip2 = _ip(t1_port), _ip(t2_port)
+    shown = cloud.call("GET", f"/servers/{t2['id']}")["server"]
+    assert shown["addresses"] == {lan1["id"]: [{
+        "addr": ip2, "version": 4, "OS-EXT-IPS:type": "fixed",
+        "OS-EXT-IPS-MAC:mac_addr": t2_port["mac_address"]}]}
+    assert shown["attachments"][0]["firewallProfile"] == "PROTECTED"
     # addresses by DHCP: what the database recorded for the port's MAC
     assert cloud.console(t2["id"]).wait("IP") == [f"{ip2}/24"]
     assert cloud.console(t1["id"]).wait("IP") == [f"{ip1}/24"]
@@ -191,6 +196,7 @@ def test_guests_dhcp_ping_isolation_firewall_restart_and_cleanup(cloud: Cloud) -
     assert cloud.console(p["id"]).wait("PING", 2) == [f"{ip1} ok", f"{ip2} failed"]
     assert cloud.console(c["id"]).wait("IP") == [f"{c_ip}/24"]
     assert cloud.console(c["id"]).wait("PING", 2) == [f"{ip1} failed", "10.77.0.1 failed"]
+    cloud.console(t1["id"]).wait("PING", 2)  # t1's first pings are over (before its reboot)
     r = cloud.archip("network", "delete", "lan1", check=False)
     assert r.rc == 6 and "in use" in r.err, r.err
 

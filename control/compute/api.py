@@ -96,7 +96,8 @@ async def list_detail(request: web.Request) -> web.Response:
     """GET /servers/detail."""
     svc, who = _svc(request)
     servers = await svc.list(who, request.query.get("all_tenants") in ("1", "true"))
-    return web.json_response({"servers": [s.to_api() for s in servers]})
+    nics = await svc.net.addresses([s.id for s in servers])
+    return web.json_response({"servers": [{**s.to_api(), **nics.get(s.id, {})} for s in servers]})
 
 
 async def create(request: web.Request) -> web.Response:
@@ -136,7 +137,9 @@ def _networks(value: Any) -> list[Any]:
 async def show(request: web.Request) -> web.Response:
     """GET /servers/{id}."""
     svc, who = _svc(request)
-    return web.json_response({"server": (await svc.get(who, request.match_info["id"])).to_api()})
+    s = await svc.get(who, request.match_info["id"])
+    nics = await svc.net.addresses([s.id])
+    return web.json_response({"server": {**s.to_api(), **nics.get(s.id, {})}})
 
 
 async def delete(request: web.Request) -> web.Response:

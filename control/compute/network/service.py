@@ -167,6 +167,23 @@ class NetworkService:
                                                firewall))
         return out
 
+    async def addresses(self, sids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per server (already checked visible): Cyclades' ``addresses`` (by network) and
+        ``attachments`` (one per NIC, with its firewall profile)."""
+        want = set(sids)
+        async with self.db.read() as conn:
+            ports = [p for p in await store.port_list(conn) if p.server_id in want]
+        out: dict[str, dict[str, Any]] = {}
+        for p in ports:
+            d = out.setdefault(str(p.server_id), {"addresses": {}, "attachments": []})
+            d["addresses"].setdefault(str(p.network_id), []).append(
+                {"addr": p.ip, "version": 4, "OS-EXT-IPS:type": "fixed",
+                 "OS-EXT-IPS-MAC:mac_addr": p.mac})
+            d["attachments"].append({"id": str(p.id), "network_id": str(p.network_id),
+                                     "mac_address": p.mac, "ipv4": p.ip, "ipv6": "",
+                                     "firewallProfile": p.firewall})
+        return out
+
     async def ports(self, caller: Any, server: str | None = None) -> list[Port]:
         """Ports the caller may see (of one server)."""
         async with self.db.read() as conn:
