@@ -20,7 +20,7 @@ from daemon_helpers import Daemon
 from guest_helpers import Console, guest_files, need_qemu
 from net_helpers import dnsmasq_pids, links, need_net_tools, netns_list, ns_name, scrub
 
-from archipelago.errors import InvalidArgument, NotFound, QuotaExceeded
+from archipelago.errors import Forbidden, InvalidArgument, NotFound, QuotaExceeded
 from control.compute.http import Api
 
 pytest.importorskip("control.identity.plugin", reason="needs the identity plugin")
@@ -125,7 +125,8 @@ def test_bad_input_is_refused_and_makes_nothing(cloud: Cloud) -> None:
     with pytest.raises(InvalidArgument, match="overlaps 10.88.0.0/24"):
         cloud.network("net-b", "10.88.0.128/25")
     # a new user may have 2 private networks (cyclades.network.private): the third is 413
-    u = cloud.archip("--json", "user", "add", "netuser").json()["uuid"]
+    nu = cloud.archip("--json", "user", "add", "netuser").json()
+    u = nu["uuid"]
     for i in range(2):
         cloud.network(f"u-{i}", f"10.89.{i}.0/24", user=u)
     with pytest.raises(QuotaExceeded, match="cyclades.network.private"):
@@ -147,7 +148,22 @@ def test_bad_input_is_refused_and_makes_nothing(cloud: Cloud) -> None:
         with pytest.raises(InvalidArgument, match="fixed_ip"):
             cloud.server("x", f"{a['id']}={ip}")
     assert cloud.call("GET", "/servers") == before and cloud.call("GET", "/ports")["ports"] == []
-    for n in nets:
+    # a public network: administrators only, seen by every user, charged to nobody, and no
+    # private subnet may overlap it
+    uc = Api(cloud.api.base, nu["token"])
+    with pytest.raises(Forbidden):
+        uc.call("POST", "/compute/v2.0/networks", {"network": {
+            "name": "p", "cidr": "10.90.0.0/24", "public": True}})
+    pub = cloud.call("POST", "/networks", {"network": {"name": "pub", "cidr": "10.90.0.0/24",
+                                                       "public": True}})["network"]
+    assert pub["public"] and pub["router:external"]
+    seen = uc.call("GET", "/compute/v2.0/networks")["networks"]
+    assert sorted(n["name"] for n in seen) == ["pub", "u-0", "u-1"]
+    with pytest.raises(InvalidArgument, match="overlaps 10.90.0.0/24"):
+        cloud.network("under-pub", "10.90.0.0/25")
+    listed = cloud.archip("network", "list").out
+    assert "net-a" in listed and "10.90.0.0/24" in listed and "IP_LESS_ROUTED" in listed
+    for n in [*nets, pub]:
         cloud.call("DELETE", f"/networks/{n['id']}")
     with pytest.raises(NotFound):
         cloud.call("DELETE", f"/networks/{a['id']}")
