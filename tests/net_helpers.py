@@ -42,19 +42,16 @@ def links(ns: str | None = None) -> list[str]:
 
 
 def dnsmasq_pids(data_dir: Path) -> list[int]:
-    """Pids of dnsmasq processes whose config file is under DATA_DIR (as `ps` shows them)."""
-    out = []
-    key = str(data_dir.resolve() / "net").encode()
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"dnsmasq") and any(key in c for c in cmd):
-            out.append(int(p.name))
-    return out
+    """Pids of dnsmasq processes whose config file is under DATA_DIR, as `ps` lists them."""
+    key = str(data_dir.resolve() / "net")
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True,
+                         check=True).stdout
+    pids = []
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if args.split(" ", 1)[0].endswith("dnsmasq") and key in args:
+            pids.append(int(pid))
+    return pids
 
 
 def scrub(data_dir: Path) -> None:

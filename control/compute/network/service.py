@@ -320,8 +320,8 @@ class NetworkService:
             return []
         out: list[NicSpec] = []
         async with self._lock:
-            if not self.host.exists():
-                await self._apply(list(nets))
+            # a missing namespace or a dead dnsmasq (nothing supervises it) comes back here
+            await self._apply([] if self.host.exists() else list(nets))
             try:
                 for p in ports:
                     out.append(NicSpec(p.id, p.mac, await self.host.open_tap(p, nets[p.network_id])))
