@@ -1,4 +1,4 @@
-"""What the daemon's mapper peer and its clients exchange: records, the port, block placement.
+"""What the daemon's mapper peer and its clients exchange: records, the port, placement, reserved names.
 
 VolumeInfo and Extent are what the mapper returns and what travels (msgpack) to the
 client library, nbd and the gateway; the encoders here are the one definition of their
@@ -19,6 +19,18 @@ from archipelago.errors import InvalidArgument
 MAPPER_PORT = 0
 #: Block size of a new volume, and of a Pithos content block.
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+
+#: Prefix of the NBD plugin's scratch clones (``nbd-scratch.<host tag>.<pid>.<n>[.origin]``).
+SCRATCH_PREFIX = "nbd-scratch."
+#: Volume name prefixes the system keeps for volumes it makes and removes itself: a
+#: user can never create, rename, clone into or remove one, so the startup sweep of a
+#: dead nbdkit's scratch clones can never meet a user's volume.
+RESERVED_PREFIXES = (SCRATCH_PREFIX,)
+
+
+def is_reserved(name: str) -> bool:
+    """True for names in the system's reserved namespace (see RESERVED_PREFIXES)."""
+    return name.startswith(RESERVED_PREFIXES)
 
 
 @dataclass(frozen=True)

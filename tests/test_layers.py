@@ -83,8 +83,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("archipelago.nbd.peer_cache", "archipelago.blocker"): _FAST,
     ("archipelago.nbd.peer_cache", "archipelago.service.mapgen"): _FAST,
     ("archipelago.service.spread", "archipelago.client"): _FAST,
-    # The plugin's shared code needs the reserved scratch-name rule and a pid check.
-    ("archipelago.nbd.exports", "archipelago.mapper.format"): "scratch names are the mapper's reserved names",
+    # The plugin's shared code sweeps scratch clones of dead nbdkits (a pid check).
     ("archipelago.nbd.exports", "archipelago.blocker.base"): "pid_alive: scratch clones of dead nbdkits",
     # Compute quotas are identity resources (design §8: plugins talk through small interfaces).
     ("control.compute.quota", "control.identity.quotas"): "identity's quota interface (Resource, provisions)",

@@ -36,7 +36,6 @@ from archipelago.mapper.format import (
     check_volume_name,
     encode_header,
     header_name,
-    is_reserved,
     lock_name,
     new_uid,
     next_epoch,
@@ -45,7 +44,7 @@ from archipelago.mapper.format import (
 from archipelago.mapper.header_io import load_header
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
-from archipelago.wire import VolumeInfo
+from archipelago.wire import VolumeInfo, is_reserved
 
 
 class Mapper:
