@@ -49,8 +49,9 @@ SMALL_CLIENTS = 8
 
 
 def start_gateway(data_dir: Path, fsync: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the gateway process (direct blocker); returns it and its base URL."""
-    cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(data_dir),
+    """Start the API server as `archip gateway start` does, on its own blocker (not the
+    daemon's peers); returns it and its base URL."""
+    cmd = [sys.executable, "-m", "control.host.apiserver", "--data-dir", str(data_dir),
            "--listen", "127.0.0.1:0", "--blocks", "direct",
            "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -151,7 +152,8 @@ async def run(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
     res: dict[str, float] = {}
     conn = aiohttp.TCPConnector(limit=16)
     async with aiohttp.ClientSession(connector=conn) as s:
-        acct, h = f"{url}/v1/bench", {"X-Auth-Token": key}
+        acct, token = await login(s, url, "bench", key)
+        h = {"X-Auth-Token": token}
         async with s.put(f"{acct}/b", headers=h) as r:
             assert r.status in (201, 202), r.status
         objs = [blocks_of(n, 64 * MiB, base) for n in range(args.objects)]
