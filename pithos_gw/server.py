@@ -75,9 +75,8 @@ async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     if mode not in ("auto", "direct", "peers"):
         raise InvalidArgument(f"--blocks wants auto, direct or peers, not {mode!r}")
     if mode == "auto":
-        from archipelago.daemon import is_running
 
-        mode = "peers" if is_running(inst) else "direct"
+        mode = "peers" if inst.daemon_running() else "direct"
     if mode == "peers":
         from pithos_gw.peer_blocks import PeerBlocks
 
