@@ -63,11 +63,7 @@ def write_pieces(plan: Sequence[Piece], data: memoryview, fua: bool,
         except FileNotFoundError:
             return False
         try:
-            _pwrite_piece(fd, data, o, p, ln)
-            if fua:
-                os.fdatasync(fd)
-            elif dirty is not None:
-                dirty(path)
+            _write_piece(fd, path, data, o, p, ln, fua, dirty)
         finally:
             os.close(fd)
         return True
@@ -81,21 +77,22 @@ def write_pieces(plan: Sequence[Piece], data: memoryview, fua: bool,
         return False
     try:
         for fd, (path, o, p, ln) in zip(fds, plan, strict=True):
-            _pwrite_piece(fd, data, o, p, ln)
-            if fua:
-                os.fdatasync(fd)
-            elif dirty is not None:
-                dirty(path)
+            _write_piece(fd, path, data, o, p, ln, fua, dirty)
     finally:
         for fd in fds:
             os.close(fd)
     return True
 
 
-def _pwrite_piece(fd: int, data: memoryview, o: int, p: int, ln: int) -> None:
+def _write_piece(fd: int, path: str, data: memoryview, o: int, p: int, ln: int, fua: bool,
+                 dirty: Callable[[str], None] | None) -> None:
     done = os.pwrite(fd, data[p : p + ln], o)
     while done < ln:  # short writes are rare: one syscall per piece on the hot path
         done += os.pwrite(fd, data[p + done : p + ln], o + done)
+    if fua:
+        os.fdatasync(fd)
+    elif dirty is not None:
+        dirty(path)
 
 
 class DirtyFiles:
