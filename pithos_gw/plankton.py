@@ -65,15 +65,14 @@ def volume_from_image(client: Any, image_id: str, volume: str,
     The default size is the image's rounded up to a 512-byte sector (zeros past it)."""
     import asyncio
 
-    from pithos_gw.server import db_path
+    from pithos_gw.server import has_meta, meta_url
 
-    path = db_path(client.instance)
-    if not path.exists():
+    if not has_meta(client.instance):
         raise NotFound(f"image {image_id!r} not found (no gateway metadata in "
                        f"{client.instance.data_dir}: images are registered through the gateway)")
 
     async def lookup() -> tuple[list[str], int]:
-        meta = MetaStore(path)
+        meta = MetaStore(meta_url(client.instance))
         try:
             return await image_hashmap(meta, image_id)
         finally:

@@ -1,0 +1,190 @@
+"""The metadata databases (the gateway's, the control plane's): one SQLAlchemy 2 Core async
+engine from a URL ([database] url).
+
+SQLite (the embedded default, a file 0600 in WAL mode) and PostgreSQL
+(``postgresql+asyncpg://...``, several hosts) differ only in the URL. On SQLite every write
+transaction starts with BEGIN IMMEDIATE: writers queue on the database lock instead of
+failing when a read snapshot cannot be upgraded, across processes too (CLI + server).
+On PostgreSQL connections are pre-pinged when taken from the pool, so a restarted server
+costs the requests of its outage (BackendUnavailable: 503) and nothing after.
+
+Rule for callers: never open a transaction while holding another one of the same
+Database (on SQLite the second waits for the first's lock: a deadlock until busy_timeout).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from archipelago.errors import BackendUnavailable, ConfigError, NoSpace
+
+log = logging.getLogger("archipelago.db")
+#: conn.info key of the events emitted in a transaction (delivered after its commit).
+EVENTS_KEY = "archip.events"
+#: Seconds a SQLite writer waits for the database lock.
+BUSY_TIMEOUT = 30.0
+
+AfterCommit = Callable[[list[Any]], Awaitable[None]]
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The aiosqlite URL of a SQLite file."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+class Database:
+    """The async engine plus transactions that deliver their events after commit."""
+
+    def __init__(self, url: str, what: str = "database", pool_size: int = 5) -> None:
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as e:
+            raise ConfigError(f"bad database URL {url!r}: {e}") from None
+        self.url = url
+        self.what = what
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = parsed.database or ""
+            if path and path != ":memory:":
+                _create_private(Path(path))
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT}
+        else:
+            # A connection the server dropped (restart, failover) is replaced on checkout.
+            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=2 * pool_size,
+                          pool_timeout=BUSY_TIMEOUT)
+        try:
+            self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        except (ImportError, sa.exc.ArgumentError) as e:
+            raise ConfigError(f"cannot use database URL {parsed.render_as_string()}: {e}") from None
+        if self.is_sqlite:
+            _sqlite_setup(self.engine)
+        self._after_commit: list[AfterCommit] = []
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Call ``callback(events)`` after each transaction that emitted events commits."""
+        self._after_commit.append(callback)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: commits on exit, rolls back on error, then delivers events."""
+        try:
+            async with self.engine.begin() as conn:
+                conn.info[EVENTS_KEY] = []
+                try:
+                    yield conn
+                    events = list(conn.info[EVENTS_KEY])
+                finally:
+                    conn.info.pop(EVENTS_KEY, None)
+        except (DBAPIError, OSError) as e:
+            err = self._failed(e)
+            if err is None:
+                raise
+            raise err from e
+        if events:
+            for cb in self._after_commit:
+                await cb(events)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a plain deferred BEGIN on SQLite: no writer lock)."""
+        try:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(archip_read=True)
+                async with conn.begin():
+                    yield conn
+        except (DBAPIError, OSError) as e:
+            err = self._failed(e)
+            if err is None:
+                raise
+            raise err from e
+
+    async def run_sync(self, fn: Callable[[sa.Connection], Any]) -> Any:
+        """Run ``fn(sync_connection)`` in a write transaction (Alembic, bulk admin work)."""
+        async with self.begin() as conn:
+            return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        """Dispose of the engine's connections."""
+        await self.engine.dispose()
+
+    def _failed(self, e: DBAPIError | OSError) -> Exception | None:
+        """The hierarchy's error for a failed transaction: NoSpace for a full disk,
+        BackendUnavailable for a lost or refused connection; anything else (a bug, a
+        constraint) unchanged."""
+        if isinstance(e, OSError):
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                return NoSpace(f"the {self.what}: {e.strerror}")
+            log.warning("%s unreachable: %s", self.what, e)
+            return BackendUnavailable(f"{self.what} unavailable: {e}")
+        orig = e.orig
+        if self.is_sqlite and _sqlite_full(orig, self.url):
+            return NoSpace(f"the {self.what}: {orig}")
+        if isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated or \
+                _pg_unavailable(orig):
+            log.warning("%s error: %s", self.what, orig)
+            return BackendUnavailable(f"{self.what} unavailable: {orig}")
+        return None
+
+
+def _sqlite_full(orig: BaseException | None, url: str) -> bool:
+    """True when a SQLite error means the disk holding the database is full."""
+    if getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    # Growing the WAL index fails as an I/O error on a full disk.
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
+    path = sa.engine.make_url(url).database or ""
+    if not path or path == ":memory:":
+        return False
+    try:
+        return os.statvfs(os.path.dirname(os.path.abspath(path))).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _pg_unavailable(orig: BaseException | None) -> bool:
+    """True for PostgreSQL's "come back later" states (starting up, shutting down)."""
+    # SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash
+    # shutdown, cannot connect now), 53300 (too many connections).
+    state = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+    return state.startswith("08") or state.startswith("57P") or state == "53300"
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file 0600 before the driver does (it holds password and token hashes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver: the "begin" hook below emits BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        cur.close()
+
+    @event.listens_for(sync, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        read = conn.get_execution_options().get("archip_read", False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
