@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pg_helpers import private_server, run_cluster
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from tests.pg_helpers import private_server, run_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
