@@ -14,14 +14,16 @@ Database (on SQLite the second waits for the first's lock: a deadlock until busy
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -37,6 +39,7 @@ EVENTS_KEY = "archip.events"
 BUSY_TIMEOUT = 30.0
 
 AfterCommit = Callable[[list[Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -70,7 +73,7 @@ class Database:
         except (ImportError, sa.exc.ArgumentError) as e:
             raise ConfigError(f"cannot use database URL {parsed.render_as_string()}: {e}") from None
         if self.is_sqlite:
-            _sqlite_setup(self.engine)
+            _sqlite_setup(self.engine.sync_engine)
         self._after_commit: list[AfterCommit] = []
 
     def after_commit(self, callback: AfterCommit) -> None:
@@ -121,22 +124,26 @@ class Database:
         await self.engine.dispose()
 
     def _failed(self, e: DBAPIError | OSError) -> Exception | None:
-        """The hierarchy's error for a failed transaction: NoSpace for a full disk,
-        BackendUnavailable for a lost or refused connection; anything else (a bug, a
-        constraint) unchanged."""
-        if isinstance(e, OSError):
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                return NoSpace(f"the {self.what}: {e.strerror}")
-            log.warning("%s unreachable: %s", self.what, e)
-            return BackendUnavailable(f"{self.what} unavailable: {e}")
-        orig = e.orig
-        if self.is_sqlite and _sqlite_full(orig, self.url):
-            return NoSpace(f"the {self.what}: {orig}")
-        if isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated or \
-                _pg_unavailable(orig):
-            log.warning("%s error: %s", self.what, orig)
-            return BackendUnavailable(f"{self.what} unavailable: {orig}")
-        return None
+        return translate(e, self.what, self.url)
+
+
+def translate(e: DBAPIError | OSError, what: str, url: str) -> Exception | None:
+    """The hierarchy's error for a failed transaction: NoSpace for a full disk,
+    BackendUnavailable for a lost or refused connection; None for anything else (a bug,
+    a constraint: re-raised unchanged)."""
+    if isinstance(e, OSError):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace(f"the {what}: {e.strerror}")
+        log.warning("%s unreachable: %s", what, e)
+        return BackendUnavailable(f"{what} unavailable: {e}")
+    orig = e.orig
+    if url.startswith("sqlite") and _sqlite_full(orig, url):
+        return NoSpace(f"the {what}: {orig}")
+    if isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated or \
+            _pg_unavailable(orig):
+        log.warning("%s error: %s", what, orig)
+        return BackendUnavailable(f"{what} unavailable: {orig}")
+    return None
 
 
 def _sqlite_full(orig: BaseException | None, url: str) -> bool:
@@ -170,8 +177,9 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def _sqlite_setup(engine: AsyncEngine) -> None:
-    sync = engine.sync_engine
+def _sqlite_setup(sync: sa.Engine, raw_begin: bool = False) -> None:
+    """WAL, busy timeout, and BEGIN / BEGIN IMMEDIATE emitted by us (``raw_begin``: on the
+    pysqlite connection itself, skipping SQLAlchemy's statement machinery)."""
 
     @event.listens_for(sync, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -187,4 +195,58 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(sync, "begin")
     def _begin(conn: sa.Connection) -> None:
         read = conn.get_execution_options().get("archip_read", False)
-        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if read else "BEGIN IMMEDIATE"
+        if raw_begin:
+            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        else:
+            conn.exec_driver_sql(sql)
+
+
+class SerialSqlite:
+    """One SQLite connection on one worker thread (pysqlite, no per-statement hand-off):
+    the fast path of a single host's metadata. Calls run one at a time, each in its own
+    transaction (BEGIN IMMEDIATE for writes, as in Database)."""
+
+    def __init__(self, url: str, what: str = "database") -> None:
+        parsed = sa.engine.make_url(url).set(drivername="sqlite")
+        self.url, self.what = url, what
+        path = parsed.database or ""
+        if path and path != ":memory:":
+            _create_private(Path(path))
+        self.engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool, connect_args={
+            "timeout": BUSY_TIMEOUT, "check_same_thread": False})
+        _sqlite_setup(self.engine, raw_begin=True)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sa.Connection | None = None
+
+    async def run(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
+        """``fn(connection)`` in one transaction on the worker thread."""
+        def txn() -> T:
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            conn = self._conn.execution_options(archip_read=not write)
+            with conn.begin():
+                return fn(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, txn)
+        except (DBAPIError, OSError) as e:
+            err = translate(e, self.what, self.url)
+            if err is None:
+                raise
+            raise err from e
+        except sqlite3.OperationalError as e:  # the raw BEGIN: locked, or a full disk
+            if _sqlite_full(e, self.url):
+                raise NoSpace(f"the {self.what}: {e}") from e
+            raise BackendUnavailable(f"{self.what} unavailable: {e}") from e
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self.engine.dispose()
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
+        self._pool.shutdown(wait=True)

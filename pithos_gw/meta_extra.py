@@ -19,6 +19,16 @@ from archipelago.errors import AlreadyExists, Forbidden, InvalidArgument, NotFou
 from pithos_gw.meta_tables import NORMAL, images, permissions, public, upsert, users, versions
 
 T = TypeVar("T")
+# Built once (see meta_objects): the sharing checks of every object request.
+_A, _C, _N = sa.bindparam("a"), sa.bindparam("c"), sa.bindparam("n")
+_p, _v = permissions.c, versions.c
+_PERM = sa.select(_p.read, _p.write).where(_p.account == _A, _p.container == _C, _p.name == _N)
+_FOLDER_PERM = _PERM.join_from(permissions, versions, sa.and_(
+    _v.account == _p.account, _v.container == _p.container, _v.name == _p.name,
+    _v.cluster == NORMAL, _v.ctype.in_(("application/directory", "application/folder"))))
+_TOKEN = sa.select(public.c.token).where(public.c.account == _A, public.c.container == _C,
+                                         public.c.name == _N)
+_TOKEN_LOCKED = _TOKEN.with_for_update()
 
 
 #: Characters an account name may not hold: path and sharing syntax ("read=a,b;write=c",
@@ -91,9 +101,7 @@ class ExtraMixin:
     # sharing and public -----------------------------------------------------
     @staticmethod
     def _perm(db: sa.Connection, account: str, container: str, name: str) -> Any:
-        return db.execute(sa.select(permissions.c.read, permissions.c.write).where(
-            permissions.c.account == account, permissions.c.container == container,
-            permissions.c.name == name)).first()
+        return db.execute(_PERM, {"a": account, "c": container, "n": name}).first()
 
     async def sharing_get(self, account: str, container: str,
                           name: str) -> tuple[list[str], list[str]]:
@@ -111,14 +119,9 @@ class ExtraMixin:
         if row:
             return name, json.loads(row[0]), json.loads(row[1])
         parts = name.split("/")
-        p, v = permissions.c, versions.c
         for i in range(len(parts) - 1, 0, -1):
             path = "/".join(parts[:i])
-            row = db.execute(sa.select(p.read, p.write).join_from(permissions, versions, sa.and_(
-                v.account == p.account, v.container == p.container, v.name == p.name,
-                v.cluster == NORMAL, v.ctype.in_(("application/directory",
-                                                  "application/folder")))).where(
-                p.account == account, p.container == container, p.name == path)).first()
+            row = db.execute(_FOLDER_PERM, {"a": account, "c": container, "n": path}).first()
             if row:
                 return path, json.loads(row[0]), json.loads(row[1])
         return None
@@ -132,10 +135,8 @@ class ExtraMixin:
     @staticmethod
     def _token(db: sa.Connection, account: str, container: str, name: str,
                lock: bool = False) -> str | None:
-        q = sa.select(public.c.token).where(public.c.account == account,
-                                            public.c.container == container,
-                                            public.c.name == name)
-        return db.execute(q.with_for_update() if lock else q).scalar()
+        return db.execute(_TOKEN_LOCKED if lock else _TOKEN,
+                          {"a": account, "c": container, "n": name}).scalar()
 
     async def object_acl(self, account: str, container: str, name: str
                          ) -> tuple[tuple[str, list[str], list[str]] | None, str | None]:

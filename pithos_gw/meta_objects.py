@@ -28,6 +28,17 @@ T = TypeVar("T")
 v = versions.c
 #: ``expect`` of object_put/object_delete: no precondition.
 ANY = -1
+# The hot statements are built once (bound parameters a, c, n): building and keying a
+# statement per call costs more than running it on SQLite.
+_A, _C, _N = sa.bindparam("a"), sa.bindparam("c"), sa.bindparam("n")
+_PATH = (v.account == _A, v.container == _C, v.name == _N)
+_CURRENT = sa.select(versions).where(*_PATH, v.cluster == NORMAL)
+_POLICY = sa.select(containers.c.policy).where(containers.c.account == _A,
+                                               containers.c.name == _C)
+_POLICY_SHARED = _POLICY.with_for_update(read=True)
+_RETIRE = versions.update().where(*_PATH, v.cluster == NORMAL).values(cluster=HISTORY)
+_DROP = versions.delete().where(*_PATH)
+_INSERT = versions.insert().returning(v.serial)
 
 
 class BytesChanged(Exception):
@@ -136,7 +147,7 @@ class ObjectsMixin:
                                  .limit(1)).first()
                 row = row if row and row[13] != DELETED else None
             else:
-                row = db.execute(base.where(v.cluster == NORMAL)).first()
+                row = db.execute(_CURRENT, {"a": account, "c": container, "n": name}).first()
             return _version(row) if row else None
 
         return await self._ro(q)
@@ -144,26 +155,23 @@ class ObjectsMixin:
     @staticmethod
     def _current(db: sa.Connection, account: str, container: str, name: str) -> Any:
         """Lock the path (and share-lock its container), then its current row or None."""
-        if db.execute(sa.select(containers.c.policy).where(
-                containers.c.account == account, containers.c.name == container)
-                .with_for_update(read=True)).first() is None:
+        where = {"a": account, "c": container, "n": name}
+        if db.execute(_POLICY_SHARED, where).first() is None:
             raise NotFound("container not found")
         lock_path(db, account, container, name)
-        return db.execute(sa.select(versions).where(*_path(account, container, name),
-                                                    v.cluster == NORMAL)).first()
+        return db.execute(_CURRENT, where).first()
 
     @staticmethod
     def _retire(db: sa.Connection, account: str, container: str, name: str) -> None:
         """Move the current version to history, or drop it when versioning is off."""
-        policy = db.execute(sa.select(containers.c.policy).where(
-            containers.c.account == account, containers.c.name == container)).scalar()
+        where = {"a": account, "c": container, "n": name}
+        policy = db.execute(_POLICY, where).scalar()
         if policy is None:
             raise NotFound("container not found")
         if json.loads(policy).get("versioning", "auto") != "none":
-            db.execute(versions.update().where(*_path(account, container, name),
-                                               v.cluster == NORMAL).values(cluster=HISTORY))
+            db.execute(_RETIRE, where)
         else:
-            db.execute(versions.delete().where(*_path(account, container, name)))
+            db.execute(_DROP, where)
 
     async def object_put(self, account: str, container: str, name: str, *, size: int,
                          hashes: list[str], hash: str, checksum: str, content_type: str,
@@ -185,11 +193,11 @@ class ObjectsMixin:
             oid = uuid or (cur[4] if cur else str(uuidlib.uuid4()))
             self._retire(db, account, container, name)
             now = time.time()
-            serial = db.execute(versions.insert().values(
-                account=account, container=container, name=name, uuid=oid, bytes=size,
-                hashes=pack(hashes), hash=hash, checksum=checksum, ctype=content_type,
-                meta=json.dumps(meta), mtime=now, modified_by=modified_by, cluster=NORMAL)
-                .returning(v.serial)).scalar_one()
+            serial = db.execute(_INSERT, {
+                "account": account, "container": container, "name": name, "uuid": oid,
+                "bytes": size, "hashes": pack(hashes), "hash": hash, "checksum": checksum,
+                "ctype": content_type, "meta": json.dumps(meta), "mtime": now,
+                "modified_by": modified_by, "cluster": NORMAL}).scalar_one()
             record_refs(db, (account, modified_by), hashes)
             return ObjectVersion(serial, account, container, name, oid, size, list(hashes),
                                  hash, checksum, content_type, meta, now, modified_by)

@@ -21,6 +21,8 @@ from pithos_gw.meta_tables import account_blocks, insert_of
 T = TypeVar("T")
 _BATCH = 500
 _ZERO = bytes.fromhex(ZERO_HASH)
+#: Insert-or-ignore of account_blocks, per dialect (built once: see meta_objects).
+_INSERTS: dict[str, Any] = {}
 
 
 def record_refs(db: sa.Connection, accounts: Iterable[str], hashes: Iterable[str]) -> None:
@@ -29,11 +31,13 @@ def record_refs(db: sa.Connection, accounts: Iterable[str], hashes: Iterable[str
     rows = [{"account": a, "hash": b} for a in set(accounts) for b in blobs]
     if not rows:
         return
-    insert = insert_of(db)
+    stmt = _INSERTS.get(db.dialect.name)
+    if stmt is None:
+        stmt = _INSERTS[db.dialect.name] = insert_of(db)(account_blocks).on_conflict_do_nothing()
     # Sorted: concurrent writers take the rows' locks in one order (no deadlock).
     rows.sort(key=lambda r: (r["account"], r["hash"]))
     for i in range(0, len(rows), _BATCH):
-        db.execute(insert(account_blocks).on_conflict_do_nothing(), rows[i : i + _BATCH])
+        db.execute(stmt, rows[i : i + _BATCH])
 
 
 class RefsMixin:
