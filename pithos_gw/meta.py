@@ -26,7 +26,7 @@ from pithos_gw import meta_schema
 from pithos_gw.meta_extra import ExtraMixin
 from pithos_gw.meta_objects import ObjectsMixin, ObjectVersion
 from pithos_gw.meta_refs import RefsMixin
-from pithos_gw.meta_tables import DELETED, HISTORY, NORMAL, accounts, containers, upsert, versions
+from pithos_gw.meta_tables import DELETED, HISTORY, NORMAL, accounts, containers, run, upsert, versions
 from pithos_gw.meta_tables import permissions as perms
 from pithos_gw.meta_tables import public as pub
 
@@ -156,14 +156,14 @@ class MetaStore(ObjectsMixin, ExtraMixin, RefsMixin):
     # containers -------------------------------------------------------------
     def _container(self, db: sa.Connection, account: str, name: str,
                    until: float | None = None, usage: bool = True) -> Container | None:
-        row = db.execute(_CONTAINER, {"a": account, "c": name}).first()
+        row = run(db, _CONTAINER, {"a": account, "c": name}).fetchone()
         if row is None:
             return None
         c = Container(account, name, json.loads(row[0]), json.loads(row[1]), row[2])
         if not usage:
             return c
         if until is None:
-            count, nbytes = db.execute(_USAGE, {"a": account, "c": name}).one()
+            count, nbytes = run(db, _USAGE, {"a": account, "c": name}).fetchone()
             c.count, c.bytes = int(count), int(nbytes)
         else:
             objs = self._objects(db, account, name, "", None, None, None, until)

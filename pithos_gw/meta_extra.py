@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from archipelago.errors import AlreadyExists, Forbidden, InvalidArgument, NotFound
-from pithos_gw.meta_tables import NORMAL, images, permissions, public, upsert, users, versions
+from pithos_gw.meta_tables import NORMAL, images, permissions, public, run, upsert, users, versions
 
 T = TypeVar("T")
 # Built once (see meta_objects): the sharing checks of every object request.
@@ -25,7 +25,8 @@ _p, _v = permissions.c, versions.c
 _PERM = sa.select(_p.read, _p.write).where(_p.account == _A, _p.container == _C, _p.name == _N)
 _FOLDER_PERM = _PERM.join_from(permissions, versions, sa.and_(
     _v.account == _p.account, _v.container == _p.container, _v.name == _p.name,
-    _v.cluster == NORMAL, _v.ctype.in_(("application/directory", "application/folder"))))
+    _v.cluster == NORMAL, sa.or_(_v.ctype == "application/directory",
+                                 _v.ctype == "application/folder")))
 _TOKEN = sa.select(public.c.token).where(public.c.account == _A, public.c.container == _C,
                                          public.c.name == _N)
 _TOKEN_LOCKED = _TOKEN.with_for_update()
@@ -101,7 +102,7 @@ class ExtraMixin:
     # sharing and public -----------------------------------------------------
     @staticmethod
     def _perm(db: sa.Connection, account: str, container: str, name: str) -> Any:
-        return db.execute(_PERM, {"a": account, "c": container, "n": name}).first()
+        return run(db, _PERM, {"a": account, "c": container, "n": name}).fetchone()
 
     async def sharing_get(self, account: str, container: str,
                           name: str) -> tuple[list[str], list[str]]:
@@ -121,7 +122,7 @@ class ExtraMixin:
         parts = name.split("/")
         for i in range(len(parts) - 1, 0, -1):
             path = "/".join(parts[:i])
-            row = db.execute(_FOLDER_PERM, {"a": account, "c": container, "n": path}).first()
+            row = run(db, _FOLDER_PERM, {"a": account, "c": container, "n": path}).fetchone()
             if row:
                 return path, json.loads(row[0]), json.loads(row[1])
         return None
@@ -135,8 +136,9 @@ class ExtraMixin:
     @staticmethod
     def _token(db: sa.Connection, account: str, container: str, name: str,
                lock: bool = False) -> str | None:
-        return db.execute(_TOKEN_LOCKED if lock else _TOKEN,
-                          {"a": account, "c": container, "n": name}).scalar()
+        row = run(db, _TOKEN_LOCKED if lock else _TOKEN,
+                  {"a": account, "c": container, "n": name}).fetchone()
+        return row[0] if row else None
 
     async def object_acl(self, account: str, container: str, name: str
                          ) -> tuple[tuple[str, list[str], list[str]] | None, str | None]:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from archipelago.errors import NotFound
 from pithos_gw.meta_refs import record_refs
-from pithos_gw.meta_tables import DELETED, HISTORY, NORMAL, containers, versions
+from pithos_gw.meta_tables import DELETED, HISTORY, NORMAL, containers, run, versions
 from pithos_gw.meta_tables import permissions as perms
 from pithos_gw.meta_tables import public as pub
 
@@ -147,7 +147,7 @@ class ObjectsMixin:
                                  .limit(1)).first()
                 row = row if row and row[13] != DELETED else None
             else:
-                row = db.execute(_CURRENT, {"a": account, "c": container, "n": name}).first()
+                row = run(db, _CURRENT, {"a": account, "c": container, "n": name}).fetchone()
             return _version(row) if row else None
 
         return await self._ro(q)
@@ -156,22 +156,22 @@ class ObjectsMixin:
     def _current(db: sa.Connection, account: str, container: str, name: str) -> Any:
         """Lock the path (and share-lock its container), then its current row or None."""
         where = {"a": account, "c": container, "n": name}
-        if db.execute(_POLICY_SHARED, where).first() is None:
+        if run(db, _POLICY_SHARED, where).fetchone() is None:
             raise NotFound("container not found")
         lock_path(db, account, container, name)
-        return db.execute(_CURRENT, where).first()
+        return run(db, _CURRENT, where).fetchone()
 
     @staticmethod
     def _retire(db: sa.Connection, account: str, container: str, name: str) -> None:
         """Move the current version to history, or drop it when versioning is off."""
         where = {"a": account, "c": container, "n": name}
-        policy = db.execute(_POLICY, where).scalar()
-        if policy is None:
+        row = run(db, _POLICY, where).fetchone()
+        if row is None:
             raise NotFound("container not found")
-        if json.loads(policy).get("versioning", "auto") != "none":
-            db.execute(_RETIRE, where)
+        if json.loads(row[0]).get("versioning", "auto") != "none":
+            run(db, _RETIRE, where)
         else:
-            db.execute(_DROP, where)
+            run(db, _DROP, where)
 
     async def object_put(self, account: str, container: str, name: str, *, size: int,
                          hashes: list[str], hash: str, checksum: str, content_type: str,
@@ -193,11 +193,11 @@ class ObjectsMixin:
             oid = uuid or (cur[4] if cur else str(uuidlib.uuid4()))
             self._retire(db, account, container, name)
             now = time.time()
-            serial = db.execute(_INSERT, {
+            serial = run(db, _INSERT, {
                 "account": account, "container": container, "name": name, "uuid": oid,
                 "bytes": size, "hashes": pack(hashes), "hash": hash, "checksum": checksum,
                 "ctype": content_type, "meta": json.dumps(meta), "mtime": now,
-                "modified_by": modified_by, "cluster": NORMAL}).scalar_one()
+                "modified_by": modified_by, "cluster": NORMAL}).fetchone()[0]
             record_refs(db, (account, modified_by), hashes)
             return ObjectVersion(serial, account, container, name, oid, size, list(hashes),
                                  hash, checksum, content_type, meta, now, modified_by)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from archipelago.hashing import ZERO_HASH
-from pithos_gw.meta_tables import account_blocks, insert_of
+from pithos_gw.meta_tables import account_blocks, insert_of, run_many
 
 T = TypeVar("T")
 _BATCH = 500
@@ -37,7 +37,7 @@ def record_refs(db: sa.Connection, accounts: Iterable[str], hashes: Iterable[str
     # Sorted: concurrent writers take the rows' locks in one order (no deadlock).
     rows.sort(key=lambda r: (r["account"], r["hash"]))
     for i in range(0, len(rows), _BATCH):
-        db.execute(stmt, rows[i : i + _BATCH])
+        run_many(db, stmt, rows[i : i + _BATCH])
 
 
 class RefsMixin:

@@ -116,3 +116,37 @@ def upsert(db: sa.Connection, table: sa.Table, key: dict[str, Any], values: dict
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
     return bool(db.execute(stmt).rowcount)
+
+
+#: id(statement) -> (SQL text, parameter names in order, compiled parameter values).
+_SQLITE: dict[int, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
+
+
+def _sqlite_sql(db: sa.Connection, stmt: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    hit = _SQLITE.get(id(stmt))
+    if hit is None or hit[3] is not stmt:
+        c = stmt.compile(dialect=db.dialect)
+        hit = _SQLITE[id(stmt)] = (str(c), tuple(c.positiontup or ()), dict(c.params), stmt)
+    return hit[0], hit[1], hit[2]
+
+
+def run(db: sa.Connection, stmt: Any, params: dict[str, Any]) -> Any:
+    """Execute a statement built once at import (the per-request queries): on SQLite
+    straight on the pysqlite connection, compiled once (SQLAlchemy's per-call work costs
+    more than the query there), else through SQLAlchemy. Answers a cursor (fetchone,
+    fetchall, rowcount); rows are plain tuples."""
+    if db.dialect.name != "sqlite":
+        return db.execute(stmt, params)
+    sql, names, defaults = _sqlite_sql(db, stmt)
+    raw = db.connection.driver_connection
+    return raw.execute(sql, [params[n] if n in params else defaults[n] for n in names])
+
+
+def run_many(db: sa.Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """``run`` for many parameter sets (executemany)."""
+    if db.dialect.name != "sqlite":
+        db.execute(stmt, rows)
+        return
+    sql, names, defaults = _sqlite_sql(db, stmt)
+    raw = db.connection.driver_connection
+    raw.executemany(sql, [[r[n] if n in r else defaults[n] for n in names] for r in rows])
