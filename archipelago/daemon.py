@@ -285,6 +285,11 @@ def status(inst: Instance) -> dict[str, Any]:
             st["mapper"] = c.status()
     except ArchipelagoError as e:
         st["mapper"] = {"error": e.message}
+    try:  # tmpfs commits a page of the segment when a process first touches it
+        seg = os.stat(st["segment"])
+        st["segment_bytes"], st["segment_committed_bytes"] = seg.st_size, seg.st_blocks * 512
+    except (OSError, TypeError, KeyError):
+        pass
     try:  # written by the mapper peer when its Prometheus endpoint is up
         st["metrics_url"] = json.loads((inst.run_dir / "metrics.json").read_text())["url"]
     except (OSError, ValueError, KeyError):

@@ -65,7 +65,8 @@ def _stop(args: argparse.Namespace) -> int:
 def _fmt_status(st: dict) -> str:
     lines = [f"archipelago daemon pid {st.get('pid')} for {st.get('data_dir')} "
              f"({st.get('backend')} backend, {'ready' if st.get('ready') else 'starting'})",
-             f"segment {st.get('segment')}  registry {st.get('registry')}",
+             f"segment {st.get('segment')} ({st.get('segment_committed_bytes', 0) >> 20} of "
+             f"{st.get('segment_bytes', 0) >> 20} MiB committed)  registry {st.get('registry')}",
              f"metrics {st.get('metrics_url') or 'off'}",
              f"{'PEER':<12} {'PID':>8} {'PORT':>5} {'RESTARTS':>8}  STATE"]
     for c in st.get("children", []):

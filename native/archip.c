@@ -112,6 +112,48 @@ uint64_t ap_ring_count(char *base, uint64_t off) {
     return t > h ? t - h : 0;
 }
 
+/* ------------------------------------------------ buffer free stacks */
+/* A Treiber stack of buffer indexes: `top` packs (tag << 32 | index) and every change
+ * bumps the tag, so a pop that read a stale `next` loses its CAS (no ABA). Push and pop
+ * are one CAS each: a process killed anywhere leaves the stack consistent. */
+struct ap_stack {
+    uint64_t top;    /* atomic: tag << 32 | index (AP_NONE: empty) */
+    uint64_t count;  /* atomic: free buffers */
+    uint64_t pad[6];
+    uint32_t next[];
+};
+
+static uint64_t stack_bytes(uint64_t count) { return ALIGN(64 + 4 * count, 64); }
+
+static inline struct ap_stack *S(char *base, uint64_t off) {
+    return (struct ap_stack *)(void *)(base + off);
+}
+
+static void stack_push(char *base, uint64_t off, uint32_t idx) {
+    struct ap_stack *s = S(base, off);
+    atomic_fetch_add(A64(&s->count), 1);  /* before the CAS: count never under-reports... */
+    uint64_t top = atomic_load(A64(&s->top));
+    do {
+        atomic_store_explicit(A32(&s->next[idx]), (uint32_t)top, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak(A64(&s->top), &top,
+                                           ((top >> 32) + 1) << 32 | idx));
+}
+
+static int stack_pop(char *base, uint64_t off, uint32_t *idx) {
+    struct ap_stack *s = S(base, off);
+    uint64_t top = atomic_load(A64(&s->top));
+    for (;;) {
+        uint32_t i = (uint32_t)top;
+        if (i == AP_NONE) return -1;
+        uint32_t next = atomic_load_explicit(A32(&s->next[i]), memory_order_relaxed);
+        if (atomic_compare_exchange_weak(A64(&s->top), &top, ((top >> 32) + 1) << 32 | next)) {
+            atomic_fetch_sub(A64(&s->count), 1);  /* ...nor wraps below zero */
+            *idx = i;
+            return 0;
+        }
+    }
+}
+
 /* --------------------------------------------------------------- layout */
 static uint64_t layout(const struct ap_config *cfg, struct ap_header *h) {
     uint64_t off = 4096;
@@ -129,8 +171,8 @@ static uint64_t layout(const struct ap_config *cfg, struct ap_header *h) {
         k->count = cfg->buf_count[c];
         k->owner_off = off;
         off = ALIGN(off + 4 * k->count, 64);
-        k->ring_off = off;
-        off += ap_ring_bytes(pow2_at_least(k->count));
+        k->free_off = off;
+        off += stack_bytes(k->count);
         off = ALIGN(off, 4096);
         k->data_off = off;
         off += k->buf_size * k->count;
@@ -183,10 +225,12 @@ int ap_seg_format(char *base, uint64_t size, const struct ap_config *cfg, uint32
     for (uint32_t c = 0; c < cfg->nr_classes; c++) {
         struct ap_class *k = &h->classes[c];
         uint32_t *own = (uint32_t *)(void *)(base + k->owner_off);
-        ap_ring_init(base, k->ring_off, pow2_at_least(k->count));
-        for (uint64_t i = 0; i < k->count; i++) {
+        struct ap_stack *s = S(base, k->free_off);
+        atomic_store(A64(&s->top), AP_NONE);
+        atomic_store(A64(&s->count), 0);
+        for (uint64_t i = k->count; i-- > 0;) {  /* buffer 0 on top: low addresses first */
             own[i] = AP_NONE;
-            ap_ring_push(base, k->ring_off, i);
+            stack_push(base, k->free_off, (uint32_t)i);
         }
     }
     h->version = AP_VERSION;
@@ -270,12 +314,9 @@ int64_t ap_buf_alloc(char *base, uint64_t size, uint32_t owner) {
     struct ap_header *h = H(base);
     for (uint32_t c = 0; c < h->nr_classes; c++) {
         struct ap_class *k = &h->classes[c];
-        uint64_t idx;
+        uint32_t idx;
         if (k->buf_size < size) continue;
-        int got;
-        while ((got = ap_ring_pop(base, k->ring_off, &idx)) == 0 && idx >= k->count)
-            ; /* skip tombstones */
-        if (got == 0) {
+        if (stack_pop(base, k->free_off, &idx) == 0) {
             atomic_store(A32(base + k->owner_off + 4 * idx), owner);
             return (int64_t)(((uint64_t)c << 24) | idx);
         }
@@ -303,7 +344,7 @@ int ap_buf_free(char *base, uint32_t handle, uint32_t expect_owner) {
     uint32_t cur = atomic_load(own);
     if (cur == AP_NONE || (expect_owner != AP_NONE && cur != expect_owner)) return -1;
     if (!atomic_compare_exchange_strong(own, &cur, AP_NONE)) return -1;
-    ap_ring_push(base, k->ring_off, idx);
+    stack_push(base, k->free_off, (uint32_t)idx);
     return 0;
 }
 
@@ -343,7 +384,7 @@ int ap_desc_free(char *base, uint32_t idx, uint32_t expect_state) {
 
 uint64_t ap_desc_free_count(char *base) { return ap_ring_count(base, H(base)->desc_ring_off); }
 uint64_t ap_buf_free_count(char *base, uint32_t c) {
-    return c < H(base)->nr_classes ? ap_ring_count(base, H(base)->classes[c].ring_off) : 0;
+    return c < H(base)->nr_classes ? atomic_load(A64(&S(base, H(base)->classes[c].free_off)->count)) : 0;
 }
 
 /* --------------------------------------------------------- request life */
@@ -651,7 +692,8 @@ int ap_ring_tombstone(char *base, uint64_t off, uint64_t pos) {
 }
 
 uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max) {
-    /* every ring of the segment: per-port request/reply rings, the descriptor and buffer pools */
+    /* every ring of the segment: per-port request/reply rings and the descriptor pool
+     * (buffer pools are stacks: one CAS per change, nothing to repair) */
     struct ap_header *h = H(base);
     uint32_t n = 0;
     for (uint32_t p = 0; p < h->nr_ports && n + 2 <= max; p++) {
@@ -659,6 +701,5 @@ uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max) {
         out[n++] = P(base, p)->rep_ring;
     }
     if (n < max) out[n++] = h->desc_ring_off;
-    for (uint32_t c = 0; c < h->nr_classes && n < max; c++) out[n++] = h->classes[c].ring_off;
     return n;
 }

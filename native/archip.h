@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #define AP_MAGIC 0x474553504948435FULL /* "_CHIPSEG" little-endian */
-#define AP_VERSION 1u
+#define AP_VERSION 2u
 #define AP_MAX_CLASSES 8
 #define AP_TARGET_MAX 256
 #define AP_CODE_MAX 32
@@ -25,8 +25,11 @@
 #define AP_P_BOUND 1u
 #define AP_P_DEAD 2u
 
+/* A buffer class: `count` buffers of `buf_size` at data_off; free ones on a LIFO stack
+ * at free_off (the most recently freed buffer is handed out next, so a light load keeps
+ * reusing the same few buffers and never commits the rest of the arena's memory). */
 struct ap_class {
-    uint64_t buf_size, count, data_off, ring_off, owner_off;
+    uint64_t buf_size, count, data_off, free_off, owner_off;
 };
 
 struct ap_header {

@@ -231,3 +231,27 @@ async def test_async_handle_reopens_after_mapper_restart(tmp_path: Path) -> None
             assert [x["name"] for x in (await c.status())["open_volumes"]] == []
     finally:
         d.stop()
+
+
+def test_segment_memory_is_committed_only_by_use(tmp_path: Path) -> None:
+    """An idle daemon commits the segment's bookkeeping, not its buffer arena; a client
+    doing 4 MiB I/O one request at a time (the mapper forwarding each to a blocker) keeps
+    reusing the same few buffers (the arena is last-freed-first), so the committed part
+    grows by a handful of buffers, not by the arena (status: segment_committed_bytes)."""
+    d = start_daemon(tmp_path)
+    try:
+        st = d.status()
+        size, idle = st["segment_bytes"], st["segment_committed_bytes"]
+        assert 0 < idle < size // 10, (idle, size)
+        with Client.connect(tmp_path) as c:
+            c.create("v", 64 * BS)
+            with c.open("v") as v:
+                for i in range(64):  # 64 x 4 MiB: more than the arena's 4 MiB buffers
+                    v.write(i * BS, bytes([i + 1]) * BS)
+                    assert bytes(v.read(i * BS, 16)) == bytes([i + 1]) * 16
+                v.flush()
+        used = d.status()["segment_committed_bytes"] - idle
+        assert used <= 16 * BS, f"{used >> 20} MiB of the arena committed by a QD1 load"
+        assert "MiB committed" in d.archip("daemon", "status", check=True).out
+    finally:
+        d.stop()

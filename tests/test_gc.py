@@ -152,38 +152,66 @@ async def test_new_objects_are_young(make_blocker: Callable[..., Blocker]) -> No
     assert not await b.exists("ee" * 32)
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
-async def test_touch_racing_the_sweep_is_never_lost(kind: str, tmp_path: Path) -> None:
-    """A dedup hit (touch) racing GC's delete of an old unreferenced block: if the touch
-    says the block is there, it still is (the uploader will not put it again and its map
-    is about to name it); else the uploader puts it anew. Found by the stress test on
-    file, where the sweep read the age and deleted in separate calls. (RADOS keeps that
-    window: docs/gc.md.)"""
+async def _age(b: Blocker, names: list[str], seconds: float) -> None:
+    """Make the objects look written ``seconds`` ago (real backends only)."""
     import time
 
     from archipelago.blocker.file import FileBlocker
 
+    then = time.time() - seconds
+    if isinstance(b, FileBlocker):
+        for n in names:
+            os.utime(b._path(n), (then, then))
+        return
+    io = await b._ioctx()  # type: ignore[attr-defined]
+    for n in names:  # rewrite with an old mtime: RADOS has no utime
+        op = io.create_write_op()
+        try:
+            op.write_full(b"an interrupted upload's block")
+            io.operate_write_op(op, n, mtime=int(then))
+        finally:
+            io.release_write_op(op)
+
+
+@pytest.mark.parametrize("backend", ["memory", "file", pytest.param("rados", marks=pytest.mark.rados)])
+async def test_touch_racing_the_sweep_is_never_lost(make_blocker: Callable[..., Blocker],
+                                                    backend: str) -> None:
+    """A dedup hit (touch) racing GC's delete of an old unreferenced block: if the touch
+    says the block is there, it still is (the uploader will not put it again and its map
+    is about to name it); else the uploader puts it anew. Found by the stress test on
+    file, where the sweep read the age and deleted in separate calls; on RADOS the remove
+    asserts the object version the age was read at."""
+    import time
+
     clock = [1000.0]
-    b: Blocker = (MemoryBlocker(MemoryStore(clock=lambda: clock[0])) if kind == "memory"
-                  else FileBlocker(str(tmp_path / "store")))
+    b = (MemoryBlocker(MemoryStore(clock=lambda: clock[0])) if backend == "memory"
+         else make_blocker())
     names = [f"{i:064x}" for i in range(200)]
     for n in names:
         await b.put(n, b"an interrupted upload's block")
-    if isinstance(b, FileBlocker):
-        old = time.time() - 100
-        for n in names:
-            os.utime(b._path(n), (old, old))  # written long ago
-        cutoff = time.time() - 50
-    else:
+    if backend == "memory":
         clock[0], cutoff = 2000.0, 1500.0
+    else:
+        await _age(b, names, 100)
+        cutoff = time.time() - 50
 
-    async def race(n: str) -> bool:
-        return (await asyncio.gather(b.delete_if_old(n, cutoff), b.touch(n)))[1]
+    async def race(n: str) -> tuple[bool, bool]:
+        deleted, touched = await asyncio.gather(b.delete_if_old(n, cutoff), b.touch(n))
+        return deleted, touched
 
-    touched = await asyncio.gather(*(race(n) for n in names))
+    results = await asyncio.gather(*(race(n) for n in names))
     try:
-        for n, t in zip(names, touched, strict=True):
-            assert not t or await b.exists(n), n
+        for n, (deleted, touched) in zip(names, results, strict=True):
+            assert not touched or await b.exists(n), n
+            assert deleted != touched, n  # exactly one of them won
+        # Without a racing touch, old objects go and young ones stay.
+        await b.put("ab" * 32, b"young")
+        assert not await b.delete_if_old("ab" * 32, cutoff)
+        if backend != "memory":
+            await _age(b, ["ab" * 32], 100)
+            assert await b.delete_if_old("ab" * 32, cutoff)
+        with pytest.raises(NotFound):
+            await b.delete_if_old("cd" * 32, cutoff)
     finally:
         await b.close()
 

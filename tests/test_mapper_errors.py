@@ -223,3 +223,35 @@ async def test_corrupt_entries(env: tuple[Blocker, Mapper], damage: str) -> None
     await expect(b, Corrupt, s.read(0, 10))
     await expect(b, Corrupt, m.clone("s", "x"))
     await s.close()
+
+
+async def test_header_replaced_between_size_and_read(env: tuple[Blocker, Mapper]) -> None:
+    """A header replaced by a longer one between its size and its read reads torn: it is
+    read again instead of reported Corrupt; damage that stays is still Corrupt. Every
+    header reader (open, GC's marking, fencing) goes through load_header."""
+    from archipelago.mapper.header_io import load_header
+
+    b, m = env
+    hn = header_name("v")
+    before = await b.read(hn, 0, await b.size(hn))
+    size = (await m.live("v")).size
+    await m.resize("v", size + 2**32)  # another header of the same map, a longer one
+    grown = await b.read(hn, 0, await b.size(hn))
+    assert len(grown) != len(before)
+    await b.put(hn, before)
+    real_size = b.size
+    swaps = [grown]
+
+    async def size_then_replace(name: str) -> int:
+        n = await real_size(name)
+        if name == hn and swaps:
+            await b.put(hn, swaps.pop())  # lands between size() and read()
+        return n
+
+    b.size = size_then_replace  # type: ignore[method-assign]
+    h = await load_header(b, "v")
+    assert not swaps and h is not None and h.size == size + 2**32
+    await b.put(hn, bytes(grown) + b"x")  # damage that stays
+    with pytest.raises(Corrupt):
+        await load_header(b, "v")
+    assert await load_header(b, "nope") is None

@@ -123,3 +123,28 @@ def test_segment_file_mode_and_join() -> None:
         seg.unlink()
     with pytest.raises(NotRunning):
         Segment.join(seg.path)
+
+
+def test_buffers_are_reused_last_freed_first() -> None:
+    """The arena hands out the most recently freed buffer: a load with at most k buffers
+    in flight touches k buffers of a class, never the whole arena (whose untouched pages
+    the segment never commits)."""
+    seg = Segment.create(f"archip-test-lifo-{uuid.uuid4().hex[:8]}",
+                         SegmentConfig(nr_ports=4, nr_static=2, nr_desc=16,
+                                       classes=((4096, 64),)))
+    lib, base = seg.lib, seg.base
+    try:
+        seen = set()
+        for _ in range(200):  # two in flight at a time, freed in either order
+            a, b = lib.ap_buf_alloc(base, 4096, 1), lib.ap_buf_alloc(base, 4096, 1)
+            seen |= {a, b}
+            assert lib.ap_buf_free(base, b, 1) == 0 and lib.ap_buf_free(base, a, 1) == 0
+            assert lib.ap_buf_alloc(base, 4096, 1) == a  # last freed, first out
+            assert lib.ap_buf_free(base, a, 1) == 0
+        assert len(seen) == 2
+        assert seg.is_full()
+        held = [lib.ap_buf_alloc(base, 4096, 1) for _ in range(64)]
+        assert sorted(held) == list(range(64)) and lib.ap_buf_alloc(base, 4096, 1) < 0
+    finally:
+        seg.close()
+        seg.unlink()

@@ -147,6 +147,7 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, RadosFenceMixin, Blocker):
             try:
                 io.aio_flush()
                 io.close()
+                self._close_gc_io()
             finally:
                 if locks is not None:
                     locks.close()

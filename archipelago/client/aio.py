@@ -24,7 +24,6 @@ from archipelago.client.common import (
     _unpack,
     block_placement,
     check_hex,
-    prefault,
 )
 from archipelago.errors import NotFound, PeerDied
 from archipelago.instance import Instance
@@ -52,7 +51,6 @@ class AsyncClient:
         """Connect to the daemon of an instance."""
         inst = _instance(instance)
         link = await asyncio.to_thread(_link, inst)
-        prefault(link.segment)  # background: no page faults on the first pass over buffers
         return cls(inst, link, timeout)
 
     async def call(self, op: Op, target: str = "", offset: int = 0, size: int = 0,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import threading
 import zlib
 from typing import Any
 
@@ -100,24 +98,3 @@ def data_dir_of(client: Any) -> Any:
     return client.instance.data_dir
 
 
-MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module lacks the constant
-
-
-def prefault(seg: Any) -> None:
-    """Map the whole segment into this process now, in a background thread (best effort).
-
-    Otherwise every arena buffer costs ~1000 page faults (1-2 ms for 4 MiB) the first
-    time this process touches it: a new client or a restarted peer paid them on its
-    first pass over the arena's ~50 large buffers. ctypes releases the GIL meanwhile.
-    """
-
-    def run() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            addr = int(seg.ffi.cast("uintptr_t", seg.base))
-            libc.madvise(addr, len(seg.mm), MADV_POPULATE_WRITE)  # an old kernel: EINVAL
-        except Exception:  # noqa: BLE001 - an optimisation only
-            pass
-
-    threading.Thread(target=run, name="archipelago-prefault", daemon=True).start()

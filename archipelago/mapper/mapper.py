@@ -34,7 +34,6 @@ from archipelago.mapper.format import (
     check_size,
     check_user_name,
     check_volume_name,
-    decode_header,
     encode_header,
     header_name,
     is_reserved,
@@ -43,6 +42,7 @@ from archipelago.mapper.format import (
     next_epoch,
     tombstone,
 )
+from archipelago.mapper.header_io import load_header
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
 
@@ -65,12 +65,9 @@ class Mapper:
 
     async def read_header(self, name: str) -> Header | None:
         """The header stored under ``name`` (tombstones included), None if absent."""
-        hn = header_name(name)
-        try:
-            n = await self.blocker.size(hn)
-        except NotFound:
+        h = await load_header(self.blocker, name)
+        if h is None:
             return None
-        h = decode_header(name, await self.blocker.read(hn, 0, n))
         if h.moving_to is not None:
             h = await self._settle_rename(h)
         return h

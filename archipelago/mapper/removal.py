@@ -11,15 +11,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from archipelago.blocker.base import Blocker
-from archipelago.errors import AlreadyExists, Busy, Corrupt, NotFound, NotSupported
+from archipelago.errors import AlreadyExists, Busy, Corrupt, NotSupported
 from archipelago.mapper.common import VolumeInfo, delete_quietly, info_of
 from archipelago.mapper.format import (
     check_user_name,
     chunk_name,
-    decode_header,
-    header_name,
     tombstone,
 )
+from archipelago.mapper.header_io import load_header
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
 
@@ -32,11 +31,10 @@ async def fence_out(b: Blocker, name: str) -> bool:
     no longer write. False when there is nothing to fence (no such writable map, or a
     blocker without fences)."""
     try:
-        n = await b.size(header_name(name))
-        h = decode_header(name, await b.read(header_name(name), 0, n))
-    except (NotFound, Corrupt):
+        h = await load_header(b, name)
+    except Corrupt:
         return False
-    if h.deleted or h.readonly:
+    if h is None or h.deleted or h.readonly:
         return False
     try:
         await b.fence_bump(h.uid)

@@ -3,7 +3,9 @@
 Layout (all offsets from the base, see native/archip.h): header (magic, format
 version, sizes), ports (state, pid, generation, sleeping flag, request ring, reply
 ring), the descriptor pool (512-byte descriptors + a free-index ring) and the data
-arena (size classes, each a free-index ring plus an owner word per buffer).
+arena (size classes, each a last-freed-first stack of free buffers plus an owner word
+per buffer: a load with k buffers in flight keeps reusing k buffers, so the pages of the
+rest are never touched and tmpfs never commits them; nothing prefaults the segment).
 Rings are bounded lock-free MPMC rings (Vyukov); no lock is ever left held. A
 producer killed between claiming a slot and publishing it stalls that ring: the
 registry's stall watch tombstones such a slot after ~0.25 s (Registry.watch_stalls).
@@ -21,7 +23,7 @@ from archipelago.native import require
 
 MiB = 1024 * 1024
 NONE = 0xFFFFFFFF
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

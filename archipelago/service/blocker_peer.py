@@ -14,7 +14,6 @@ import sys
 
 from archipelago.blocker import open_blocker
 from archipelago.blocker.rados_fence import CLIENTS_DIR
-from archipelago.client.common import prefault
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.remote import BlockerPeer
@@ -61,7 +60,6 @@ async def serve(args: object) -> int:
     inst, cfg = load(args)  # type: ignore[arg-type]
     port: int = args.port  # type: ignore[attr-defined]
     link = PeerLink(str(inst.control_socket))
-    prefault(link.segment)  # background: librados reads client buffers without page faults
     blocker = open_blocker(cfg)
     if cfg.blocker.backend == "rados":
         await publish_client(blocker, str(inst.run_dir / CLIENTS_DIR), port)

@@ -39,7 +39,8 @@ from typing import Any
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError, Corrupt, NotFound
 from archipelago.mapper.common import BATCH
-from archipelago.mapper.format import Header, decode_header
+from archipelago.mapper.format import Header
+from archipelago.mapper.header_io import load_header
 from archipelago.upkeep.maps import Marked, headers, mark_one
 
 log = logging.getLogger("archipelago.gc")
@@ -116,12 +117,8 @@ async def mark(b: Blocker, roots: Iterable[RootsFn] = (), instance: Any = None,
 
 
 async def _gone(b: Blocker, h: Header) -> bool:
-    try:
-        n = await b.size(f"map:{h.name}")
-        now = decode_header(h.name, await b.read(f"map:{h.name}", 0, n))
-    except NotFound:
-        return True
-    return now.deleted or now.uid != h.uid
+    now = await load_header(b, h.name)
+    return now is None or now.deleted or now.uid != h.uid
 
 
 async def collect(b: Blocker, *, grace: float = DEFAULT_GRACE, dry_run: bool = False,

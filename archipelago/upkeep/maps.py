@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import xxhash
 
 from archipelago.blocker.base import Blocker
-from archipelago.errors import Corrupt, NotFound
 from archipelago.mapper.common import BATCH, load_chunk
 from archipelago.mapper.format import (
     CONTENT,
@@ -18,9 +17,9 @@ from archipelago.mapper.format import (
     OBJECT,
     Header,
     chunk_name,
-    decode_header,
     object_name_of,
 )
+from archipelago.mapper.header_io import load_header
 
 EPC = ENTRIES_PER_CHUNK
 ES = ENTRY_SIZE
@@ -33,18 +32,7 @@ async def headers(b: Blocker, names: Iterable[str] | None = None) -> AsyncIterat
     todo = [n for n in names if n.startswith("map:")]
 
     async def one(hn: str) -> Header | None:
-        for attempt in range(5):
-            try:
-                n = await b.size(hn)
-                return decode_header(hn[4:], await b.read(hn, 0, n))
-            except NotFound:
-                return None
-            except Corrupt:
-                # size and read are two calls: a header replaced in between (another
-                # size) reads torn. Read again; damage that stays is real.
-                if attempt == 4:
-                    raise
-        return None  # pragma: no cover
+        return await load_header(b, hn[4:])
 
     for i in range(0, len(todo), BATCH):
         for h in await asyncio.gather(*(one(hn) for hn in todo[i : i + BATCH])):
