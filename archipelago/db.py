@@ -66,8 +66,10 @@ class Database:
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT}
         else:
             # A connection the server dropped (restart, failover) is replaced on checkout.
+            # READ COMMITTED (PostgreSQL's default, made explicit): a statement after a lock
+            # wait sees what the lock holder committed (docs/metadata.md relies on it).
             kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=2 * pool_size,
-                          pool_timeout=BUSY_TIMEOUT)
+                          pool_timeout=BUSY_TIMEOUT, isolation_level="READ COMMITTED")
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except (ImportError, sa.exc.ArgumentError) as e:
