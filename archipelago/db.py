@@ -98,6 +98,12 @@ class Database:
             if err is None:
                 raise
             raise err from e
+        except Exception as e:
+            # The driver's own error at connect time ("the database system is starting
+            # up"), which SQLAlchemy does not wrap.
+            if not _pg_unavailable(e):
+                raise
+            raise BackendUnavailable(f"{self.what} unavailable: {e}") from e
         if events:
             for cb in self._after_commit:
                 await cb(events)
@@ -115,6 +121,12 @@ class Database:
             if err is None:
                 raise
             raise err from e
+        except Exception as e:
+            # The driver's own error at connect time ("the database system is starting
+            # up"), which SQLAlchemy does not wrap.
+            if not _pg_unavailable(e):
+                raise
+            raise BackendUnavailable(f"{self.what} unavailable: {e}") from e
 
     async def run_sync(self, fn: Callable[[sa.Connection], Any]) -> Any:
         """Run ``fn(sync_connection)`` in a write transaction (Alembic, bulk admin work)."""

@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +173,58 @@ async def _get(g: GatewayThread) -> object:
     from pithos_gw.common import META
 
     return await g.app[META].object_get("ola", "c", "a")
+
+
+def test_restart_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """4 writers keep uploading while the server stops (clean), stays down and comes back:
+    every reply is 201 or 503, and every 201 reads back afterwards."""
+    with private_server() as (d, url):
+        g = GatewayThread(file_blocker(tmp_path / "blocks"), url).start()  # type: ignore[arg-type]
+        try:
+            h = {"X-Auth-Token": g.add_user("lou")}
+            base = f"{g.url}/v1/lou/c"
+            assert requests.put(base, headers=h, timeout=30).status_code == 201
+            acked: dict[str, bytes] = {}
+            statuses: set[int] = set()
+            lock = threading.Lock()
+            phase = {"restarted": False}
+            seen_ok, seen_503, ok_after, stop = (threading.Event() for _ in range(4))
+
+            def writer(k: int) -> None:
+                with requests.Session() as s:
+                    i = 0
+                    while not stop.is_set():
+                        name, body = f"w{k}-{i}", f"{k}/{i}".encode() * 100
+                        i += 1
+                        st = s.put(f"{base}/{name}", data=body, headers=h, timeout=60).status_code
+                        with lock:
+                            statuses.add(st)
+                            if st == 201:
+                                acked[name] = body
+                                (ok_after if phase["restarted"] else seen_ok).set()
+                            elif st == 503:
+                                seen_503.set()
+
+            threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            try:
+                assert seen_ok.wait(60)
+                assert run_cluster("stop", str(d)).returncode == 0
+                assert seen_503.wait(60)
+                assert run_cluster("start", str(d)).returncode == 0
+                with lock:
+                    phase["restarted"] = True
+                assert ok_after.wait(60)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(120)
+            assert statuses <= {201, 503}, statuses
+            for name, body in acked.items():
+                assert requests.get(f"{base}/{name}", headers=h, timeout=30).content == body
+        finally:
+            g.stop()
 
 
 def test_db_copy_moves_an_instance_into_postgresql(pg: str, tmp_path: Path) -> None:
