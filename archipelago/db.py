@@ -110,10 +110,16 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a plain deferred BEGIN on SQLite: no writer lock)."""
+        """A read-only transaction (a plain deferred BEGIN on SQLite: no writer lock; on
+        PostgreSQL autocommit statements: at READ COMMITTED each statement of a
+        transaction takes its own snapshot anyway, so BEGIN and COMMIT would only cost
+        two round trips)."""
         try:
             async with self.engine.connect() as conn:
-                conn = await conn.execution_options(archip_read=True)
+                if self.is_sqlite:
+                    conn = await conn.execution_options(archip_read=True)
+                else:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 async with conn.begin():
                     yield conn
         except (DBAPIError, OSError) as e:
@@ -154,7 +160,7 @@ def translate(e: DBAPIError | OSError, what: str, url: str) -> Exception | None:
     if url.startswith("sqlite") and _sqlite_full(orig, url):
         return NoSpace(f"the {what}: {orig}")
     if isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated or \
-            _pg_unavailable(orig):
+            _pg_unavailable(orig) or _pg_unavailable(e):
         log.warning("%s error: %s", what, orig)
         return BackendUnavailable(f"{what} unavailable: {orig}")
     return None
@@ -180,8 +186,21 @@ def _pg_unavailable(orig: BaseException | None) -> bool:
     """True for PostgreSQL's "come back later" states (starting up, shutting down)."""
     # SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash
     # shutdown, cannot connect now), 53300 (too many connections).
-    state = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
-    return state.startswith("08") or state.startswith("57P") or state == "53300"
+    # The driver's exception may sit behind SQLAlchemy's adapter: follow the causes.
+    seen = 0
+    while orig is not None and seen < 5:
+        if isinstance(orig, sa.exc.PendingRollbackError):
+            return True  # the connection broke mid-transaction (reported again on reuse)
+        state = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+        if state.startswith("08") or state.startswith("57P") or state == "53300":
+            return True
+        # asyncpg's client-side errors of a connection that broke mid-operation
+        # (ConnectionDoesNotExistError, "another operation is in progress").
+        if type(orig).__module__.startswith("asyncpg") and type(orig).__name__ in (
+                "InterfaceError", "InternalClientError", "ConnectionDoesNotExistError"):
+            return True
+        orig, seen = orig.__cause__ or orig.__context__, seen + 1
+    return False
 
 
 def _create_private(path: Path) -> None:
