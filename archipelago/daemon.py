@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any
 from archipelago.config import Config
 from archipelago.errors import ArchipelagoError, Busy, ConfigError, TimedOut
 from archipelago.instance import Instance
-from archipelago.service.common import run_loop, setup_logging
+from archipelago.service.peer_process import run_loop, setup_logging
 from archipelago.service.supervisor import (
     EXTRA_CHILDREN,
     ChildSpec,
@@ -103,20 +102,6 @@ def gateway_spec(inst: Instance, config_file: str | None, overrides: list[str]) 
     for o in overrides:
         argv += ["-o", o]
     return ChildSpec("gateway", argv, kind="service", stop_timeout=10.0)
-
-
-def is_running(inst: Instance) -> bool:
-    """True while a supervisor holds the instance's daemon lock."""
-    path = inst.run_dir / "daemon.lock"
-    if not path.exists():
-        return False
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
 
 
 def run_foreground(inst: Instance, cfg: Config, config_file: str | None,
@@ -196,7 +181,7 @@ def start(inst: Instance, config_file: str | None, overrides: list[str], nbd: bo
 
 def stop(inst: Instance, timeout: float = 120.0) -> int | None:
     """Stop the running supervisor; returns its pid, or None if none was running."""
-    if not is_running(inst):
+    if not inst.daemon_running():
         # A supervisor killed (kill -9) left its pid file: clean up after it.
         _stop_orphans(inst, read_pid(inst))
         _remove_stale_segment(inst, read_pid(inst))
@@ -206,7 +191,7 @@ def stop(inst: Instance, timeout: float = 120.0) -> int | None:
         raise ConfigError(f"daemon lock held but no pid file in {inst.run_dir}")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while is_running(inst):
+    while inst.daemon_running():
         if time.monotonic() > deadline:
             raise TimedOut(f"daemon (pid {pid}) did not stop in {timeout:.0f}s")
         time.sleep(0.05)
@@ -274,7 +259,7 @@ def _remove_stale_segment(inst: Instance, pid: int | None) -> None:
 
 def status(inst: Instance) -> dict[str, Any]:
     """Supervisor status (children, pids, ports) merged with the mapper peer's."""
-    if not is_running(inst):
+    if not inst.daemon_running():
         return {"running": False, "data_dir": str(inst.data_dir)}
     st = _read_status(inst) or {}
     st["running"] = True

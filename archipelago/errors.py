@@ -200,8 +200,8 @@ class Fenced(Locked):
     http_status = 409
 
 
-class StaleHandle(ArchipelagoError):
-    """Stale handle (the peer restarted): reopen."""
+class StaleHandle(NotFound):
+    """The volume is not open on the mapper peer (it restarted since the open): reopen it."""
 
     code = "stale-handle"
     errno = _errno.ESTALE

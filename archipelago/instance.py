@@ -6,6 +6,7 @@ store, shared-memory segment, socket, pid file or log file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from dataclasses import dataclass
@@ -90,6 +91,23 @@ class Instance:
     def daemon_pid(self) -> Path:
         """Pid file of the supervisor daemon."""
         return self.run_dir / "daemon.pid"
+
+    @property
+    def daemon_lock(self) -> Path:
+        """The supervisor's flock: held for as long as the daemon runs."""
+        return self.run_dir / "daemon.lock"
+
+    def daemon_running(self) -> bool:
+        """True while a supervisor holds the instance's daemon lock."""
+        if not self.daemon_lock.exists():
+            return False
+        with open(self.daemon_lock, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
     @property
     def nbd_pid(self) -> Path:

@@ -93,12 +93,6 @@ def pwrite_from(fd: int, buf: Buffer, offset: int) -> int:
     return _check(lib_.ap_pwrite_full(fd, ffi_.from_buffer(buf), len(buf), offset))
 
 
-def copy_range(fd_in: int, off_in: int, fd_out: int, off_out: int, size: int) -> int:
-    """copy_file_range (bounce through memory across filesystems); bytes copied."""
-    _, lib_ = require()
-    return _check(lib_.ap_copy_range(fd_in, off_in, fd_out, off_out, size))
-
-
 _VECTORS: list[bytes] = [
     b"",
     b"\0",

@@ -43,13 +43,16 @@ import uvloop
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
+#: The small-object size of the 4 KiB tests and how many clients run them at once.
+SMALL = 4096
+SMALL_CLIENTS = 8
 
 
 def start_gateway(data_dir: Path, fsync: bool,
                   overrides: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the gateway process (direct blocker; ``overrides``: more -o settings);
-    returns it and its base URL."""
-    cmd = [sys.executable, "-m", "pithos_gw.server", "--data-dir", str(data_dir),
+    """Start the API server as `archip gateway start` does, on its own blocker (not the
+    daemon's peers; ``overrides``: more -o settings); returns it and its base URL."""
+    cmd = [sys.executable, "-m", "control.host.apiserver", "--data-dir", str(data_dir),
            "--listen", "127.0.0.1:0", "--blocks", "direct",
            "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
     for o in overrides:
@@ -118,14 +121,43 @@ async def stream(parts: list[bytes]) -> AsyncIterator[bytes]:
         yield p
 
 
+async def login(s: aiohttp.ClientSession, url: str, user: str, key: str) -> tuple[str, str]:
+    """(storage URL, token) by v1 auth."""
+    async with s.get(f"{url}/auth/v1.0", headers={"X-Auth-User": user, "X-Auth-Key": key}) as r:
+        assert r.status in (200, 204), r.status
+        return r.headers["X-Storage-Url"], r.headers["X-Auth-Token"]
+
+
+def small_bodies(base: bytes, n: int = 64) -> list[bytes]:
+    """``n`` distinct 4 KiB object bodies (16 random bytes ahead of ``base``)."""
+    return [os.urandom(16) + base[: SMALL - 16] for _ in range(n)]
+
+
+async def small_objects(s: aiohttp.ClientSession, h: dict[str, str], method: str,
+                        names: list[str], bodies: list[bytes]) -> None:
+    """PUT (``method`` "put") or GET every one of ``names`` from SMALL_CLIENTS concurrent
+    clients; each checks its answer (201, or SMALL bytes back)."""
+
+    async def client(k: int) -> None:
+        for i in range(k, len(names), SMALL_CLIENTS):
+            if method == "put":
+                async with s.put(names[i], data=bodies[i % len(bodies)], headers=h) as r:
+                    assert r.status == 201
+            else:
+                async with s.get(names[i], headers=h) as r:
+                    assert len(await r.read()) == SMALL
+
+    await asyncio.gather(*(client(k) for k in range(SMALL_CLIENTS)))
+
+
 async def run(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
     """All measurements; returns the numbers by name."""
     base = os.urandom(BLOCK)
-    h = {"X-Auth-Token": key}
-    acct = f"{url}/v1/bench"
     res: dict[str, float] = {}
     conn = aiohttp.TCPConnector(limit=16)
     async with aiohttp.ClientSession(connector=conn) as s:
+        acct, token = await login(s, url, "bench", key)
+        h = {"X-Auth-Token": token}
         async with s.put(f"{acct}/b", headers=h) as r:
             assert r.status in (201, 202), r.status
         objs = [blocks_of(n, 64 * MiB, base) for n in range(args.objects)]
@@ -143,21 +175,12 @@ async def run(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
             assert got == 64 * MiB
         res["get_mib_s"] = args.objects * 64 / (time.perf_counter() - t0)
 
-        small = [os.urandom(16) + base[:4096 - 16] for _ in range(64)]
+        bodies = small_bodies(base)
         names = [f"{acct}/b/small/{i}" for i in range(args.small)]
-
-        async def worker(k: int, method: str) -> None:
-            for i in range(k, args.small, 8):
-                if method == "PUT":
-                    async with s.put(names[i], data=small[i % 64], headers=h) as r:
-                        assert r.status == 201
-                else:
-                    async with s.get(names[i], headers=h) as r:
-                        assert len(await r.read()) == 4096
-        for method in ("PUT", "GET"):
+        for method in ("put", "get"):
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker(k, method) for k in range(8)))
-            res[f"small_{method.lower()}_req_s"] = args.small / (time.perf_counter() - t0)
+            await small_objects(s, h, method, names, bodies)
+            res[f"small_{method}_req_s"] = args.small / (time.perf_counter() - t0)
 
         size = args.hashmap_mib * MiB
         parts = blocks_of(10_000, size, base)

@@ -11,7 +11,7 @@ is machine-readable:
 
 Usage: .venv/bin/python -m benchmarks.rados [--ceph-conf PATH] [--size 256] [--seconds 3]
 Without --ceph-conf it starts (and always stops) a memstore cluster of its own with
-tests/ceph_cluster.py. Numbers are CPU-bound on small machines: compare only runs
+testbed/ceph_cluster.py. Numbers are CPU-bound on small machines: compare only runs
 made back to back.
 """
 
@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+
+from testbed.ceph import throwaway_cluster
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
@@ -38,7 +36,6 @@ SMALL = 4096
 QD_BIG = 16
 QD_SMALL = 32
 POOL = "archipelago-test"
-CLUSTER = Path(__file__).resolve().parent.parent / "tests" / "ceph_cluster.py"
 
 
 # -- the archipelago side -------------------------------------------------------------
@@ -233,24 +230,6 @@ def _bench(conf: str, size: int, seconds: float
 
 
 
-@contextlib.contextmanager
-def ceph_cluster(conf: str | None, size_mb: int) -> Iterator[str]:
-    """``conf`` when given; else a throwaway cluster of ``size_mb`` (always torn down)."""
-    if conf:
-        yield conf
-        return
-    tmp = tempfile.mkdtemp(prefix="archipelago-bench-ceph.")
-    try:
-        out = subprocess.run(
-            [sys.executable, str(CLUSTER), "up", tmp, "--size-mb", str(size_mb),
-             "--watch-pid", str(os.getpid())],
-            capture_output=True, text=True, timeout=120, check=True).stdout
-        yield out.strip().splitlines()[-1]
-    finally:
-        subprocess.run([sys.executable, str(CLUSTER), "down", tmp], timeout=60, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the ratios."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -259,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per random 4 KiB test")
     a = ap.parse_args(argv)
     size = max(1, a.size // 4) * BLOCK
-    with ceph_cluster(a.ceph_conf, 4 * a.size + 1024) as conf:
+    with throwaway_cluster(a.ceph_conf, 4 * a.size + 1024) as conf:
         results = _bench(conf, size, a.seconds)
     print(f"RadosBlocker vs librbd, {size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB)")
     print("librbd = python3-rbd aio (the ratio's base); rbd-bench = `rbd bench` (C++ client)")

@@ -45,8 +45,8 @@ from benchmarks.rados import (
     MiB,
     _blocker_run,
     _rbd_run,
-    ceph_cluster,
 )
+from testbed.ceph import purge, throwaway_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CLONES = 5
@@ -178,21 +178,6 @@ def _rbd_clone_run(conf: str, size: int) -> float:
     return statistics.median(times)
 
 
-def _purge(conf: str, ns: str) -> None:
-    import rados
-
-    cl = rados.Rados(conffile=conf)
-    cl.connect(timeout=30)
-    try:
-        io = cl.open_ioctx(POOL)
-        io.set_namespace(ns)
-        for obj in list(io.list_objects()):
-            io.remove_object(obj.key)
-        io.close()
-    finally:
-        cl.shutdown()
-
-
 def _stack_round(conf: str, size: int, seconds: float, runner: object) -> dict[str, float]:
     """One archipelago run in a fresh daemon and namespace (removed afterwards)."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
@@ -205,7 +190,7 @@ def _stack_round(conf: str, size: int, seconds: float, runner: object) -> dict[s
         subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), "daemon",
                         "stop"], capture_output=True, timeout=120, cwd=ROOT, check=False)
         shutil.rmtree(data_dir, ignore_errors=True)
-        _purge(conf, ns)
+        purge(conf, ns, POOL)
 
 
 def _bench(conf: str, size: int, seconds: float, rounds: int
@@ -245,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternating rounds; each side keeps its best (default 2)")
     a = ap.parse_args(argv)
     size = max(1, a.size // 4) * BLOCK
-    with ceph_cluster(a.ceph_conf, 6 * a.size + 1024) as conf:
+    with throwaway_cluster(a.ceph_conf, 6 * a.size + 1024) as conf:
         stack, rbd_res, blocker = _bench(conf, size, a.seconds, max(1, a.rounds))
     print(f"archipelago daemon on rados (client library) vs librbd (python3-rbd aio), "
           f"{size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB), best of {a.rounds}")

@@ -3,7 +3,7 @@ in DIR/results.json, DIR/summary.md and DIR/*.png.
 
 A failing or hanging benchmark is recorded as failed (its log stays in DIR/logs/) and the
 suite goes on. The RADOS benchmark gets a throwaway single-host Ceph cluster started here
-with tests/ceph_cluster.py and always stopped here (plus a --watch-pid watchdog should
+with testbed/ceph_cluster.py and always stopped here (plus a --watch-pid watchdog should
 this process itself be killed).
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import summary_md
+from testbed.ceph import cluster_command
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUSTER = ROOT / "tests" / "ceph_cluster.py"
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ def run_one(spec: Spec, mode: str, repeat: int, out: Path,
         try:
             if spec.name == "rados":
                 ceph_dir = tempfile.mkdtemp(prefix="bench-ceph-")
-                up = subprocess.run([sys.executable, str(CLUSTER), "up", ceph_dir, "--size-mb",
-                                     "4096", "--watch-pid", str(os.getpid())],
+                up = subprocess.run(cluster_command("up", ceph_dir, "--size-mb", "4096",
+                                                     "--watch-pid", str(os.getpid())),
                                     capture_output=True, text=True, timeout=180)
                 logf.write(up.stdout.encode() + up.stderr.encode())
                 if up.returncode != 0:
@@ -153,7 +153,7 @@ def run_one(spec: Spec, mode: str, repeat: int, out: Path,
         finally:
             res["seconds"] = round(time.monotonic() - t0, 1)
             if ceph_dir:
-                subprocess.run([sys.executable, str(CLUSTER), "down", ceph_dir],
+                subprocess.run(cluster_command("down", ceph_dir),
                                capture_output=True, timeout=120, check=False)
                 try:
                     os.rmdir(ceph_dir)

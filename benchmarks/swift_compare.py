@@ -24,13 +24,23 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import uvloop
 
-from benchmarks.gateway import BLOCK, MiB, add_user, blocks_of, start_gateway
+from benchmarks.gateway import (
+    BLOCK,
+    MiB,
+    add_user,
+    blocks_of,
+    login,
+    small_bodies,
+    small_objects,
+    start_gateway,
+    stream,
+)
 from benchmarks.swift_aio import DEFAULT_VENV, KEY, USER, SwiftAIO
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -44,18 +54,6 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _TICK
-
-
-async def login(s: aiohttp.ClientSession, url: str, user: str, key: str) -> tuple[str, str]:
-    """(storage URL, token) by v1 auth."""
-    async with s.get(f"{url}/auth/v1.0", headers={"X-Auth-User": user, "X-Auth-Key": key}) as r:
-        assert r.status in (200, 204), r.status
-        return r.headers["X-Storage-Url"], r.headers["X-Auth-Token"]
-
-
-async def _body(parts: list[bytes]) -> AsyncIterator[bytes]:
-    for p in parts:
-        yield p
 
 
 async def _timed(pids: list[int], work: Callable[[], object]) -> tuple[float, float]:
@@ -81,7 +79,7 @@ async def measure(url: str, user: str, key: str, pids: list[int], seed: int,
 
             async def put_one(i: int, names: list[str] = names,
                               objs: list[list[bytes]] = objs) -> None:
-                async with s.put(names[i], data=_body(objs[i]), headers=h) as r:
+                async with s.put(names[i], data=stream(objs[i]), headers=h) as r:
                     assert r.status == 201, await r.text()
 
             async def get_one(i: int, names: list[str] = names) -> None:
@@ -97,21 +95,10 @@ async def measure(url: str, user: str, key: str, pids: list[int], seed: int,
                     *(fn(i) for i in range(n))))
                 res[f"{op}64_{clients}"] = clients * 64 / wall
                 res[f"{op}64_{clients}_cpu"] = cpu / gib
-        bodies = [os.urandom(16) + base[: 4096 - 16] for _ in range(64)]
+        bodies = small_bodies(base)
         names = [f"{su}/b{seed}/small/{i}" for i in range(small)]
-
-        async def worker(k: int, method: str) -> None:
-            for i in range(k, small, 8):
-                if method == "put":
-                    async with s.put(names[i], data=bodies[i % 64], headers=h) as r:
-                        assert r.status == 201
-                else:
-                    async with s.get(names[i], headers=h) as r:
-                        assert len(await r.read()) == 4096
-
         for method in ("put", "get"):
-            wall, _ = await _timed(pids, lambda m=method: asyncio.gather(
-                *(worker(k, m) for k in range(8))))
+            wall, _ = await _timed(pids, lambda m=method: small_objects(s, h, m, names, bodies))
             res[f"{method}4k"] = small / wall
     return res
 

@@ -26,28 +26,13 @@ def _gateway_url(args: argparse.Namespace) -> str:
     return meta_url(inst, get_config(args, inst))
 
 
-async def _gateway(url: str, fn: Any) -> Any:
-    from pithos_gw.meta import MetaStore
-
-    meta = MetaStore(url, pool_size=1)
-    try:
-        return await fn(meta)
-    finally:
-        await meta.close()
-
-
-async def _gateway_upgrade(meta: Any) -> dict[str, Any]:
-    from pithos_gw import meta_schema
-
-    await meta.open()
-    return await meta_schema.status(meta.db)
-
-
 def _upgrade(args: argparse.Namespace) -> int:
     """Run the migrations of the enabled plugins and of the gateway (as a server start does)."""
     async def go(host: Host) -> dict[str, Any]:
         out: dict[str, Any] = dict(await host.migrator.status(host.db))
-        out["gateway"] = await _gateway(_gateway_url(args), _gateway_upgrade)
+        from pithos_gw.server import meta_upgrade
+
+        out["gateway"] = await meta_upgrade(_gateway_url(args))
         return out
 
     status = run_host(args, go)
@@ -61,7 +46,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """Show the database URLs and the revision of each branch (the gateway's too)."""
-    from pithos_gw import meta_schema
+    from pithos_gw.server import meta_status
 
     gw_url = _gateway_url(args)
 
@@ -70,8 +55,7 @@ def _status(args: argparse.Namespace) -> int:
                 "gateway_url": sa.engine.make_url(gw_url).render_as_string(hide_password=True),
                 "plugins": list(host.plugins),
                 "branches": {**await host.migrator.status(host.db),
-                             "gateway": await _gateway(gw_url,
-                                                       lambda m: meta_schema.status(m.db))},
+                             "gateway": await meta_status(gw_url)},
                 "outbox_pending": await host.events.pending()}
 
     doc = run_host(args, go)
@@ -139,7 +123,7 @@ async def _bump_sequences(conn: Any, table: sa.Table) -> None:
 def _copy(args: argparse.Namespace) -> int:
     """Copy this instance's databases (control and gateway) into ``--to URL``, after
     migrating its schema; then point [database] url at it."""
-    from pithos_gw import meta_schema
+    from pithos_gw.server import meta_schema_upgrade
 
     gw_src = _gateway_url(args)
 
@@ -147,7 +131,7 @@ def _copy(args: argparse.Namespace) -> int:
         dst = Database(args.to, "target database", 2)
         try:
             await host.migrator.upgrade(dst)
-            await meta_schema.upgrade(dst)
+            await meta_schema_upgrade(dst)
             sources = list(dict.fromkeys([host.db.url, gw_src]))
             if args.to in sources:
                 raise ConfigError("the target is the database being copied")

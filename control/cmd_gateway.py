@@ -36,10 +36,9 @@ def gateway_state(inst: Instance) -> dict[str, Any] | None:
 
 def run_by_daemon(inst: Instance, pid: int) -> bool:
     """True when ``pid`` is the gateway child of this instance's running daemon."""
-    from archipelago.daemon import is_running
     from archipelago.service.supervisor import status_path
 
-    if not is_running(inst):
+    if not inst.daemon_running():
         return False
     try:
         children = json.loads(status_path(inst).read_text())["children"]

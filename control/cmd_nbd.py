@@ -40,9 +40,8 @@ def choose_backend(inst: Instance, args: argparse.Namespace) -> str:
     """--direct / --peer, else peer when the instance's daemon runs, else direct."""
     if args.direct:
         return "direct"
-    from archipelago.daemon import is_running
 
-    running = is_running(inst)
+    running = inst.daemon_running()
     if args.peer and not running:
         raise NotRunning(f"no daemon runs for {inst.data_dir} (archip daemon start, or --direct)")
     return "peer" if running else "direct"

@@ -8,7 +8,7 @@ from typing import Any
 
 from archipelago.client import Client
 from archipelago.errors import InvalidArgument, NotFound
-from archipelago.mapper.common import VolumeInfo
+from archipelago.wire import VolumeInfo
 from control.context import get_config, print_json, wants_json
 from control.volume_fmt import connect, human, info_table, info_text, parse_size
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 from archipelago.client import Client
 from archipelago.errors import InvalidArgument
-from archipelago.mapper.common import VolumeInfo
+from archipelago.wire import VolumeInfo
 from control.context import get_instance
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}

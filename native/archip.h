@@ -134,5 +134,4 @@ int ap_sha256(const void *p, size_t n, unsigned char *out);
 int ap_block_hash(const void *p, size_t n, unsigned char *out);
 int64_t ap_pread_full(int fd, void *p, size_t n, int64_t off);
 int64_t ap_pwrite_full(int fd, const void *p, size_t n, int64_t off);
-int64_t ap_copy_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t n);
 #endif

@@ -1,5 +1,5 @@
 /* archipelago native kernels: zero detection, Pithos block hashing (OpenSSL EVP,
- * SHA-NI where the CPU has it) and full pread/pwrite/copy_file_range loops.
+ * SHA-NI where the CPU has it) and full pread/pwrite loops.
  * Called through cffi, which releases the GIL around every call. */
 #define _GNU_SOURCE
 #include "archip.h"
@@ -51,32 +51,6 @@ int64_t ap_pwrite_full(int fd, const void *p, size_t n, int64_t off) {
         if (r < 0) { if (errno == EINTR) continue; return -errno; }
         done += (size_t)r;
     }
-    return (int64_t)done;
-}
-
-int64_t ap_copy_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t n) {
-    size_t done = 0;
-    while (done < n) {
-        loff_t a = off_in + (int64_t)done, b = off_out + (int64_t)done;
-        ssize_t r = copy_file_range(fd_in, &a, fd_out, &b, n - done, 0);
-        if (r > 0) { done += (size_t)r; continue; }
-        if (r == 0) return (int64_t)done;
-        if (errno == EINTR) continue;
-        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return -errno;
-        break; /* cross-filesystem or unsupported: bounce through memory */
-    }
-    char *buf = malloc(1 << 20);
-    if (!buf) return -ENOMEM;
-    while (done < n) {
-        size_t chunk = n - done < (1u << 20) ? n - done : (1u << 20);
-        int64_t r = ap_pread_full(fd_in, buf, chunk, off_in + (int64_t)done);
-        if (r <= 0) { free(buf); return r < 0 ? r : (int64_t)done; }
-        int64_t w = ap_pwrite_full(fd_out, buf, (size_t)r, off_out + (int64_t)done);
-        if (w < 0) { free(buf); return w; }
-        done += (size_t)r;
-        if ((size_t)r < chunk) break;
-    }
-    free(buf);
     return (int64_t)done;
 }
 

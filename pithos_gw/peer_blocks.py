@@ -18,11 +18,12 @@ from typing import Any
 
 from archipelago.blocker.base import Blocker, LockInfo, check_range
 from archipelago.client import AsyncClient
-from archipelago.client.common import block_placement, check_hex
 from archipelago.errors import NotFound, NotRunning, NotSupported, PeerDied
 from archipelago.instance import Instance
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.request import Reply
+from archipelago.peers.retry import retry_async
+from archipelago.wire import block_placement, check_hex
 
 log = logging.getLogger("pithos_gw")
 #: How long a request is retried while its blocker peer restarts (the supervisor restarts it).
@@ -85,9 +86,8 @@ class PeerBlocks(Blocker):
     @staticmethod
     async def _connect(inst: Instance, wait: float) -> tuple[AsyncClient, list[int]]:
         from archipelago.client import start_command
-        from archipelago.daemon import is_running
 
-        if not is_running(inst):
+        if not inst.daemon_running():
             raise NotRunning(f"no archipelago daemon serves {inst.data_dir} "
                              f"(start it with: {start_command(inst)} --gateway)")
         deadline = time.monotonic() + wait
@@ -145,8 +145,7 @@ class PeerBlocks(Blocker):
     async def _call(self, op: Op, name: str, port: int | None = None, **kw: Any) -> Reply:
         """One request to the blocker peer owning ``name`` (or ``port``); retried while that
         peer restarts or the daemon is replaced (every op here is idempotent)."""
-        deadline = time.monotonic() + RETRY_FOR
-        while True:
+        async def attempt() -> Reply:
             conn = await self._current()
             conn.users += 1
             try:
@@ -156,14 +155,12 @@ class PeerBlocks(Blocker):
                     conn.dirty = True
                 return await conn.client.peer.call(dst, op, name,
                                                    timeout=conn.client.timeout, **kw)
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
             finally:
                 conn.users -= 1
                 if conn.stale and conn.users == 0 and conn is not self._conn:
                     conn.close()
-            await asyncio.sleep(0 if conn.stale else 0.05)
+
+        return await retry_async(attempt, RETRY_FOR)
 
     async def read(self, name: str, offset: int, size: int) -> bytes:
         """``size`` bytes of block ``name`` from ``offset`` (short at the object's end)."""

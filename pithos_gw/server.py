@@ -54,6 +54,38 @@ def has_meta(inst: Instance, cfg: Any = None) -> bool:
     return meta_url(inst, cfg) != _default_url(inst) or db_path(inst).exists()
 
 
+async def meta_upgrade(url: str) -> dict[str, Any]:
+    """Migrate the gateway's metadata at ``url`` (`archip db upgrade`); its status after."""
+    from pithos_gw import meta_schema
+    from pithos_gw.meta import MetaStore
+
+    meta = MetaStore(url, pool_size=1)
+    try:
+        await meta.open()
+        return await meta_schema.status(meta.db)
+    finally:
+        await meta.close()
+
+
+async def meta_status(url: str) -> dict[str, Any]:
+    """{"current", "head"} revisions of the gateway's metadata at ``url``."""
+    from archipelago.db import Database
+    from pithos_gw import meta_schema
+
+    db = Database(url, "gateway's metadata database", 1)
+    try:
+        return await meta_schema.status(db)
+    finally:
+        await db.close()
+
+
+async def meta_schema_upgrade(db: Any) -> None:
+    """Create or migrate the gateway's tables in an open archipelago.db Database."""
+    from pithos_gw import meta_schema
+
+    await meta_schema.upgrade(db)
+
+
 def _default_url(inst: Instance) -> str:
     from archipelago.db import sqlite_url
 
@@ -96,9 +128,8 @@ async def open_blocks(inst: Instance, cfg: Any, mode: str = "auto") -> Blocker:
     if mode not in ("auto", "direct", "peers"):
         raise InvalidArgument(f"--blocks wants auto, direct or peers, not {mode!r}")
     if mode == "auto":
-        from archipelago.daemon import is_running
 
-        mode = "peers" if is_running(inst) else "direct"
+        mode = "peers" if inst.daemon_running() else "direct"
     if mode == "peers":
         from pithos_gw.peer_blocks import PeerBlocks
 

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   fio procps python3-matplotlib memcached
   qemu-system-x86 busybox-static cpio
   chromium chromium-driver python3-selenium
+  dnsmasq-base nftables
   postgresql-15 python3-asyncpg
 )
 

@@ -7,6 +7,8 @@ import socket
 import pytest
 import requests
 
+from archipelago.blocker.memory import MemoryBlocker
+from archipelago.errors import BackendUnavailable
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
 
 MiB = 1024 * 1024
@@ -65,3 +67,16 @@ def raw_get(g: GatewayThread, path: str, token: str | None = None,
         s.close()
     head, _, body = bytes(data).partition(b"\r\n\r\n")
     return head, body
+
+
+class FaultyBlocker(MemoryBlocker):
+    """A memory blocker whose reads of the blocks named in ``bad`` fail (a dying backend)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: set[str] = set()
+
+    async def read(self, name: str, offset: int, size: int) -> bytes:
+        if name in self.bad:
+            raise BackendUnavailable("injected read error")
+        return await super().read(name, offset, size)

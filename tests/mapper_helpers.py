@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from archipelago.blocker.base import Blocker, LockInfo
 from archipelago.blocker.memory import MemoryBlocker, MemoryStore
 from archipelago.mapper import Mapper
-from archipelago.mapper.common import load_chunk
+from archipelago.mapper.chunks import load_chunk
 from archipelago.mapper.format import ENTRY_SIZE, ZERO, chunks_of
 
 KiB = 1024

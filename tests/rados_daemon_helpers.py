@@ -1,20 +1,19 @@
 """Helpers of the rados-daemon tests: the cluster from $ARCHIPELAGO_CEPH_CONF, daemons on
-the rados backend ("hosts"), namespace cleanup."""
+the rados backend ("hosts"); namespace cleanup is testbed.ceph.purge."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from testbed.ceph import cluster_command
 from tests.daemon_helpers import Daemon
 
 POOL = "archipelago"
 MiB = 1 << 20
-SCRIPT = Path(__file__).with_name("ceph_cluster.py")
 
 
 def ceph_conf() -> str:
@@ -23,22 +22,6 @@ def ceph_conf() -> str:
     if not conf:
         pytest.skip("ARCHIPELAGO_CEPH_CONF is unset: no Ceph cluster (scripts/test.sh starts one)")
     return conf
-
-
-def purge(conf: str, ns: str, pool: str = POOL) -> None:
-    """Remove every object of namespace ``ns`` of ``pool`` (lock objects included)."""
-    import rados
-
-    cl = rados.Rados(conffile=conf)
-    cl.connect(timeout=10)
-    try:
-        io = cl.open_ioctx(pool)
-        io.set_namespace(ns)
-        for obj in list(io.list_objects()):
-            io.remove_object(obj.key)
-        io.close()
-    finally:
-        cl.shutdown()
 
 
 def start_host(d: Path, conf: str, ns: str, *extra: str) -> Daemon:
@@ -60,8 +43,8 @@ def pattern(seed: int, n: int) -> bytes:
 
 
 def run_cluster(*args: str) -> str:
-    """Run tests/ceph_cluster.py ARGS; its stdout."""
-    p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+    """Run testbed/ceph_cluster.py ARGS; its stdout."""
+    p = subprocess.run(cluster_command(*args), capture_output=True, text=True,
                        timeout=120, check=False)
     assert p.returncode == 0, f"ceph_cluster.py {args[0]} failed: {p.stderr}"
     return p.stdout

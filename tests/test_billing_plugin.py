@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from billing_helpers import GiB, T
+from billing_strategies import deliveries, histories, price_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_billing_property import deliveries, histories, price_tables
 
 from archipelago import config as cfgmod
 from archipelago.errors import InvalidArgument, QuotaExceeded

@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from archipelago.blocker.memory import MemoryBlocker
-from archipelago.errors import BackendUnavailable
 from pithos_gw.common import META
 from tests.daemon_helpers import Daemon
 from tests.gw_helpers import GatewayThread, file_blocker, gw_mem  # noqa: F401
-from tests.gw_security_helpers import BS, MiB, User, _trio, raw_get, register  # noqa: F401
+from tests.gw_security_helpers import BS, FaultyBlocker, MiB, User, _trio, raw_get, register  # noqa: F401
 
 
 def test_p1_image_takeover(trio: tuple[User, User, User]) -> None:
@@ -118,19 +116,6 @@ def test_p2_move_by_a_sharee_never_deletes_the_owners_object(
                                                 "Destination-Account": "bob"})
     assert r.status_code == 201
     assert a.req("GET", "/alice/c1/doc").content == b"alice's doc"
-
-
-class FaultyBlocker(MemoryBlocker):
-    """A memory blocker whose reads of the blocks named in ``bad`` fail (a dying backend)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad: set[str] = set()
-
-    async def read(self, name: str, offset: int, size: int) -> bytes:
-        if name in self.bad:
-            raise BackendUnavailable("injected read error")
-        return await super().read(name, offset, size)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.gw_helpers import GatewayThread, gw_mem  # noqa: F401
-from tests.gw_security_helpers import BS, MiB, raw_get
+from tests.gw_security_helpers import BS, FaultyBlocker, MiB, raw_get
 
 T = 30
 SECRET = b"the owner's secret in another container"
@@ -182,8 +182,6 @@ def test_answers_hide_owner_metadata_and_permissions(
 def test_a_read_error_after_headers_aborts_a_tempurl_get(tmp_path: Path) -> None:
     """A TempURL request is served as a confined copy of itself: an error after its
     headers went out must still abort the connection (no error text inside a 200)."""
-    from tests.test_gw_security import FaultyBlocker
-
     g = GatewayThread(FaultyBlocker, tmp_path / "meta.db").start()
     try:
         tok = {"X-Auth-Token": g.add_user("alice")}

@@ -12,9 +12,10 @@ from mapper_helpers import GatedBlocker, KiB, MiB, missing_objects
 from archipelago.blocker.base import Blocker
 from archipelago.errors import Busy, InvalidArgument, NotFound
 from archipelago.hashing import ZERO_HASH, object_hash
-from archipelago.mapper import Extent, Mapper
+from archipelago.mapper import Mapper
 from archipelago.mapper.format import CHUNK_SIZE, ENTRIES_PER_CHUNK, chunk_name, encode_header, header_name
 from archipelago.mapper.mapper import tombstone
+from archipelago.wire import Extent
 
 pytestmark = pytest.mark.timeout(60)
 BS = 64 * KiB

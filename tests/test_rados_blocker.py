@@ -23,6 +23,7 @@ from archipelago.hashing import ZERO_HASH, block_hash
 rados = pytest.importorskip("rados", reason="python3-rados is not installed")
 
 from archipelago.blocker.rados import COPY_CHUNK, LOCK_PREFIX, RadosBlocker  # noqa: E402
+from testbed.ceph import purge  # noqa: E402
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(120)]
 POOL = "archipelago-test"
@@ -49,17 +50,8 @@ async def make() -> AsyncIterator[Callable[..., RadosBlocker]]:
 
     yield _make
     # Remove everything the test left, lock objects included, with a raw client.
-    cl = rados.Rados(conffile=conf)
-    cl.connect(timeout=10)
-    try:
-        io = cl.open_ioctx(POOL)
-        for space in {b.namespace for b in made}:
-            io.set_namespace(space)
-            for obj in list(io.list_objects()):
-                io.remove_object(obj.key)
-        io.close()
-    finally:
-        cl.shutdown()
+    for space in {b.namespace for b in made}:
+        purge(conf, space, POOL, timeout=10)
     for b in made:
         await b.close()
 

@@ -1,4 +1,5 @@
-"""tests/ceph_cluster.py itself: a usable cluster on `up`, nothing left after `down` or the watchdog."""
+"""The throwaway cluster (testbed/ceph_cluster.py, run through the tests/ceph_cluster.py shim that
+scripts/test.sh uses): a usable cluster on `up`, nothing left after `down` or the watchdog."""
 
 from __future__ import annotations
 

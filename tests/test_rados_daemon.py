@@ -34,13 +34,13 @@ pytest.importorskip("rados", reason="python3-rados is not installed")
 
 from archipelago.client import Client  # noqa: E402
 from archipelago.mapper.format import lock_name  # noqa: E402
+from testbed.ceph import purge  # noqa: E402
 from tests.rados_daemon_helpers import (  # noqa: E402
     POOL,
     MiB,
     ceph_conf,
     owner_of,
     pattern,
-    purge,
     run_cluster,
     start_host,
 )
@@ -62,7 +62,7 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, str]]:
     finally:
         for h in started:
             h.stop()
-        purge(conf, ns)
+        purge(conf, ns, POOL)
 
 
 def test_writable_open_is_exclusive_across_hosts(hosts: tuple[Daemon, Daemon, str]) -> None:
@@ -280,7 +280,7 @@ def test_nbd_export_and_config_file_on_rados(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
-        purge(conf, ns)
+        purge(conf, ns, POOL)
 
 
 # -- the OSD stops while a client writes through the daemon -------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +22,10 @@ from archipelago.errors import BackendUnavailable, NoSpace, TimedOut
 pytest.importorskip("rados", reason="python3-rados is not installed")
 
 from archipelago.blocker.rados import RadosBlocker  # noqa: E402
+from tests.rados_daemon_helpers import run_cluster  # noqa: E402
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(240)]
-SCRIPT = Path(__file__).with_name("ceph_cluster.py")
 OP_TIMEOUT = 4.0
-
-
-def _cluster(*args: str) -> str:
-    p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                       timeout=120, check=False)
-    assert p.returncode == 0, f"ceph_cluster.py {args[0]} failed: {p.stderr}"
-    return p.stdout
 
 
 @pytest.fixture
@@ -46,11 +37,11 @@ def bluestore_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         pytest.skip("needs root and ceph-osd to run a private cluster")
     d = tmp_path / "ceph"
     try:
-        out = _cluster("up", str(d), "--store", "bluestore", "--size-mb", "2048",
+        out = run_cluster("up", str(d), "--store", "bluestore", "--size-mb", "2048",
                        "--watch-pid", str(os.getpid()))
         yield out.strip().splitlines()[-1], d
     finally:
-        _cluster("down", str(d))
+        run_cluster("down", str(d))
 
 
 async def test_osd_killed_while_writing(bluestore_cluster: tuple[str, Path]) -> None:
@@ -86,10 +77,10 @@ async def test_osd_killed_while_writing(bluestore_cluster: tuple[str, Path]) -> 
     try:
         await until(lambda: len(acked) >= 40, 60)
         before_stop = len(acked)
-        await asyncio.to_thread(_cluster, "osd-stop", str(d))
+        await asyncio.to_thread(run_cluster, "osd-stop", str(d))
         # In-flight and new writes fail with a clear timeout instead of hanging.
         await until(lambda: len(errors) >= 4, OP_TIMEOUT * 3 + 10)
-        await asyncio.to_thread(_cluster, "osd-start", str(d))
+        await asyncio.to_thread(run_cluster, "osd-start", str(d))
         restarted_at.append(time.monotonic())
         # The same client recovers once it learns the new osdmap.
         await until(lambda: len(acked_after_restart) >= 8, 90)
@@ -120,10 +111,10 @@ def tiny_cluster(tmp_path: Path) -> Iterator[str]:
         pytest.skip("needs root and ceph-osd to run a private cluster")
     d = tmp_path / "tiny"
     try:
-        out = _cluster("up", str(d), "--size-mb", "64", "--watch-pid", str(os.getpid()))
+        out = run_cluster("up", str(d), "--size-mb", "64", "--watch-pid", str(os.getpid()))
         yield out.strip().splitlines()[-1]
     finally:
-        _cluster("down", str(d))
+        run_cluster("down", str(d))
 
 
 async def test_full_cluster_gives_no_space_and_deletes_still_work(tiny_cluster: str) -> None:

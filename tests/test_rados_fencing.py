@@ -19,8 +19,9 @@ from archipelago.blocker.rados import RadosBlocker
 from archipelago.blocker.rados_fence import FENCE_PREFIX, RadosFence, register_sync
 from archipelago.errors import Fenced
 from archipelago.mapper import Mapper
+from testbed.ceph import purge
 from tests.conftest import RADOS_TEST_POOL, ceph_conf_or_skip
-from tests.rados_daemon_helpers import POOL, purge
+from tests.rados_daemon_helpers import POOL
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(180)]
 
@@ -194,7 +195,7 @@ def test_two_daemons_over_nbd(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
-        purge(conf, ns)
+        purge(conf, ns, POOL)
 
 
 def blocklist(conf: str) -> set[str]:

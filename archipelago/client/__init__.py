@@ -14,8 +14,8 @@ segment buffer into the caller's; requests above the arena's largest buffer are 
 
 from archipelago.client.aio import AsyncClient, AsyncVolumeHandle
 from archipelago.client.blocking import Client, VolumeHandle
-from archipelago.client.common import data_dir_of, start_command
-from archipelago.mapper.common import Extent, VolumeInfo
+from archipelago.client.connect import start_command
+from archipelago.wire import Extent, VolumeInfo
 
 __all__ = ["AsyncClient", "AsyncVolumeHandle", "Client", "Extent", "VolumeHandle", "VolumeInfo",
-           "data_dir_of", "start_command"]
+           "start_command"]

@@ -1,10 +1,10 @@
 """Volume maps and their operations: COW, snapshot, clone, hash, resize, locks.
 
-May import archipelago.blocker (the contract), errors and hashing. The on-store
+May import archipelago.blocker (the contract), errors, hashing and wire (VolumeInfo, Extent). The on-store
 format and object naming scheme are documented in archipelago.mapper.format.
 """
 
 from archipelago.mapper.mapper import Mapper
-from archipelago.mapper.volume import Extent, Volume, VolumeInfo
+from archipelago.mapper.volume import Volume
 
-__all__ = ["Extent", "Mapper", "Volume", "VolumeInfo"]
+__all__ = ["Mapper", "Volume"]

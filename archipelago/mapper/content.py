@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from archipelago.errors import AlreadyExists, Corrupt, InvalidArgument, NotFound
 from archipelago.hashing import ZERO_HASH, merkle_root
-from archipelago.mapper.common import BATCH, VolumeInfo, info_of, load_chunk
+from archipelago.mapper.chunks import BATCH, info_of, load_chunk
 from archipelago.mapper.format import (
     CHUNK_BYTES,
     CONTENT,
@@ -32,6 +32,7 @@ from archipelago.mapper.format import (
     encode_chunk,
     new_uid,
 )
+from archipelago.wire import VolumeInfo
 
 if TYPE_CHECKING:
     from archipelago.mapper.mapper import Mapper

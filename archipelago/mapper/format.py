@@ -38,6 +38,7 @@ import msgpack
 import xxhash
 
 from archipelago.errors import Corrupt, InvalidArgument
+from archipelago.wire import RESERVED_PREFIXES, is_reserved
 
 MiB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 4 * MiB
@@ -79,19 +80,6 @@ def check_volume_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith("."):
         raise InvalidArgument(f"invalid volume name {name!r} (1-{MAX_NAME} of [A-Za-z0-9._-])")
     return name
-
-
-#: Prefix of the NBD plugin's scratch clones (``nbd-scratch.<host tag>.<pid>.<n>[.origin]``).
-SCRATCH_PREFIX = "nbd-scratch."
-#: Volume name prefixes the system keeps for volumes it makes and removes itself: a
-#: user can never create, rename, clone into or remove one, so the startup sweep of a
-#: dead nbdkit's scratch clones can never meet a user's volume.
-RESERVED_PREFIXES = (SCRATCH_PREFIX,)
-
-
-def is_reserved(name: str) -> bool:
-    """True for names in the system's reserved namespace (see RESERVED_PREFIXES)."""
-    return name.startswith(RESERVED_PREFIXES)
 
 
 def check_user_name(name: str, internal: bool = False) -> str:

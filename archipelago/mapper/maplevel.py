@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from archipelago.mapper.common import Extent, delete_quietly
+from archipelago.mapper.chunks import delete_quietly
 from archipelago.mapper.format import (
     ENTRIES_PER_CHUNK,
     ENTRY_SIZE,
@@ -16,6 +16,7 @@ from archipelago.mapper.format import (
     chunks_of,
     encode_chunk,
 )
+from archipelago.wire import Extent
 
 if TYPE_CHECKING:
     from archipelago.mapper.volume import Volume

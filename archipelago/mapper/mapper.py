@@ -25,7 +25,7 @@ from archipelago.errors import (
     ReadOnly,
 )
 from archipelago.mapper import content, removal
-from archipelago.mapper.common import BATCH, VolumeInfo, copy_chunks, info_of
+from archipelago.mapper.chunks import BATCH, copy_chunks, info_of
 from archipelago.mapper.format import (
     DEFAULT_BLOCK_SIZE,
     F_READONLY,
@@ -36,7 +36,6 @@ from archipelago.mapper.format import (
     check_volume_name,
     encode_header,
     header_name,
-    is_reserved,
     lock_name,
     new_uid,
     next_epoch,
@@ -45,6 +44,7 @@ from archipelago.mapper.format import (
 from archipelago.mapper.header_io import load_header
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
+from archipelago.wire import VolumeInfo, is_reserved
 
 
 class Mapper:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import AlreadyExists, Busy, Corrupt, NotSupported
-from archipelago.mapper.common import VolumeInfo, delete_quietly, info_of
+from archipelago.mapper.chunks import delete_quietly, info_of
 from archipelago.mapper.format import (
     check_user_name,
     chunk_name,
@@ -21,6 +21,7 @@ from archipelago.mapper.format import (
 from archipelago.mapper.header_io import load_header
 from archipelago.mapper.volume import Volume
 from archipelago.metrics import OPEN_VOLUMES
+from archipelago.wire import VolumeInfo
 
 if TYPE_CHECKING:
     from archipelago.mapper.mapper import Mapper

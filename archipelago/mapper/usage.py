@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from archipelago.mapper.common import load_chunk
+from archipelago.mapper.chunks import load_chunk
 from archipelago.mapper.format import (
     CONTENT,
     ENTRIES_PER_CHUNK,

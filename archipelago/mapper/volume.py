@@ -17,15 +17,8 @@ from typing import TYPE_CHECKING
 
 from archipelago.errors import Fenced, InvalidArgument, MissingBlock, NotFound, NotSupported, ReadOnly
 from archipelago.hashing import is_zero
-from archipelago.mapper.common import (
-    BATCH,
-    Drain,
-    Extent,
-    VolumeInfo,
-    delete_quietly,
-    info_of,
-    load_chunk,
-)
+from archipelago.mapper.chunks import BATCH, delete_quietly, info_of, load_chunk
+from archipelago.mapper.drain import Drain
 from archipelago.mapper.format import (
     ENTRIES_PER_CHUNK,
     ENTRY_SIZE,
@@ -42,12 +35,13 @@ from archipelago.mapper.format import (
     object_id,
 )
 from archipelago.metrics import COPYUPS
+from archipelago.wire import Extent, VolumeInfo
 
 if TYPE_CHECKING:
     from archipelago.blocker.base import Blocker
     from archipelago.mapper.mapper import Mapper
 
-__all__ = ["Extent", "Volume", "VolumeInfo", "info_of"]
+__all__ = ["Volume"]
 
 EPC = ENTRIES_PER_CHUNK
 ES = ENTRY_SIZE

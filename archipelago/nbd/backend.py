@@ -2,13 +2,13 @@
 
 The plugin (plugin.py + exports.py) holds everything NBD-specific: capabilities,
 flags, extents encoding, scratch exports, refcounts, errno mapping. A backend only
-moves bytes and map operations. Two implementations are planned:
+moves bytes and map operations. Two implementations:
 
 - ``DirectBackend`` (here): runs the mapper library in-process, on one asyncio
   (uvloop) loop in a background thread; nbdkit's worker threads submit coroutines
   with ``run_coroutine_threadsafe`` and block on the future (GIL released).
-- a peer backend: the same methods, each sent as one request over the shared-memory
-  segment to the mapper peer.
+- ``PeerBackend`` (peer_backend.py): the same methods, each sent as one request over
+  the shared-memory segment to the daemon's mapper peer.
 
 Every method is synchronous (called from nbdkit threads) and raises
 ``archipelago.errors`` classes; ``vol`` is whatever ``open`` returned.

@@ -24,8 +24,8 @@ from typing import Any
 
 from archipelago.blocker.base import pid_alive
 from archipelago.errors import ArchipelagoError, NotFound, NotRunning
-from archipelago.mapper.format import SCRATCH_PREFIX, is_reserved
 from archipelago.nbd.backend import Backend, VolumeSummary
+from archipelago.wire import SCRATCH_PREFIX, is_reserved
 
 log = logging.getLogger("archipelago.nbd")
 

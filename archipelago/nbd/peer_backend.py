@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from archipelago.errors import ConfigError, Locked, NotFound, NotRunning, PeerDied
+from archipelago.errors import ConfigError, Locked, NotRunning, StaleHandle
 from archipelago.nbd.backend import Backend, Span, VolumeSummary, summary_of
+from archipelago.peers.retry import retry_blocking
 
 T = TypeVar("T")
 
@@ -154,14 +154,7 @@ class PeerBackend(Backend):
 
     def _retry(self, fn: Callable[[], T], wait: float = 30.0) -> T:
         """``fn()``, retried while the mapper peer is not bound (starting or restarting)."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                return fn()
-            except PeerDied:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        return retry_blocking(fn, wait)
 
     def stop(self) -> None:
         """Release this process's ports (connections, hence handles, are closed by now)."""
@@ -208,7 +201,7 @@ class PeerBackend(Backend):
         h = vol.handle
         try:
             return fn(h)
-        except NotFound:
+        except StaleHandle:
             with vol.lock:
                 if vol.handle is h:
                     vol.handle = self._open_handle(vol.conn.client, vol.name)

@@ -125,7 +125,7 @@ def config_complete() -> None:
     if root not in sys.path:
         sys.path.append(root)
     from archipelago.nbd.backend import make_backend
-    from archipelago.nbd.config import blocker_factory
+    from archipelago.nbd.direct_store import blocker_factory
     from archipelago.nbd.exports import ExportTable, errno_of
 
     _errno_of = errno_of

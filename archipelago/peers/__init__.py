@@ -1,6 +1,7 @@
 """Shared-memory peers: Segment (create/join), Registry (owner: ports, eventfds, reclaim) and
 PeerLink (joiner); Peer (serve a port: ``async def dispatch(req)``), AsyncClient/BlockingClient
-(``call(dst, op, ...) -> Reply``), RemoteBlocker/BlockerPeer. Imports errors, hashing, native.
+(``call(dst, op, ...) -> Reply``), retry (re-issue after PeerDied), RemoteBlocker/BlockerPeer.
+Imports errors, hashing, native (remote.py also the blocker contract: tests/test_layers.py).
 """
 
 from archipelago.peers.client import AsyncClient, BlockingClient

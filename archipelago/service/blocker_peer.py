@@ -18,7 +18,7 @@ from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.remote import BlockerPeer
 from archipelago.peers.request import Request
-from archipelago.service.common import child_args, load, run_child
+from archipelago.service.peer_process import child_args, load, run_child
 
 log = logging.getLogger("archipelago.blocker-peer")
 

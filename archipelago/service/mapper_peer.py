@@ -1,6 +1,6 @@
-"""The mapper peer process: volumes (archipelago.mapper) served on the segment.
+"""The mapper peer: volumes (archipelago.mapper) served on the segment (process: mapper_main.py).
 
-Wire protocol on port MAPPER_PORT (target = volume name unless noted):
+Wire protocol on port wire.MAPPER_PORT (target = volume name unless noted):
 READ (offset, size → data) · WRITE (offset, payload, FUA flag) · FLUSH · ZERO/TRIM
 (offset, size, FUA flag) · EXTENTS (offset, size → msgpack [[offset, length, zero], ...])
 · CREATE (target = 64-hex content name, payload = the block: store it if absent; used
@@ -18,8 +18,6 @@ import itertools
 import logging
 import os
 import re
-import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,25 +25,20 @@ from typing import Any
 
 import msgpack
 
-from archipelago.blocker.base import make_owner
-from archipelago.client.common import STALE
-from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning
-from archipelago.mapper import Mapper, Volume, VolumeInfo
+from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFound, NotRunning, StaleHandle
+from archipelago.mapper import Mapper, Volume
 from archipelago.mapper.usage import usage
-from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.peer import Peer
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
-from archipelago.service import upkeep_tasks
-from archipelago.service.common import MAPPER_PORT, blocker_ports, child_args, load, run_child
-from archipelago.service.fastread import FastReader, fence_files, make_fast_reader, rados_fence
+from archipelago.service.fastread import FastReader
 from archipelago.service.forward import CURRENT, serve_read
 from archipelago.service.mapgen import GenPage, slot_of
-from archipelago.service.mapper_boot import break_stale_locks, wait_blockers
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
+from archipelago.wire import DEFAULT_BLOCK_SIZE, decode_hashes, encode_extents, encode_hashes
 
 log = logging.getLogger("archipelago.mapper-peer")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -61,11 +54,6 @@ class Handle:
     volume: Volume
     src: int
     gen: int
-
-
-def info_dict(i: VolumeInfo) -> dict[str, Any]:
-    """Wire form of a VolumeInfo."""
-    return i.to_dict()
 
 
 class MapperPeer(Peer):
@@ -89,7 +77,7 @@ class MapperPeer(Peer):
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
         if v is None:
-            raise NotFound(f"{STALE}: volume {name!r} is not open here (open it again)")
+            raise StaleHandle(f"volume {name!r} is not open here (open it again)")
         return v
 
     def serve_inline(self, req: Request) -> bool:
@@ -135,7 +123,7 @@ class MapperPeer(Peer):
             await v.flush()
         elif op == Op.EXTENTS:
             exts = await self._vol(req.target).extents(req.offset, req.size)
-            req.reply(msgpack.packb([[e.offset, e.length, e.zero] for e in exts]))
+            req.reply(encode_extents(exts))
         elif op == Op.CREATE:
             await self._put_block(req)
         elif op == Op.CTRL:
@@ -163,46 +151,45 @@ class MapperPeer(Peer):
     async def _ctrl(self, req: Request, a: dict[str, Any]) -> Any:
         m, op = self.mapper, a["op"]
         if op == "create":
-            return info_dict(await m.create(a["name"], int(a["size"]),
-                                            int(a.get("block_size") or 4 * 1024 * 1024),
-                                            internal=bool(a.get("internal"))))
+            return (await m.create(a["name"], int(a["size"]),
+                                   int(a.get("block_size") or DEFAULT_BLOCK_SIZE),
+                                   internal=bool(a.get("internal")))).to_dict()
         if op == "open":
             return await self._open(req, a["name"], bool(a.get("force")))
         if op == "close":
             await self._close(int(a["handle"]))
             return None
         if op == "info":
-            return info_dict(await m.info(a["name"]))
+            return (await m.info(a["name"])).to_dict()
         if op == "list":
-            return [info_dict(i) for i in await m.list(internal=bool(a.get("internal")))]
+            return [i.to_dict() for i in await m.list(internal=bool(a.get("internal")))]
         if op == "snapshot":
             async with self.excl(a["volume"]):  # no client in-place write lands meanwhile
                 if self.fast is not None:  # in-place writes durable like the blockers' own
                     await self.fast.flush()
-                return info_dict(await m.snapshot(a["volume"], a["snap"],
-                                                  internal=bool(a.get("internal"))))
+                return (await m.snapshot(a["volume"], a["snap"],
+                                         internal=bool(a.get("internal")))).to_dict()
         if op == "clone":
-            return info_dict(await m.clone(a["source"], a["new"], a.get("size"),
-                                           internal=bool(a.get("internal"))))
+            return (await m.clone(a["source"], a["new"], a.get("size"),
+                                  internal=bool(a.get("internal")))).to_dict()
         if op == "clone_hashmap":
-            raw: bytes = a["hashes"]
-            hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
-            return info_dict(await m.clone_hashmap(a["new"], hashes, int(a["nbytes"]),
-                                                   a.get("size"), bool(a.get("readonly"))))
+            hashes = decode_hashes(a["hashes"])
+            return (await m.clone_hashmap(a["new"], hashes, int(a["nbytes"]),
+                                          a.get("size"), bool(a.get("readonly")))).to_dict()
         if op == "hash":
-            return info_dict(await m.hash(a["snap"]))
+            return (await m.hash(a["snap"])).to_dict()
         if op == "hashmap":
             hashes, nbytes = await m.hashmap(a["name"])
-            return {"hashes": b"".join(bytes.fromhex(h) for h in hashes), "bytes": nbytes}
+            return {"hashes": encode_hashes(hashes), "bytes": nbytes}
         if op == "usage":
             return await usage(m, a["name"])
         if op == "resize":
             async with self.excl(a["name"]):
-                return info_dict(await m.resize(a["name"], int(a["size"])))
+                return (await m.resize(a["name"], int(a["size"]))).to_dict()
         if op == "locate":
             return await self._locate(a["name"], int(a["first"]), int(a["count"]))
         if op == "rename":
-            return info_dict(await m.rename(a["old"], a["new"]))
+            return (await m.rename(a["old"], a["new"])).to_dict()
         if op == "remove":
             await m.remove(a["name"], internal=bool(a.get("internal")))
             return None
@@ -236,7 +223,7 @@ class MapperPeer(Peer):
         hid = next(self._ids)
         _, _, gen = self.seg.port_state(req.src)
         self.handles[hid] = Handle(name, v, req.src, gen)
-        return {"handle": hid, "info": info_dict(v.info)}
+        return {"handle": hid, "info": v.info.to_dict()}
 
     async def _close(self, hid: int) -> None:
         h = self.handles.pop(hid, None)
@@ -334,73 +321,3 @@ class MapperPeer(Peer):
         self.handles.clear()
         self.volumes.clear()
         self.stop()
-
-
-async def serve(args: Any) -> int:
-    """Bind the mapper port and serve until SIGTERM (then drain and close)."""
-    inst, cfg = load(args)
-    link = PeerLink(str(inst.control_socket))
-    ports = blocker_ports(args.blockers)
-    peer: MapperPeer | None = None
-    try:
-        owner = make_owner("mapper")
-        probe = AsyncClient(link)
-        await wait_blockers(probe, ports)
-        fast = make_fast_reader(cfg)
-        fences = fence_files(cfg, fast)  # breaking a lock bumps its fence (docs/fencing.md)
-        rfence = rados_fence(cfg, str(inst.run_dir))
-        # Before clients can reach us: a reopening client must find a dead mapper's locks broken.
-        n = await break_stale_locks(Mapper(SpreadBlocker(probe, ports, fences=fences,
-                                                         rfence=rfence), owner))
-        probe.close()
-        port = Port(link, MAPPER_PORT)  # serves clients and submits to the blockers: one pump
-        spread = SpreadBlocker(AsyncClient(link, port), ports, fences=fences, rfence=rfence)
-        mapper = Mapper(spread, owner)
-        peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
-        peer.fast, peer.gens = fast, (None if fast is None else
-                                      GenPage(str(inst.run_dir / "mapgen"), writer=True))
-        port.attach()
-        log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
-                 MAPPER_PORT, ports, n)
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[None]] = []
-
-        def on_term() -> None:
-            if not stopping and peer is not None:
-                log.info("draining requests and closing volumes")
-                stopping.append(loop.create_task(peer.shutdown()))
-
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-
-        async def watch_registry() -> None:
-            while link.registry_alive():
-                await asyncio.sleep(0.5)
-            log.warning("registry gone: stopping")
-            on_term()
-
-        tasks = [loop.create_task(peer.sweep()), loop.create_task(watch_registry()),
-                 *upkeep_tasks.start(loop, cfg, args)]
-        await peer.serve()
-        for t in tasks:
-            t.cancel()
-        if stopping:
-            await stopping[0]
-    finally:
-        if peer is not None:
-            peer.close()
-            if peer.spread.rfence is not None:
-                await peer.spread.rfence.blk.close()
-        link.close()
-    log.info("mapper peer stopped (%d requests served)", peer.served if peer else 0)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Process entry point."""
-    p = child_args("mapper-peer")
-    p.add_argument("--blockers", type=int, required=True)
-    return run_child("mapper-peer", p.parse_args(argv), serve)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

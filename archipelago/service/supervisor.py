@@ -34,12 +34,12 @@ from archipelago.instance import Instance
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.registry import PeerLink, Registry
 from archipelago.peers.segment import Segment
-from archipelago.service.common import (
-    MAPPER_PORT,
+from archipelago.service.peer_process import (
     MAX_BLOCKERS,
     blocker_ports,
     segment_config,
 )
+from archipelago.wire import MAPPER_PORT
 
 log = logging.getLogger("archipelago.daemon")
 
@@ -110,7 +110,7 @@ def peer_specs(inst: Instance, cfg: Config, base: list[str]) -> list[ChildSpec]:
     specs = [ChildSpec(f"blocker-{i}", [py, "-m", "archipelago.service.blocker_peer", *base,
                                         "--port", str(p)], port=p, kind="blocker")
              for i, p in enumerate(blocker_ports(n))]
-    specs.append(ChildSpec("mapper", [py, "-m", "archipelago.service.mapper_peer", *base,
+    specs.append(ChildSpec("mapper", [py, "-m", "archipelago.service.mapper_main", *base,
                                       "--blockers", str(n)], port=MAPPER_PORT, kind="mapper",
                            stop_timeout=60.0))
     return specs
@@ -119,7 +119,7 @@ def peer_specs(inst: Instance, cfg: Config, base: list[str]) -> list[ChildSpec]:
 def lock_instance(inst: Instance) -> IO[str]:
     """Take the instance's daemon lock; Busy naming the running pid if held."""
     inst.ensure()
-    f = open(inst.run_dir / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+    f = open(inst.daemon_lock, "a+")  # noqa: SIM115 - held for the daemon's life
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -11,11 +11,12 @@ import sys
 
 from archipelago.blocker import open_blocker
 from archipelago.errors import ArchipelagoError
-from archipelago.service.common import load
+from archipelago.instance import Instance
 
 
 async def _run(args: argparse.Namespace) -> dict:
-    inst, cfg = load(args)
+    inst = Instance.from_args(args.data_dir)
+    cfg = inst.config(args.config, args.overrides)
     b = open_blocker(cfg)
     try:
         if args.what == "gc":

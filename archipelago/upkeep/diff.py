@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from archipelago.errors import InvalidArgument
-from archipelago.mapper.common import load_chunk
+from archipelago.mapper.chunks import load_chunk
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, ENTRY_SIZE, ZERO, Header, chunks_of
 from archipelago.upkeep.maps import prefixes_named
 

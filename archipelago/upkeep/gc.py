@@ -38,7 +38,7 @@ from typing import Any
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import ArchipelagoError, Corrupt, NotFound
-from archipelago.mapper.common import BATCH
+from archipelago.mapper.chunks import BATCH
 from archipelago.mapper.format import Header
 from archipelago.mapper.header_io import load_header
 from archipelago.upkeep.maps import Marked, headers, mark_one

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from archipelago.blocker.base import Blocker
-from archipelago.mapper.common import BATCH, load_chunk
+from archipelago.mapper.chunks import BATCH, load_chunk
 from archipelago.mapper.format import (
     CONTENT,
     ENTRIES_PER_CHUNK,

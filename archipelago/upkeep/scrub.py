@@ -25,7 +25,7 @@ from typing import Any
 
 from archipelago.blocker.base import Blocker
 from archipelago.errors import Corrupt, NotFound
-from archipelago.mapper.common import BATCH, load_chunk
+from archipelago.mapper.chunks import BATCH, load_chunk
 from archipelago.mapper.format import ENTRIES_PER_CHUNK, Header
 from archipelago.upkeep.maps import entry_names, headers
 

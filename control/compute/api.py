@@ -59,6 +59,9 @@ def make_app(svc: ComputeService) -> web.Application:
     from control.compute import volumes
 
     volumes.add_routes(r, _with_caller)
+    from control.compute.network import api as net_api
+
+    net_api.add_routes(r, _with_caller)
     return app
 
 
@@ -93,7 +96,8 @@ async def list_detail(request: web.Request) -> web.Response:
     """GET /servers/detail."""
     svc, who = _svc(request)
     servers = await svc.list(who, request.query.get("all_tenants") in ("1", "true"))
-    return web.json_response({"servers": [s.to_api() for s in servers]})
+    nics = await svc.net.addresses([s.id for s in servers])
+    return web.json_response({"servers": [{**s.to_api(), **nics.get(s.id, {})} for s in servers]})
 
 
 async def create(request: web.Request) -> web.Response:
@@ -106,17 +110,36 @@ async def create(request: web.Request) -> web.Response:
     req = CreateRequest(name=b.get("name"), flavor=b.get("flavorRef"), image=b.get("imageRef") or None,
                         snapshot=b.get("snapshotRef") or None, volume=b.get("volumeRef") or None,
                         bdm=b.get("block_device_mapping_v2") or [], volume_size=size,
-                        kernel_args=str(b.get("kernel_args", "")), user=b.get("user") or None)
+                        kernel_args=str(b.get("kernel_args", "")), user=b.get("user") or None,
+                        networks=_networks(b.get("networks")))
     if req.flavor is None:
         raise InvalidArgument("flavorRef required")
     s = await svc.create(who, req)
     return web.json_response({"server": s.to_api()}, status=202)
 
 
+def _networks(value: Any) -> list[Any]:
+    """server.networks: [{"uuid": NET, "fixed_ip"?: IP}, ...] (OpenStack) or [NET, ...]."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidArgument("server.networks must be a list")
+    out: list[Any] = []
+    for v in value:
+        ref = v.get("uuid") if isinstance(v, dict) else v
+        if not isinstance(ref, (str, int)) or isinstance(ref, bool) or str(ref) == "":
+            raise InvalidArgument(f"server.networks: {v!r} names no network")
+        ip = v.get("fixed_ip") if isinstance(v, dict) else None
+        out.append({"uuid": str(ref), "fixed_ip": None if ip is None else str(ip)})
+    return out
+
+
 async def show(request: web.Request) -> web.Response:
     """GET /servers/{id}."""
     svc, who = _svc(request)
-    return web.json_response({"server": (await svc.get(who, request.match_info["id"])).to_api()})
+    s = await svc.get(who, request.match_info["id"])
+    nics = await svc.net.addresses([s.id])
+    return web.json_response({"server": {**s.to_api(), **nics.get(s.id, {})}})
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -154,6 +177,8 @@ async def action(request: web.Request) -> web.StreamResponse:
         snap = await actions.snapshot(svc, who, sid, str(arg.get("name", "")),
                                       arg.get("volume") or None)
         return web.json_response({"snapshot": snap}, status=202)
+    elif name == "firewallProfile":
+        await svc.net.set_firewall(who, sid, arg.get("nic"), arg.get("profile"))
     elif name == "os-getConsoleOutput":
         length = arg.get("length")
         n = int(length) * 200 if isinstance(length, int) and length > 0 else None

@@ -108,6 +108,10 @@ def _server_create(a: argparse.Namespace) -> int:
                     "delete_on_termination": True})
     if bdm:
         body["block_device_mapping_v2"] = bdm
+    if a.network:
+        from control.compute.network.cli import network_ref
+
+        body["networks"] = [network_ref(c, n) for n in a.network]
     s = c.call("POST", "/compute/v2.0/servers", {"server": body})["server"]
     if not a.no_wait:
         s = _wait(c, s["id"], ("ACTIVE", "ERROR", "STOPPED"))
@@ -131,6 +135,7 @@ def _server_info(a: argparse.Namespace) -> int:
     s = resolve(c, a.server)
     s["volumeAttachments"] = c.call("GET", f"/compute/v2.0/servers/{s['id']}/"
                                     "os-volume_attachments")["volumeAttachments"]
+    s["ports"] = c.call("GET", f"/compute/v2.0/ports?device_id={s['id']}")["ports"]
     if wants_json(a):
         print_json(s)
         return 0
@@ -140,6 +145,9 @@ def _server_info(a: argparse.Namespace) -> int:
     for d in s["volumeAttachments"]:
         print(f"  {d['device']}  {d['volumeId']}  {d['size']} bytes"
               f"{'  (deleted with the server)' if d['delete_on_termination'] else ''}")
+    for p in s["ports"]:
+        print(f"  nic port {p['id']}  network {p['network_id']}  {p['mac_address']}  "
+              f"{p['fixed_ips'][0]['ip_address']}  firewall {p['SNF:firewall_profile']}")
     return 0
 
 
@@ -259,6 +267,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--volume-size", help="boot disk size (default: the flavor's, else the image's)")
     s.add_argument("--kernel-args", default="", help="extra kernel command line (-kernel boots)")
     s.add_argument("--blank", action="append", metavar="SIZE", help="extra blank volume (repeatable)")
+    s.add_argument("--network", action="append", metavar="NET[=IP]",
+                   help="a NIC on this network (id or name, =IP: a fixed address; "
+                   "repeatable, the first is eth0)")
     s.add_argument("--no-wait", action="store_true", help="return while the server is BUILD")
     s.set_defaults(func=_server_create)
     s = sub.add_parser("list", help="list servers")
@@ -300,6 +311,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("server")
     s.add_argument("name")
     s.set_defaults(func=_server_snapshot)
+    from control.compute.network import cli as net_cli
+
+    net_cli.register(subparsers, sub)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     p = subparsers.add_parser("image", help="images (Plankton) for servers")

@@ -23,3 +23,11 @@ class ComputeConfig:
         "seconds qemu holds guest I/O while the NBD server (nbdkit, mapper) restarts"))
     kernel_args: str = field(default="console=ttyS0 panic=-1", metadata=doc(
         "kernel command line prefix of servers booted with -kernel (images with kernel_id)"))
+    max_nics: int = field(default=4, metadata=doc(
+        "most NICs (ports) one server may have; one more is refused as over quota"))
+    public_nat: bool = field(default=False, metadata=doc(
+        "give the public network a way out: a veth to the host and nftables masquerade (it "
+        "turns on the host's ip_forward; off on test machines)"))
+    public_uplink: str = field(default="10.254.0.0/30", metadata=doc(
+        "IPv4 /30 of the veth between the instance's network namespace and the host "
+        "(used when public_nat is on)"))

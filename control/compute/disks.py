@@ -27,6 +27,8 @@ class CreateRequest:
     volume_size: int | None = None  # bytes, boot disk
     kernel_args: str = ""
     user: str | None = None
+    #: network ids: one NIC (port) on each, in order (eth0 first)
+    networks: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -112,6 +112,38 @@ class QMP:
             self._pending.pop(ident, None)
             raise TimedOut(f"QMP {command} got no reply in {timeout:g} s") from None
 
+    async def execute_fd(self, command: str, arguments: dict[str, Any], fd: int,
+                         timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Run one command with a file descriptor attached (SCM_RIGHTS), as ``getfd`` and
+        ``add-fd`` take them."""
+        import array
+        import os
+        import socket
+
+        if self._task is not None and self._task.done():
+            raise NotRunning(f"QMP monitor at {self.path} closed")
+        ident = str(next(self._ids))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = fut
+        data = json.dumps({"execute": command, "id": ident, "arguments": arguments}).encode()
+        await self._writer.drain()  # nothing of an earlier command may follow this one
+        # the stream API cannot carry ancillary data: send through a duplicate of the socket
+        raw = self._writer.get_extra_info("socket")
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        try:
+            sock.sendmsg([data + b"\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                           array.array("i", [fd]))])
+        except OSError as e:
+            self._pending.pop(ident, None)
+            raise NotRunning(f"QMP monitor at {self.path}: {e}") from None
+        finally:
+            sock.close()  # the duplicate only: the stream keeps its own descriptor
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._pending.pop(ident, None)
+            raise TimedOut(f"QMP {command} got no reply in {timeout:g} s") from None
+
     async def wait_event(self, name: str, timeout: float,
                          match: dict[str, Any] | None = None) -> dict[str, Any]:
         """The next event called ``name`` (whose data contains ``match``); TimedOut otherwise."""

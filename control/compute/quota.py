@@ -16,6 +16,7 @@ from typing import Any
 
 VM, CPU, RAM = "cyclades.vm", "cyclades.cpu", "cyclades.ram"
 TOTAL_CPU, TOTAL_RAM, DISK = "cyclades.total_cpu", "cyclades.total_ram", "cyclades.disk"
+NETWORK = "cyclades.network.private"
 #: (resource, unit, description, default limit for a new user)
 RESOURCES = (
     (VM, "", "Virtual machines", 2),
@@ -24,6 +25,7 @@ RESOURCES = (
     (TOTAL_CPU, "", "Virtual CPUs of all VMs", 16),
     (TOTAL_RAM, "bytes", "RAM of all VMs", 16 << 30),
     (DISK, "bytes", "Volumes made for VMs", 100 << 30),
+    (NETWORK, "", "Private networks", 2),
 )
 
 

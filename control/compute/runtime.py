@@ -15,7 +15,7 @@ from control.compute import accel
 from control.compute.config import ComputeConfig
 from control.compute.images import fetch_file
 from control.compute.model import Server
-from control.compute.vm import VM, DiskSpec, VMSpec
+from control.compute.vm import VM, DiskSpec, NicSpec, VMSpec
 
 log = logging.getLogger("control.compute")
 ExitHandler = Callable[[str], Awaitable[None]]
@@ -32,6 +32,8 @@ class Runtime:
         self.on_exit = on_exit
         self._vms: dict[str, VM] = {}
         self._watchers: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        #: taps for a server's NICs at boot (the network service sets it)
+        self.nics: Callable[[Server], Awaitable[list[NicSpec]]] | None = None
         #: servers whose next exit was asked for (stop, reboot, delete): not a guest shutdown
         self.expected: set[str] = set()
 
@@ -76,7 +78,13 @@ class Runtime:
     async def boot(self, s: Server, gateway: Any, client: Any) -> int:
         """Start qemu for ``s`` and watch it; its pid."""
         vm = self.vm(s.id)
-        pid = await vm.start(await self.spec(s, gateway, client))
+        spec = await self.spec(s, gateway, client)
+        spec.nics = await self.nics(s) if self.nics is not None else []
+        try:
+            pid = await vm.start(spec)
+        finally:
+            for n in spec.nics:  # qemu holds the taps now (or failed: they vanish)
+                n.close()
         self.watch(s.id)
         return pid
 

@@ -64,6 +64,10 @@ class ComputeService:
         self.ctx = ctx
         self.cfg = cfg
         self.runtime = Runtime(ctx.instance, cfg, ctx.config.nbd.socket, self._exited)
+        from control.compute.network.service import NetworkService
+
+        self.net = NetworkService(self)
+        self.runtime.nics = self.net.nics
         self._client: Any = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,6 +182,7 @@ class ComputeService:
         user = await self.owner_of(caller, req.user)
         flavor = await self.flavor(req.flavor)
         plan: DiskPlan = await plan_disks(self, caller, user, flavor, req)
+        nets = await self.net.plan(caller, user, req.networks)
         sid = str(uuid.uuid4())
         for i, d in enumerate(plan.disks):
             d.volume = d.volume or f"{sid}.ext.disk{i}"
@@ -199,6 +204,7 @@ class ComputeService:
 
                 async with self.ctx.db.begin() as conn:
                     await store.server_insert(conn, s)
+                    await self.net.insert_ports(conn, sid, user, nets)
                     for d in plan.disks:
                         if d.charged:
                             await volume_event(self.ctx, conn, VOLUME_CREATED, user, d.volume,
@@ -212,6 +218,11 @@ class ComputeService:
                     with contextlib.suppress(ArchipelagoError):
                         await self.vol("remove", v)
                 raise
+        if nets:
+            try:
+                await self.net.changed([n.id for n, _ in nets])
+            except ArchipelagoError as e:  # the boot then fails too and says why (ERROR)
+                log.warning("networks of server %s: %s", sid, e.message)
         self._spawn(self._boot(sid, first=True))
         return s
 
@@ -254,6 +265,7 @@ class ComputeService:
             if s.status in HOLDS_RUNNING:
                 release.update(quota.running(s.flavor.vcpus, s.flavor.ram, -1))
             await self._set(s, DELETED)
+            await self.net.server_gone(sid)
             await self.quotas.release(s.user_id, release, f"compute delete {sid}")
             self.runtime.forget(sid)
 
@@ -282,6 +294,8 @@ class ComputeService:
             from control.compute.volumes import happened
 
             return await happened(self, action, parts[2:])
+        if action.startswith("network-"):
+            return await self.net.happened(action, parts[2:])
         async with self.ctx.db.read() as conn:
             try:
                 s = await store.server_get(conn, sid)
@@ -303,6 +317,7 @@ class ComputeService:
         """API server start: settle pending commissions, re-adopt running qemu processes,
         mark the dead ones."""
         await self.quotas.settle(self._happened)
+        await self.net.restore()
         async with self.ctx.db.read() as conn:
             ids = await store.server_ids(conn, None, HOLDS_RUNNING)
         for sid in ids:
@@ -323,6 +338,7 @@ class ComputeService:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runtime.close()
+        await self.net.close()
         self._drop_client()
 
     def require(self, s: Server, *statuses: str) -> None:

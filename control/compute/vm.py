@@ -40,6 +40,30 @@ class DiskSpec:
 
 
 @dataclass
+class NicSpec:
+    """One virtio NIC: port ``id``, its MAC and the descriptor of its tap (qemu takes it)."""
+
+    id: int
+    mac: str
+    fd: int
+
+    @property
+    def netdev(self) -> str:
+        """qemu's netdev id (the device is dev-<netdev>)."""
+        return f"net{self.id}"
+
+    def device(self) -> dict[str, Any]:
+        """The virtio-net-pci device (QMP device_add arguments)."""
+        return {"driver": "virtio-net-pci", "netdev": self.netdev, "mac": self.mac,
+                "id": f"dev-{self.netdev}"}
+
+    def close(self) -> None:
+        """Drop this process's copy of the tap descriptor (qemu keeps its own)."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+@dataclass
 class VMSpec:
     """Everything qemu needs to run one server."""
 
@@ -49,6 +73,7 @@ class VMSpec:
     ram_mib: int
     nbd_socket: str
     disks: list[DiskSpec] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
     kernel: str | None = None
     initrd: str | None = None
     append: str = ""
@@ -132,6 +157,10 @@ class VM:
             # with -kernel the linuxboot option ROM is the boot device (bootindex 0)
             dev = device_for(DiskSpec(d.node, d.export, d.boot and not spec.kernel))
             a += ["-device", ",".join([dev.pop("driver")] + [f"{k}={v}" for k, v in dev.items()])]
+        for n in spec.nics:
+            nd = n.device()
+            a += ["-netdev", f"tap,id={n.netdev},fd={n.fd}",
+                  "-device", ",".join([nd.pop("driver")] + [f"{k}={v}" for k, v in nd.items()])]
         if spec.kernel:
             a += ["-kernel", spec.kernel]
             if spec.initrd:
@@ -156,7 +185,8 @@ class VM:
             # monitor listening) with 0, or with an error before that.
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(spec), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd=self.dir)
+                stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd=self.dir,
+                pass_fds=[n.fd for n in spec.nics])
             rc = await proc.wait()
         if rc != 0:
             msg = self.log_path.read_text(errors="replace").strip().splitlines()

@@ -1,11 +1,9 @@
-"""Records and helpers shared by the mapper modules: VolumeInfo, Extent, Drain, chunk I/O."""
+"""A map's chunks in the store: load, copy and delete them; the VolumeInfo of a header."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from archipelago.blocker.base import Blocker, LockInfo
@@ -18,41 +16,13 @@ from archipelago.mapper.format import (
     decode_chunk,
     encode_chunk,
 )
+from archipelago.wire import VolumeInfo
 
 if TYPE_CHECKING:
     from archipelago.mapper.volume import Volume
 
 #: Pieces or objects of one large request handled at once (bounds tasks and memory).
 BATCH = 64
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """What `archip info` shows about a map."""
-
-    name: str
-    size: int
-    block_size: int
-    epoch: int
-    readonly: bool
-    parent: str | None
-    created: float
-    kind: str
-    lock_owner: str | None = None
-    lock_stale: bool = False
-
-    def to_dict(self) -> dict:
-        """JSON-able form."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Extent:
-    """A run of the volume that is either a hole (zero) or stored data."""
-
-    offset: int
-    length: int
-    zero: bool
 
 
 def info_of(h: Header, lock: LockInfo | None = None) -> VolumeInfo:
@@ -91,43 +61,6 @@ async def delete_quietly(b: Blocker, names: list[str]) -> None:
 
     for i in range(0, len(names), BATCH):
         await asyncio.gather(*(one(n) for n in names[i : i + BATCH]))
-
-
-class Drain:
-    """Shared entry for I/O, exclusive entry that waits for in-flight I/O to finish."""
-
-    def __init__(self) -> None:
-        self._n = 0
-        self._blocked = False
-        self._cond = asyncio.Condition()
-        self._excl = asyncio.Lock()
-
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        """Run one I/O (waits while an exclusive operation runs)."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self._blocked)
-            self._n += 1
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._n -= 1
-                self._cond.notify_all()
-
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        """Block new I/O and wait until in-flight I/O is done."""
-        async with self._excl:
-            async with self._cond:
-                self._blocked = True
-                await self._cond.wait_for(lambda: self._n == 0)
-            try:
-                yield
-            finally:
-                async with self._cond:
-                    self._blocked = False
-                    self._cond.notify_all()
 
 
 async def copy_chunks(

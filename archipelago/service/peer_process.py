@@ -1,4 +1,5 @@
-"""What the supervisor and its peer processes share: ports, segment sizing, logging, args."""
+"""What the supervisor and its peer processes share: blocker ports, segment sizing, logging,
+the child command line and run loop."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from archipelago.errors import ArchipelagoError
 from archipelago.instance import Instance
 from archipelago.peers.segment import MiB, SegmentConfig
 
-#: Static port of the mapper peer; blocker peer i (0-based) binds BLOCKER_BASE + i.
-MAPPER_PORT = 0
+#: Blocker peer i (0-based) binds BLOCKER_BASE + i (the mapper peer: wire.MAPPER_PORT).
 BLOCKER_BASE = 1
 NR_STATIC = 16
 MAX_BLOCKERS = NR_STATIC - BLOCKER_BASE
