@@ -3,9 +3,9 @@ SQLite (the default, DATA_DIR/gateway.db) and on PostgreSQL ([database] url), sa
 
 The standalone gateway process (file blocker without fsync under --dir, /dev/shm by
 default) is started once per engine, with a fresh account. PostgreSQL comes from
-``--pg-url`` or $ARCHIPELAGO_PG_URL (e.g. the URL `tests/pg_cluster.py up DIR` prints; this
-benchmark starts no database itself); without one only SQLite runs. The objects of the
-PostgreSQL run stay in that database (the server is a throwaway one).
+``--pg-url`` or $ARCHIPELAGO_PG_URL, else this benchmark starts a throwaway server of its
+own (testbed/pg_cluster.py: Debian's PostgreSQL 15, unix socket only) and stops it after;
+``--no-pg`` runs SQLite only. The objects of the PostgreSQL run stay in that database.
 
 Last lines, machine-readable:
 
@@ -84,19 +84,29 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", type=int, default=2000, help="4 KiB objects to PUT and GET")
     p.add_argument("--pg-url", default=os.environ.get("ARCHIPELAGO_PG_URL", ""),
-                   help="PostgreSQL URL (default $ARCHIPELAGO_PG_URL; empty: SQLite only)")
+                   help="PostgreSQL URL (default $ARCHIPELAGO_PG_URL, else a throwaway server)")
+    p.add_argument("--no-pg", action="store_true", help="SQLite only")
     p.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                    help="where the temporary data dirs go")
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds, the engines interleaved; the best round of each is reported")
     args = p.parse_args()
-    engines = ["sqlite"] + (["postgresql"] if args.pg_url else [])
+    engines = ["sqlite"] + ([] if args.no_pg else ["postgresql"])
     runs: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
-    for _ in range(args.repeat):
-        for e in engines:
-            runs[e].append(one(e, args.pg_url, args))
-    if not args.pg_url:
-        print("no --pg-url / $ARCHIPELAGO_PG_URL: PostgreSQL not measured", file=sys.stderr)
+    server = None
+    if not args.no_pg and not args.pg_url:
+        from testbed import pg_cluster
+
+        server = Path(tempfile.mkdtemp(prefix="gw-db-bench-pg-"))
+        args.pg_url = pg_cluster.up(server, watch_pid=os.getpid())
+    try:
+        for _ in range(args.repeat):
+            for e in engines:
+                runs[e].append(one(e, args.pg_url, args))
+    finally:
+        if server is not None:
+            pg_cluster.down(server)
+            shutil.rmtree(server, ignore_errors=True)
     for e, rs in runs.items():
         put = max(r["put_req_s"] for r in rs)
         get = max(r["get_req_s"] for r in rs)

@@ -31,8 +31,9 @@ from archipelago.hashing import BLOCK_SIZE
 from pithos_gw.meta import MetaStore
 from pithos_gw.meta_tables import DELETED
 from pithos_gw.meta_tables import versions as v
+from testbed.ceph import purge
 from tests.daemon_helpers import Daemon, wait_gateway_status
-from tests.rados_daemon_helpers import POOL, ceph_conf, purge
+from tests.rados_daemon_helpers import POOL, ceph_conf
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(600)]
 MiB = 1 << 20
@@ -100,7 +101,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         finally:
             for d in hosts:
                 d.stop()
-            purge(conf, ns)
+            purge(conf, ns, POOL)
 
 
 def test_upload_on_a_list_read_overwrite_delete_on_b(two: Two) -> None:
