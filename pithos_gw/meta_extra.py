@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from archipelago.errors import AlreadyExists, Forbidden, InvalidArgument, NotFound
+from archipelago.hashing import token_hash
 from pithos_gw.meta_tables import NORMAL, images, permissions, public, run, upsert, users, versions
 
 T = TypeVar("T")
@@ -69,7 +70,8 @@ class ExtraMixin:
         def q(db: sa.Connection) -> str:
             if db.execute(sa.select(users.c.account).where(users.c.account == account)).first():
                 raise AlreadyExists(f"user {account!r} already exists")
-            db.execute(users.insert().values(account=account, key=key, created=time.time()))
+            db.execute(users.insert().values(account=account, key=token_hash(key),
+                                             created=time.time()))
             return key
 
         try:
@@ -82,8 +84,8 @@ class ExtraMixin:
         return await self._ro(lambda db: [(r[0], r[1]) for r in db.execute(
             sa.select(users.c.account, users.c.created).order_by(users.c.account))])
 
-    async def user_key(self, account: str) -> str | None:
-        """The key of a user, or None."""
+    async def user_key_hash(self, account: str) -> str | None:
+        """The stored hash of a user's key (archipelago.hashing.token_hash), or None."""
         return await self._ro(lambda db: db.execute(
             sa.select(users.c.key).where(users.c.account == account)).scalar())
 
@@ -93,8 +95,9 @@ class ExtraMixin:
         cache: dict[str, str] = self.__dict__.setdefault("_token_cache", {})
         if token in cache:
             return cache[token]
+        digest = token_hash(token)
         user = await self._ro(lambda db: db.execute(
-            sa.select(users.c.account).where(users.c.key == token)).scalar())
+            sa.select(users.c.account).where(users.c.key == digest)).scalar())
         if user is not None and len(cache) < 100_000:
             cache[token] = user
         return user
