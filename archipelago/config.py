@@ -131,10 +131,27 @@ class ControlConfig:
         default_factory=lambda: ["identity"],
         metadata=doc("control-plane plugins the API server runs (entry points archipelago.control)"))
     database: str = field(default="", metadata=doc(
-        "SQLAlchemy URL of the control database (empty: sqlite+aiosqlite:///DATA_DIR/control.db; "
-        "postgresql+asyncpg://... for several hosts)"))
+        "deprecated spelling of [database] url (used when that is empty)"))
     public_url: str = field(default="", metadata=doc(
         "base URL clients see in the service catalog (empty: from each request's Host)"))
+
+
+@dataclass
+class DatabaseConfig:
+    """[database]: the metadata database of the gateway and the control plane."""
+
+    url: str = field(default="", metadata=doc(
+        "SQLAlchemy URL shared by the gateway and the control plane (empty: SQLite files "
+        "DATA_DIR/gateway.db and DATA_DIR/control.db; postgresql+asyncpg://... when several "
+        "hosts share one Ceph pool)"))
+    pool_size: int = field(default=5, metadata=doc(
+        "connections each pool keeps open to PostgreSQL (a process has one for the gateway, "
+        "one for the control plane)"))
+
+
+def database_url(cfg: Config) -> str:
+    """The configured database URL: [database] url, else the deprecated [control] database."""
+    return cfg.database.url or cfg.control.database
 
 
 @dataclass
@@ -168,6 +185,7 @@ class Config:
     nbd: NbdConfig = field(default_factory=NbdConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     gc: GcConfig = field(default_factory=GcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 

@@ -32,6 +32,12 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
     return True
 
 
+def token_hash(token: str) -> str:
+    """How a secret token or key is stored: sha256 hex (they carry >= 192 random bits, so
+    no salt or slow hash is needed; a leaked table gives no usable credential)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def block_hash(data: bytes | bytearray | memoryview) -> str:
     """Pithos content name: hex sha256 of the block with trailing zero bytes stripped."""
     return hashlib.sha256(bytes(data).rstrip(b"\0")).hexdigest()

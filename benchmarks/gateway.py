@@ -48,12 +48,15 @@ SMALL = 4096
 SMALL_CLIENTS = 8
 
 
-def start_gateway(data_dir: Path, fsync: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(data_dir: Path, fsync: bool,
+                  overrides: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
     """Start the API server as `archip gateway start` does, on its own blocker (not the
-    daemon's peers); returns it and its base URL."""
+    daemon's peers; ``overrides``: more -o settings); returns it and its base URL."""
     cmd = [sys.executable, "-m", "control.host.apiserver", "--data-dir", str(data_dir),
            "--listen", "127.0.0.1:0", "--blocks", "direct",
            "-o", f"blocker.file.fsync={'true' if fsync else 'false'}"]
+    for o in overrides:
+        cmd += ["-o", o]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = data_dir / "run" / "gateway.json"
     deadline = time.monotonic() + 30
@@ -94,10 +97,11 @@ def stop_daemon(data_dir: Path) -> None:
     _archip(data_dir, "daemon", "stop")
 
 
-def add_user(data_dir: Path) -> str:
+def add_user(data_dir: Path, name: str = "bench", overrides: tuple[str, ...] = ()) -> str:
     """Create the benchmark user; returns its key."""
-    out = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir),
-                          "gateway", "user", "add", "bench"], check=True, capture_output=True,
+    opts = [a for o in overrides for a in ("-o", o)]
+    out = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), *opts,
+                          "gateway", "user", "add", name], check=True, capture_output=True,
                          text=True)
     return out.stdout.strip()
 

@@ -16,7 +16,7 @@ from typing import Any
 from archipelago.blocker.base import pid_alive
 from archipelago.errors import AlreadyExists, Busy, NotRunning, TimedOut
 from archipelago.instance import Instance
-from control.context import get_instance, print_json, wants_json
+from control.context import get_config, get_instance, print_json, wants_json
 
 #: Seconds `gateway start` waits for the server to answer.
 START_TIMEOUT = 30.0
@@ -155,15 +155,17 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if state else NotRunning.exit_code
 
 
-def _with_meta(inst: Instance, fn: Any) -> Any:
+def _with_meta(inst: Instance, fn: Any, cfg: Any = None) -> Any:
     from pithos_gw.meta import MetaStore
-    from pithos_gw.server import db_path
+    from pithos_gw.server import meta_url
 
     os.umask(0o077)  # the database and its WAL hold user keys
+    url = meta_url(inst, cfg)
 
     async def run() -> Any:
-        meta = MetaStore(db_path(inst))
+        meta = MetaStore(url)
         try:
+            await meta.open()
             return await fn(meta)
         finally:
             await meta.close()
@@ -173,8 +175,6 @@ def _with_meta(inst: Instance, fn: Any) -> Any:
 
 def _identity_on(args: argparse.Namespace) -> bool:
     """True when the identity plugin owns users ([control] plugins); else the v1 table."""
-    from control.context import get_config
-
     return "identity" in get_config(args).control.plugins
 
 
@@ -188,7 +188,8 @@ def _user_add(args: argparse.Namespace) -> int:
         args.name, args.email, args.admin = args.account, "", False
         return add_user(args, print_token=True)
     inst = get_instance(args).ensure()
-    key = _with_meta(inst, lambda m: m.user_add(args.account))  # checks the name
+    key = _with_meta(inst, lambda m: m.user_add(args.account),  # checks the name
+                     get_config(args, inst))
     if wants_json(args):
         print_json({"account": args.account, "key": key})
     else:
@@ -203,7 +204,7 @@ def _user_list(args: argparse.Namespace) -> int:
 
         return list_users(args)
     inst = get_instance(args).ensure()
-    users = _with_meta(inst, lambda m: m.user_list())
+    users = _with_meta(inst, lambda m: m.user_list(), get_config(args, inst))
     if wants_json(args):
         print_json([{"account": a, "created": c} for a, c in users])
     else:

@@ -9,7 +9,7 @@ from typing import Any
 from archipelago.client import Client
 from archipelago.errors import InvalidArgument, NotFound
 from archipelago.wire import VolumeInfo
-from control.context import print_json, wants_json
+from control.context import get_config, print_json, wants_json
 from control.volume_fmt import connect, human, info_table, info_text, parse_size
 
 
@@ -48,7 +48,8 @@ def _create_from_image(a: argparse.Namespace) -> int:
     from pithos_gw.plankton import volume_from_image
 
     size = parse_size(a.size) if a.size is not None else None
-    info = _run(a, lambda c: volume_from_image(c, a.from_image, a.name, size))
+    cfg = get_config(a)
+    info = _run(a, lambda c: volume_from_image(c, a.from_image, a.name, size, cfg))
     return _show(a, info, f"created from image {a.from_image}")
 
 

@@ -288,8 +288,10 @@ def make_app(blocker: Blocker, db_path: str | Path,
              config: GatewayConfig | None = None, *,
              authenticator: Authenticator | None = None,
              quota: QuotaCharger | None = None,
-             mounts: dict[str, web.Application] | None = None) -> web.Application:
-    """Build the gateway over ``blocker`` with metadata in the SQLite file ``db_path``.
+             mounts: dict[str, web.Application] | None = None,
+             pool_size: int = 5) -> web.Application:
+    """Build the gateway over ``blocker`` with metadata in ``db_path``: a SQLite file, or
+    a database URL (PostgreSQL: several gateways share it).
 
     The caller owns the blocker (and closes it); the app opens and closes its
     metadata store through cleanup_ctx. A host may inject who tokens belong to
@@ -300,7 +302,8 @@ def make_app(blocker: Blocker, db_path: str | Path,
                           client_max_size=64 * 1024 * 1024)
     app[BLOCKS] = BlockStore(blocker)
     app[CONFIG] = config or GatewayConfig()
-    meta = MetaStore(db_path) if quota is None else ChargedMetaStore(db_path, quota)
+    meta = (MetaStore(db_path, pool_size) if quota is None
+            else ChargedMetaStore(db_path, quota, pool_size))
     app[META] = meta
     app[AUTH] = authenticator or LegacyAuth(meta)
     if isinstance(quota, AccountQuota):  # the host also shows and sets account quotas

@@ -120,7 +120,8 @@ async def copy_move(request: web.Request, src: Target, dst: Target,
     same = (src.account, src.container, src.obj) == (dst.account, dst.container, dst.obj)
     nv = await objects._record(request, dst, hashes, size, md5, new_meta,
                                objects._sharing(request), ctype=ctype,
-                               uuid=v.uuid if move else None)
+                               uuid=v.uuid if move else None,
+                               expect=reads.expect_of(request, old))
     if move and not same:
         await meta.object_delete(src.account, src.container, src.obj)
     delim = request.query.get("delimiter")

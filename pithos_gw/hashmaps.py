@@ -24,6 +24,7 @@ from pithos_gw.common import (
     while_connected,
 )
 from pithos_gw.meta import ObjectVersion
+from pithos_gw.meta_objects import ANY
 from pithos_gw.store import check_hash, nblocks
 
 #: Largest hashmap body accepted (a 1 TiB object's map is ~17 MiB of JSON).
@@ -139,7 +140,7 @@ async def put_hashmap(request: web.Request, t: Target) -> web.Response:
     if ctype.startswith(("application/json", "application/octet-stream", "text/xml")):
         ctype = request.headers.get("X-Object-Content-Type") or ""
     v = await objects._record(request, t, hashes, size, md5, meta, objects._sharing(request),
-                              ctype=ctype or None)
+                              ctype=ctype or None, expect=reads.expect_of(request, old))
     return web.Response(status=201, headers=objects.reply_headers(request, v))
 
 
@@ -244,6 +245,11 @@ async def _partial_update(request: web.Request, t: Target) -> web.Response:
     await store.barrier()
     nv = await meta.object_put(t.account, t.container, t.obj, size=size, hashes=hashes,
                                hash=root, checksum=md5, content_type=v.content_type,
-                               meta=v.meta, modified_by=t.user, uuid=v.uuid)
+                               meta=v.meta, modified_by=t.user, uuid=v.uuid,
+                               expect=v.serial)
+    if nv is None:  # a read-modify-write: the version it read must still be current
+        if reads.expect_of(request, v) != ANY:
+            fail(412, "Precondition Failed")
+        fail(409, "Conflict: the object changed during the update, retry")
     return web.Response(status=204, headers={"ETag": etag_of(request, nv),
                                              "X-Object-Version": str(nv.serial)})

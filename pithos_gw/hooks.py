@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from archipelago.errors import Unauthorized
+from archipelago.hashing import token_hash
 from pithos_gw.meta import MetaStore
 
 #: The pithos_gw resource charged for stored bytes.
@@ -94,13 +95,13 @@ class LegacyAuth:
     async def login_v1(self, user: str, key: str, client: str | None) -> tuple[str, str]:
         """Check X-Auth-User/X-Auth-Key (also Swift tempauth "account:user")."""
         account = user
-        stored = await self.meta.user_key(account)
+        stored = await self.meta.user_key_hash(account)
         if stored is None and ":" in user:
             account = user.split(":", 1)[0]
-            stored = await self.meta.user_key(account)
-        if stored is None or not hmac.compare_digest(stored, key):
+            stored = await self.meta.user_key_hash(account)
+        if stored is None or not hmac.compare_digest(stored, token_hash(key)):
             raise Unauthorized("Unauthorized: bad credentials")
-        return account, stored
+        return account, key  # the key is the token (only its hash is stored)
 
 
 AUTH = web.AppKey("auth", Authenticator)

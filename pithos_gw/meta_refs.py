@@ -10,44 +10,43 @@ deduplicated globally; only the instant-upload shortcut is scoped. Mixed into Me
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 from archipelago.hashing import ZERO_HASH
+from pithos_gw.meta_tables import account_blocks, insert_of, run_many
 
 T = TypeVar("T")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS account_blocks(account TEXT NOT NULL, hash BLOB NOT NULL,
-    PRIMARY KEY(account, hash)) WITHOUT ROWID;
-"""
 _BATCH = 500
 _ZERO = bytes.fromhex(ZERO_HASH)
+#: Insert-or-ignore of account_blocks, per dialect (built once: see meta_objects).
+_INSERTS: dict[str, Any] = {}
 
 
-def record_refs(db: sqlite3.Connection, accounts: Iterable[str], hashes: Iterable[str]) -> None:
+def record_refs(db: sa.Connection, accounts: Iterable[str], hashes: Iterable[str]) -> None:
     """Note that ``accounts`` reference the blocks ``hashes`` (in the caller's transaction)."""
     blobs = {bytes.fromhex(h) for h in hashes} - {_ZERO}
-    db.executemany("INSERT OR IGNORE INTO account_blocks VALUES(?,?)",
-                   ((a, b) for a in set(accounts) for b in blobs))
-
-
-def create_refs(db: sqlite3.Connection) -> None:
-    """Create the table; filled once from every recorded version when it is new."""
-    new = db.execute("SELECT 1 FROM sqlite_master WHERE name='account_blocks'").fetchone() is None
-    db.executescript(SCHEMA)
-    if new:
-        with db:
-            for account, by, blob in db.execute(
-                    "SELECT account, modified_by, hashes FROM versions").fetchall():
-                record_refs(db, (account, by), (blob[i : i + 32].hex()
-                                                for i in range(0, len(blob), 32)))
+    rows = [{"account": a, "hash": b} for a in set(accounts) for b in blobs]
+    if not rows:
+        return
+    stmt = _INSERTS.get(db.dialect.name)
+    if stmt is None:
+        stmt = _INSERTS[db.dialect.name] = insert_of(db)(account_blocks).on_conflict_do_nothing()
+    # Sorted: concurrent writers take the rows' locks in one order (no deadlock).
+    rows.sort(key=lambda r: (r["account"], r["hash"]))
+    for i in range(0, len(rows), _BATCH):
+        run_many(db, stmt, rows[i : i + _BATCH])
 
 
 class RefsMixin:
     """Block references of accounts (methods of MetaStore)."""
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError
+
+    async def _ro(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError
 
     async def refs_add(self, account: str, hashes: list[str]) -> None:
@@ -59,14 +58,14 @@ class RefsMixin:
         (the zero block is everyone's)."""
         todo = [h for h in dict.fromkeys(hashes) if h != ZERO_HASH]
 
-        def q(db: sqlite3.Connection) -> list[str]:
+        def q(db: sa.Connection) -> list[str]:
             known: set[str] = set()
             for i in range(0, len(todo), _BATCH):
                 batch = [bytes.fromhex(h) for h in todo[i : i + _BATCH]]
-                marks = ",".join("?" * len(batch))
-                known.update(r[0].hex() for r in db.execute(
-                    f"SELECT hash FROM account_blocks WHERE account=? AND hash IN ({marks})",
-                    (account, *batch)))
+                known.update(bytes(r[0]).hex() for r in db.execute(
+                    sa.select(account_blocks.c.hash).where(
+                        account_blocks.c.account == account,
+                        account_blocks.c.hash.in_(batch))))
             return [h for h in todo if h not in known]
 
-        return await self._run(q)
+        return await self._ro(q)

@@ -28,6 +28,7 @@ from pithos_gw.common import (
     timed,
 )
 from pithos_gw.meta import Container, ObjectVersion
+from pithos_gw.meta_objects import ANY
 from pithos_gw.store import body_chunks
 
 _EXTRA = ("content-encoding", "content-disposition", "x-object-manifest")
@@ -188,7 +189,8 @@ async def put(request: web.Request, t: Target) -> web.StreamResponse:
         fail(422, "Unprocessable Entity: ETag does not match the data")
     await _container_ok(request, t.account, t.container, got.size - (old.bytes if old else 0),
                         new_object=old is None)
-    v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing)
+    v = await _record(request, t, got.hashes, got.size, got.md5, meta, sharing,
+                      expect=reads.expect_of(request, old))
     return web.Response(status=201, headers=reply_headers(request, v))
 
 
@@ -245,8 +247,10 @@ async def check_type_change(request: web.Request, t: Target, ctype: str) -> None
 
 async def _record(request: web.Request, t: Target, hashes: list[str], size: int, md5: str,
                   meta: dict[str, str], sharing: tuple[list[str], list[str]] | None,
-                  ctype: str | None = None, uuid: str | None = None) -> ObjectVersion:
-    """Write the metadata row of a new version whose blocks are stored already."""
+                  ctype: str | None = None, uuid: str | None = None,
+                  expect: int = ANY) -> ObjectVersion:
+    """Write the metadata row of a new version whose blocks are stored already; 412 when
+    ``expect`` (reads.expect_of) no longer holds: another writer came first."""
     ctype = ctype or _content_type(request, t.obj)
     await check_type_change(request, t, ctype)
     root = merkle_root(hashes) if len(hashes) < 1024 else await asyncio.to_thread(
@@ -255,7 +259,9 @@ async def _record(request: web.Request, t: Target, hashes: list[str], size: int,
     v = await request.app[META].object_put(
         t.account, t.container, t.obj, size=size, hashes=hashes, hash=root, checksum=md5,
         content_type=ctype, meta=meta, modified_by=t.user,
-        uuid=uuid)
+        uuid=uuid, expect=expect)
+    if v is None:
+        fail(412, "Precondition Failed")
     await _apply_sharing_public(request, t, sharing)
     return v
 

@@ -59,21 +59,21 @@ SECTOR = 512
 
 
 def volume_from_image(client: Any, image_id: str, volume: str,
-                      size: int | None = None) -> Any:
+                      size: int | None = None, config: Any = None) -> Any:
     """Blocking: thin-clone image ``image_id`` into ``volume`` through a daemon client
-    (an archipelago.client.Client); the image's map comes from DATA_DIR/gateway.db.
+    (an archipelago.client.Client); the image's map comes from the gateway's metadata
+    ([database] url of ``config``, else of the instance's file; default DATA_DIR/gateway.db).
     The default size is the image's rounded up to a 512-byte sector (zeros past it)."""
     import asyncio
 
-    from pithos_gw.server import db_path
+    from pithos_gw.server import has_meta, meta_url
 
-    path = db_path(client.instance)
-    if not path.exists():
+    if not has_meta(client.instance, config):
         raise NotFound(f"image {image_id!r} not found (no gateway metadata in "
                        f"{client.instance.data_dir}: images are registered through the gateway)")
 
     async def lookup() -> tuple[list[str], int]:
-        meta = MetaStore(path)
+        meta = MetaStore(meta_url(client.instance, config))
         try:
             return await image_hashmap(meta, image_id)
         finally:

@@ -3,9 +3,12 @@ account's usage (a new current version, a deletion).
 
 Each change runs: issue(delta) -> metadata commit -> accept, or reject when the commit
 fails. The delta is computed under a per-account lock held across issue, commit and
-accept, so concurrent writers of one account never charge from the same stale size. A
-crash between commit and accept leaves a pending charge: ``reconcile`` (at start) drops
-pending charges and sets usage to the bytes really stored, so usage never drifts.
+accept, so concurrent writers of one account in this process never charge from the same
+stale size; the commit re-checks the size it was computed from (``expect_bytes``, under
+the path's lock), so a writer on another host sharing the database cannot either: the
+charge is rejected and computed again. A crash between commit and accept leaves a
+pending charge: ``reconcile`` (at start) drops pending charges and sets usage to the
+bytes really stored, so usage never drifts.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ from weakref import WeakValueDictionary
 
 from pithos_gw.hooks import QuotaCharger
 from pithos_gw.meta import MetaStore, ObjectVersion
+from pithos_gw.meta_objects import BytesChanged
 
 log = logging.getLogger("pithos_gw.quota")
 T = TypeVar("T")
+#: What a write answers when its precondition held it back: its charge is rejected.
+_UNWRITTEN = object()
 
 
 class ChargedMetaStore(MetaStore):
     """A MetaStore whose usage-changing writes are charged to ``charger``."""
 
-    def __init__(self, path: str | Path, charger: QuotaCharger) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | Path, charger: QuotaCharger, pool_size: int = 5) -> None:
+        super().__init__(path, pool_size)
         self.charger = charger
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
@@ -44,34 +50,51 @@ class ChargedMetaStore(MetaStore):
         return v.bytes if v is not None else 0
 
     async def _charged(self, account: str, what: str, delta_of: Callable[[int], int],
-                       container: str, name: str, write: Callable[[], Awaitable[T]]) -> T:
+                       container: str, name: str,
+                       write: Callable[[int], Awaitable[T]]) -> T:
         lock = self._lock(account)
-        async with lock:
-            delta = delta_of(await self._current_bytes(account, container, name))
-            if delta == 0:
-                return await write()
-            serial = await self.charger.issue(account, delta, f"{what} {container}/{name}")
-            try:
-                result = await write()
-            except BaseException:
-                await asyncio.shield(self.charger.reject(serial))
-                raise
-            # Committed: the accept must happen even if the request is cancelled now.
-            await asyncio.shield(self.charger.accept(serial))
-            return result
+        while True:
+            async with lock:
+                old = await self._current_bytes(account, container, name)
+                delta = delta_of(old)
+                serial = None
+                if delta != 0:
+                    serial = await self.charger.issue(account, delta, f"{what} {container}/{name}")
+                try:
+                    result = await write(old)
+                except BytesChanged:
+                    # Another host wrote the path meanwhile: charge again from its size.
+                    if serial is not None:
+                        await asyncio.shield(self.charger.reject(serial))
+                    continue
+                except BaseException:
+                    if serial is not None:
+                        await asyncio.shield(self.charger.reject(serial))
+                    raise
+                if serial is not None:
+                    # Committed (None: a precondition held nothing back, nothing written):
+                    # settled even if the request is cancelled now.
+                    settle = self.charger.reject if result is _UNWRITTEN else self.charger.accept
+                    await asyncio.shield(settle(serial))
+                return None if result is _UNWRITTEN else result  # type: ignore[return-value]
 
     async def object_put(self, account: str, container: str, name: str, *, size: int,
-                         **kw: Any) -> ObjectVersion:
+                         **kw: Any) -> ObjectVersion | None:
         """Record a new current version, charging ``size`` minus the replaced version's."""
-        return await self._charged(
-            account, "object update", lambda old: size - old, container, name,
-            lambda: MetaStore.object_put(self, account, container, name, size=size, **kw))
+        async def write(old: int) -> Any:
+            v = await MetaStore.object_put(self, account, container, name, size=size,
+                                           expect_bytes=old, **kw)
+            return _UNWRITTEN if v is None else v
+
+        return await self._charged(account, "object update", lambda old: size - old,
+                                   container, name, write)
 
     async def object_delete(self, account: str, container: str, name: str) -> None:
         """Delete the current version, freeing its bytes."""
         return await self._charged(
             account, "object delete", lambda old: -old, container, name,
-            lambda: MetaStore.object_delete(self, account, container, name))
+            lambda old: MetaStore.object_delete(self, account, container, name,
+                                                expect_bytes=old))
 
     async def reconcile(self) -> None:
         """Tell the charger the bytes every account really stores (at start)."""

@@ -28,6 +28,7 @@ from pithos_gw.common import (
     want_format,
 )
 from pithos_gw.meta import ObjectVersion
+from pithos_gw.meta_objects import ANY
 from pithos_gw.store import BlockStore
 
 #: More ranges than this in one Range header are ignored (Swift's limit).
@@ -101,6 +102,14 @@ def check_conditions(request: web.Request, v: ObjectVersion | None,
     ims = parse_date(request.headers.get("If-Modified-Since"))
     if read and inm is None and ims is not None and math.ceil(v.mtime) <= ims:
         raise HttpError(304, "", headers or {})
+
+
+def expect_of(request: web.Request, v: ObjectVersion | None) -> int:
+    """The serial a write must still find current when it commits: that of the version its
+    preconditions were checked against (0: none), or ANY for a write without any."""
+    if any(h in request.headers for h in ("If-Match", "If-None-Match", "If-Unmodified-Since")):
+        return v.serial if v else 0
+    return ANY
 
 
 def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:

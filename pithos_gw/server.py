@@ -3,7 +3,7 @@
 Blocks: through the daemon's blocker peers when a daemon serves the instance (the
 daemon runs the gateway as its child with ``--gateway``), else over the instance's
 configured blocker opened directly (``--blocks direct|peers`` forces one); metadata
-in DATA_DIR/gateway.db. Writes run/gateway.json ({"url", "pid"}) once
+in [database] url, by default DATA_DIR/gateway.db. Writes run/gateway.json ({"url", "pid"}) once
 listening and removes it on exit; SIGTERM/SIGINT stop it cleanly.
 """
 
@@ -35,8 +35,61 @@ from pithos_gw.common import GatewayConfig
 
 
 def db_path(inst: Instance) -> Path:
-    """The gateway's SQLite metadata file of an instance."""
+    """The gateway's SQLite metadata file of an instance (the embedded default)."""
     return inst.data_dir / "gateway.db"
+
+
+def meta_url(inst: Instance, cfg: Any = None) -> str:
+    """The gateway's metadata database: [database] url, else DATA_DIR/gateway.db
+    (``cfg`` None: the instance's own config file)."""
+    from archipelago.config import database_url, load
+    from archipelago.db import sqlite_url
+
+    cfg = load(inst.data_dir) if cfg is None else cfg
+    return database_url(cfg) or sqlite_url(db_path(inst))
+
+
+def has_meta(inst: Instance, cfg: Any = None) -> bool:
+    """False only when the metadata is the default SQLite file and it does not exist yet."""
+    return meta_url(inst, cfg) != _default_url(inst) or db_path(inst).exists()
+
+
+async def meta_upgrade(url: str) -> dict[str, Any]:
+    """Migrate the gateway's metadata at ``url`` (`archip db upgrade`); its status after."""
+    from pithos_gw import meta_schema
+    from pithos_gw.meta import MetaStore
+
+    meta = MetaStore(url, pool_size=1)
+    try:
+        await meta.open()
+        return await meta_schema.status(meta.db)
+    finally:
+        await meta.close()
+
+
+async def meta_status(url: str) -> dict[str, Any]:
+    """{"current", "head"} revisions of the gateway's metadata at ``url``."""
+    from archipelago.db import Database
+    from pithos_gw import meta_schema
+
+    db = Database(url, "gateway's metadata database", 1)
+    try:
+        return await meta_schema.status(db)
+    finally:
+        await db.close()
+
+
+async def meta_schema_upgrade(db: Any) -> None:
+    """Create or migrate the gateway's tables in an open archipelago.db Database."""
+    from pithos_gw import meta_schema
+
+    await meta_schema.upgrade(db)
+
+
+def _default_url(inst: Instance) -> str:
+    from archipelago.db import sqlite_url
+
+    return sqlite_url(db_path(inst))
 
 
 def state_path(inst: Instance) -> Path:
@@ -90,7 +143,8 @@ AppFactory = Callable[[Instance, Any, Blocker], web.Application]
 
 def gateway_app(inst: Instance, cfg: Any, blocker: Blocker) -> web.Application:
     """The plain gateway (its own v1 users, no quotas, no control plane)."""
-    return make_app(blocker, db_path(inst), gateway_config(cfg))
+    return make_app(blocker, meta_url(inst, cfg), gateway_config(cfg),
+                    pool_size=cfg.database.pool_size)
 
 
 async def serve(inst: Instance, listen: str, config_file: str | None = None,

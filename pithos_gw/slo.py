@@ -218,7 +218,8 @@ async def put_manifest(request: web.Request, t: Target) -> web.StreamResponse:
     await objects._container_ok(request, t.account, t.container,
                                 total - (old.bytes if old else 0))
     hashes, md5 = await _assemble(request, pieces)
-    v = await objects._record(request, t, hashes, total, md5, meta, objects._sharing(request))
+    v = await objects._record(request, t, hashes, total, md5, meta, objects._sharing(request),
+                              expect=reads.expect_of(request, old))
     headers = objects.reply_headers(request, v)
     headers["ETag"] = f'"{etag}"'
     return web.Response(status=201, headers=headers)

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static cpio
   chromium chromium-driver python3-selenium
   dnsmasq-base nftables
+  postgresql-15 python3-asyncpg
 )
 
 missing=()
@@ -30,6 +31,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && pg_lsclusters -h 2>/dev/null | grep -q '^15 main '; then
+    # Debian creates (and may start) a default cluster on localhost:5432; tests and
+    # benchmarks run their own throwaway clusters (testbed/pg_cluster.py), so drop the
+    # one this install just created: nothing listens that nobody asked for.
+    pg_dropcluster --stop 15 main
+  fi
 fi
 
 # The venv sees Debian's python3-rados/rbd/libnbd through --system-site-packages.

@@ -12,6 +12,8 @@
 #   per line, each with the reason after '#').
 # - The last line is "swift-functional: N passed, N failed" followed by the deselected and
 #   skipped counts and the pass rate (passed / (passed + failed + deselected)).
+# - $SWIFT_FUNCTIONAL_DATABASE_URL, when set, puts the gateway's metadata in that empty
+#   database ([database] url, e.g. PostgreSQL) instead of the instance's SQLite file.
 # Exit status: pytest's (non-zero when any test that is not deselected fails); 1 when the
 # run printed no counts (it proved nothing).
 set -euo pipefail
@@ -60,6 +62,11 @@ plugins = []
 [gateway]
 max_file_size = $((64 << 20))
 EOF
+# SWIFT_FUNCTIONAL_DATABASE_URL: the gateway's metadata in that (empty) database instead
+# of the instance's SQLite file, e.g. a PostgreSQL database of tests/pg_cluster.py.
+if [ -n "${SWIFT_FUNCTIONAL_DATABASE_URL:-}" ]; then
+  printf '[database]\nurl = "%s"\n' "$SWIFT_FUNCTIONAL_DATABASE_URL" >>"$data/archipelago.toml"
+fi
 "$archip" --data-dir "$data" gateway start --listen 127.0.0.1:0 >/dev/null
 url=$("$archip" --data-dir "$data" --json gateway status | "$root/.venv/bin/python" -c \
   'import json,sys; print(json.load(sys.stdin)["url"])')

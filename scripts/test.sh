@@ -8,10 +8,15 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 
 ceph_dir=""
+pg_dir=""
 cleanup() {
   if [ -n "$ceph_dir" ]; then
     .venv/bin/python tests/ceph_cluster.py down "$ceph_dir" >&2 || true
     rm -rf "$ceph_dir"
+  fi
+  if [ -n "$pg_dir" ]; then
+    .venv/bin/python tests/pg_cluster.py down "$pg_dir" >&2 || true
+    rm -rf "$pg_dir"
   fi
 }
 trap cleanup EXIT
@@ -28,6 +33,16 @@ if [ -f tests/ceph_cluster.py ]; then
   export ARCHIPELAGO_CEPH_CONF="$conf"
 else
   echo "test.sh: tests/ceph_cluster.py absent: RADOS tests will be skipped" >&2
+fi
+
+if [ -f tests/pg_cluster.py ]; then
+  pg_dir=$(mktemp -d /tmp/archipelago-pg.XXXXXX)
+  # A throwaway PostgreSQL (unix socket only) for the tests of the shared metadata store.
+  pg_url=$(.venv/bin/python tests/pg_cluster.py up "$pg_dir" --watch-pid $$ | tail -n 1)
+  case "$pg_url" in
+    postgresql*) export ARCHIPELAGO_PG_URL="$pg_url" ;;
+    *) echo "test.sh: pg_cluster.py up did not print a URL (got '$pg_url')" >&2; exit 1 ;;
+  esac
 fi
 
 # OpenStack Swift's own functional tests against a started gateway (about 2 minutes;

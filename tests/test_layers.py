@@ -19,7 +19,7 @@ FIRST_PARTY = ("archipelago", "control", "pithos_gw", "benchmarks", "testbed", "
 #: Foundation modules of the core: anything in the repository may import them.
 _BASE = ("archipelago.errors", "archipelago.hashing", "archipelago.config",
          "archipelago.instance", "archipelago.metrics", "archipelago.native",
-         "archipelago._native", "archipelago.wire")
+         "archipelago._native", "archipelago.wire", "archipelago.db")
 _PLUGINS = ("control.identity", "control.billing", "control.compute", "control.ui")
 
 #: tests/ modules that are not test modules (helpers, conftest, subprocess scripts).
@@ -36,6 +36,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "archipelago.metrics": ("archipelago.errors",),
     "archipelago.native": ("archipelago.errors", "archipelago.hashing", "archipelago._native"),
     "archipelago.wire": ("archipelago.errors",),
+    # The metadata databases' engine (SQLAlchemy), shared by the gateway and the control plane.
+    "archipelago.db": ("archipelago.errors",),
     # Object stores: only the foundation (blocker/__init__ says so).
     "archipelago.blocker": _BASE,
     # Segment, rings, ports, client API: the foundation only (design: peers -> native).

@@ -76,14 +76,13 @@ def _image_map(inst: Instance, origin: str) -> tuple[list[str], int] | None:
     """(hashes, bytes) of the Plankton image whose id or checksum is ``origin``, else None."""
     from pithos_gw.meta import MetaStore
     from pithos_gw.plankton import image_hashmap
-    from pithos_gw.server import db_path
+    from pithos_gw.server import has_meta, meta_url
 
-    path = db_path(inst)
-    if not path.exists():
+    if not has_meta(inst):
         return None
 
     async def lookup() -> tuple[list[str], int] | None:
-        meta = MetaStore(path)
+        meta = MetaStore(meta_url(inst))
         try:
             ids = [origin]
             if _HEX64.match(origin):

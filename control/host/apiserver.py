@@ -22,7 +22,7 @@ from archipelago.instance import Instance
 from control.host.host import Host
 from pithos_gw.app import make_app
 from pithos_gw.handle import GatewayHandle
-from pithos_gw.server import db_path, gateway_config
+from pithos_gw.server import gateway_config, meta_url
 from pithos_gw.server import main as server_main
 
 #: Service names the host injects into the gateway.
@@ -53,9 +53,10 @@ def build(inst: Instance, cfg: Config, blocker: Blocker, host: Host | None = Non
         for prefix, sub in p.routes().items():
             mounts[prefix.rstrip("/")] = sub
     reg = host.ctx.registry
-    app = make_app(blocker, gateway_db or db_path(inst), gateway_config(cfg),
+    app = make_app(blocker, gateway_db or meta_url(inst, cfg), gateway_config(cfg),
                    authenticator=reg.get(AUTHENTICATOR),  # type: ignore[arg-type]
-                   quota=reg.get(QUOTA), mounts=mounts)  # type: ignore[arg-type]
+                   quota=reg.get(QUOTA), mounts=mounts,  # type: ignore[arg-type]
+                   pool_size=cfg.database.pool_size)
     app[HOST] = host
     host.ctx.gateway = GatewayHandle(app)
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from archipelago.config import Config
+from archipelago.config import Config, database_url
 from archipelago.errors import ConfigError
 from archipelago.instance import Instance
 from control.host import registry
@@ -21,6 +21,10 @@ log = logging.getLogger("control.host")
 REDELIVER_EVERY = 30.0
 
 
+def _configured_url(config: Config) -> str:
+    return database_url(config)
+
+
 class Host:
     """The enabled plugins of one instance, their database and event bus."""
 
@@ -28,7 +32,8 @@ class Host:
                  plugin_classes: list[type[Plugin]] | None = None) -> None:
         self.instance = inst
         self.config = config
-        self.db = Database(database_url or url_of(inst, config.control.database))
+        self.db = Database(database_url or url_of(inst, _configured_url(config)),
+                           "control database", config.database.pool_size)
         self.events = EventBus(self.db)
         self.ctx = PluginContext(inst, config, self.db, self.events,
                                  catalog_fn=self._catalog)

@@ -47,11 +47,6 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(dk, want_b) and ok
 
 
-def token_hash(token: str) -> str:
-    """How a token is stored: sha256 hex (tokens carry 256 random bits: no salt needed)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def new_token() -> str:
     """A new token: 32 random bytes, URL-safe base64 (43 characters)."""
     return secrets.token_urlsafe(32)

@@ -17,14 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from archipelago.errors import AlreadyExists, InvalidArgument, NotFound, Unauthorized
+from archipelago.hashing import token_hash
 from control.host.plugin import Event
-from control.identity.passwords import (
-    MAX_PASSWORD,
-    hash_password,
-    new_token,
-    token_hash,
-    verify_password,
-)
+from control.identity.passwords import MAX_PASSWORD, hash_password, new_token, verify_password
 from control.identity.tables import members, projects, tokens, users
 
 #: User names: letters, digits and . _ @ + - (e-mail addresses fit); no ':' or '/'.

@@ -1,0 +1,62 @@
+"""tests/pg_cluster.py itself: a server on `up` reached through the printed URL, data kept
+across stop/start (clean or killed), nothing left running after `down`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from pg_helpers import private_server, run_cluster
+from sqlalchemy.ext.asyncio import create_async_engine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _our_processes(d: Path) -> list[int]:
+    """Live (non-zombie) processes whose command line names d."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (p / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if str(d) in cmd and state != "Z" and int(p.name) != os.getpid():
+            pids.append(int(p.name))
+    return pids
+
+
+async def _sql(url: str, *stmts: str) -> list[object]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            out = []
+            for s in stmts:
+                r = await conn.execute(sa.text(s))
+                out.append(r.scalar() if r.returns_rows else None)
+            return out
+    finally:
+        await engine.dispose()
+
+
+def test_up_stop_start_down() -> None:
+    with private_server() as (d, url):
+        assert url.startswith("postgresql+asyncpg://") and str(d / "run") in url
+        assert asyncio.run(_sql(url, "CREATE TABLE t(x int)", "INSERT INTO t VALUES (42)",
+                                "SHOW listen_addresses")) == [None, None, ""]
+        assert run_cluster("status", str(d)).returncode == 0
+        assert run_cluster("stop", str(d)).returncode == 0
+        assert run_cluster("status", str(d)).returncode != 0
+        assert run_cluster("start", str(d)).returncode == 0
+        assert run_cluster("stop", "--kill", str(d)).returncode == 0
+        assert run_cluster("start", str(d)).returncode == 0
+        assert asyncio.run(_sql(url, "SELECT x FROM t")) == [42]
+        assert _our_processes(d)  # the server and the watchdog
+        assert run_cluster("down", str(d)).returncode == 0
+        assert _our_processes(d) == []
+        assert not (d / "data").exists()
