@@ -78,7 +78,6 @@ RULES: dict[str, tuple[str, ...]] = {
 
 #: (importer, imported) pairs allowed against RULES, each with the reason it stays.
 #: Match is by prefix on both sides. Keep this list short; remove rows as code moves.
-_FAST = "issue 19 fast path: owned by the direct-block module work"
 EXCEPTIONS: dict[tuple[str, str], str] = {
     # The direct NBD backend runs the mapper (and its blocker) inside nbdkit, like qemu-nbd
     # on a file: the one place nbd may use the mapper library (nbd/__init__.py says so).
@@ -88,7 +87,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # The map cache's fence holds (PathFences) live beside FenceFiles, whose lock protocol
     # they share (docs/fencing.md).
     ("archipelago.nbd.peer_cache", "archipelago.blocker.fence"): "fence holds of in-place writers",
-    ("archipelago.service.spread", "archipelago.client"): _FAST,
     # The plugin's shared code sweeps scratch clones of dead nbdkits (a pid check).
     ("archipelago.nbd.exports", "archipelago.blocker.base"): "pid_alive: scratch clones of dead nbdkits",
     # Compute quotas are identity resources (design §8: plugins talk through small interfaces).
@@ -97,22 +95,17 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("control.compute.extstorage", "pithos_gw"): "ExtStorage image disks (issue 22 area)",
     ("control.identity.service", "pithos_gw.hooks"): "the gateway's quota hook resource name",
     # Still to move (issue 19); each row says what replaces it.
-    # RemoteBlocker/BlockerPeer are the Blocker contract over the segment: their home is
-    # archipelago/service/ (which may import both), but the fast path's spread.py imports
-    # them from here; the move is one import line there once that work has landed.
-    ("archipelago.peers.remote", "archipelago.blocker"): "to archipelago/service/ after the fast path",
     # `volume create --from-image` reads the image's hashmap from the gateway's database. As
     # a gateway operation it needs a local admin channel to the gateway (the CLI has no
     # gateway credentials without the identity plugin): not built yet.
     ("control.cmd_volume", "pithos_gw.plankton"): "image -> volume should be a gateway operation",
-    # `archip gateway user ...` administers the gateway's users in its database, offline
-    # (the database layer is issue 21's).
-    ("control.cmd_gateway", "pithos_gw.meta"): "gateway user administration (issue 21 area)",
+    # `archip gateway user ...` administers the gateway's users in its database, offline.
+    ("control.cmd_gateway", "pithos_gw.meta"): "offline gateway user administration",
     # Test modules that re-run another module's tests under a different setup: pytest collects
     # the imported test functions again (the blocker contract over the segment; the fast-peer
-    # scenarios behind the C filter -- both fast-path tests belong to the issue 19 fast path).
+    # scenarios behind the C filter).
     ("tests.test_peers_remote", "tests.test_blocker_contract"): "the contract over RemoteBlocker",
-    ("tests.test_nbd_cfilter", "tests.test_fastpeer"): _FAST,
+    ("tests.test_nbd_cfilter", "tests.test_fastpeer"): "the fast-peer scenarios behind the filter",
     # A test may import the code it tests: this one is the unit test of benchmarks' report.
     ("tests.test_bench_report", "benchmarks"): "unit test of benchmarks/report.py and plots.py",
 }

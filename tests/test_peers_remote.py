@@ -19,8 +19,8 @@ from test_blocker_contract import *  # noqa: F403 - re-run the contract over the
 from archipelago.blocker.base import Blocker
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.registry import PeerLink
-from archipelago.peers.remote import BlockerPeer, RemoteBlocker
 from archipelago.peers.segment import SegmentConfig
+from archipelago.service.remote_blocker import BlockerPeer, RemoteBlocker
 
 CONFIG = SegmentConfig(nr_ports=24, nr_static=16, nr_desc=256,
                        classes=((4096, 128), (64 * 1024, 32), (4 * 1024 * 1024, 24)))

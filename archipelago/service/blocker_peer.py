@@ -16,9 +16,9 @@ from archipelago.blocker import open_blocker
 from archipelago.blocker.rados_fence import CLIENTS_DIR
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.registry import PeerLink
-from archipelago.peers.remote import BlockerPeer
 from archipelago.peers.request import Request
 from archipelago.service.peer_process import child_args, load, run_child
+from archipelago.service.remote_blocker import BlockerPeer
 
 log = logging.getLogger("archipelago.blocker-peer")
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name
 from archipelago.blocker.fence import AsyncFenceHolds, FenceFiles, fenced_message
-from archipelago.client.common import block_placement
 from archipelago.errors import ArchipelagoError, Fenced, InvalidArgument, NotFound, PeerDied
 from archipelago.metrics import REISSUES
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
-from archipelago.peers.remote import RemoteBlocker
 from archipelago.peers.request import Request
 from archipelago.service.forward import borrowable, call_shared
+from archipelago.service.remote_blocker import RemoteBlocker
+from archipelago.wire import block_placement
 
 if TYPE_CHECKING:
     from archipelago.blocker.rados_fence import RadosFence
