@@ -34,6 +34,10 @@ import time
 import uuid
 from pathlib import Path
 
+if not __package__:  # run as a script (scripts/test.sh, the watchdog): find testbed/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbed.procs import pid_is_ours, watch  # noqa: E402
+
 POOLS = ("archipelago-test", "archipelago")
 PG_NUM = 8
 _CREATED = ("ceph.conf", "keyring", "monmap", "cluster.json", "mon.a", "osd.0", "run", "log")
@@ -244,16 +248,6 @@ def up(d: Path, store: str = "memstore", size_mb: int = 0, auth: str = "cephx",
     return conf
 
 
-def _pid_is_ours(pid: int, d: Path) -> bool:
-    """A live (non-zombie) process that mentions our directory: recycled pids are safe."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return str(d) in cmdline and state != "Z"
-
-
 def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10) -> None:
     """Signal the named daemons by pid file and wait for them to exit (SIGKILL fallback)."""
     pids = []
@@ -261,7 +255,7 @@ def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10
         f = d / "run" / f"{name}.pid"
         try:
             pid = int(f.read_text().split()[0])
-            if pid != os.getpid() and _pid_is_ours(pid, d):
+            if pid != os.getpid() and pid_is_ours(pid, d):
                 os.kill(pid, sig)
                 pids.append(pid)
         except (OSError, ValueError, IndexError):
@@ -269,7 +263,7 @@ def _kill(d: Path, names: list[str], sig: int = signal.SIGTERM, wait: float = 10
         f.unlink(missing_ok=True)
     end = time.monotonic() + wait
     for pid in pids:
-        while _pid_is_ours(pid, d):
+        while pid_is_ours(pid, d):
             if time.monotonic() > end:
                 os.kill(pid, signal.SIGKILL)
                 end = time.monotonic() + 5
@@ -324,15 +318,7 @@ def osd_start(d: Path, timeout: float = 60) -> None:
 
 def _watch(d: Path, pid: int) -> None:
     """Watchdog: tear the cluster down when the watched process exits."""
-    while (d / "run").is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            down(d)
-            return
-        except PermissionError:
-            pass
-        time.sleep(0.5)
+    watch(pid, d / "run", lambda: down(d))
 
 
 def status(d: Path) -> int:
@@ -341,7 +327,7 @@ def status(d: Path) -> int:
     ok = True
     for f in sorted((d / "run").glob("*.pid")) if (d / "run").is_dir() else []:
         pid = int(f.read_text().split()[0])
-        alive = _pid_is_ours(pid, d)
+        alive = pid_is_ours(pid, d)
         ok &= alive or f.stem == "watchdog"
         print(f"{f.stem}: pid {pid} {'running' if alive else 'DEAD'}")
     for pool in POOLS:

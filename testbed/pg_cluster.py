@@ -32,6 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a script (scripts/test.sh, the watchdog): find testbed/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbed.procs import pid_is_ours, watch  # noqa: E402
+
 BIN = Path(os.environ.get("ARCHIPELAGO_PG_BIN", "/usr/lib/postgresql/15/bin"))
 USER = DB = "archipelago"
 PORT = 5432  # names the socket file only: nothing listens on TCP
@@ -75,16 +79,6 @@ def url_of(d: Path) -> str:
     return f"postgresql+asyncpg://{USER}@/{DB}?host={d.resolve() / 'run'}"
 
 
-def _pid_is_ours(pid: int, d: Path) -> bool:
-    """A live (non-zombie) process that mentions our directory: recycled pids are safe."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return str(d) in cmdline and state != "Z"
-
-
 def _spawn(d: Path, name: str, cmd: list[str], pw: pwd.struct_passwd | None = None) -> int:
     """Start a process in its own session; record its pid in DIR/run/NAME.pid."""
     log = open(d / "log" / f"{name}.log", "ab")  # noqa: SIM115 -- handed to the child
@@ -105,7 +99,7 @@ def _ready(d: Path, timeout: float) -> None:
         if p.returncode == 0:
             return
         pid = _pid(d, "postgres")
-        if pid is None or not _pid_is_ours(pid, d):
+        if pid is None or not pid_is_ours(pid, d):
             log = (d / "log" / "postgres.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"postgres exited during start-up:\n{log}")
         if time.monotonic() > deadline:
@@ -124,7 +118,7 @@ def start(d: Path, timeout: float = 60) -> None:
     """Start the postmaster on the existing data directory; wait until it is ready."""
     d = d.resolve()
     pid = _pid(d, "postgres")
-    if pid is not None and _pid_is_ours(pid, d):
+    if pid is not None and pid_is_ours(pid, d):
         raise RuntimeError(f"postgres already running (pid {pid})")
     pw = _run_as()
     _spawn(d, "postgres", [str(BIN / "postgres"), "-D", str(d / "data"), "-k", str(d / "run"),
@@ -176,11 +170,11 @@ def _kill(d: Path, name: str, sig: int, wait: float = STOP_WAIT) -> None:
     """Signal one recorded process and wait for it to exit (SIGKILL fallback)."""
     pid = _pid(d, name)
     (d / "pids" / f"{name}.pid").unlink(missing_ok=True)
-    if pid is None or pid == os.getpid() or not _pid_is_ours(pid, d):
+    if pid is None or pid == os.getpid() or not pid_is_ours(pid, d):
         return
     os.kill(pid, sig)
     end = time.monotonic() + wait
-    while _pid_is_ours(pid, d):
+    while pid_is_ours(pid, d):
         if time.monotonic() > end:
             os.kill(pid, signal.SIGKILL)
             end = time.monotonic() + 5
@@ -234,24 +228,20 @@ def down(d: Path, keep: bool = False) -> None:
 
 def _watch(d: Path, pid: int) -> None:
     """Watchdog: tear the server down when the watched process exits."""
-    while (d / "pids").is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            # Not our own pid file: down() must not wait for the watchdog itself.
-            (d / "pids" / "watchdog.pid").unlink(missing_ok=True)
-            down(d)
-            return
-        except PermissionError:
-            pass
-        time.sleep(0.5)
+
+    def teardown() -> None:
+        # Not our own pid file: down() must not wait for the watchdog itself.
+        (d / "pids" / "watchdog.pid").unlink(missing_ok=True)
+        down(d)
+
+    watch(pid, d / "pids", teardown)
 
 
 def status(d: Path) -> int:
     """Print the server's pid and whether it accepts connections."""
     d = d.resolve()
     pid = _pid(d, "postgres")
-    alive = pid is not None and _pid_is_ours(pid, d)
+    alive = pid is not None and pid_is_ours(pid, d)
     print(f"postgres: pid {pid} {'running' if alive else 'DEAD'}")
     p = subprocess.run([str(BIN / "pg_isready"), "-h", str(d / "run"), "-p", str(PORT),
                         "-U", USER, "-d", DB], check=False, capture_output=True, text=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,28 @@ def test_up_stop_start_down() -> None:
         assert run_cluster("down", str(d)).returncode == 0
         assert _our_processes(d) == []
         assert not (d / "data").exists()
+
+
+def test_watchdog_counts_a_zombie_as_gone() -> None:
+    """A watched process that exited but was never reaped (its parent, like PID 1 in a CI
+    sandbox, does not wait) is a zombie that os.kill(pid, 0) still finds: the watchdog
+    must tear the server down anyway, or every killed test run leaves one behind."""
+    import subprocess
+    import time
+
+    if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+        pytest.skip("PostgreSQL 15 is not installed")
+    d = Path(tempfile.mkdtemp(prefix="archipelago-pgz-"))
+    parent = subprocess.Popen(["sleep", "600"])
+    try:
+        assert run_cluster("up", str(d), "--watch-pid", str(parent.pid)).returncode == 0
+        parent.kill()  # and not waited for until the end: a zombie
+        deadline = time.monotonic() + 30
+        while _our_processes(d) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling a condition, bounded: the watchdog's own period
+        assert Path(f"/proc/{parent.pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+        assert _our_processes(d) == []
+    finally:
+        parent.wait()
+        run_cluster("down", str(d))
+        shutil.rmtree(d, ignore_errors=True)
