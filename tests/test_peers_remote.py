@@ -74,3 +74,44 @@ async def make_blocker(backend: str, tmp_path: Path,
     client.close()
     link.close()
     assert peers_daemon.segment.is_full(), "descriptors or buffers leaked"
+
+
+async def test_fenced_mutations_are_checked_by_the_peer(
+        make_blocker: Callable[..., Blocker], backend: str, tmp_path: Path) -> None:
+    """A mutation sent under FENCE carries its writer generation to the blocker peer, which
+    checks it itself around the syscall: after a bump, an old writer's requests still
+    queued or sent (its process may be dead) are refused, whole, with Fenced."""
+    from archipelago.errors import Fenced, NotFound
+    from archipelago.service.remote_blocker import FENCE
+
+    if backend == "memory":
+        pytest.skip("a memory store is one process's: no writer of it can outlive another")
+    r = make_blocker()
+    holder = _factory(backend, tmp_path)()  # the same store in this process: a new holder
+    big = b"B" * (5 * 1024 * 1024)  # above the arena's largest buffer: two requests
+    try:
+        gen = await holder.fence_bump("map1")
+        token = FENCE.set(("map1", gen))
+        try:
+            await r.write("aa" * 32, 0, b"one")
+            await r.put("bb" * 32, b"two")
+        finally:
+            FENCE.reset(token)
+        await holder.fence_bump("map1")  # a takeover
+        token = FENCE.set(("map1", gen))
+        try:
+            for late in (lambda: r.write("aa" * 32, 0, b"late"), lambda: r.put("bb" * 32, b"late"),
+                         lambda: r.copy("aa" * 32, "cc" * 32), lambda: r.delete("aa" * 32),
+                         lambda: r.write("dd" * 32, 0, big)):
+                with pytest.raises(Fenced):
+                    await late()
+        finally:
+            FENCE.reset(token)
+        assert await r.read("aa" * 32, 0, 3) == b"one"
+        assert await r.read("bb" * 32, 0, 3) == b"two"
+        for absent in ("cc" * 32, "dd" * 32):
+            with pytest.raises(NotFound):
+                await r.size(absent)
+        await r.write("dd" * 32, 0, big)  # unfenced requests are not affected
+    finally:
+        await holder.close()

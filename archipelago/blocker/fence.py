@@ -25,7 +25,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from archipelago.errors import Busy, Fenced
@@ -215,40 +215,6 @@ class FenceFiles:
         for slot in slots:
             if slot[1] == 0:
                 os.close(slot[0])
-
-
-class AsyncFenceHolds:
-    """Fence holds of an asyncio process whose fenced requests run in *other* processes
-    (the mapper peer: writes are done by blocker peers). One shared OFD lock per key is
-    held while any request of this process is in flight; each request checks the
-    generation when it starts. Since bumps publish the generation before waiting, a
-    stream of requests cannot starve a bump: new ones fail their check."""
-
-    def __init__(self, files: FenceFiles) -> None:
-        self.files = files
-        self._held: dict[str, list] = {}  # key -> [slot, holds]
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str, gen: int) -> AsyncIterator[None]:
-        """The body runs with ``gen`` current when it started and holds off bumps."""
-        byte = LOCK_BASE + threading.get_native_id()
-        held = self._held.get(key)
-        if held is None:
-            slot = self.files.acquire(key)
-            # Blocks only while a bump sits between two polls (microseconds).
-            ofd_lock(slot[0], fcntl.F_RDLCK, byte, 1, wait=True)
-            held = self._held[key] = [slot, 0]
-        held[1] += 1
-        try:
-            if _GEN.unpack(os.pread(held[0][0], 8, 0).ljust(8, b"\0"))[0] != gen:
-                raise Fenced(fenced_message(key))
-            yield
-        finally:
-            held[1] -= 1
-            if held[1] == 0:
-                del self._held[key]
-                ofd_lock(held[0][0], fcntl.F_UNLCK, byte, 1, wait=False)
-                self.files.release(held[0])
 
 
 class FencedView:

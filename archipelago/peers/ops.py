@@ -42,3 +42,4 @@ class Flag(IntFlag):
     EXISTS = 8  # generic "the object exists" bit for replies
     MUST_EXIST = 16  # READ: an absent object is NotFound, not zeros (a map references it)
     TOUCH = 32  # INFO: also make the object young again (a dedup hit; garbage collection)
+    FENCED = 64  # a mutation with its writer fence in the target: "name\nmap key\ngeneration"

@@ -27,6 +27,7 @@ from archipelago.errors import NotFound
 from archipelago.mapper.format import ZERO
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.request import Request
+from archipelago.service.remote_blocker import on_wire
 
 #: The mapper request being served in this task (set around Volume.write).
 CURRENT: ContextVar[Request | None] = ContextVar("archipelago_forward_req", default=None)
@@ -52,7 +53,8 @@ def borrowable(data: Any) -> Request | None:
 async def call_shared(remote: Any, op: Op, name: str, offset: int, size: int, flags: int,
                       req: Request, arg: int = 0) -> Any:
     """One request to ``remote``'s blocker peer on ``req``'s buffer; returns the Reply."""
-    return await remote.client.call(remote.dst, op, name, offset=offset, size=size,
+    target, flags = on_wire(op, name, flags)
+    return await remote.client.call(remote.dst, op, target, offset=offset, size=size,
                                     flags=flags, arg=arg, share=req)
 
 

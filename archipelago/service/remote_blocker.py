@@ -7,11 +7,18 @@ MUST_EXIST = read_existing); CREATE = put
 (target = dst, payload = src); DELETE; INFO (arg = size); LIST (msgpack page of names,
 offset = start, arg = 1 when more); FLUSH; HASH (reply = hex name); ACQUIRE/RELEASE
 (msgpack {owner, wait, timeout, force}); CTRL {"op": "lock_info"} (msgpack LockInfo or nil).
+
+Fenced mutations (WRITE, CREATE, COPY, DELETE sent while ``FENCE`` is set: the mapper
+peer's writes on the file backend) carry the writer's fence in the target, flag FENCED;
+the blocker peer runs them through its own ``Blocker.fenced_op``, so the generation is
+checked by the process that does the syscall, under the fence's lock, whatever became
+of the sender meanwhile (docs/fencing.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import asdict
 from typing import Any
 
@@ -27,6 +34,26 @@ from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 
 LIST_PAGE = 2000
+#: (map key, generation) of the fenced mutation being sent from this task, or None.
+FENCE: ContextVar[tuple[str, int] | None] = ContextVar("fence", default=None)
+_MUTATIONS = (Op.WRITE, Op.CREATE, Op.COPY, Op.DELETE)
+
+
+def on_wire(op: Op, name: str, flags: int) -> tuple[str, int]:
+    """Target and flags of a request on ``name``: a mutation sent under FENCE carries it
+    ("\n" never occurs in object or map names)."""
+    fence = FENCE.get()
+    if fence is None or op not in _MUTATIONS:
+        return name, flags
+    return f"{name}\n{fence[0]}\n{fence[1]}", flags | Flag.FENCED
+
+
+def off_wire(req: Request) -> tuple[str, tuple[str, int] | None]:
+    """(object name, fence or None) of a request."""
+    if not req.flags & Flag.FENCED:
+        return req.target, None
+    name, key, gen = req.target.split("\n")
+    return name, (key, int(gen))
 
 
 class BlockerPeer(Peer):
@@ -40,21 +67,29 @@ class BlockerPeer(Peer):
         self.blocker = blocker
         self._staged: dict[tuple[int, str], tuple[bytearray, int]] = {}
 
+    async def _mutate(self, fence: tuple[str, int] | None, op: str, *args: Any) -> None:
+        if fence is None:
+            await getattr(self.blocker, op)(*args)
+        else:
+            await self.blocker.fenced_op(fence[0], fence[1], op, *args)
+
     async def dispatch(self, req: Request) -> None:
         """Translate one request into a Blocker call."""
-        b, op, name = self.blocker, req.op, req.target
+        b, op = self.blocker, req.op
+        name, fence = off_wire(req)
+        fua = bool(req.flags & Flag.FUA)
         if op == Op.READ:
             read = b.read_existing if req.flags & Flag.MUST_EXIST else b.read
             req.reply(await read(name, req.offset, req.size))
         elif op == Op.WRITE:
-            await b.write(name, req.offset, req.data, fua=bool(req.flags & Flag.FUA))
+            await self._mutate(fence, "write", name, req.offset, req.data, fua)
             req.reply(serviced=len(req.data))
         elif op == Op.CREATE:
-            await self._put(req)
+            await self._put(req, name, fence)
         elif op == Op.COPY:
-            await b.copy(bytes(req.data).decode(), name, fua=bool(req.flags & Flag.FUA))
+            await self._mutate(fence, "copy", bytes(req.data).decode(), name, fua)
         elif op == Op.DELETE:
-            await b.delete(name)
+            await self._mutate(fence, "delete", name)
         elif op == Op.INFO:
             if req.flags & Flag.TOUCH and not await b.touch(name):
                 raise NotFound(f"object {name!r} not found")
@@ -72,10 +107,10 @@ class BlockerPeer(Peer):
         else:
             raise InvalidArgument(f"blocker peer does not do {op.name}")
 
-    async def _put(self, req: Request) -> None:
-        total, name = req.arg, req.target
+    async def _put(self, req: Request, name: str, fence: tuple[str, int] | None) -> None:
+        total, fua = req.arg, bool(req.flags & Flag.FUA)
         if req.offset == 0 and len(req.data) == total:
-            await self.blocker.put(name, req.data, fua=bool(req.flags & Flag.FUA))
+            await self._mutate(fence, "put", name, req.data, fua)
             return
         key = (req.src, name)
         buf, got = self._staged.get(key, (bytearray(total), 0))
@@ -86,7 +121,7 @@ class BlockerPeer(Peer):
             req.reply(arg=0)
             return
         self._staged.pop(key, None)
-        await self.blocker.put(name, buf, fua=bool(req.flags & Flag.FUA))
+        await self._mutate(fence, "put", name, buf, fua)
         req.reply(arg=1)
 
     async def _control(self, req: Request, args: dict[str, Any]) -> None:
@@ -112,8 +147,9 @@ class RemoteBlocker(Blocker):
         self.dst = dst
         self.step = client.seg.max_buffer
 
-    async def _call(self, op: Op, name: str, **kw: Any) -> Any:
-        return await self.client.call(self.dst, op, name, **kw)
+    async def _call(self, op: Op, name: str, flags: int = 0, **kw: Any) -> Any:
+        target, flags = on_wire(op, name, flags)
+        return await self.client.call(self.dst, op, target, flags=flags, **kw)
 
     async def read(self, name: str, offset: int, size: int) -> bytes:
         """Read (split into arena-sized requests issued concurrently)."""
@@ -142,7 +178,8 @@ class RemoteBlocker(Blocker):
             (await self._call(Op.WRITE, name, offset=offset, size=len(data), payload=data,
                               flags=flags)).release()
         else:
-            await self.client.write(self.dst, name, offset, data, flags)
+            target, flags = on_wire(Op.WRITE, name, flags)
+            await self.client.write(self.dst, target, offset, data, flags)
 
     async def put(self, name: str, data: bytes | memoryview, fua: bool = True) -> None:
         """Atomic replace; large objects travel in parts the peer stages, then puts once."""

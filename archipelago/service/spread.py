@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from archipelago.blocker.base import Blocker, LockInfo, check_name
-from archipelago.blocker.fence import AsyncFenceHolds, FenceFiles, fenced_message
+from archipelago.blocker.fence import FenceFiles, fenced_message
 from archipelago.errors import ArchipelagoError, Fenced, InvalidArgument, NotFound, PeerDied
 from archipelago.metrics import REISSUES
 from archipelago.peers.client import AsyncClient
 from archipelago.peers.ops import Flag, Op
 from archipelago.peers.request import Request
 from archipelago.service.forward import borrowable, call_shared
-from archipelago.service.remote_blocker import RemoteBlocker
+from archipelago.service.remote_blocker import FENCE, RemoteBlocker
 from archipelago.wire import block_placement
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ class SpreadBlocker(Blocker):
         self.reissued = 0
         # File backend: the fence files of the shared directory (docs/fencing.md).
         self.fences = fences
-        self._holds = AsyncFenceHolds(fences) if fences is not None else None
         # RADOS backend: the fence object and blocklist (rados_fence.py).
         self.rfence = rfence
 
@@ -89,10 +88,16 @@ class SpreadBlocker(Blocker):
                 return await getattr(self, op)(*args)
             finally:
                 _REISSUE_CHECK.reset(token)
-        if self._holds is None:
+        if self.fences is None:
             return await super().fenced_op(key, gen, op, *args)
-        async with self._holds.hold(check_name(key), gen):
+        # File backend: the request carries the fence and the blocker peer checks it under
+        # the fence's lock around its own syscall, so a write queued there when this
+        # process dies cannot land after a takeover's bump.
+        token = FENCE.set((check_name(key), gen))
+        try:
             await getattr(self, op)(*args)
+        finally:
+            FENCE.reset(token)
 
     async def _recheck(self, remote: RemoteBlocker, key: str, gen: int) -> None:
         """Before re-issuing a fenced request: once the restarted peer answers (it
