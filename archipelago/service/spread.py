@@ -75,7 +75,8 @@ class SpreadBlocker(Blocker):
             raise Fenced(fenced_message(key))
 
     async def fenced_op(self, key: str, gen: int, op: str, *args: object) -> None:
-        """The op, sent to a blocker peer while this process holds the fence (checked)."""
+        """The op, sent to a blocker peer that checks the fence itself (file) or after this
+        client is registered at ``gen`` (RADOS: the blocklist fences older writers)."""
         if op not in ("write", "put", "copy", "delete"):
             raise InvalidArgument(f"not a fenced operation: {op!r}")
         if self.rfence is not None:
