@@ -19,9 +19,9 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,7 +85,7 @@ class Database:
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: commits on exit, rolls back on error, then delivers events."""
-        try:
+        with self._errors():
             async with self.engine.begin() as conn:
                 conn.info[EVENTS_KEY] = []
                 try:
@@ -93,17 +93,6 @@ class Database:
                     events = list(conn.info[EVENTS_KEY])
                 finally:
                     conn.info.pop(EVENTS_KEY, None)
-        except (DBAPIError, OSError) as e:
-            err = self._failed(e)
-            if err is None:
-                raise
-            raise err from e
-        except Exception as e:
-            # The driver's own error at connect time ("the database system is starting
-            # up"), which SQLAlchemy does not wrap.
-            if not _pg_unavailable(e):
-                raise
-            raise BackendUnavailable(f"{self.what} unavailable: {e}") from e
         if events:
             for cb in self._after_commit:
                 await cb(events)
@@ -114,7 +103,7 @@ class Database:
         PostgreSQL autocommit statements: at READ COMMITTED each statement of a
         transaction takes its own snapshot anyway, so BEGIN and COMMIT would only cost
         two round trips)."""
-        try:
+        with self._errors():
             async with self.engine.connect() as conn:
                 if self.is_sqlite:
                     conn = await conn.execution_options(archip_read=True)
@@ -122,6 +111,12 @@ class Database:
                     conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 async with conn.begin():
                     yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver and connection failures as the archipelago error hierarchy."""
+        try:
+            yield
         except (DBAPIError, OSError) as e:
             err = self._failed(e)
             if err is None:

@@ -311,13 +311,7 @@ class RadosBlocker(RadosLocksMixin, RadosAgeMixin, RadosFenceMixin, Blocker):
     _op = staticmethod(compound_write)
 
     async def _stat(self, name: str) -> int:
-        rv, args = await self._aio(
-            f"stat {name}", 0, lambda io, cb: io.aio_stat(name, oncomplete=cb))
-        if rv == -errno.ENOENT:
-            raise NotFound(f"object {name!r} not found")
-        if rv < 0:
-            raise self._map(-rv, f"stat {name}")
-        return int(args[0])
+        return int((await self._stat_of(name))[0])
 
     async def size(self, name: str) -> int:
         """Object size from a stat."""

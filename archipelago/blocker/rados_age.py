@@ -28,16 +28,20 @@ class RadosAgeMixin:
     _gc_io: Any = None
     _gc_io_lock: threading.Lock | None = None
 
-    async def mtime(self, name: str) -> float:
-        """When the object was last written (Unix time); NotFound if absent."""
-        check_name(name)
+    async def _stat_of(self, name: str) -> tuple[Any, ...]:
+        """(size, mtime as time.struct_time) of an object; NotFound if absent."""
         rv, args = await self._aio(
             f"stat {name}", 0, lambda io, cb: io.aio_stat(name, oncomplete=cb))
         if rv == -errno.ENOENT:
             raise NotFound(f"object {name!r} not found")
         if rv < 0:
             raise self._map(-rv, f"stat {name}")
-        return time.mktime(args[1])  # python-rados gives time.localtime(mtime)
+        return args
+
+    async def mtime(self, name: str) -> float:
+        """When the object was last written (Unix time); NotFound if absent."""
+        check_name(name)
+        return time.mktime((await self._stat_of(name))[1])  # python-rados: localtime(mtime)
 
     async def touch(self, name: str) -> bool:
         """True if the object exists, and then stamp its mtime with now: a block reused by

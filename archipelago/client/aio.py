@@ -48,6 +48,9 @@ async def drive(plan: core.Plan[Any], issue: Callable[[core.Call], Awaitable[Rep
 class AsyncClient(core.ClientCore):
     """Asyncio client (create with ``await AsyncClient.connect(...)`` inside a loop)."""
 
+    # client/blocking.py's Client is this shell without the awaits (same lines, another
+    # colour of function): everything both do is written once in core.ClientCore.
+
     def __init__(self, inst: Instance, link: PeerLink, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(inst, link, timeout)
         self.peer = _AsyncPeerClient(link)

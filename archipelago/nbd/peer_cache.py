@@ -106,6 +106,8 @@ class PeerCache:
     def _plan(self, vc: VolCache, offset: int, n: int,
               write: bool) -> tuple[int, list[tuple[str, int, int, int]]] | None:
         """(generation, [(path, object offset, buf pos, len)]) or None: use the mapper."""
+        if not self.enabled:
+            return None
         page, bs = self.page, vc.block_size
         first, last = offset // bs, (offset + n - 1) // bs
         for attempt in (0, 1):
@@ -141,8 +143,6 @@ class PeerCache:
 
     def pread(self, vc: VolCache, buf: memoryview, offset: int) -> bool:
         """Fill ``buf`` from cached entries; False (buf partly written): use the mapper."""
-        if not self.enabled:
-            return False
         planned = self._plan(vc, offset, len(buf), False)
         if planned is None:
             return False
@@ -157,8 +157,6 @@ class PeerCache:
 
     def pwrite(self, vc: VolCache, buf: memoryview, offset: int, fua: bool) -> bool:
         """Write in place into owned blocks; False (nothing written): use the mapper."""
-        if not self.enabled:
-            return False
         planned = self._plan(vc, offset, len(buf), True)
         if planned is None:
             return False

@@ -14,6 +14,7 @@ import errno
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from archipelago.errors import Busy, InvalidArgument, PeerDied, TimedOut
@@ -298,27 +299,29 @@ class BlockingClient:
                   timeout: float = 30.0) -> int:
         """READ len(buf) bytes (≤ 32 MiB, split and pipelined) into ``buf``; bytes serviced."""
         mv = memoryview(buf).cast("B")
-        total, error = 0, None
-        for idx, o in self._many(dst, Op.READ, target, offset, mv, False, 0, timeout):
-            try:
-                with _finish(self.seg, idx) as r:
-                    data = r.data
-                    mv[o : o + len(data)] = data
-                    total += r.serviced
-            except Exception as exc:  # noqa: BLE001 - keep releasing the other parts
-                error = error or exc
-        if error is not None:
-            raise error
-        return total
+
+        def land(o: int, r: Reply) -> None:
+            mv[o : o + len(r.data)] = r.data
+
+        return self._collect(self._many(dst, Op.READ, target, offset, mv, False, 0, timeout),
+                             land)
 
     def write(self, dst: int, target: str, offset: int, data: Payload, flags: int = 0,
               timeout: float = 30.0) -> int:
         """WRITE ``data`` (≤ 32 MiB, split and pipelined); returns serviced bytes."""
         mv = memoryview(data).cast("B")
+        return self._collect(self._many(dst, Op.WRITE, target, offset, mv, True, flags, timeout))
+
+    def _collect(self, parts: list[tuple[int, int]],
+                 each: Callable[[int, Reply], None] | None = None) -> int:
+        """Finish every part (``each(offset, reply)`` on success), releasing all of them even
+        after an error; then raise the first error or return the bytes serviced."""
         total, error = 0, None
-        for idx, _ in self._many(dst, Op.WRITE, target, offset, mv, True, flags, timeout):
+        for idx, o in parts:
             try:
                 with _finish(self.seg, idx) as r:
+                    if each is not None:
+                        each(o, r)
                     total += r.serviced
             except Exception as exc:  # noqa: BLE001 - keep releasing the other parts
                 error = error or exc
