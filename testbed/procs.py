@@ -41,3 +41,10 @@ def watch(pid: int, running: Path, teardown: Callable[[], None]) -> None:
             teardown()
             return
         time.sleep(0.5)
+
+
+def processes_of(d: Path) -> list[int]:
+    """Live (non-zombie) processes other than this one whose command line names ``d``."""
+    me = os.getpid()
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and int(p.name) != me and pid_is_ours(int(p.name), d)]

@@ -4,7 +4,6 @@ across stop/start (clean or killed), nothing left running after `down`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,23 +13,11 @@ import sqlalchemy as sa
 from pg_helpers import private_server, run_cluster
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from testbed.procs import processes_of
+
 pytestmark = pytest.mark.timeout(120)
 
 
-def _our_processes(d: Path) -> list[int]:
-    """Live (non-zombie) processes whose command line names d."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (p / "stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if str(d) in cmd and state != "Z" and int(p.name) != os.getpid():
-            pids.append(int(p.name))
-    return pids
 
 
 async def _sql(url: str, *stmts: str) -> list[object]:
@@ -58,9 +45,9 @@ def test_up_stop_start_down() -> None:
         assert run_cluster("stop", "--kill", str(d)).returncode == 0
         assert run_cluster("start", str(d)).returncode == 0
         assert asyncio.run(_sql(url, "SELECT x FROM t")) == [42]
-        assert _our_processes(d)  # the server and the watchdog
+        assert processes_of(d)  # the server and the watchdog
         assert run_cluster("down", str(d)).returncode == 0
-        assert _our_processes(d) == []
+        assert processes_of(d) == []
         assert not (d / "data").exists()
 
 
@@ -79,10 +66,10 @@ def test_watchdog_counts_a_zombie_as_gone() -> None:
         assert run_cluster("up", str(d), "--watch-pid", str(parent.pid)).returncode == 0
         parent.kill()  # and not waited for until the end: a zombie
         deadline = time.monotonic() + 30
-        while _our_processes(d) and time.monotonic() < deadline:
+        while processes_of(d) and time.monotonic() < deadline:
             time.sleep(0.1)  # polling a condition, bounded: the watchdog's own period
         assert Path(f"/proc/{parent.pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-        assert _our_processes(d) == []
+        assert processes_of(d) == []
     finally:
         parent.wait()
         run_cluster("down", str(d))

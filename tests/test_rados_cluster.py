@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.procs import processes_of
+
 rados = pytest.importorskip("rados", reason="python3-rados is not installed")
 
 pytestmark = [pytest.mark.rados, pytest.mark.timeout(120)]
@@ -25,20 +27,6 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=90, check=False)
 
 
-def _our_processes(d: Path) -> list[int]:
-    """Live (non-zombie) processes whose command line names d."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (p / "stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if str(d) in cmd and state != "Z" and int(p.name) != os.getpid():
-            pids.append(int(p.name))
-    return pids
 
 
 @pytest.fixture
@@ -68,10 +56,10 @@ def test_up_gives_size_one_pools_and_down_leaves_nothing(scratch: Path) -> None:
             assert json.loads(out)["size"] == 1
     finally:
         cl.shutdown()
-    assert len(_our_processes(scratch.resolve())) == 2  # one mon, one OSD
+    assert len(processes_of(scratch.resolve())) == 2  # one mon, one OSD
     p = _run("down", str(scratch))
     assert p.returncode == 0, p.stderr
-    assert _our_processes(scratch.resolve()) == []
+    assert processes_of(scratch.resolve()) == []
     assert not (scratch / "ceph.conf").exists()
 
 
@@ -80,12 +68,12 @@ def test_watchdog_tears_down_when_the_watched_process_dies(scratch: Path) -> Non
     try:
         p = _run("up", str(scratch), "--watch-pid", str(sleeper.pid))
         assert p.returncode == 0, p.stderr
-        assert len(_our_processes(scratch.resolve())) == 3  # mon, OSD, watchdog
+        assert len(processes_of(scratch.resolve())) == 3  # mon, OSD, watchdog
     finally:
         sleeper.kill()
         sleeper.wait()
     end = time.monotonic() + 30
-    while _our_processes(scratch.resolve()):
+    while processes_of(scratch.resolve()):
         assert time.monotonic() < end, "the watchdog did not stop the cluster"
         time.sleep(0.1)
     assert not (scratch / "run").exists()
