@@ -72,6 +72,9 @@ class Peer:
             # PINGs are answered inside the C call; it returns the next other request
             idx = lib.ap_pop_request_fast(base, no, efds, nfds)
             if idx < 0:
+                pings = -1 - idx  # answered in C: progress too (the pump spins, not naps)
+                n += pings
+                self.served += pings
                 break
             n += 1
             req = Request(self.seg, idx, no)
