@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -735,6 +734,7 @@ int ap_pop_replies(char *base, uint32_t port, int64_t *out, int max) {
 }
 
 /* ------------------------------------------------- adaptive spin */
+#define AP_SPIN_GAP_NS 20000
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -788,11 +788,9 @@ int ap_spin_adaptive(char *base, uint32_t port, int mask, struct ap_spin *s) {
     int64_t budget = ap_spin_plan(s);
     if (budget <= 0) return 0;
     struct ap_port *p = P(base, port);
-    struct rusage ru0, ru1;
-    getrusage(RUSAGE_THREAD, &ru0);
     s->episodes++;
-    int64_t t0 = now_ns(), now = t0, last_yield = t0;
-    int hit = 0;
+    int64_t t0 = now_ns(), now = t0, prev = t0, last_yield = t0;
+    int hit = 0, preempted = 0;
     for (uint32_t i = 1;; i++) {
         if (((mask & 1) && ap_ring_count(base, p->req_ring)) ||
             ((mask & 2) && ap_ring_count(base, p->rep_ring))) {
@@ -801,6 +799,10 @@ int ap_spin_adaptive(char *base, uint32_t port, int mask, struct ap_spin *s) {
         }
         if ((i & 15) == 0) {
             now = now_ns();
+            /* 16 pauses take ~1 us: a gap of AP_SPIN_GAP_NS means this thread (or its
+             * vCPU) was descheduled meanwhile, a syscall-free sign of preemption */
+            if (now - prev >= AP_SPIN_GAP_NS) preempted = 1;
+            prev = now;
             if (now - t0 >= budget) break;
             if (s->yield_ns > 0 && now - last_yield >= s->yield_ns) {
                 sched_yield();
@@ -811,11 +813,11 @@ int ap_spin_adaptive(char *base, uint32_t port, int mask, struct ap_spin *s) {
         cpu_relax();
     }
     if (hit) now = now_ns();
+    if (now - prev >= AP_SPIN_GAP_NS) preempted = 1;
     s->spun_ns += (uint64_t)(now - t0);
-    getrusage(RUSAGE_THREAD, &ru1);
-    if (ru1.ru_nivcsw != ru0.ru_nivcsw) {
-        /* preempted while spinning: the CPU is contended (often by the very peer we wait
-         * for, woken on this CPU), so spinning steals from it; back off like a miss */
+    if (preempted) {
+        /* the CPU is contended (often by the very peer we wait for, woken on this CPU):
+         * spinning steals from it, so back off as after a miss */
         s->preempted++;
         ap_spin_update(s, 0, now - t0);
     } else {
