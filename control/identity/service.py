@@ -10,10 +10,12 @@ from aiohttp import web
 
 from archipelago.errors import ArchipelagoError, NotFound, QuotaExceeded, Unauthorized
 from control.host.webapi import token_of
+from control.identity.hot import HotPath
 from control.identity.projects import ProjectsMixin
 from control.identity.providers import LocalProvider, ProxyProvider
 from control.identity.quotas import QuotasMixin, Resource, provisions
 from control.identity.throttle import Throttle
+from control.identity.tokencache import TokenCache
 from control.identity.users import Principal, UsersMixin
 from pithos_gw.hooks import DISKSPACE
 
@@ -31,6 +33,8 @@ class IdentityService(UsersMixin, QuotasMixin, ProjectsMixin):
         self.events = ctx.events
         self.instance = ctx.instance
         self.settings = settings
+        self.hot = HotPath(ctx.db, ctx.events)
+        self.token_cache = TokenCache(settings.token_cache_ttl)
         self.throttle = Throttle(settings.login_attempts, settings.login_window)
         self.local = LocalProvider(self, self.throttle)
         self.proxy = ProxyProvider(self, settings.proxy_header, settings.proxy_addresses,
@@ -159,9 +163,8 @@ class GatewayQuota:
 
     async def _holding(self, account: str) -> tuple[int, int]:
         """(limit, usage with pending charges) of the account's pithos.diskspace."""
-        async with self.service.db.read() as conn:
-            limit, _, usage = await self.service._holding(  # noqa: SLF001 -- same plugin
-                conn, f"user:{account}", f"project:{account}", DISKSPACE, create=False)
+        limit, _, usage = await self.service.holding_of(f"user:{account}", f"project:{account}",
+                                                        DISKSPACE)
         return limit, usage
 
     async def is_admin(self, account: str) -> bool:
