@@ -206,3 +206,30 @@ def test_no_token_in_clear_reaches_the_logs_or_the_databases(
             assert s.encode() not in data, f"a token in clear in {p}"
     assert token_hash(tok).encode() in (tmp_path / "control.db").read_bytes() + b"".join(
         p.read_bytes() for p in files if p.name == "control.db-wal")
+
+
+async def test_pre_upload_check_never_refuses_on_a_stale_view(tmp_path: Path) -> None:
+    from archipelago.errors import QuotaExceeded
+    from control.identity.service import GatewayQuota
+
+    async with identity(tmp_path) as (_, svc):
+        clock = Clock()
+        gq = GatewayQuota(svc, clock=clock)
+        user, _ = await svc.add_user("gus")
+        await svc.set_quota("gus", R, 1000)
+        a = user.uuid
+        await gq.check(a, 600)  # reads the database: room 1000, usage 0
+        await gq.accept(await gq.issue(a, 600, "o1"))
+        with pytest.raises(QuotaExceeded, match="usage 600"):
+            await gq.check(a, 500)  # the view says over: read again, still over
+        # Freed elsewhere (another process): the view still says 600, the database 0.
+        await svc.set_usage(a, R, 0)
+        await gq.check(a, 900)  # not refused on the stale view
+        # Grown elsewhere: a stale view lets the upload through; the charge refuses it.
+        await svc.set_usage(a, R, 950)
+        await gq.check(a, 40)
+        with pytest.raises(QuotaExceeded):
+            await gq.issue(a, 100, "o2")
+        clock.t += svc.settings.token_cache_ttl  # the view expires: read again
+        with pytest.raises(QuotaExceeded, match="usage 950"):
+            await gq.check(a, 100)
