@@ -88,6 +88,15 @@ def test_over_quota_is_413_with_a_clear_body_and_nothing_stored(api: ApiServer) 
         "project_usage": 1000, "project_pending": 0}
 
 
+def test_long_object_names_are_charged(api: ApiServer) -> None:
+    a = Account(api, "lou")
+    name = "n" * 1000  # the commission's name is cut to its 256 characters
+    assert a.put(name, b"l" * 123).status_code == 201
+    assert requests.delete(f"{a.base}/c/{name}", headers=a.h).status_code == 204
+    assert a.put(name + "x", b"l" * 77).status_code == 201
+    assert a.stored() == a.quota()["usage"] == 77
+
+
 def test_concurrent_overwrites_never_drift(api: ApiServer) -> None:
     a = Account(api, "wes")
     sizes = [(i * 7919) % 20000 for i in range(24)]

@@ -98,7 +98,7 @@ def move(db: sa.Connection, holder: str, source: str, resource: str, dmin: int,
 def issue(db: sa.Connection, events: list[Event], bus: EventBus, provs: list[Any],
           name: str, force: bool, auto_accept: bool) -> int:
     """Reserve every provision; the serial, or QuotaExceeded/NotFound (the caller's
-    transaction rolls back)."""
+    transaction rolls back). ``auto_accept`` settles it at once (both bounds move)."""
     for p in provs:
         source = p.source or ""
         limit, umin, umax = holding(db, p.holder, source, p.resource)
@@ -107,14 +107,29 @@ def issue(db: sa.Connection, events: list[Event], bus: EventBus, provs: list[Any
         if p.quantity < 0 and not force and umin + p.quantity < 0:
             raise over(p, "NoQuantityError", limit, umin)
         q = p.quantity
-        move(db, p.holder, source, p.resource, min(q, 0), max(q, 0))
-    serial = int(run(db, _NEW_COMMISSION, {"n": name, "t": time.time()}).fetchone()[0])
+        move(db, p.holder, source, p.resource, q if auto_accept else min(q, 0),
+             q if auto_accept else max(q, 0))
+    now = time.time()
+    serial = int(run(db, _NEW_COMMISSION, {"n": name, "t": now}).fetchone()[0])
     for i, p in enumerate(provs):
         run(db, _NEW_PROVISION, {"sn": serial, "i": i, "h": p.holder, "s": p.source or "",
                                  "r": p.resource, "q": p.quantity})
     if auto_accept:
-        resolve(db, events, bus, serial, accept=True)
+        for p in provs:
+            _accepted(db, events, bus, serial, name, p.holder, p.source or "", p.resource,
+                      p.quantity, now)
+        run(db, _SETTLE, {"sn": serial, "st": "accepted", "at": now})
     return serial
+
+
+def _accepted(db: sa.Connection, events: list[Event], bus: EventBus, serial: int, name: str,
+              holder: str, source: str, resource: str, q: int, now: float) -> None:
+    """identity.commission.accepted for a user provision (billing's input)."""
+    if holder.startswith("user:") and source:
+        emit(db, bus, events, Event("identity.commission.accepted", {
+            "serial": serial, "name": name, "holder": holder, "user": holder[5:],
+            "project": source.partition(":")[2], "resource": resource, "delta": q,
+            "time": now}))
 
 
 def resolve(db: sa.Connection, events: list[Event], bus: EventBus, serial: int,
@@ -132,11 +147,8 @@ def resolve(db: sa.Connection, events: list[Event], bus: EventBus, serial: int,
             move(db, holder, source, resource, max(q, 0), min(q, 0))
         else:
             move(db, holder, source, resource, -min(q, 0), -max(q, 0))
-        if accept and holder.startswith("user:") and source:
-            emit(db, bus, events, Event("identity.commission.accepted", {
-                "serial": serial, "name": name, "holder": holder, "user": holder[5:],
-                "project": source.partition(":")[2], "resource": resource, "delta": q,
-                "time": now}))
+        if accept:
+            _accepted(db, events, bus, serial, name, holder, source, resource, q, now)
     run(db, _SETTLE, {"sn": serial, "st": "accepted" if accept else "rejected", "at": now})
 
 
