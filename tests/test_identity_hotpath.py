@@ -36,6 +36,16 @@ class Clock:
         return self.t
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Config overrides of each metadata engine."""
+    if request.param == "sqlite":
+        yield []
+        return
+    with fresh_database(pg_url_or_skip()) as url:
+        yield [f'database.url="{url}"']
+
+
 @given(ttl=st.floats(0.1, 100), steps=st.lists(st.floats(0, 50), max_size=8))
 def test_cache_entry_lives_exactly_ttl(ttl: float, steps: list[float]) -> None:
     clock = Clock()
@@ -82,9 +92,9 @@ async def test_another_process_revocation_is_seen_after_the_ttl(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("how", ["revoke", "disable", "renew", "password"])
-async def test_revocation_in_this_process_drops_the_entry_at_once(tmp_path: Path,
-                                                                 how: str) -> None:
-    async with identity(tmp_path) as (_, svc):
+async def test_revocation_in_this_process_drops_the_entry_at_once(
+        tmp_path: Path, how: str, engine: list[str]) -> None:
+    async with identity(tmp_path, engine) as (_, svc):
         svc.token_cache = TokenCache(3600, clock=Clock())  # would never expire by itself
         user, tok = await svc.add_user("bob", password="pw-of-bob")
         await svc.authenticate(tok)
@@ -126,16 +136,6 @@ async def test_an_expired_token_is_refused_even_when_cached(tmp_path: Path) -> N
         with pytest.raises(Unauthorized, match="expired"):
             await svc.authenticate(tok)
         assert svc.token_cache.get(token_hash(tok)) is None
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest) -> Iterator[list[str]]:
-    """Config overrides of each metadata engine."""
-    if request.param == "sqlite":
-        yield []
-        return
-    with fresh_database(pg_url_or_skip()) as url:
-        yield [f'database.url="{url}"']
 
 
 def test_quota_is_exact_under_concurrent_puts(tmp_path: Path, engine: list[str]) -> None:
@@ -208,11 +208,12 @@ def test_no_token_in_clear_reaches_the_logs_or_the_databases(
         p.read_bytes() for p in files if p.name == "control.db-wal")
 
 
-async def test_pre_upload_check_never_refuses_on_a_stale_view(tmp_path: Path) -> None:
+async def test_pre_upload_check_never_refuses_on_a_stale_view(tmp_path: Path,
+                                                              engine: list[str]) -> None:
     from archipelago.errors import QuotaExceeded
     from control.identity.service import GatewayQuota
 
-    async with identity(tmp_path) as (_, svc):
+    async with identity(tmp_path, engine) as (_, svc):
         clock = Clock()
         gq = GatewayQuota(svc, clock=clock)
         user, _ = await svc.add_user("gus")
