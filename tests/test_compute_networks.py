@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from compute_helpers import kill_qemus, qemu_pids, start_cloud, wait_gateway
+from compute_helpers import kill_qemus, qemu_pids, register_guest, start_cloud, wait_gateway
 from daemon_helpers import Daemon
 from guest_helpers import Console, guest_files, need_qemu
 from net_helpers import dnsmasq_pids, links, need_net_tools, netns_list, ns_name, scrub
@@ -80,22 +80,14 @@ class Cloud:
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     need_qemu()
     need_net_tools()
-    guest = guest_files()
+    guest_files()  # built (once per machine) before a daemon is started
     base = tmp_path_factory.mktemp("netcloud")
     d, url = start_cloud(base / "data")
     try:
-        kernel = d.archip("--json", "image", "upload", str(guest.kernel), "--name", "vmlinuz",
-                          "--disk-format", "aki", check=True).json()["id"]
-        ramdisk = d.archip("--json", "image", "upload", str(guest.initrd), "--name", "initrd",
-                           "--disk-format", "ari", check=True).json()["id"]
         disk = base / "disk.raw"
         with open(disk, "wb") as f:
             f.truncate(64 << 20)
-        image = d.archip("--json", "image", "upload", str(disk), "--name", "guest-disk",
-                         "--disk-format", "raw", "--property", f"kernel_id={kernel}",
-                         "--property", f"ramdisk_id={ramdisk}", check=True).json()["id"]
-        d.archip("flavor", "create", "tiny", "--vcpus", "1", "--ram", "256", "--disk", "1",
-                 check=True)
+        image, _, _ = register_guest(d, disk)
         ops = d.archip("--json", "user", "add", "ops", "--admin", check=True).json()
         # ops runs three guests at once (a new user may run two)
         d.archip("quota", "set", ops["uuid"], "cyclades.vm", "4", check=True)
