@@ -22,7 +22,7 @@ from weakref import WeakValueDictionary
 
 from pithos_gw.hooks import QuotaCharger
 from pithos_gw.meta import MetaStore, ObjectVersion
-from pithos_gw.meta_objects import BytesChanged
+from pithos_gw.meta_objects import ANY, BytesChanged
 
 log = logging.getLogger("pithos_gw.quota")
 T = TypeVar("T")
@@ -89,12 +89,16 @@ class ChargedMetaStore(MetaStore):
         return await self._charged(account, "object update", lambda old: size - old,
                                    container, name, write)
 
-    async def object_delete(self, account: str, container: str, name: str) -> None:
-        """Delete the current version, freeing its bytes."""
-        return await self._charged(
-            account, "object delete", lambda old: -old, container, name,
-            lambda old: MetaStore.object_delete(self, account, container, name,
-                                                expect_bytes=old))
+    async def object_delete(self, account: str, container: str, name: str, *,
+                            expect: int = ANY, **kw: Any) -> bool:
+        """Delete the current version, freeing its bytes (see MetaStore.object_delete)."""
+        async def write(old: int) -> Any:
+            done = await MetaStore.object_delete(self, account, container, name,
+                                                 expect=expect, expect_bytes=old)
+            return True if done else _UNWRITTEN
+
+        return bool(await self._charged(account, "object delete", lambda old: -old,
+                                        container, name, write))
 
     async def reconcile(self) -> None:
         """Tell the charger the bytes every account really stores (at start)."""
