@@ -1,6 +1,6 @@
-"""Deletes that were decided on one version commit only while it is still current: a
-conditional DELETE (If-Match, X-If-Delete-At) and the expirer never remove a version
-written after they looked, on SQLite and (when the session has one) PostgreSQL."""
+"""Races of the gateway's metadata writes, on SQLite and (when the session has one)
+PostgreSQL: deletes decided on one version commit only while it is still current (a
+conditional DELETE, the expirer), and a charge that keeps losing to other writers ends."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from pg_helpers import fresh_database, pg_url_or_skip
 
+from archipelago.errors import Busy
 from pithos_gw import expiry
 from pithos_gw.common import META
 from pithos_gw.meta import MetaStore
-from pithos_gw.quota import ChargedMetaStore
+from pithos_gw.quota import CHARGE_ATTEMPTS, ChargedMetaStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,6 +108,34 @@ def test_expirer_never_deletes_a_version_written_after_its_listing(url: str) -> 
                                        meta={"X-Delete-At": "1"}, modified_by="acc")
             assert await expiry.sweep({META: meta}) == 1  # type: ignore[arg-type]
             assert await meta.object_get("acc", "c", "y") is None
+        finally:
+            await meta.close()
+
+    asyncio.run(go())
+
+
+class AlwaysReplaced(ChargedMetaStore):
+    """Another host replaces the path between every size read and commit."""
+
+    reads = 0
+
+    async def _current_bytes(self, account: str, container: str, name: str) -> int:
+        self.reads += 1
+        return 10**9 + self.reads  # never the size the commit finds
+
+
+def test_a_charge_losing_every_race_ends_busy_with_nothing_pending(url: str) -> None:
+    async def go() -> None:
+        charger = Charger()
+        meta = AlwaysReplaced(url, charger)
+        await meta.open()
+        try:
+            await meta.container_put("acc", "c", {}, {})
+            with pytest.raises(Busy, match="other writers keep replacing it"):
+                await _put(meta, 5)
+            assert meta.reads == CHARGE_ATTEMPTS
+            assert not charger.pending and not charger.usage  # every charge rejected
+            assert await meta.object_get("acc", "c", "x") is None
         finally:
             await meta.close()
 
