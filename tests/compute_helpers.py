@@ -110,6 +110,9 @@ plugins = {json.dumps(list(plugins))}
 [gateway]
 listen = "127.0.0.1:0"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [blocker.file]
 fsync = false
 

@@ -11,6 +11,8 @@ fixed (`--network NET=IP`), the others come from the ports the API reports.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ import pytest
 from compute_helpers import kill_qemus, qemu_pids, register_guest, start_cloud, wait_gateway
 from daemon_helpers import Daemon
 from guest_helpers import Console, guest_files, need_qemu
+from metrics_helpers import scrape, value, wait_for
 from net_helpers import dnsmasq_pids, links, need_net_tools, netns_list, ns_name, scrub
 
 from archipelago.errors import Forbidden, InvalidArgument, NotFound, QuotaExceeded
@@ -164,6 +167,27 @@ def test_bad_input_is_refused_and_makes_nothing(cloud: Cloud) -> None:
     for i in range(2):
         n = cloud.network(f"u-{i}", f"10.89.{i}.0/24", user=u)
         cloud.call("DELETE", f"/networks/{n['id']}")
+
+
+def test_a_dnsmasq_that_dies_is_restarted_one_stopped_on_purpose_is_not(cloud: Cloud) -> None:
+    metrics = cloud.archip("--json", "daemon", "status").json()["metrics_url"]
+    restarts = value(scrape(metrics), "archipelago_dhcp_restarts_total")
+    n = cloud.network("watched", "10.91.0.0/24")
+    (pid,) = dnsmasq_pids(cloud.d.data_dir)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(metrics, lambda s: value(s, "archipelago_dhcp_restarts_total") == restarts + 1,
+             "the dnsmasq restart")
+    (again,) = dnsmasq_pids(cloud.d.data_dir)
+    assert again != pid
+    # stopped by the service itself (its network deleted while another one stays): not a
+    # restart; the exit's check runs under the service's lock before the next call's work
+    other = cloud.network("other", "10.92.0.0/24")
+    cloud.call("DELETE", f"/networks/{n['id']}")
+    last = cloud.network("last", "10.93.0.0/24")
+    for x in (other, last):
+        cloud.call("DELETE", f"/networks/{x['id']}")
+    assert dnsmasq_pids(cloud.d.data_dir) == []
+    assert value(scrape(metrics), "archipelago_dhcp_restarts_total") == restarts + 1
 
 
 def test_guests_dhcp_ping_isolation_firewall_restart_and_cleanup(cloud: Cloud) -> None:
