@@ -234,3 +234,32 @@ async def test_pre_upload_check_never_refuses_on_a_stale_view(tmp_path: Path,
         clock.t += svc.settings.token_cache_ttl  # the view expires: read again
         with pytest.raises(QuotaExceeded, match="usage 950"):
             await gq.check(a, 100)
+
+
+async def test_a_growth_held_back_by_a_precondition_is_given_back(tmp_path: Path) -> None:
+    from control.identity.service import GatewayQuota
+    from pithos_gw.quota import ChargedMetaStore
+
+    async with identity(tmp_path) as (_, svc):
+        user, _ = await svc.add_user("hal")
+        a = user.uuid
+        meta = ChargedMetaStore(tmp_path / "gateway.db", GatewayQuota(svc))
+        await meta.open()
+        try:
+            await meta.container_put(a, "c", {}, {})
+
+            def put(size: int, expect: int | None = None) -> Any:
+                kw = {} if expect is None else {"expect": expect}
+                return meta.object_put(a, "c", "x", size=size, hashes=[], hash=f"h{size}",
+                                       checksum="", content_type="text/plain", meta={},
+                                       modified_by=a, **kw)
+
+            v = await put(100)
+            assert await put(400, expect=v.serial + 1000) is None  # lost its precondition
+            q = (await svc.user_quotas(a))[a][R]
+            assert q["usage"] == 100 and q["pending"] == 0
+            assert await svc.pending("pithos:") == []
+            assert (await put(400, expect=v.serial)) is not None
+            assert (await svc.user_quotas(a))[a][R]["usage"] == 400
+        finally:
+            await meta.close()
