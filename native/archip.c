@@ -599,16 +599,17 @@ int ap_port_reclaim(char *base, uint32_t port, const int *efds, uint32_t nfds) {
 }
 
 /* ------------------------------------------------------- fast paths */
-int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds) {
+int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds,
+                            uint64_t *answered) {
     /* answer PINGs here (no Python per ping), wake each client once per batch */
     uint64_t woken[4] = {0, 0, 0, 0};
-    int64_t idx, answered = 0;
+    int64_t idx, n_pings = 0;
     while ((idx = ap_pop_request(base, port)) >= 0) {
         struct ap_desc *d = ap_desc_ptr(base, (uint32_t)idx);
         if (d->op != 0) break;
         uint32_t owner = d->owner;
         ap_complete(base, (uint32_t)idx, AP_NOWAKE);
-        answered++;
+        n_pings++;
         if (owner < 256) woken[owner >> 6] |= 1ULL << (owner & 63);
     }
     for (uint32_t w = 0; w < 4; w++)
@@ -617,7 +618,8 @@ int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t
                 uint32_t o = w * 64 + b;
                 ap_wake(base, o, o < nfds ? efds[o] : -1);
             }
-    return idx >= 0 ? idx : -1 - answered; /* the caller learns that PINGs were served */
+    if (answered) *answered += (uint64_t)n_pings; /* the caller counts them as served */
+    return idx;
 }
 
 int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,

@@ -123,8 +123,9 @@ int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, u
 int64_t ap_ring_stalled(char *base, uint64_t ring_off);
 int ap_ring_tombstone(char *base, uint64_t ring_off, uint64_t pos);
 uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max);
-/* answers PINGs in C; the next other request's idx, else -1 - (PINGs answered) */
-int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds);
+/* answers PINGs in C (adding their number to *answered); the next other request's idx or -1 */
+int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds,
+                            uint64_t *answered);
 int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,
                      int64_t n, int depth, int timeout_ms);
 int ap_spin_wait(char *base, uint32_t port, int mask, int usec); /* 1 work, 0 none */

@@ -319,3 +319,33 @@ def test_hot_path_against_a_peer_process(daemon: Daemon) -> None:
         os.kill(p.pid, signal.SIGKILL)
         p.join(10)
         link.close()
+
+
+def test_pings_answered_in_c_count_as_served_progress(daemon: Daemon) -> None:
+    """A drain that only answered PINGs (in C) reports progress and counts them served, so
+    the pump keeps going instead of napping, and the status counters add up."""
+    from peers_helpers import EchoPeer
+
+    link = PeerLink(daemon.socket_path)
+
+    async def main() -> None:
+        peer = EchoPeer(link, SERVER)
+        client = AsyncClient(link)
+        got: list[int] = []
+        for _ in range(10):
+            client.submit(SERVER, Op.PING, done=got.append)
+        assert peer.drain() is True
+        assert peer.served == 10
+        assert peer.drain() is False  # nothing left: no progress
+        client.drain()
+        assert len(got) == 10
+        for idx in got:
+            client.release(idx)
+        assert peer.port.stats()["requests"] == 10
+        client.close()
+        peer.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        link.close()
