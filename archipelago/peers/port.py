@@ -15,15 +15,16 @@ from typing import Any
 from archipelago.peers.registry import PeerLink
 
 #: Upper bound (microseconds) of the adaptive spin before sleeping (0: never spin). A
-#: wake-up costs 20-25 us on a VM (an IPI to a halted vCPU), so a reply or request that
-#: arrives within the spin saves one. The spin adapts (native/archip.h, struct ap_spin):
-#: its budget follows twice the waits it caught, halves on a miss, drops to 0 below
-#: 1/8 of the bound and then probes once per 16 idle moments; a spin during which the
-#: thread was preempted (the CPU is contended, often by the peer it waits for) counts as
-#: a miss. A fixed 50 us spin starved the other side on an oversubscribed 2-core host;
-#: this one backs off after two misses or preemptions.
-SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "30"))
-SPIN_YIELD_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_YIELD_US", "0"))
+#: wake-up costs 20-60 us on a VM (an IPI to a halted vCPU), so the bound must cover one:
+#: a client that spins through the server's wake-up keeps itself awake, the server then
+#: catches the next request in its own spin, and both stay out of the kernel (depth-1
+#: round trip 3-4 us against 60 us for 30 us or no spin on an idle 2-core VM; with both
+#: cores busy, 100 us did no worse than 0, benchmarks/peers.py). The spin adapts
+#: (native/archip.h, struct ap_spin): its budget follows twice the waits it caught, halves
+#: on a miss, drops to 0 below 1/8 of the bound and then probes once per 16 idle moments;
+#: a spin during which the thread was descheduled counts as a miss, so it backs off when
+#: the CPU is contended instead of stealing it from the peer it waits for.
+SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "100"))
 
 
 class Port:
@@ -43,8 +44,6 @@ class Port:
         self._idle = 0
         self.spin = self.seg.ffi.new("struct ap_spin *")
         self.lib.ap_spin_init(self.spin, SPIN_US * 1000)
-        if SPIN_YIELD_US:
-            self.spin.yield_ns = SPIN_YIELD_US * 1000
         self.wakeups = 0  # eventfd wake-ups received
         self.signals = 0  # eventfd signals sent to sleeping peers
         self.sleeps = 0   # times this port published "sleeping"
