@@ -40,6 +40,7 @@ from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import D_COMPLETED, Reply, Request
 
 log = logging.getLogger(__name__)
+_READ = int(Op.READ)
 
 
 class AsyncClient:
@@ -92,18 +93,17 @@ class AsyncClient:
         """Pop every arrived reply (batches of BATCH per native call); True if any arrived."""
         lib, base, no, out, table = self.seg.lib, self.seg.base, self.port.no, self._out, \
             self._table
-        got = False
+        got, unpack, future = False, self.seg.ffi.unpack, asyncio.Future
         while (n := lib.ap_pop_replies(base, no, out, BATCH)) > 0:
             got = True
             self.batches += 1
             self.completions += n
-            for i in range(n):
-                idx = out[i]
+            for idx in unpack(out, n):  # one call for the whole batch
                 ent = table[idx]
                 table[idx] = None
                 if ent is None or ent is _ABANDONED:  # cancelled or timed out: free it
                     lib.ap_desc_free(base, idx, D_COMPLETED)
-                elif isinstance(ent, asyncio.Future):
+                elif isinstance(ent, future):
                     if ent.done():
                         lib.ap_desc_free(base, idx, D_COMPLETED)
                     else:
@@ -136,7 +136,7 @@ class AsyncClient:
         if not self._watching:
             self._start()
         seg = self.seg
-        if payload is None and buf_size is None and op != Op.READ and type(target) is bytes \
+        if payload is None and buf_size is None and op != _READ and type(target) is bytes \
                 and offset >= 0 and size >= 0:  # no buffer: the fields alone, inlined
             idx = seg.lib.ap_request_submit(seg.base, self.port.no, dst, op, flags, offset, size,
                                             arg, next(_ids), target, len(target), 0,
