@@ -764,7 +764,9 @@ int64_t ap_spin_plan(struct ap_spin *s) {
             return 0;
         }
         s->idle = 0;
-        b = s->min_ns; /* probe: has the peer become fast again? */
+        /* probe: has the peer become fast again? Long enough to outlast one wake-up of
+         * the peer, or two sides that both went to sleeping mode never find out */
+        b = s->max_ns / 2 > s->min_ns ? s->max_ns / 2 : s->min_ns;
     }
     if (b > s->max_ns) {
         s->over_budget++;

@@ -148,7 +148,8 @@ int ap_pop_replies(char *base, uint32_t port, int64_t *out, int max);
 /* Adaptive bounded spin before sleeping (process-local state, one per port). The budget
  * follows twice the recent wait that a spin caught, never above max_ns; a miss halves
  * it and below min_ns it drops to 0; at 0 only every `probe_every`-th idle moment spins
- * (a probe of min_ns), so a port whose peer answers slowly sleeps at once. A spin during
+ * (a probe of max_ns / 2, to outlast one wake-up of the peer), so a port whose peer
+ * answers slowly mostly sleeps at once. A spin during
  * which this thread was preempted counts as a miss: the CPU is contended (often by the
  * very peer it waits for), so spinning would steal from it. yield_ns > 0 also yields the
  * CPU that often while spinning (off by default: under load it hands the CPU away). */

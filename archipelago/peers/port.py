@@ -21,7 +21,8 @@ from archipelago.peers.registry import PeerLink
 #: round trip 3-4 us against 60 us for 30 us or no spin on an idle 2-core VM; with both
 #: cores busy, 100 us did no worse than 0, benchmarks/peers.py). The spin adapts
 #: (native/archip.h, struct ap_spin): its budget follows twice the waits it caught, halves
-#: on a miss, drops to 0 below 1/8 of the bound and then probes once per 16 idle moments;
+#: on a miss, drops to 0 below 1/8 of the bound and then probes (half the bound) once per
+#: 16 idle moments;
 #: a spin during which the thread was descheduled counts as a miss, so it backs off when
 #: the CPU is contended instead of stealing it from the peer it waits for.
 SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "100"))
