@@ -13,6 +13,7 @@ import fcntl
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import struct
 import tempfile
 import time
@@ -115,6 +116,35 @@ async def _segment_rate(client: AsyncClient, n: int, depth: int) -> float:
     return (n // depth) * depth / (time.perf_counter() - t0)
 
 
+async def _segment_submit_rate(client: AsyncClient, n: int, depth: int) -> float:
+    """PINGs with ``depth`` in flight on the hot path: a completion callback per descriptor
+    re-submits at once (no Task, no Future per request)."""
+    loop = asyncio.get_running_loop()
+
+    async def run(count: int) -> float:
+        finished = loop.create_future()
+        left = [count - depth]
+        todo = [count]
+
+        def done(idx: int) -> None:
+            client.release(idx)
+            todo[0] -= 1
+            if left[0] > 0:
+                left[0] -= 1
+                client.submit(PORT, Op.PING, done=done)
+            elif todo[0] == 0:
+                finished.set_result(None)
+
+        t0 = time.perf_counter()
+        for _ in range(depth):
+            client.submit(PORT, Op.PING, done=done)
+        await finished
+        return count / (time.perf_counter() - t0)
+
+    await run(max(depth, 1000))  # warm-up
+    return await run(n)
+
+
 async def _segment_payload(client: AsyncClient, total: int, depth: int) -> float:
     src = os.urandom(PAYLOAD)
     count = total // PAYLOAD
@@ -175,6 +205,7 @@ def main() -> None:
     ap.add_argument("--pings", type=int, default=100_000)
     ap.add_argument("--depth", type=int, default=32, help="requests in flight")
     ap.add_argument("--mib", type=int, default=2048, help="payload MiB per throughput run")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians shown)")
     args = ap.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -193,25 +224,40 @@ def main() -> None:
     link = PeerLink(reg.socket_path)
     total = args.mib * MiB
     try:
-        async def run_async() -> tuple[float, float, float, float, float]:
-            client = AsyncClient(link)
-            seg_rate = await _segment_rate(client, args.pings, args.depth)
-            sock_rate = await _socket_rate(sock_path, args.pings, args.depth)
-            seg1 = await _segment_rate(client, args.pings // 10, 1)
-            sock1 = await _socket_rate(sock_path, args.pings // 10, 1)
-            gib = await _segment_payload(client, total, 4)
-            client.close()
-            return seg_rate, sock_rate, seg1, sock1, gib
-
-        seg_rate, sock_rate, seg1, sock1, gib = uvloop.run(run_async())
         # the transport without Python on the client side (what a C nbdkit filter would see)
         cport, _ = link.bind()
-        lib, efds = seg.lib, link.efds
-        t0 = time.perf_counter()
-        done = lib.ap_ping_loop(link.segment.base, cport, PORT, efds[PORT], efds[cport],
-                                args.pings * 4, args.depth, 10000)
-        c_rate = done / (time.perf_counter() - t0)
+        lib, efds, base = seg.lib, link.efds, link.segment.base
+
+        def c_loop(n: int) -> float:
+            t0 = time.perf_counter()
+            done = lib.ap_ping_loop(base, cport, PORT, efds[PORT], efds[cport], n, args.depth,
+                                    10000)
+            return done / (time.perf_counter() - t0)
+
+        async def run_async() -> dict[str, list[float]]:
+            # every measurement in short rounds, interleaved: a burst of load from another
+            # process hits all of them alike instead of one
+            client = AsyncClient(link)
+            n, d, out = args.pings // args.rounds, args.depth, {}
+            for _ in range(args.rounds):
+                for key, v in (("hot", await _segment_submit_rate(client, n, d)),
+                               ("task", await _segment_rate(client, n, d)),
+                               ("sock", await _socket_rate(sock_path, n, d)),
+                               ("c", c_loop(4 * n)),
+                               ("hot1", await _segment_submit_rate(client, n // 10, 1)),
+                               ("task1", await _segment_rate(client, n // 10, 1)),
+                               ("sock1", await _socket_rate(sock_path, n // 10, 1))):
+                    out.setdefault(key, []).append(v)
+            out["gib"] = [await _segment_payload(client, total, 4)]
+            stats.update(client.port.stats())
+            client.close()
+            return out
+
+        stats: dict[str, int] = {}
+        runs = uvloop.run(run_async())
         link.unbind(cport)
+        r = {k: statistics.median(v) for k, v in runs.items()}
+        sock_rate, gib, c_rate = r["sock"], r["gib"], r["c"]
         bc = BlockingClient(link)
         blocking_us = _latency_us(lambda: bc.ping(PORT), args.pings // 10)
         bc.close()
@@ -226,17 +272,24 @@ def main() -> None:
         seg.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    ratio = seg_rate / sock_rate
-    print(f"PING depth {args.depth}: segment {seg_rate:,.0f} msg/s, "
-          f"asyncio unix socket ({MSG} B frames) {sock_rate:,.0f} msg/s, ratio {ratio:.2f}x")
-    print(f"PING depth 1 round trip: segment {1e6 / seg1:.1f} us, unix socket {1e6 / sock1:.1f} us,"
-          f" blocking client (C wait, GIL released) {blocking_us:.1f} us")
+    ratio = r["hot"] / sock_rate
+    rtt = r["sock1"] / r["hot1"]  # segment round trip / socket round trip
+    print(f"PING depth {args.depth}: segment hot path (submit + completion callback) "
+          f"{r['hot']:,.0f} msg/s, segment with a Task awaiting each call {r['task']:,.0f} "
+          f"msg/s, asyncio unix socket ({MSG} B frames, a Task awaiting each) "
+          f"{sock_rate:,.0f} msg/s, ratios {ratio:.2f}x and {r['task'] / sock_rate:.2f}x")
+    print(f"PING depth 1 round trip: segment hot path {1e6 / r['hot1']:.1f} us, "
+          f"awaited call {1e6 / r['task1']:.1f} us, unix socket {1e6 / r['sock1']:.1f} us "
+          f"(ratio {rtt:.2f}x), blocking client (C wait, GIL released) {blocking_us:.1f} us")
+    print("client port counters: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
     print(f"PING depth {args.depth} from a C client loop (no Python per message on the "
           f"client, server answers PING in C): {c_rate:,.0f} msg/s, "
           f"{c_rate / sock_rate:.1f}x the asyncio unix socket")
     print(f"4 MiB payload: segment {gib:.2f} GiB/s, pipe (1 MiB pipe buffer) {pipe_gib:.2f} GiB/s,"
           f" ratio {gib / pipe_gib:.2f}x")
-    print(f"peers: ratio_vs_unix_socket={ratio:.2f} payload_gib_s={gib:.2f}")
+    print(f"peers: ratio_vs_unix_socket={ratio:.2f} rtt_vs_unix_socket={rtt:.2f} "
+          f"c_ratio_vs_unix_socket={c_rate / sock_rate:.2f} "
+          f"task_ratio_vs_unix_socket={r['task'] / sock_rate:.2f} payload_gib_s={gib:.2f}")
 
 
 if __name__ == "__main__":

@@ -392,13 +392,14 @@ static inline uint64_t entry(struct ap_desc *d, uint32_t idx) {
     return ((uint64_t)atomic_load(A32(&d->gen)) << 32) | idx;
 }
 
-void ap_wake(char *base, uint32_t port, int efd) {
-    if (efd == AP_NOWAKE) return; /* the caller batches wake-ups and calls ap_wake later */
+int ap_wake(char *base, uint32_t port, int efd) {
+    if (efd == AP_NOWAKE) return 0; /* the caller batches wake-ups and calls ap_wake later */
     if (atomic_exchange(A32(&P(base, port)->sleeping), 0) && efd >= 0) {
         uint64_t one = 1;
         ssize_t r = write(efd, &one, sizeof one);
-        (void)r;
+        return r == (ssize_t)sizeof one;
     }
+    return 0;
 }
 
 static void push_retry(char *base, uint64_t ring, uint64_t e) {
@@ -598,15 +599,17 @@ int ap_port_reclaim(char *base, uint32_t port, const int *efds, uint32_t nfds) {
 }
 
 /* ------------------------------------------------------- fast paths */
-int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds) {
+int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds,
+                            uint64_t *answered) {
     /* answer PINGs here (no Python per ping), wake each client once per batch */
     uint64_t woken[4] = {0, 0, 0, 0};
-    int64_t idx;
+    int64_t idx, n_pings = 0;
     while ((idx = ap_pop_request(base, port)) >= 0) {
         struct ap_desc *d = ap_desc_ptr(base, (uint32_t)idx);
         if (d->op != 0) break;
         uint32_t owner = d->owner;
         ap_complete(base, (uint32_t)idx, AP_NOWAKE);
+        n_pings++;
         if (owner < 256) woken[owner >> 6] |= 1ULL << (owner & 63);
     }
     for (uint32_t w = 0; w < 4; w++)
@@ -615,6 +618,7 @@ int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t
                 uint32_t o = w * 64 + b;
                 ap_wake(base, o, o < nfds ? efds[o] : -1);
             }
+    if (answered) *answered += (uint64_t)n_pings; /* the caller counts them as served */
     return idx;
 }
 
@@ -702,4 +706,126 @@ uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max) {
     }
     if (n < max) out[n++] = h->desc_ring_off;
     return n;
+}
+
+/* ------------------------------------------------- batched hot path */
+int64_t ap_request_submit(char *base, uint32_t port, uint32_t dst, uint32_t op, uint32_t flags,
+                          uint64_t offset, uint64_t size, uint64_t arg, uint64_t req_id,
+                          const char *target, uint32_t tlen, uint64_t need,
+                          const char *payload, uint64_t plen) {
+    if (dst >= H(base)->nr_ports) return AP_E_BADPORT;
+    int64_t idx = ap_request_new(base, port, op, flags, offset, size, arg, req_id, target, tlen,
+                                 need, payload, plen);
+    if (idx < 0) return idx; /* -1, -2, -3 as ap_request_new */
+    int r = ap_submit(base, (uint32_t)idx, dst, AP_NOWAKE);
+    if (r < 0) {
+        ap_desc_free(base, (uint32_t)idx, AP_D_ALLOC);
+        return r == -ENOTCONN ? AP_E_NOTCONN : AP_E_FULL;
+    }
+    return idx;
+}
+
+int ap_pop_replies(char *base, uint32_t port, int64_t *out, int max) {
+    int n = 0;
+    while (n < max) {
+        int64_t idx = pop_valid(base, port, 1);
+        if (idx < 0) break;
+        out[n++] = idx;
+    }
+    return n;
+}
+
+/* ------------------------------------------------- adaptive spin */
+#define AP_SPIN_GAP_NS 20000
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ap_spin_init(struct ap_spin *s, int64_t max_ns) {
+    memset(s, 0, sizeof *s);
+    s->max_ns = max_ns > 0 ? max_ns : 0;
+    s->min_ns = s->max_ns / 8 > 1000 ? s->max_ns / 8 : (s->max_ns < 1000 ? s->max_ns : 1000);
+    s->yield_ns = 0; /* never: the preemption check backs off instead (ap_spin_adaptive) */
+    s->probe_every = 16;
+    s->budget_ns = s->max_ns;  /* start optimistic: a fresh port is usually in a dialogue */
+}
+
+int64_t ap_spin_plan(struct ap_spin *s) {
+    if (s->max_ns <= 0) {
+        s->skipped++;
+        return 0;
+    }
+    int64_t b = s->budget_ns;
+    if (b <= 0) {
+        if (++s->idle < s->probe_every) {
+            s->skipped++;
+            return 0;
+        }
+        s->idle = 0;
+        /* probe: has the peer become fast again? Long enough to outlast one wake-up of
+         * the peer, or two sides that both went to sleeping mode never find out */
+        b = s->max_ns / 2 > s->min_ns ? s->max_ns / 2 : s->min_ns;
+    }
+    if (b > s->max_ns) {
+        s->over_budget++;
+        b = s->max_ns;
+    }
+    return b;
+}
+
+void ap_spin_update(struct ap_spin *s, int hit, int64_t waited_ns) {
+    if (hit) {
+        s->hits++;
+        s->idle = 0;
+        s->ewma_ns = s->ewma_ns ? (3 * s->ewma_ns + waited_ns) / 4 : waited_ns;
+        int64_t b = 2 * s->ewma_ns + s->min_ns;
+        s->budget_ns = b < s->max_ns ? b : s->max_ns;
+    } else {
+        s->budget_ns /= 2;
+        if (s->budget_ns < s->min_ns) s->budget_ns = 0;
+    }
+}
+
+int ap_spin_adaptive(char *base, uint32_t port, int mask, struct ap_spin *s) {
+    int64_t budget = ap_spin_plan(s);
+    if (budget <= 0) return 0;
+    struct ap_port *p = P(base, port);
+    s->episodes++;
+    int64_t t0 = now_ns(), now = t0, prev = t0, last_yield = t0;
+    int hit = 0, preempted = 0;
+    for (uint32_t i = 1;; i++) {
+        if (((mask & 1) && ap_ring_count(base, p->req_ring)) ||
+            ((mask & 2) && ap_ring_count(base, p->rep_ring))) {
+            hit = 1;
+            break;
+        }
+        if ((i & 15) == 0) {
+            now = now_ns();
+            /* 16 pauses take ~1 us: a gap of AP_SPIN_GAP_NS means this thread (or its
+             * vCPU) was descheduled meanwhile, a syscall-free sign of preemption */
+            if (now - prev >= AP_SPIN_GAP_NS) preempted = 1;
+            prev = now;
+            if (now - t0 >= budget) break;
+            if (s->yield_ns > 0 && now - last_yield >= s->yield_ns) {
+                sched_yield();
+                s->yields++;
+                last_yield = now;
+            }
+        }
+        cpu_relax();
+    }
+    if (hit) now = now_ns();
+    if (now - prev >= AP_SPIN_GAP_NS) preempted = 1;
+    s->spun_ns += (uint64_t)(now - t0);
+    if (preempted) {
+        /* the CPU is contended (often by the very peer we wait for, woken on this CPU):
+         * spinning steals from it, so back off as after a miss */
+        s->preempted++;
+        ap_spin_update(s, 0, now - t0);
+    } else {
+        ap_spin_update(s, hit, now - t0);
+    }
+    return hit;
 }

@@ -113,7 +113,7 @@ int ap_fail_local(char *base, uint32_t idx, int err);            /* client-side 
 int64_t ap_pop_request(char *base, uint32_t port);               /* idx or -1 */
 int64_t ap_pop_reply(char *base, uint32_t port);                 /* idx or -1 */
 int ap_prepare_sleep(char *base, uint32_t port, int mask); /* mask 1 req, 2 rep; 1 may sleep */
-void ap_wake(char *base, uint32_t port, int efd);
+int ap_wake(char *base, uint32_t port, int efd); /* 1 if it signalled the eventfd */
 int ap_wait_reply(char *base, uint32_t port, int efd, int regfd, int timeout_ms, int spin);
 int ap_wait_fd(int efd, int regfd, int timeout_ms);
 int ap_drain_fd(int efd);
@@ -123,10 +123,51 @@ int64_t ap_request_new(char *base, uint32_t port, uint32_t op, uint32_t flags, u
 int64_t ap_ring_stalled(char *base, uint64_t ring_off);
 int ap_ring_tombstone(char *base, uint64_t ring_off, uint64_t pos);
 uint32_t ap_ring_offsets(char *base, uint64_t *out, uint32_t max);
-int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds);
+/* answers PINGs in C (adding their number to *answered); the next other request's idx or -1 */
+int64_t ap_pop_request_fast(char *base, uint32_t port, const int *efds, uint32_t nfds,
+                            uint64_t *answered);
 int64_t ap_ping_loop(char *base, uint32_t port, uint32_t dst, int efd_dst, int efd_self,
                      int64_t n, int depth, int timeout_ms);
 int ap_spin_wait(char *base, uint32_t port, int mask, int usec); /* 1 work, 0 none */
+
+/* batched hot path: one call builds and submits a request (no wake-up: the caller
+ * signals once per batch); one call pops up to `max` valid replies into `out` */
+int64_t ap_request_submit(char *base, uint32_t port, uint32_t dst, uint32_t op, uint32_t flags,
+                          uint64_t offset, uint64_t size, uint64_t arg, uint64_t req_id,
+                          const char *target, uint32_t tlen, uint64_t need,
+                          const char *payload, uint64_t plen);
+/* idx, or AP_E_NODESC/NOBUF/TARGET/FULL/NOTCONN/BADPORT */
+#define AP_E_NODESC -1
+#define AP_E_NOBUF -2
+#define AP_E_TARGET -3
+#define AP_E_FULL -4
+#define AP_E_NOTCONN -5
+#define AP_E_BADPORT -6
+int ap_pop_replies(char *base, uint32_t port, int64_t *out, int max);
+
+/* Adaptive bounded spin before sleeping (process-local state, one per port). The budget
+ * follows twice the recent wait that a spin caught, never above max_ns; a miss halves
+ * it and below min_ns it drops to 0; at 0 only every `probe_every`-th idle moment spins
+ * (a probe of max_ns / 2, to outlast one wake-up of the peer), so a port whose peer
+ * answers slowly mostly sleeps at once. A spin during
+ * which this thread was preempted counts as a miss: the CPU is contended (often by the
+ * very peer it waits for), so spinning would steal from it. yield_ns > 0 also yields the
+ * CPU that often while spinning (off by default: under load it hands the CPU away). */
+struct ap_spin {
+    int64_t max_ns, min_ns, yield_ns, budget_ns, ewma_ns;
+    uint32_t probe_every, idle;
+    uint64_t episodes;   /* spins started */
+    uint64_t hits;       /* spins that found work */
+    uint64_t skipped;    /* idle moments that slept without spinning */
+    uint64_t spun_ns;    /* time spent spinning */
+    uint64_t yields;     /* sched_yield calls inside spins */
+    uint64_t preempted;  /* spins during which the thread was preempted (backed off) */
+    uint64_t over_budget; /* episodes whose plan exceeded max_ns (must stay 0) */
+};
+void ap_spin_init(struct ap_spin *s, int64_t max_ns);
+int64_t ap_spin_plan(struct ap_spin *s);                  /* budget of this idle moment, 0: sleep */
+void ap_spin_update(struct ap_spin *s, int hit, int64_t waited_ns);
+int ap_spin_adaptive(char *base, uint32_t port, int mask, struct ap_spin *s); /* 1 work, 0 none */
 
 /* kernels */
 int ap_is_zero(const void *p, size_t n);

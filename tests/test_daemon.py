@@ -65,6 +65,9 @@ def test_lifecycle_status_and_single_instance(tmp_path: Path) -> None:
                 s = d.status()
                 assert s["mapper"]["open_volumes"] == [{"name": "v", "handles": 1,
                                                         "writable": True}]
+                pp = s["mapper"]["peer_port"]  # the mapper's pump: it served and submitted
+                assert pp["port"] == 0 and pp["requests"] > 0 and pp["completions"] > 0
+                assert pp["spin_hits"] <= pp["spins"] and pp["spin_max_us"] >= 0
                 human = d.archip("daemon", "status", check=True).out
                 assert "blocker-0" in human and "open volumes: v (1 handle)" in human
         assert d.archip("volume", "info", "v", "--json", check=True).json()["lock_owner"] is None

@@ -12,122 +12,157 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from archipelago.errors import Busy, InvalidArgument, PeerDied, TimedOut
+from archipelago.errors import ArchipelagoError, Busy, PeerDied, TimedOut
+from archipelago.peers.calls import (
+    _ABANDONED,
+    BATCH,
+    BUSY_RETRIES,
+    BUSY_SLEEP,
+    MAX_REQUEST,  # noqa: F401 - re-exported: part of this module's API
+    NOWAKE,
+    Payload,
+    _build,
+    _finish,
+    _ids,
+    _prepare,
+    _run_callback,
+    _submit,
+)
 from archipelago.peers.ops import Op
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
-from archipelago.peers.request import D_COMPLETED, TARGET_MAX, Reply, Request, error_of, fill
+from archipelago.peers.request import D_COMPLETED, Reply, Request
 
-Payload = bytes | bytearray | memoryview
-MAX_REQUEST = 32 * 1024 * 1024
-_ids = itertools.count(1)
-#: Back-pressure when descriptors or buffers run out: retry for up to ~5 s.
-BUSY_SLEEP = 0.0005
-BUSY_RETRIES = 10000
-NOWAKE = -2  # AP_NOWAKE: queue now, signal the server once per loop iteration
-
-
-def _prepare(seg: Any, port: int, op: int, target: str | bytes, offset: int, size: int,
-             payload: Payload | None, flags: int, arg: int, buf_size: int | None,
-             share: Any = None) -> int:
-    lib = seg.lib
-    tb = target.encode() if isinstance(target, str) else target
-    if len(tb) > TARGET_MAX:
-        raise InvalidArgument(f"target longer than {TARGET_MAX} bytes")
-    if offset < 0 or size < 0:
-        raise InvalidArgument("negative offset or size")
-    n = len(payload) if payload is not None else 0
-    need = max(n, buf_size if buf_size is not None else (size if op == Op.READ else 0))
-    if share is None:  # the hot path: one C call allocates, fills and copies the payload
-        src = seg.ffi.from_buffer(payload) if n else seg.ffi.NULL
-        idx = lib.ap_request_new(seg.base, port, op, flags, offset, size, arg, next(_ids),
-                                 tb, len(tb), need, src, n)
-        if idx >= 0:
-            return idx
-        if idx == -1:
-            raise Busy("segment descriptor pool exhausted")
-        if need > seg.max_buffer:
-            raise InvalidArgument(f"buffer of {need} bytes exceeds the arena's {seg.max_buffer}")
-        raise Busy(f"segment arena exhausted (no free {need}-byte buffer)")
-    idx = lib.ap_desc_alloc(seg.base, port)
-    if idx < 0:
-        raise Busy("segment descriptor pool exhausted")
-    try:
-        d = lib.ap_desc_ptr(seg.base, idx)
-        fill(seg, d, op, tb, offset, size, flags, arg, next(_ids))
-        # borrow the buffer of a request being served: zero copy, no allocation, so
-        # a forwarding peer never waits for arena space its own clients hold
-        sd = share.d
-        if sd.buf_off == 0 or sd.buf_len < need:
-            raise InvalidArgument("shared buffer missing or too small")
-        d.buf_off, d.buf_len = sd.buf_off, sd.buf_len
-        if payload is not None:
-            if n:
-                seg.view[sd.buf_off : sd.buf_off + n] = payload
-            d.data_len = n
-        else:
-            d.data_len = sd.data_len
-    except BaseException:
-        lib.ap_desc_free(seg.base, idx, 1)
-        raise
-    return idx
-
-
-def _finish(seg: Any, idx: int) -> Reply:
-    reply = Reply(seg, idx)
-    exc = error_of(seg, reply.d)
-    if exc is not None:
-        reply.release()
-        raise exc
-    return reply
-
-
-def _submit(seg: Any, link: PeerLink, idx: int, dst: int, efd: int | None = None) -> None:
-    if not 0 <= dst < len(link.efds):
-        seg.lib.ap_desc_free(seg.base, idx, 1)
-        raise InvalidArgument(f"no port {dst} in the segment")
-    rc = seg.lib.ap_submit(seg.base, idx, dst, link.efds[dst] if efd is None else efd)
-    if rc < 0:
-        seg.lib.ap_desc_free(seg.base, idx, 1)
-        if rc == -errno.ENOTCONN:
-            raise PeerDied(f"no peer bound on port {dst}")
-        raise Busy(f"request ring of port {dst} is full")
+log = logging.getLogger(__name__)
+_READ = int(Op.READ)
 
 
 class AsyncClient:
-    """Submit requests from an asyncio loop; replies resolve futures."""
+    """Submit requests from an asyncio loop; replies resolve futures or run callbacks.
+
+    The completion table is a list indexed by descriptor: ``call`` parks a future there,
+    ``submit`` a callback (no Task or Future per request). The port's pump pops every
+    arrived reply in batches of ``BATCH`` per native call and signals each server once
+    per batch of submissions (see :class:`~archipelago.peers.port.Port`).
+    """
 
     def __init__(self, link: PeerLink, port: Port | None = None) -> None:
         self.link = link
         self.seg = link.segment
         self.port = port or Port(link)
         self.port.client = self
-        self._pending: dict[int, asyncio.Future[int] | None] = {}
+        self._table: list[Any] = [None] * int(self.seg.hdr.nr_desc)
+        self._out = self.seg.ffi.new("int64_t[]", BATCH)
+        self._free, self._base = self.seg.lib.ap_desc_free, self.seg.base
         self._watching = False
+        self.completions = 0
+        self.batches = 0
 
     def _daemon_died(self) -> None:
-        for fut in self._pending.values():
-            if fut is not None and not fut.done():
-                fut.set_exception(PeerDied("the daemon's peer registry died"))
-        self._pending.clear()
+        table = self._table
+        for idx, ent in enumerate(table):
+            if ent is None:
+                continue
+            table[idx] = None
+            if ent is _ABANDONED:
+                continue
+            if isinstance(ent, asyncio.Future):
+                if not ent.done():
+                    ent.set_exception(PeerDied("the daemon's peer registry died"))
+            else:
+                _run_callback(ent, -errno.EPIPE)
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted whose replies were not drained yet (abandoned ones included)."""
+        return sum(ent is not None for ent in self._table)
+
+    def _claim(self, idx: int, entry: Any) -> None:
+        if self._table[idx] is not None:  # the pool handed out a descriptor we still track
+            self.seg.lib.ap_desc_free(self.seg.base, idx, 1)
+            raise ArchipelagoError(f"descriptor {idx} handed to two requests")
+        self._table[idx] = entry
 
     def drain(self) -> bool:
-        """Resolve the futures of arrived replies; True if any arrived."""
-        lib, base, no = self.seg.lib, self.seg.base, self.port.no
-        got = False
-        while (idx := lib.ap_pop_reply(base, no)) >= 0:
+        """Pop every arrived reply (batches of BATCH per native call); True if any arrived."""
+        lib, base, no, out, table = self.seg.lib, self.seg.base, self.port.no, self._out, \
+            self._table
+        got, unpack, future = False, self.seg.ffi.unpack, asyncio.Future
+        while (n := lib.ap_pop_replies(base, no, out, BATCH)) > 0:
             got = True
-            fut = self._pending.pop(idx, None)
-            if fut is None or fut.done():  # abandoned (cancelled or timed out)
-                lib.ap_desc_free(base, idx, D_COMPLETED)
-            else:
-                fut.set_result(idx)
+            self.batches += 1
+            self.completions += n
+            for idx in unpack(out, n):  # one call for the whole batch
+                ent = table[idx]
+                table[idx] = None
+                if ent is None or ent is _ABANDONED:  # cancelled or timed out: free it
+                    lib.ap_desc_free(base, idx, D_COMPLETED)
+                elif isinstance(ent, future):
+                    if ent.done():
+                        lib.ap_desc_free(base, idx, D_COMPLETED)
+                    else:
+                        ent.set_result(idx)
+                else:
+                    try:  # inlined _run_callback: one call less per completion
+                        ent(idx)
+                    except Exception:  # noqa: BLE001 - one bug must not lose the others
+                        log.exception("completion callback for descriptor %d failed", idx)
+            if n < BATCH:
+                break
         return got
+
+    def _start(self) -> None:
+        self._watching = True
+        self.port.attach()
+        self.link.on_hangup(asyncio.get_running_loop(), self._daemon_died)
+
+    def submit(self, dst: int, op: Op | int, target: str | bytes = b"", offset: int = 0,
+               size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
+               buf_size: int | None = None, *, done: Callable[[int], None]) -> int:
+        """Build and queue one request in one native call; ``done(idx)`` runs on its reply.
+
+        The hot path: no Task or Future. ``idx >= 0`` is the completed descriptor: take it
+        with :meth:`reply` (raises the request's error) or :meth:`release` it; ``idx < 0``
+        (-EPIPE) means the daemon died and there is nothing to free. The server is
+        signalled once per loop iteration for everything submitted meanwhile. Raises Busy
+        when the pool, the arena or the server's ring is full (no retry here).
+        """
+        if not self._watching:
+            self._start()
+        seg = self.seg
+        if payload is None and buf_size is None and op != _READ and type(target) is bytes \
+                and offset >= 0 and size >= 0:  # no buffer: the fields alone, inlined
+            idx = seg.lib.ap_request_submit(seg.base, self.port.no, dst, op, flags, offset, size,
+                                            arg, next(_ids), target, len(target), 0,
+                                            seg.ffi.NULL, 0)
+            if idx < 0:  # let the general path free nothing and raise the right error
+                idx = _build(seg, self.port.no, dst, op, target, offset, size, payload, flags,
+                             arg, buf_size)
+        else:
+            idx = _build(seg, self.port.no, dst, op, target, offset, size, payload, flags, arg,
+                         buf_size)
+        table = self._table
+        if table[idx] is not None:
+            self._claim(idx, done)  # raises: the descriptor is still tracked
+        table[idx] = done
+        port = self.port
+        if dst not in port._wake:
+            port.defer_wake(dst)
+        return idx
+
+    def reply(self, idx: int) -> Reply:
+        """The Reply of a completed descriptor handed to a ``submit`` callback."""
+        return _finish(self.seg, idx)
+
+    def release(self, idx: int) -> None:
+        """Free a completed descriptor handed to a ``submit`` callback without reading it."""
+        self._free(self._base, idx, D_COMPLETED)
 
     async def call(self, dst: int, op: Op | int, target: str | bytes = "", offset: int = 0,
                    size: int = 0, payload: Payload | None = None, flags: int = 0, arg: int = 0,
@@ -140,26 +175,24 @@ class AsyncClient:
         ``req`` must outlive this call (do not let it time out and free the owner).
         """
         if not self._watching:
-            self._watching = True
-            self.port.attach()
-            self.link.on_hangup(asyncio.get_running_loop(), self._daemon_died)
+            self._start()
         seg = self.seg
         for attempt in itertools.count():
             try:
-                idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags, arg,
-                               buf_size, share)
+                if share is None:
+                    idx = _build(seg, self.port.no, dst, op, target, offset, size, payload,
+                                 flags, arg, buf_size)
+                else:
+                    idx = _prepare(seg, self.port.no, op, target, offset, size, payload, flags,
+                                   arg, buf_size, share)
+                    _submit(seg, self.link, idx, dst, NOWAKE)
                 break
-            except Busy:  # pool or arena exhausted: back-pressure, retry for a while
+            except Busy:  # pool, arena or ring full: back-pressure, retry for a while
                 if attempt >= BUSY_RETRIES:
                     raise
                 await asyncio.sleep(BUSY_SLEEP)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[idx] = fut
-        try:
-            _submit(seg, self.link, idx, dst, NOWAKE)
-        except BaseException:
-            self._pending.pop(idx, None)
-            raise
+        self._claim(idx, fut)
         self.port.defer_wake(dst)
         try:
             if timeout is None:
@@ -170,7 +203,7 @@ class AsyncClient:
             if fut.done() and not fut.cancelled():  # the reply won the race: free it here
                 seg.lib.ap_desc_free(seg.base, idx, D_COMPLETED)
             else:
-                self._pending[idx] = None  # drain() frees it when it arrives
+                self._table[idx] = _ABANDONED  # drain() frees it when it arrives
             if isinstance(exc, TimeoutError):
                 raise TimedOut(f"op {op} to port {dst} timed out after {timeout}s") from None
             raise

@@ -14,11 +14,18 @@ from typing import Any
 
 from archipelago.peers.registry import PeerLink
 
-#: Microseconds to poll the rings (in C, GIL released) before sleeping: a request or
-#: reply arriving within this window costs no eventfd syscall and no context switch.
-#: Off by default: on an oversubscribed 2-core host spinning starved the other side
-#: (C-client PING rate 0.3M/s with 50 us vs 0.9-2.2M/s without, benchmarks/peers.py).
-SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "0"))
+#: Upper bound (microseconds) of the adaptive spin before sleeping (0: never spin). A
+#: wake-up costs 20-60 us on a VM (an IPI to a halted vCPU), so the bound must cover one:
+#: a client that spins through the server's wake-up keeps itself awake, the server then
+#: catches the next request in its own spin, and both stay out of the kernel (depth-1
+#: round trip 3-4 us against 60 us for 30 us or no spin on an idle 2-core VM; with both
+#: cores busy, 100 us did no worse than 0, benchmarks/peers.py). The spin adapts
+#: (native/archip.h, struct ap_spin): its budget follows twice the waits it caught, halves
+#: on a miss, drops to 0 below 1/8 of the bound and then probes (half the bound) once per
+#: 16 idle moments;
+#: a spin during which the thread was descheduled counts as a miss, so it backs off when
+#: the CPU is contended instead of stealing it from the peer it waits for.
+SPIN_US = int(os.environ.get("ARCHIPELAGO_PEER_SPIN_US", "100"))
 
 
 class Port:
@@ -36,6 +43,11 @@ class Port:
         self._scheduled = False
         self._wake: set[int] = set()
         self._idle = 0
+        self.spin = self.seg.ffi.new("struct ap_spin *")
+        self.lib.ap_spin_init(self.spin, SPIN_US * 1000)
+        self.wakeups = 0  # eventfd wake-ups received
+        self.signals = 0  # eventfd signals sent to sleeping peers
+        self.sleeps = 0   # times this port published "sleeping"
 
     #: Ports attached in this process: spinning only pays when one port owns the loop.
     _attached = 0
@@ -73,12 +85,15 @@ class Port:
         self._wake.add(port)
 
     def _flush(self) -> None:
+        if not self._wake:
+            return
         lib, base, efds = self.lib, self.seg.base, self.link.efds
         wake, self._wake = self._wake, set()
         for port in wake:
-            lib.ap_wake(base, port, efds[port])
+            self.signals += lib.ap_wake(base, port, efds[port])
 
     def _on_wake(self) -> None:
+        self.wakeups += 1
         try:
             os.eventfd_read(self.efd)
         except BlockingIOError:
@@ -99,14 +114,19 @@ class Port:
             self._idle = 0
             self.kick()
             return
+        # signal the peers now, not after this callback: their answers can then arrive
+        # while we spin (one batch of submissions, one signal per peer)
+        self._flush()
         mask = (1 if self.server is not None and self.server.wants_requests else 0) | (
             2 if self.client is not None else 0)
-        if self._wake or Port._attached > 1 or self._busy():
-            # wake-ups pending, other ports or callbacks to serve: do not spin, let them run
-            again = not lib.ap_prepare_sleep(base, no, mask)
+        if mask and Port._attached == 1 and not self._busy() and \
+                lib.ap_spin_adaptive(base, no, mask, self.spin):
+            again = True  # work arrived while spinning: no sleep, no wake-up
+        elif lib.ap_prepare_sleep(base, no, mask):
+            self.sleeps += 1
+            again = False
         else:
-            again = bool(mask and SPIN_US and lib.ap_spin_wait(base, no, mask, SPIN_US)) or \
-                not lib.ap_prepare_sleep(base, no, mask)
+            again = True
         if again:
             # a ring whose head slot a dead producer claimed looks non-empty until the
             # registry repairs it: after many fruitless rounds, poll every millisecond
@@ -115,6 +135,22 @@ class Port:
                 self._loop.call_later(0.001, self.kick)
             else:
                 self.kick()
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this port's pump: wake-ups, batches, spins (for status APIs)."""
+        sp = self.spin
+        out = {"port": self.no, "wakeups": self.wakeups, "signals": self.signals,
+               "sleeps": self.sleeps, "spins": int(sp.episodes), "spin_hits": int(sp.hits),
+               "spin_skipped": int(sp.skipped), "spun_us": int(sp.spun_ns) // 1000,
+               "spin_yields": int(sp.yields),
+               "spin_preempted": int(sp.preempted), "spin_budget_us": int(sp.budget_ns) // 1000,
+               "spin_max_us": int(sp.max_ns) // 1000}
+        if self.client is not None:
+            out["completions"] = self.client.completions
+            out["completion_batches"] = self.client.batches
+        if self.server is not None:
+            out["requests"] = self.server.served
+        return out
 
     def _busy(self) -> bool:
         ready = getattr(self._loop, "_ready", None)  # asyncio's ready queue; uvloop hides it

@@ -288,6 +288,7 @@ class MapperPeer(Peer):
             "fast_reads": self.fast.hits if self.fast is not None else None,
             "fast_writes": self.fast.writes if self.fast is not None else None,
             "fast_io": fast_io(self.fast),
+            "peer_port": self.port.stats(),  # wake-ups, completion batches, adaptive spins
         }
 
     async def _close_all(self) -> None:
