@@ -21,6 +21,8 @@
  * - write: only into owned blocks, under a shared OFD lock of the volume's slot
  *   byte in the mapgen file, with the generation rechecked inside the lock (the
  *   mapper bumps it and then takes the byte exclusively around snapshot/resize);
+ *   the lock is kept across writes while they come and nothing moved (the write
+ *   hold, archip_fast_hold.c), not taken per request;
  * - durability: FUA writes are fdatasynced at once, others on the next flush,
  *   before the plugin's flush;
  * - fencing (archipelago/blocker/fence.py, docs/fencing.md): a write also holds a
@@ -133,20 +135,16 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
   struct vol *v;
   if (af_lookup(h, offset, count, &fd, &tmp, &owned, &gen, &o, &v) != 0)
     return 1;
-  int r = 1, lfd = -1, fenced = 0;
-  off_t fbyte = 0;
-  const char *path = v->ents[offset / v->bs].path; /* stable while we hold the read lock */
+  int r = 1, entered = 0;
+  struct entry *e = &v->ents[offset / v->bs]; /* stable while we hold the read lock */
   if (!owned || fd < 0)
     goto out; /* hole or shared block: the mapper allocates / copies up */
   if (o == 0 && count == v->bs && all_zero(buf, count))
     goto out; /* a whole zero block becomes a zero entry in the mapper */
-  if ((lfd = af_lock_slot(v->slot)) < 0)
-    goto out; /* a snapshot or resize holds the volume */
-  if (af_gen_of(v->slot) != gen)
-    goto out;
-  int f = af_fence_lock(v, &fbyte);
+  /* the slot and fence locks, generations checked inside them (archip_fast_hold.c) */
+  int f = af_hold_enter(v, gen);
   if (f > 0)
-    goto out; /* no fence known: the plugin's mapper path checks it */
+    goto out; /* a snapshot or resize holds the volume, no fence known, ... */
   r = -1;
   if (f < 0) {
     /* NBD has no ESTALE (nbdkit would send EINVAL): the guest sees an I/O error */
@@ -155,7 +153,7 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     *err = EIO;
     goto out;
   }
-  fenced = 1;
+  entered = 1;
   size_t done = 0;
   while (done < count) {
     ssize_t n = pwrite(fd, buf + done, count - done, (off_t)(o + done));
@@ -167,16 +165,14 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     }
     done += (size_t)n;
   }
-  if (fua ? fdatasync(fd) != 0 : af_add_dirty(path) != 0) {
+  if (fua ? fdatasync(fd) != 0 : af_add_dirty(e) != 0) {
     *err = fua ? errno : ENOMEM;
     goto out;
   }
   r = 0;
 out:
-  if (fenced)
-    af_fence_unlock(v, fbyte);
-  if (lfd >= 0)
-    af_unlock_slot(lfd, v->slot);
+  if (entered)
+    af_hold_leave(v);
   af_done_with(v, fd, tmp);
   return r;
 }
