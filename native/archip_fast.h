@@ -78,6 +78,7 @@ void af_hold_init(struct vol *v);
 int af_hold_enter(struct vol *v, uint64_t gen);
 void af_hold_leave(struct vol *v);
 void af_hold_release(struct vol *v);
+void af_hold_stop(void);
 int af_fence_map(struct vol *v, int fd);
 void af_fence_unmap(struct vol *v);
 

@@ -41,7 +41,8 @@
 
 static pthread_mutex_t w_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t w_cv = PTHREAD_COND_INITIALIZER;
-static int w_started, w_nheld;
+static int w_started, w_nheld, w_stop;
+static pthread_t w_thread;
 
 uint64_t n_holds; /* holds taken (a counter for tests and stats) */
 
@@ -110,9 +111,12 @@ static void *watcher(void *arg)
   (void)arg;
   for (;;) {
     pthread_mutex_lock(&w_mu);
-    while (w_nheld == 0)
+    while (w_nheld == 0 && !w_stop)
       pthread_cond_wait(&w_cv, &w_mu);
+    int stop = w_stop;
     pthread_mutex_unlock(&w_mu);
+    if (stop)
+      break;
     struct timespec ts = { 0, HOLD_POLL_NS };
     nanosleep(&ts, NULL);
     for (struct vol *v = af_vols(); v; v = v->next) {
@@ -170,12 +174,7 @@ static int acquire_locked(struct vol *v, uint64_t gen)
   if (w_nheld++ == 0)
     pthread_cond_signal(&w_cv);
   if (!w_started) {
-    pthread_t t;
-    pthread_attr_t a;
-    pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    w_started = pthread_create(&t, &a, watcher, NULL) == 0;
-    pthread_attr_destroy(&a);
+    w_started = !w_stop && pthread_create(&w_thread, NULL, watcher, NULL) == 0;
   }
   pthread_mutex_unlock(&w_mu);
   if (!w_started) {
@@ -216,4 +215,17 @@ int af_hold_enter(struct vol *v, uint64_t gen)
 void af_hold_leave(struct vol *v)
 {
   __atomic_sub_fetch(&v->users, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Stop the watcher (nbdkit unloads the filter: its code must not run afterwards).
+ * Holds left are dropped with the process's descriptors. */
+void af_hold_stop(void)
+{
+  pthread_mutex_lock(&w_mu);
+  w_stop = 1;
+  int started = w_started;
+  pthread_cond_broadcast(&w_cv);
+  pthread_mutex_unlock(&w_mu);
+  if (started)
+    pthread_join(w_thread, NULL);
 }

@@ -54,6 +54,11 @@ static void cf_load(void)
   if (dladdr((void *)cf_load, &info) && info.dli_fname)
     setenv("ARCHIPELAGO_NBD_CFILTER", info.dli_fname, 1);
 }
+static void cf_unload(void)
+{
+  af_hold_stop(); /* the watcher thread runs this .so's code */
+}
+
 /* ---- filter callbacks ---- */
 
 static void *cf_open(nbdkit_next_open *next, nbdkit_context *ctx, int readonly,
@@ -208,6 +213,7 @@ static struct nbdkit_filter filter = {
   .name = "archip-fast",
   .longname = "archipelago fast path (pread/pwrite of known blocks in C)",
   .load = cf_load,
+  .unload = cf_unload,
   .open = cf_open,
   .close = cf_close,
   .pread = cf_pread,
