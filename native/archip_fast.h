@@ -23,6 +23,7 @@ struct entry {
   char *path; /* NULL: unknown; "": hole (reads as zeros) */
   int owned;
   int fd1; /* cached descriptor + 1 (0: none); closed only under the write lock */
+  uint32_t dirty; /* the dirty epoch its path was listed in (0: not listed) */
 };
 
 struct vol {
@@ -36,6 +37,15 @@ struct vol {
   pthread_rwlock_t lock;
   int fence_fd1;      /* fence file descriptor + 1 (0: no fence: no in-place writes) */
   uint64_t fence_gen; /* writer generation the plugin's mapper was granted */
+  const volatile uint64_t *fence_map; /* the fence file's generation, mapped (or NULL) */
+  /* the write hold (archip_fast_hold.c): slot and fence locks kept across writes */
+  pthread_mutex_t hmu; /* taking or dropping the hold; after `lock` */
+  int held;            /* 1: both locks held, valid at hgen (atomic) */
+  int users;           /* writers inside the hold (atomic) */
+  int hfd;             /* description holding the slot byte (-1: none) */
+  off_t hbyte;         /* fence byte locked on fence_fd1 - 1 */
+  uint64_t hgen;       /* slot generation checked under the lock */
+  uint64_t hseq, hseen; /* writes that entered; as the watcher last saw them */
 };
 
 struct handle {
@@ -44,7 +54,7 @@ struct handle {
 };
 
 /* requests served: reads, writes in place, sent down to the plugin */
-extern uint64_t n_rhit, n_whit, n_miss;
+extern uint64_t n_rhit, n_whit, n_miss, n_holds;
 extern const volatile uint64_t *af_slots;
 
 /* The current generation of `slot` (the page is mapped before any entry is known). */
@@ -58,11 +68,18 @@ static inline uint64_t af_gen_of(uint32_t slot)
 int af_lookup(struct handle *h, uint64_t offset, uint32_t count, int *fd, int *tmp,
               int *owned, uint64_t *gen, uint64_t *boff, struct vol **vp);
 void af_done_with(struct vol *v, int fd, int tmp);
-int af_lock_slot(uint32_t slot);
-void af_unlock_slot(int fd, uint32_t slot);
-int af_fence_lock(struct vol *v, off_t *byte);
-void af_fence_unlock(struct vol *v, off_t byte);
-int af_add_dirty(const char *path);
+int af_add_dirty(struct entry *e);
 int af_sync_dirty(int *err);
+struct vol *af_vols(void);
+int af_page_open(void);
+
+/* archip_fast_hold.c */
+void af_hold_init(struct vol *v);
+int af_hold_enter(struct vol *v, uint64_t gen);
+void af_hold_leave(struct vol *v);
+void af_hold_release(struct vol *v);
+void af_hold_stop(void);
+int af_fence_map(struct vol *v, int fd);
+void af_fence_unmap(struct vol *v);
 
 #endif

@@ -1,7 +1,7 @@
 /* archip-fast, the map cache half: what the plugin published (per volume, the
  * generation its entries are valid for and, per block, the object file and whether the
  * volume owns it), looked up under the coherence protocol of docs/fastpath.md: the
- * generation page, the slot byte lock, the fence lock and the dirty list. The ctypes
+ * generation page and the dirty list (the slot and fence locks: archip_fast_hold.c). The ctypes
  * API the plugin calls (cfilter.py: archip_cf_*) is here too. No nbdkit calls. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,15 +24,12 @@ static pthread_mutex_t vols_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct vol *vols;
 static char page_path[MAX_PATH];
 
-/* file descriptions for writer locks (OFD locks of one description merge) */
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static int pool[64];
-static int npool;
-
-/* paths written without FUA since the last flush */
+/* paths written without FUA since the last flush; an entry notes the epoch it was
+ * listed in, so a write to a listed block takes no lock (epoch: 1, 2, ..., never 0) */
 static pthread_mutex_t dirty_mu = PTHREAD_MUTEX_INITIALIZER;
 static char **dirty;
 static size_t ndirty, capdirty;
+static uint32_t dirty_epoch = 1;
 
 uint64_t n_rhit, n_whit, n_miss;
 const volatile uint64_t *af_slots; /* the mapgen page's counters, read-only */
@@ -56,12 +53,13 @@ EXPORT int archip_cf_page(const char *path)
       } else {
         /* an old mapping is never unmapped: a reader may still hold it */
         snprintf(page_path, sizeof page_path, "%s", path);
-        pthread_mutex_lock(&pool_mu);
-        while (npool > 0)
-          close(pool[--npool]);
-        pthread_mutex_unlock(&pool_mu);
         __atomic_store_n(&af_slots, (const volatile uint64_t *)((char *)p + PAGE_HEADER),
                          __ATOMIC_RELEASE);
+        for (struct vol *v = vols; v; v = v->next) { /* their slot locks are on the old page */
+          pthread_rwlock_wrlock(&v->lock);
+          af_hold_release(v);
+          pthread_rwlock_unlock(&v->lock);
+        }
       }
     }
   }
@@ -78,6 +76,17 @@ static struct vol *find_vol(const char *name)
   return NULL;
 }
 
+struct vol *af_vols(void)
+{
+  return __atomic_load_n(&vols, __ATOMIC_ACQUIRE);
+}
+
+/* A new description of the page (for a slot byte lock), or -1. */
+int af_page_open(void)
+{
+  return open(page_path, O_RDONLY | O_CLOEXEC);
+}
+
 static void drop_fd(struct entry *e)
 {
   if (e->fd1 > 0) {
@@ -92,6 +101,7 @@ static void clear_entries(struct vol *v)
   for (size_t i = 0; i < v->nents; i++) {
     free(v->ents[i].path);
     v->ents[i].path = NULL;
+    v->ents[i].dirty = 0;
     drop_fd(&v->ents[i]);
   }
 }
@@ -122,6 +132,7 @@ EXPORT int archip_cf_publish(const char *name, uint32_t slot, uint64_t bs, uint6
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&v->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    af_hold_init(v);
     v->next = vols;
     __atomic_store_n(&vols, v, __ATOMIC_RELEASE);
   }
@@ -156,6 +167,7 @@ EXPORT int archip_cf_publish(const char *name, uint32_t slot, uint64_t bs, uint6
     drop_fd(e);
     e->path = strdup(paths[k]);
     e->owned = owned[k] != 0;
+    e->dirty = 0;
   }
 out:
   pthread_rwlock_unlock(&v->lock);
@@ -174,38 +186,16 @@ EXPORT int archip_cf_fence(const char *name, const char *path, uint64_t gen)
   if (path != NULL && path[0] != 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
     return -errno;
   pthread_rwlock_wrlock(&v->lock);
+  af_hold_release(v); /* before its fence byte's description goes */
+  af_fence_unmap(v);
   if (v->fence_fd1 > 0)
     close(v->fence_fd1 - 1);
   v->fence_fd1 = fd + 1;
   v->fence_gen = gen;
+  if (fd >= 0)
+    af_fence_map(v, fd); /* unmapped (a file too short): no in-place writes */
   pthread_rwlock_unlock(&v->lock);
   return 0;
-}
-
-/* 0: the fence holds `gen` (byte locked: release with af_fence_unlock); 1: no fence
- * (or no lock); -1: fenced (stale generation), nothing held. */
-int af_fence_lock(struct vol *v, off_t *byte)
-{
-  int fd = v->fence_fd1 - 1;
-  if (fd < 0)
-    return 1;
-  *byte = FENCE_LOCK_BASE + (off_t)gettid();
-  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = *byte, .l_len = 1 };
-  if (fcntl(fd, F_OFD_SETLKW, &fl) != 0)
-    return 1;
-  uint64_t cur = 0;
-  if (pread(fd, &cur, sizeof cur, 0) < 0 || cur != v->fence_gen) {
-    fl.l_type = F_UNLCK;
-    fcntl(fd, F_OFD_SETLK, &fl);
-    return -1;
-  }
-  return 0;
-}
-
-void af_fence_unlock(struct vol *v, off_t byte)
-{
-  struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
-  fcntl(v->fence_fd1 - 1, F_OFD_SETLK, &fl);
 }
 
 /* Drop what is known of `name` (its last connection closed): cached descriptors
@@ -218,20 +208,23 @@ EXPORT void archip_cf_forget(const char *name)
   if (v == NULL)
     return;
   pthread_rwlock_wrlock(&v->lock);
+  af_hold_release(v);
   clear_entries(v);
   v->gen = UINT64_MAX;
+  af_fence_unmap(v);
   if (v->fence_fd1 > 0)
     close(v->fence_fd1 - 1);
   v->fence_fd1 = 0;
   pthread_rwlock_unlock(&v->lock);
 }
 
-/* hits of reads, hits of writes, requests sent down to the plugin */
-EXPORT void archip_cf_stats(uint64_t out[3])
+/* hits of reads, hits of writes, requests sent down to the plugin, write holds taken */
+EXPORT void archip_cf_stats(uint64_t out[4])
 {
   out[0] = __atomic_load_n(&n_rhit, __ATOMIC_RELAXED);
   out[1] = __atomic_load_n(&n_whit, __ATOMIC_RELAXED);
   out[2] = __atomic_load_n(&n_miss, __ATOMIC_RELAXED);
+  out[3] = __atomic_load_n(&n_holds, __ATOMIC_RELAXED);
 }
 
 /* ---- helpers ---- */
@@ -304,47 +297,17 @@ void af_done_with(struct vol *v, int fd, int tmp)
     close(fd);
 }
 
-int af_lock_slot(uint32_t slot)
+/* List the file of `e` (the caller holds its volume's read lock) for the next flush. */
+int af_add_dirty(struct entry *e)
 {
-  int fd = -1;
-  pthread_mutex_lock(&pool_mu);
-  if (npool > 0)
-    fd = pool[--npool];
-  pthread_mutex_unlock(&pool_mu);
-  if (fd < 0 && (fd = open(page_path, O_RDONLY | O_CLOEXEC)) < 0)
-    return -1;
-  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = slot, .l_len = 1 };
-  if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-    return fd;
-  close(fd);
-  return -1;
-}
-
-void af_unlock_slot(int fd, uint32_t slot)
-{
-  struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = slot, .l_len = 1 };
-  if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
-    close(fd); /* closing drops the lock too */
-    return;
-  }
-  pthread_mutex_lock(&pool_mu);
-  if (npool < (int)(sizeof pool / sizeof pool[0])) {
-    pool[npool++] = fd;
-    fd = -1;
-  }
-  pthread_mutex_unlock(&pool_mu);
-  if (fd >= 0)
-    close(fd);
-}
-
-int af_add_dirty(const char *path)
-{
+  /* listed in the current epoch: the next flush takes that list (see af_sync_dirty) */
+  if (__atomic_load_n(&e->dirty, __ATOMIC_ACQUIRE) ==
+      __atomic_load_n(&dirty_epoch, __ATOMIC_ACQUIRE))
+    return 0;
   int r = 0;
   pthread_mutex_lock(&dirty_mu);
-  /* newest first: a run of writes to one block is the common case */
-  for (size_t i = ndirty; i > 0; i--)
-    if (strcmp(dirty[i - 1], path) == 0)
-      goto out;
+  if (e->dirty == dirty_epoch)
+    goto out;
   if (ndirty == capdirty) {
     size_t cap = capdirty ? 2 * capdirty : 64;
     char **d = realloc(dirty, cap * sizeof *d);
@@ -355,10 +318,12 @@ int af_add_dirty(const char *path)
     dirty = d;
     capdirty = cap;
   }
-  if ((dirty[ndirty] = strdup(path)) == NULL)
+  if ((dirty[ndirty] = strdup(e->path)) == NULL) {
     r = -1;
-  else
+  } else {
     ndirty++;
+    __atomic_store_n(&e->dirty, dirty_epoch, __ATOMIC_RELEASE);
+  }
 out:
   pthread_mutex_unlock(&dirty_mu);
   return r;
@@ -373,6 +338,10 @@ int af_sync_dirty(int *err)
   size_t n = ndirty;
   dirty = NULL;
   ndirty = capdirty = 0;
+  /* a write acknowledged before this flush either listed its file in the list taken
+   * here or saw it listed there (its entry's epoch equal to this one) */
+  uint32_t next = dirty_epoch + 1;
+  __atomic_store_n(&dirty_epoch, next ? next : 1, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&dirty_mu);
   int r = 0;
   for (size_t i = 0; i < n; i++) {

@@ -21,6 +21,8 @@
  * - write: only into owned blocks, under a shared OFD lock of the volume's slot
  *   byte in the mapgen file, with the generation rechecked inside the lock (the
  *   mapper bumps it and then takes the byte exclusively around snapshot/resize);
+ *   the lock is kept across writes while they come and nothing moved (the write
+ *   hold, archip_fast_hold.c), not taken per request;
  * - durability: FUA writes are fdatasynced at once, others on the next flush,
  *   before the plugin's flush;
  * - fencing (archipelago/blocker/fence.py, docs/fencing.md): a write also holds a
@@ -52,6 +54,11 @@ static void cf_load(void)
   if (dladdr((void *)cf_load, &info) && info.dli_fname)
     setenv("ARCHIPELAGO_NBD_CFILTER", info.dli_fname, 1);
 }
+static void cf_unload(void)
+{
+  af_hold_stop(); /* the watcher thread runs this .so's code */
+}
+
 /* ---- filter callbacks ---- */
 
 static void *cf_open(nbdkit_next_open *next, nbdkit_context *ctx, int readonly,
@@ -133,20 +140,16 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
   struct vol *v;
   if (af_lookup(h, offset, count, &fd, &tmp, &owned, &gen, &o, &v) != 0)
     return 1;
-  int r = 1, lfd = -1, fenced = 0;
-  off_t fbyte = 0;
-  const char *path = v->ents[offset / v->bs].path; /* stable while we hold the read lock */
+  int r = 1, entered = 0;
+  struct entry *e = &v->ents[offset / v->bs]; /* stable while we hold the read lock */
   if (!owned || fd < 0)
     goto out; /* hole or shared block: the mapper allocates / copies up */
   if (o == 0 && count == v->bs && all_zero(buf, count))
     goto out; /* a whole zero block becomes a zero entry in the mapper */
-  if ((lfd = af_lock_slot(v->slot)) < 0)
-    goto out; /* a snapshot or resize holds the volume */
-  if (af_gen_of(v->slot) != gen)
-    goto out;
-  int f = af_fence_lock(v, &fbyte);
+  /* the slot and fence locks, generations checked inside them (archip_fast_hold.c) */
+  int f = af_hold_enter(v, gen);
   if (f > 0)
-    goto out; /* no fence known: the plugin's mapper path checks it */
+    goto out; /* a snapshot or resize holds the volume, no fence known, ... */
   r = -1;
   if (f < 0) {
     /* NBD has no ESTALE (nbdkit would send EINVAL): the guest sees an I/O error */
@@ -155,7 +158,7 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     *err = EIO;
     goto out;
   }
-  fenced = 1;
+  entered = 1;
   size_t done = 0;
   while (done < count) {
     ssize_t n = pwrite(fd, buf + done, count - done, (off_t)(o + done));
@@ -167,16 +170,14 @@ static int fast_pwrite(struct handle *h, const char *buf, uint32_t count, uint64
     }
     done += (size_t)n;
   }
-  if (fua ? fdatasync(fd) != 0 : af_add_dirty(path) != 0) {
+  if (fua ? fdatasync(fd) != 0 : af_add_dirty(e) != 0) {
     *err = fua ? errno : ENOMEM;
     goto out;
   }
   r = 0;
 out:
-  if (fenced)
-    af_fence_unlock(v, fbyte);
-  if (lfd >= 0)
-    af_unlock_slot(lfd, v->slot);
+  if (entered)
+    af_hold_leave(v);
   af_done_with(v, fd, tmp);
   return r;
 }
@@ -212,6 +213,7 @@ static struct nbdkit_filter filter = {
   .name = "archip-fast",
   .longname = "archipelago fast path (pread/pwrite of known blocks in C)",
   .load = cf_load,
+  .unload = cf_unload,
   .open = cf_open,
   .close = cf_close,
   .pread = cf_pread,

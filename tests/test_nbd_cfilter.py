@@ -63,6 +63,18 @@ def filter_counts(d: Daemon) -> tuple[int, int]:
     return cf["reads"], cf["writes"]
 
 
+def filter_holds(d: Daemon) -> int:
+    """Write holds the filter took (native/archip_fast_hold.c), from the daemon's metrics
+    (the plugin counts them at every flush and close, as the requests)."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=str(Instance(d.data_dir).run_dir / "metrics"))
+    return int(sum(x.value for fam in reg.collect() for x in fam.samples
+                   if x.name == "archipelago_nbd_cfilter_requests_total"
+                   and x.labels.get("kind") == "hold"))
+
+
 def test_daemon_spec_uses_filter_unless_disabled(tmp_path: Path, so: Path) -> None:
     inst = Instance(tmp_path)
     cfg = Config()
@@ -92,6 +104,27 @@ def test_filter_serves_known_blocks(exported: tuple[Daemon, nbd.NBD]) -> None:
     reads, writes = filter_counts(d)
     assert reads >= 15 and writes >= 15, (reads, writes)
     assert fp.read_volume(d.data_dir, "vm")[: 2 * BLOCK] == bytes(expect)
+
+
+def test_in_place_writes_share_a_hold(exported: tuple[Daemon, nbd.NBD]) -> None:
+    """The slot and fence locks of in-place writes are kept across writes while they come
+    (a hold, dropped when idle or when a generation moves), not taken per request: fewer
+    holds than writes, and a snapshot right after the writes still gets the slot byte."""
+    d, h = exported
+    h.pwrite(b"\x11" * (2 * BLOCK), 0)  # allocation: through the plugin and the mapper
+    assert h.pread(4096, 0) == h.pread(4096, BLOCK) == b"\x11" * 4096  # the filter learns them
+    h.flush()
+    w0 = filter_counts(d)[1]
+    for k in range(200):
+        h.pwrite(bytes([k % 250 + 1]) * 4096, 4096 * (k % 32) + BLOCK * (k % 2))
+    h.flush()
+    writes, holds = filter_counts(d)[1] - w0, filter_holds(d)
+    assert writes >= 150 and 1 <= holds < writes, (writes, holds)
+    d.archip("volume", "snapshot", "vm", "s1", check=True)
+    h.pwrite(b"\x22" * 4096, 0)  # copy-up: the snapshot shares the block now
+    h.flush()
+    assert h.pread(4096, 0) == b"\x22" * 4096
+    assert fp.read_volume(d.data_dir, "vm")[:4096] == b"\x22" * 4096
 
 
 def test_descriptors_dropped_when_the_volume_closes(exported: tuple[Daemon, nbd.NBD]) -> None:

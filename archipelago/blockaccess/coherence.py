@@ -37,6 +37,7 @@ class GenPage:
 
     def __init__(self, path: str, writer: bool = False) -> None:
         self.path = path
+        self._pending: dict[int, int] = {}  # slot: exclusive phases running (writer)
         self.held_off = 0  # exclusive()'s lock attempts refused by writers in flight
         flags = os.O_RDWR | os.O_CREAT if writer else os.O_RDONLY
         fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
@@ -51,8 +52,8 @@ class GenPage:
         if writer:
             # never unlinked or truncated: clients keep their mapping across mapper restarts;
             # a new mapper invalidates every cache (it cannot know what they hold)
-            for i in range(MAPGEN_SLOTS):
-                self.slots[i] += 1
+            for i in range(MAPGEN_SLOTS):  # up, and even: no exclusive phase is pending
+                self.slots[i] = (self.slots[i] | 1) + 1
             self._head[0] = int.from_bytes(secrets.token_bytes(8), "little") or 1
 
     @property
@@ -67,31 +68,49 @@ class GenPage:
     def bump(self, name: str) -> None:
         """Invalidate what clients cached of volume ``name``."""
         s = slot_of(name)
-        self.slots[s] += 1
+        self.slots[s] += 2  # keeps the parity: odd while an exclusive phase runs
+
+    def _phase(self, s: int, enter: bool) -> None:
+        """Bump slot ``s``, odd from the first exclusive phase in until the last one out:
+        the C filter takes no new write hold at an odd generation (so it never races
+        the mapper's polling for the byte; native/archip_fast_hold.c)."""
+        n = self._pending.get(s, 0) + (1 if enter else -1)
+        if n:
+            self._pending[s] = n
+        else:
+            self._pending.pop(s, None)
+        flips = (enter and n == 1) or (not enter and n == 0)
+        self.slots[s] += 1 if flips else 2
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """Bump, keep client in-place writes of ``name`` out (waiting for those in flight),
         and bump again on the way out (what the block shared with the operation changed)."""
         s = slot_of(name)
-        self.slots[s] += 1
-        # a file description per holder: OFD locks of one description merge, so two
-        # overlapping operations (or slot collisions) must not share one
-        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self._phase(s, enter=True)
+        left = False
         try:
-            # writers check the counter before locking, so only those already in flight
-            # hold the byte: poll briefly instead of blocking the event loop
-            delay = 0.0001
-            while not _lock(fd, fcntl.F_WRLCK, s):
-                self.held_off += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
+            # a file description per holder: OFD locks of one description merge, so two
+            # overlapping operations (or slot collisions) must not share one
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             try:
-                yield
+                # writers check the counter before locking, so only those already in
+                # flight hold the byte: poll briefly instead of blocking the event loop
+                delay = 0.0001
+                while not _lock(fd, fcntl.F_WRLCK, s):
+                    self.held_off += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.01)
+                try:
+                    yield
+                finally:  # bump before the byte is free: no writer checks the old value
+                    left = True
+                    self._phase(s, enter=False)
             finally:
-                self.slots[s] += 1
+                os.close(fd)  # drops the lock
         finally:
-            os.close(fd)  # drops the lock
+            if not left:  # failed or cancelled before holding the byte
+                self._phase(s, enter=False)
 
     def close(self) -> None:
         """Unmap (views first)."""

@@ -20,7 +20,8 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[2]
 _NATIVE = _ROOT / "native"
 #: The nbdkit glue and the map cache / coherence half (archip_fast.h joins them).
-SOURCES = [_NATIVE / "nbdkit_filter_archip.c", _NATIVE / "archip_fast_map.c"]
+SOURCES = [_NATIVE / "nbdkit_filter_archip.c", _NATIVE / "archip_fast_map.c",
+           _NATIVE / "archip_fast_hold.c"]
 SOURCE = SOURCES[0]
 #: Everything the build reads (a newer one makes the built filter outdated).
 INPUTS = [*SOURCES, _NATIVE / "archip_fast.h", _NATIVE / "archip_layout.h"]
@@ -113,11 +114,12 @@ class Publisher:
         """Drop the entries (and open descriptors) of ``name``: its last connection closed."""
         self._forget(name.encode())
 
-    def stats(self) -> tuple[int, int, int]:
-        """(read hits, write hits, requests sent down to the plugin)."""
-        out = (ctypes.c_uint64 * 3)()
+    def stats(self) -> tuple[int, int, int, int]:
+        """(read hits, write hits, requests sent down to the plugin, write holds taken:
+        the slot and fence locks, kept across in-place writes, native/archip_fast_hold.c)."""
+        out = (ctypes.c_uint64 * 4)()
         self._stats(out)
-        return int(out[0]), int(out[1]), int(out[2])
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
 
 
 def main(argv: list[str]) -> int:

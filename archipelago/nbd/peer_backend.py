@@ -316,10 +316,11 @@ def count_fast(cache: Any) -> None:
            (NBD_CACHE, cache.published, "write_hit", cache.writes),
            (NBD_CACHE, cache.published, "fill", cache.fills)]
     if cache.publisher is not None:
-        r, w, m = cache.publisher.stats()
+        r, w, m, holds = cache.publisher.stats()
         now += [(NBD_CFILTER, _FILTER_SEEN, "read_hit", r),
                 (NBD_CFILTER, _FILTER_SEEN, "write_hit", w),
-                (NBD_CFILTER, _FILTER_SEEN, "passed", m)]
+                (NBD_CFILTER, _FILTER_SEEN, "passed", m),
+                (NBD_CFILTER, _FILTER_SEEN, "hold", holds)]
     with _SEEN_LOCK:
         for counter, seen, kind, n in now:
             if n > seen.get(kind, 0):
