@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from archipelago.blocker.rados_direct import _load
+from archipelago.blocker.rados_direct import _load, pin_thread_state
 
 _CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _ops_loaded = False
@@ -67,6 +67,7 @@ class AioBatch:
 
     def _on_complete(self, comp: int, arg: int) -> None:
         # A librados finisher thread (ctypes took the GIL): hand over, wake once.
+        pin_thread_state()
         lib = self.lib
         rv = lib.rados_aio_get_return_value(comp)
         lib.rados_aio_release(comp)  # librados keeps its own reference during this call

@@ -30,13 +30,14 @@ from archipelago.errors import ArchipelagoError, InvalidArgument, Locked, NotFou
 from archipelago.mapper import Mapper, Volume
 from archipelago.mapper.usage import usage
 from archipelago.peers.ops import Flag, Op
-from archipelago.peers.peer import BATCH, NOWAKE, Peer
+from archipelago.peers.peer import Peer
 from archipelago.peers.port import Port
 from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 from archipelago.service.direct_io import DirectIO, fast_io
 from archipelago.service.forward import CURRENT, serve_read
-from archipelago.service.rados_io import DONE, STARTED, RadosIO
+from archipelago.service.rados_io import RadosIO
+from archipelago.service.rados_serve import RadosServing
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
 from archipelago.wire import DEFAULT_BLOCK_SIZE, decode_hashes, encode_extents, encode_hashes
@@ -57,7 +58,7 @@ class Handle:
     gen: int
 
 
-class MapperPeer(Peer):
+class MapperPeer(RadosServing, Peer):
     """Serve volume I/O and volume operations from one Mapper."""
 
     role = "mapper"
@@ -99,76 +100,6 @@ class MapperPeer(Peer):
                 req.reply(serviced=len(data))
                 return True
         return False
-
-    def serve_rados(self, req: Request) -> int:
-        """Start a READ/WRITE on RADOS from here (rados_io.py): DONE, STARTED or DECLINE."""
-        rio, op = self.rio, req.op
-        if rio is None or self.stopping or (op != Op.READ and op != Op.WRITE):
-            return 0
-        v = self.volumes.get(req.target)
-        if v is None:
-            return 0
-        return rio.read(v, req) if op == Op.READ else rio.write(v, req)
-
-    def drain(self) -> bool:
-        """Peer.drain, plus requests started on RADOS here and completed by
-        :meth:`rados_done` (counted in flight meanwhile, no task)."""
-        if self.rio is None or self.rio.batch is None:
-            return super().drain()
-        lib, base, no = self.seg.lib, self.seg.base, self.port.no
-        efds, nfds = self._efd_arr, len(self.link.efds)
-        n, woken = 0, set()
-        while self.inflight < self.max_inflight and n < BATCH:
-            idx = lib.ap_pop_request_fast(base, no, efds, nfds)
-            if idx < 0:
-                break
-            n += 1
-            req = Request(self.seg, idx, no)
-            try:
-                how = self.serve_rados(req)
-            except Exception:  # noqa: BLE001 - declined: dispatch redoes it and reports
-                how = 0
-            if how == DONE:
-                self.metrics.done(req.op.name, None, False)
-                woken.add(req.d.owner)
-                lib.ap_complete(base, idx, NOWAKE)
-                self.served += 1
-                continue
-            self.inflight += 1
-            if how != STARTED:
-                self._spawn(req)
-        for owner in woken:
-            lib.ap_wake(base, owner, self.link.efds[owner])
-        return n > 0
-
-    def _spawn(self, req: Request) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(req))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def rados_done(self, done: list[tuple[Any, int]]) -> None:
-        """Complete the requests whose RADOS ops finished (one pass per wake-up); a failed
-        one is redone by :meth:`dispatch` (it stays in flight)."""
-        rio = self.rio
-        lib, base, efds = self.seg.lib, self.seg.base, self.link.efds
-        woken = set()
-        for token, rv in done:
-            req = token[0]
-            try:
-                ok = rio is not None and rio.finish(token, rv)
-            except Exception:  # noqa: BLE001 - the mapper path redoes it and reports
-                ok = False
-            if not ok:
-                self._spawn(req)
-                continue
-            self.metrics.done(req.op.name, None, False)
-            woken.add(req.d.owner)
-            lib.ap_complete(base, req.idx, NOWAKE)
-            self.inflight -= 1
-            self.served += 1
-        for owner in woken:
-            lib.ap_wake(base, owner, efds[owner])
-        self.port.kick()  # below max_inflight again: take more requests
 
     async def dispatch(self, req: Request) -> None:
         """Serve one request."""
