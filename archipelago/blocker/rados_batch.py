@@ -30,16 +30,33 @@ def _lib() -> Any:
     global _ops_loaded
     lib = _load()
     if not _ops_loaded:
-        vp, sz, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
-        lib.rados_create_write_op.argtypes = []
-        lib.rados_create_write_op.restype = vp
-        lib.rados_release_write_op.argtypes = [vp]
-        lib.rados_write_op_assert_exists.argtypes = [vp]
-        lib.rados_write_op_write.argtypes = [vp, vp, sz, u64]
+        vp = ctypes.c_void_p
         lib.rados_aio_write_op_operate.argtypes = [vp, vp, vp, ctypes.c_char_p, vp, ctypes.c_int]
-        lib.rados_aio_create_completion2.argtypes = [vp, _CB, ctypes.POINTER(vp)]
         _ops_loaded = True
     return lib
+
+
+_quick: Any = None
+
+
+def _quick_lib() -> Any:
+    """librados through PyDLL, for calls that only touch objects of their own (a
+    completion, a write op): they keep the GIL instead of dropping and re-taking it,
+    which costs a futex hand-off with the other thread on every call."""
+    global _quick
+    if _quick is None:
+        q = ctypes.PyDLL("librados.so.2")
+        vp, sz, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
+        q.rados_aio_create_completion2.argtypes = [vp, _CB, ctypes.POINTER(vp)]
+        q.rados_aio_get_return_value.argtypes = [vp]
+        q.rados_aio_release.argtypes = [vp]
+        q.rados_create_write_op.argtypes = []
+        q.rados_create_write_op.restype = vp
+        q.rados_release_write_op.argtypes = [vp]
+        q.rados_write_op_assert_exists.argtypes = [vp]
+        q.rados_write_op_write.argtypes = [vp, vp, sz, u64]
+        _quick = q
+    return _quick
 
 
 class AioBatch:
@@ -48,7 +65,8 @@ class AioBatch:
 
     def __init__(self, ioctx_ptr: int, loop: asyncio.AbstractEventLoop,
                  on_batch: Callable[[list[tuple[Any, int]]], None]) -> None:
-        self.lib = _lib()
+        self.lib = _lib()  # submissions: the GIL is released while librados queues the op
+        self.q = _quick_lib()
         self.ptr = ioctx_ptr
         self.loop = loop
         self.on_batch = on_batch
@@ -68,9 +86,9 @@ class AioBatch:
     def _on_complete(self, comp: int, arg: int) -> None:
         # A librados finisher thread (ctypes took the GIL): hand over, wake once.
         pin_thread_state()
-        lib = self.lib
-        rv = lib.rados_aio_get_return_value(comp)
-        lib.rados_aio_release(comp)  # librados keeps its own reference during this call
+        q = self.q
+        rv = q.rados_aio_get_return_value(comp)
+        q.rados_aio_release(comp)  # librados keeps its own reference during this call
         token = self._tokens.pop(arg or 0, None)
         self._done.append((token, rv))
         if not self._armed:
@@ -90,7 +108,7 @@ class AioBatch:
         key = next(self._keys)
         comp = ctypes.c_void_p()
         self._tokens[key] = token
-        rc = self.lib.rados_aio_create_completion2(key, self._cb, ctypes.byref(comp))
+        rc = self.q.rados_aio_create_completion2(key, self._cb, ctypes.byref(comp))
         if rc < 0:
             self._tokens.pop(key, None)
             raise OSError(-rc, os.strerror(-rc))
@@ -99,7 +117,7 @@ class AioBatch:
     def _started(self, rc: int, key: int, comp: Any) -> None:
         if rc < 0:
             self._tokens.pop(key, None)
-            self.lib.rados_aio_release(comp)
+            self.q.rados_aio_release(comp)
             raise OSError(-rc, os.strerror(-rc))
 
     def read(self, oid: bytes, buf: memoryview, offset: int, token: Any) -> None:
@@ -113,15 +131,15 @@ class AioBatch:
     def write_existing(self, oid: bytes, buf: memoryview, offset: int, token: Any) -> None:
         """Start a write of ``buf`` at ``offset`` of ``oid`` if the object exists (else
         -ENOENT, nothing written); librados copies the data before this returns."""
-        lib = self.lib
+        q = self.q
         key, comp = self._completion(token)
-        op = lib.rados_create_write_op()
+        op = q.rados_create_write_op()
         try:
-            lib.rados_write_op_assert_exists(op)
-            lib.rados_write_op_write(op, ctypes.addressof(ctypes.c_char.from_buffer(buf)),
-                                     len(buf), offset)
+            q.rados_write_op_assert_exists(op)
+            q.rados_write_op_write(op, ctypes.addressof(ctypes.c_char.from_buffer(buf)),
+                                   len(buf), offset)
             # mtime NULL: librados stamps the current time (GC ages objects by it)
-            rc = lib.rados_aio_write_op_operate(op, self.ptr, comp, oid, None, 0)
+            rc = self.lib.rados_aio_write_op_operate(op, self.ptr, comp, oid, None, 0)
         finally:
-            lib.rados_release_write_op(op)
+            q.rados_release_write_op(op)
         self._started(rc, key, comp)
