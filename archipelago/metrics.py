@@ -50,6 +50,8 @@ NBD_CACHE = Counter("archipelago_nbd_cache_requests",
 GW_REQUESTS = Counter("archipelago_gateway_requests", "Gateway HTTP requests",
                       ["method", "status"])
 GW_BYTES = Counter("archipelago_gateway_bytes", "Gateway body bytes", ["direction"])
+DHCP_RESTARTS = Counter("archipelago_dhcp_restarts",
+                        "dnsmasq processes of networks that died and were restarted")
 
 
 def registry() -> CollectorRegistry:

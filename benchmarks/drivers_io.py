@@ -50,17 +50,21 @@ def run_nbd(cfg: Cfg) -> list[Metric]:
     b, paths = "nbd", NBD_ARCH + NBD_PEERS + NBD_REF
     kw = {"group": "throughput"}
     seqw = new_metric(b, "sequential write, 1 MiB requests (nbdcopy)", "MiB/s", True, NBD_ARCH,
-                      NBD_PEERS, goal=Goal("nbdkit-file", 0.8), **kw)
+                      NBD_PEERS, goals=[Goal("nbdkit-file", 0.8)], **kw)
     seqr = new_metric(b, "sequential read, 1 MiB requests (nbdcopy)", "MiB/s", True, NBD_ARCH,
-                      NBD_PEERS, goal=Goal("nbdkit-file", 0.8), **kw)
+                      NBD_PEERS, goals=[Goal("nbdkit-file", 0.8)], **kw)
+    # the direct backend keeps the older bars; the daemon's export (plugin + C filter)
+    # has issue 20's: at least nbdkit file at QD32 and no slower at QD1
+    bars = lambda old: [Goal("nbdkit-file", old, arch="archipelago"),  # noqa: E731
+                        Goal("nbdkit-file", 1.0, arch="archipelago-peer")]
     rnd: dict[tuple[str, int], Metric] = {}
     for rw, label in (("randread", "rand read"), ("randwrite", "rand write")):
         for q in qds:
             rnd[rw, q] = new_metric(b, f"{label} 4 KiB QD{q} (fio)", "IOPS", True, NBD_ARCH,
-                                    NBD_PEERS, goal=Goal("nbdkit-file", 0.5) if q == 32 else None,
+                                    NBD_PEERS, goals=bars(0.5) if q == 32 else [],
                                     group="iops_qd", family=label, x=q)
     lat = new_metric(b, "QD1 4 KiB read latency (fio clat)", "µs", False, NBD_ARCH, NBD_PEERS,
-                     goal=Goal("nbdkit-file", 0.5))
+                     goals=bars(0.5))
     with tempfile.TemporaryDirectory(prefix="bench-nbd-", dir=SHM) as tmp:
         d = Path(tmp)
         src = d / "src.raw"
@@ -309,8 +313,12 @@ def run_rados(cfg: Cfg) -> list[Metric]:
     stack = "archipelago daemon on RADOS (full stack)"
     archs = [stack, arch] if stack_round else [arch]
     peers = [peer, cli] if cli_run else [peer]
+    # the RadosBlocker keeps the older 4 MiB bar; the whole stack has issue 20's
+    goals = {"4m_write": [Goal(peer, 0.9, arch=stack), Goal(peer, 0.8, arch=arch)],
+             "4m_read": [Goal(peer, 0.8)], "4k_write": [Goal(peer, 1.0, arch=stack)],
+             "4k_read": [Goal(peer, 1.0, arch=stack)]}
     ms = {k: new_metric(b, n, u, True, archs, peers, group="throughput" if "4m" in k else "",
-                        goal=Goal(peer, 0.8) if "4m" in k else None) for k, (n, u) in names.items()}
+                        goals=goals[k]) for k, (n, u) in names.items()}
     ms["4m_write"].cpu_scope = "whole run: 4 MiB and 4 KiB phases, client + ceph-mon + ceph-osd"
     clone = {lbl: new_metric(b, f"snapshot + clone of a {lbl} volume", "ms", False,
                              ["archipelago on RADOS"], ["librbd snap create+protect+clone"],

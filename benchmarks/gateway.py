@@ -21,6 +21,10 @@ The last lines are machine-readable, one per mode:
 (small_req_s is the mean of the small PUT and GET rates.)
 Usage: .venv/bin/python benchmarks/gateway.py [--objects 4] [--small 2000] [--hashmap-mib 1024]
 
+``--plugins-compare`` measures only the 4 KiB PUT/GET rates of the API server with no
+control-plane plugins (``control.plugins=[]``) against the default one (identity: token
+checks and quota charges), interleaved rounds, median [min-max] and the ratio.
+
 Against a real OpenStack Swift, side by side: ``python -m benchmarks.swift_compare``.
 """
 
@@ -31,6 +35,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -226,6 +231,66 @@ class Server:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+#: --plugins-compare: label -> the API server's -o overrides.
+PLUGIN_SETS = {"no plugins": ("control.plugins=[]",), "identity": ()}
+
+
+async def small_round(url: str, key: str, n: int, tag: str) -> dict[str, float]:
+    """PUT then GET ``n`` fresh 4 KiB objects (new names: every PUT is a charged create)."""
+    res: dict[str, float] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as s:
+        acct, token = await login(s, url, "bench", key)
+        h = {"X-Auth-Token": token}
+        async with s.put(f"{acct}/s", headers=h) as r:
+            assert r.status in (201, 202), r.status
+        names = [f"{acct}/s/{tag}/{i}" for i in range(n)]
+        bodies = small_bodies(os.urandom(SMALL))
+        for method in ("put", "get"):
+            t0 = time.perf_counter()
+            await small_objects(s, h, method, names, bodies)
+            res[method] = n / (time.perf_counter() - t0)
+    return res
+
+
+def compare_plugins(args: argparse.Namespace) -> int:
+    """4 KiB PUT/GET req/s with no plugins vs identity, interleaved rounds."""
+    servers: dict[str, tuple[Path, subprocess.Popen[bytes], str, str]] = {}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in PLUGIN_SETS}
+    load0 = os.getloadavg()
+    try:
+        for label, ov in PLUGIN_SETS.items():
+            d = Path(tempfile.mkdtemp(prefix="gw-bench-", dir=args.dir))
+            key = add_user(d, overrides=ov)
+            proc, url = start_gateway(d, args.fsync, ov)
+            servers[label] = (d, proc, url, key)
+        for i in range(args.repeat):
+            order = list(servers) if i % 2 == 0 else list(reversed(servers))
+            for label in order:
+                _, _, url, key = servers[label]
+                runs[label].append(uvloop.run(small_round(url, key, args.small, f"r{i}")))
+    finally:
+        for d, proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+            shutil.rmtree(d, ignore_errors=True)
+    load1 = os.getloadavg()
+
+    def stat(label: str, m: str) -> tuple[float, float, float]:
+        xs = [r[m] for r in runs[label]]
+        return statistics.median(xs), min(xs), max(xs)
+
+    print(f"4 KiB objects, {SMALL_CLIENTS} clients, {args.small} per round, "
+          f"{args.repeat} interleaved rounds; load average {load0[0]:.2f} -> {load1[0]:.2f}")
+    base = next(iter(PLUGIN_SETS))
+    for m in ("put", "get"):
+        for label in PLUGIN_SETS:
+            med, lo, hi = stat(label, m)
+            ratio = stat(base, m)[0] / med
+            print(f"{m.upper()} {label:>10}: {med:7.0f} [{lo:.0f}-{hi:.0f}] req/s"
+                  + ("" if label == base else f"  ({ratio:.2f}x slower than {base})"))
+    return 0
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     """Best of the repeats (rates: highest; times: lowest): the least disturbed run."""
     return {k: (min if k.endswith("_s") and not k.endswith("mib_s") and "req_s" not in k
@@ -245,7 +310,11 @@ def main() -> int:
                    help="gateway opens the blocker itself, goes through the daemon, or both")
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds, the modes interleaved; the best round of each is reported")
+    p.add_argument("--plugins-compare", action="store_true",
+                   help="only 4 KiB PUT/GET: no plugins vs identity, median of --repeat rounds")
     args = p.parse_args()
+    if args.plugins_compare:
+        return compare_plugins(args)
     modes = ["direct", "peers"] if args.blocks == "both" else [args.blocks]
     servers: list[Server] = []
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}

@@ -108,7 +108,7 @@ def plot_iops_qd(results: dict[str, Any], out: Path) -> list[Path]:
     for ax, fam in zip(axes[0], fams, strict=True):
         fm = [m for m in ms if m.family == fam]
         _series_plot([Metric.from_dict({**m.__dict__, "family": "",
-                                        "goal": None}) for m in fm], ax, 1)
+                                        "goals": []}) for m in fm], ax, 1)
         ax.set_xscale("log", base=2)
         qds = sorted({m.x for m in fm if m.x is not None})
         ax.set_xticks(qds, [f"{q:g}" for q in qds])

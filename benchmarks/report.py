@@ -22,6 +22,11 @@ class Goal:
     min_ratio: float | None = None  # oriented ratio (>1 better) against ``peer``
     min_value: float | None = None  # for higher-is-better metrics
     max_value: float | None = None  # for lower-is-better metrics
+    arch: str | None = None  # the archipelago path it binds (None: every path)
+
+    def applies(self, arch: str, peer: str | None) -> bool:
+        """Whether this goal is judged on the row of ``arch`` against ``peer``."""
+        return (self.peer is None or self.peer == peer) and self.arch in (None, arch)
 
     def text(self, unit: str) -> str:
         """Human form of the goal."""
@@ -46,7 +51,7 @@ class Metric:
     peers: list[str]  # native peers they are compared with
     samples: dict[str, list[float]]  # path -> one value per run (other keys: references)
     cpu: dict[str, list[float]] = field(default_factory=dict)  # path -> CPU s per GiB, per run
-    goal: Goal | None = None
+    goals: list[Goal] = field(default_factory=list)
     group: str = ""  # plot kind: "throughput", "iops_qd", "clone_size" or ""
     family: str = ""  # series label inside a plot group (e.g. "rand read")
     x: float | None = None  # the plot's x (queue depth, volume size in bytes)
@@ -57,8 +62,9 @@ class Metric:
     def from_dict(cls, d: dict[str, Any]) -> Metric:
         """Inverse of dataclasses.asdict."""
         d = dict(d)
-        g = d.pop("goal", None)
-        return cls(goal=Goal(**g) if g else None, **d)
+        legacy = d.pop("goal", None)  # results.json written before goals became a list
+        goals = d.pop("goals", None) or ([legacy] if legacy else [])
+        return cls(goals=[Goal(**g) for g in goals], **d)
 
 
 def median(xs: list[float]) -> float:
@@ -107,12 +113,11 @@ def verdict(m: Metric, arch: str, peer: str | None) -> str:
             parts.append(f"on par with {peer} ({r:.2f}×)")
         else:
             parts.append(f"BEHIND {peer}: {r:.2f}×")
-    g = m.goal
-    if g is not None and (g.peer is None or g.peer == peer):
+    a = median(m.samples.get(arch, []))
+    for g in (g for g in m.goals if g.applies(arch, peer)):
         ok: bool | None = None
         if g.min_ratio is not None and r is not None:
             ok = r >= g.min_ratio
-        a = median(m.samples.get(arch, []))
         if g.min_value is not None and a > 0:
             ok = a >= g.min_value
         if g.max_value is not None and a > 0:
@@ -128,12 +133,12 @@ def rows(m: Metric) -> list[dict[str, Any]]:
     for a in m.arch:
         peers = m.peers or [None]
         for p in peers:
-            show_goal = m.goal is not None and (m.goal.peer is None or m.goal.peer == p)
+            goals = [g.text(m.unit) for g in m.goals if g.applies(a, p)]
             out.append({
                 "bench": m.bench, "metric": m.name, "unit": m.unit, "arch": a, "peer": p,
                 "arch_runs": m.samples.get(a, []), "peer_runs": m.samples.get(p, []) if p else [],
                 "ratio": ratio(m, a, p) if p else None,
-                "goal": m.goal.text(m.unit) if (show_goal and m.goal) else "",
+                "goal": "; ".join(goals),
                 "verdict": verdict(m, a, p),
             })
     return out

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from archipelago.db import Database
-from archipelago.errors import ConfigError
+from archipelago.errors import Busy, ConfigError
 from control.context import get_config, get_instance, print_json, wants_json
 from control.host.clirun import run_host
 from control.host.host import Host
@@ -123,8 +123,14 @@ async def _bump_sequences(conn: Any, table: sa.Table) -> None:
 def _copy(args: argparse.Namespace) -> int:
     """Copy this instance's databases (control and gateway) into ``--to URL``, after
     migrating its schema; then point [database] url at it."""
+    from control.cmd_gateway import gateway_state
     from pithos_gw.server import meta_schema_upgrade
 
+    inst = get_instance(args)
+    if inst.daemon_running() or gateway_state(inst) is not None:
+        # rows written during the copy would be missing from the target
+        raise Busy("the daemon or the API server of this instance is running: stop it "
+                   "(archip daemon stop / gateway stop) before copying its databases")
     gw_src = _gateway_url(args)
 
     async def go(host: Host) -> dict[str, Any]:

@@ -61,16 +61,17 @@ def apply(request: web.Request, meta: dict[str, str],
     return out
 
 
-def check_if_delete_at(request: web.Request, v: ObjectVersion | None) -> None:
+def check_if_delete_at(request: web.Request, v: ObjectVersion | None) -> bool:
     """DELETE with X-If-Delete-At: 400 unless an integer, 412 unless it is ``v``'s expiry
-    (``v`` None: the syntax only)."""
+    (``v`` None: the syntax only); whether the request had one."""
     want = request.headers.get("X-If-Delete-At")
     if want is None:
-        return
+        return False
     if not (want.strip().isascii() and want.strip().isdigit()):
         fail_exact(400, "Bad X-If-Delete-At header value")
     if v is not None and v.meta.get(KEY) != str(int(want)):
         fail(412, "X-If-Delete-At and X-Delete-At do not match")
+    return True
 
 
 def expired(v: ObjectVersion | None) -> bool:
@@ -85,8 +86,14 @@ async def live(request: web.Request, v: ObjectVersion | None) -> ObjectVersion |
     """``v``, or None once it has expired (deleting it then: the expirer's work)."""
     if v is None or not expired(v):
         return v
+    meta = request.app[META]
+    replaced = False
     with contextlib.suppress(Exception):  # a concurrent delete got there first
-        await request.app[META].object_delete(v.account, v.container, v.name)
+        # only the version seen expired: one written meanwhile stays, and is the answer
+        replaced = not await meta.object_delete(v.account, v.container, v.name,
+                                                expect=v.serial)
+    if replaced:
+        return await live(request, await meta.object_get(v.account, v.container, v.name))
     return None
 
 
@@ -94,10 +101,10 @@ async def sweep(app: web.Application) -> int:
     """Delete every current version whose expiry has passed; how many."""
     meta = app[META]
     done = 0
-    for account, container, name in await meta.expired_objects(now()):
+    for account, container, name, serial in await meta.expired_objects(now()):
         with contextlib.suppress(Exception):
-            await meta.object_delete(account, container, name)
-            done += 1
+            # a version written since the listing is not the expired one: it stays
+            done += await meta.object_delete(account, container, name, expect=serial)
     return done
 
 

@@ -35,7 +35,11 @@ class Authenticator(Protocol):
 
 
 class QuotaCharger(Protocol):
-    """Two-phase charges of ``pithos.diskspace`` (bytes of current object versions)."""
+    """Two-phase charges of ``pithos.diskspace`` (bytes of current object versions).
+
+    A charger may settle a charge at issue (identity does for growth: one transaction
+    fewer per upload); its accept then does nothing and its reject gives the bytes back.
+    """
 
     async def issue(self, account: str, delta: int, name: str) -> Any:
         """Reserve ``delta`` bytes (negative frees); a serial, or QuotaExceeded."""

@@ -205,13 +205,16 @@ class ObjectsMixin:
         return await self._run(q)
 
     async def object_delete(self, account: str, container: str, name: str, *,
-                            expect_bytes: int = ANY) -> None:
+                            expect: int = ANY, expect_bytes: int = ANY) -> bool:
         """Delete the current version (history keeps it and a deletion marker); NotFound
-        without one, BytesChanged when ``expect_bytes`` (see object_put) does not hold."""
-        def q(db: sa.Connection) -> None:
+        without one, False (nothing deleted) when it is no longer the version of serial
+        ``expect``, BytesChanged when ``expect_bytes`` (see object_put) does not hold."""
+        def q(db: sa.Connection) -> bool:
             row = self._current(db, account, container, name)
             if row is None:
                 raise NotFound("object not found")
+            if expect != ANY and row[0] != expect:
+                return False  # replaced since the caller checked it: a newer write wins
             if expect_bytes != ANY and int(row[5]) != expect_bytes:
                 raise BytesChanged
             self._retire(db, account, container, name)
@@ -222,6 +225,7 @@ class ObjectsMixin:
             for t in (perms, pub):
                 db.execute(t.delete().where(t.c.account == account, t.c.container == container,
                                             t.c.name == name))
+            return True
 
         return await self._run(q)
 
@@ -251,18 +255,19 @@ class ObjectsMixin:
             sa.select(v.serial, v.mtime).where(*_path(account, container, name),
                                                v.cluster != DELETED).order_by(v.serial))])
 
-    async def expired_objects(self, when: float) -> list[tuple[str, str, str]]:
-        """(account, container, name) of current versions whose X-Delete-At <= ``when``."""
-        def q(db: sa.Connection) -> list[tuple[str, str, str]]:
+    async def expired_objects(self, when: float) -> list[tuple[str, str, str, int]]:
+        """(account, container, name, serial) of current versions whose X-Delete-At <=
+        ``when``."""
+        def q(db: sa.Connection) -> list[tuple[str, str, str, int]]:
             # The JSON is filtered here, not in SQL: the same code on both engines.
-            rows = db.execute(sa.select(v.account, v.container, v.name, v.meta).where(
+            rows = db.execute(sa.select(v.account, v.container, v.name, v.meta, v.serial).where(
                 v.cluster == NORMAL, v.meta.contains('"X-Delete-At"')))
             out = []
-            for a, c, n, m in rows:
+            for a, c, n, m, serial in rows:
                 at = json.loads(m).get("X-Delete-At")
                 try:
                     if at is not None and int(float(at)) <= when:
-                        out.append((a, c, n))
+                        out.append((a, c, n, serial))
                 except (TypeError, ValueError):
                     continue
             return out

@@ -333,10 +333,13 @@ async def delete(request: web.Request, t: Target) -> web.StreamResponse:
             return web.Response(status=204)
         fail(404, "Object not found")
     reads.check_conditions(request, v)
-    expiry.check_if_delete_at(request, v)
+    checked = expiry.check_if_delete_at(request, v) or reads.expect_of(request, v) != ANY
     if slo.is_slo(v) and request.query.get("multipart-manifest") == "delete":
         return await slo.delete_manifest(request, t, v)
-    await meta.object_delete(t.account, t.container, t.obj)
+    # what the conditions were checked on must still be current when the delete commits
+    if not await meta.object_delete(t.account, t.container, t.obj,
+                                    expect=v.serial if checked else ANY):
+        fail(412, "Precondition Failed")
     # Swift's DELETE answers carry its (empty) error-page type; clients compare it.
     return web.Response(status=204, headers={"Content-Type": "text/html; charset=UTF-8"})
 

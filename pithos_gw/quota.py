@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakValueDictionary
 
+from archipelago.errors import Busy
 from pithos_gw.hooks import QuotaCharger
 from pithos_gw.meta import MetaStore, ObjectVersion
-from pithos_gw.meta_objects import BytesChanged
+from pithos_gw.meta_objects import ANY, BytesChanged
 
 log = logging.getLogger("pithos_gw.quota")
 T = TypeVar("T")
+#: How often a charge is computed again after another host changed the path under it.
+CHARGE_ATTEMPTS = 20
 #: What a write answers when its precondition held it back: its charge is rejected.
 _UNWRITTEN = object()
 
@@ -53,7 +56,7 @@ class ChargedMetaStore(MetaStore):
                        container: str, name: str,
                        write: Callable[[int], Awaitable[T]]) -> T:
         lock = self._lock(account)
-        while True:
+        for _ in range(CHARGE_ATTEMPTS):
             async with lock:
                 old = await self._current_bytes(account, container, name)
                 delta = delta_of(old)
@@ -77,6 +80,8 @@ class ChargedMetaStore(MetaStore):
                     settle = self.charger.reject if result is _UNWRITTEN else self.charger.accept
                     await asyncio.shield(settle(serial))
                 return None if result is _UNWRITTEN else result  # type: ignore[return-value]
+        raise Busy(f"{container}/{name} changed under {CHARGE_ATTEMPTS} attempts to charge "
+                   f"its {what}: other writers keep replacing it; try again")
 
     async def object_put(self, account: str, container: str, name: str, *, size: int,
                          **kw: Any) -> ObjectVersion | None:
@@ -89,12 +94,16 @@ class ChargedMetaStore(MetaStore):
         return await self._charged(account, "object update", lambda old: size - old,
                                    container, name, write)
 
-    async def object_delete(self, account: str, container: str, name: str) -> None:
-        """Delete the current version, freeing its bytes."""
-        return await self._charged(
-            account, "object delete", lambda old: -old, container, name,
-            lambda old: MetaStore.object_delete(self, account, container, name,
-                                                expect_bytes=old))
+    async def object_delete(self, account: str, container: str, name: str, *,
+                            expect: int = ANY, **kw: Any) -> bool:
+        """Delete the current version, freeing its bytes (see MetaStore.object_delete)."""
+        async def write(old: int) -> Any:
+            done = await MetaStore.object_delete(self, account, container, name,
+                                                 expect=expect, expect_bytes=old)
+            return True if done else _UNWRITTEN
+
+        return bool(await self._charged(account, "object delete", lambda old: -old,
+                                        container, name, write))
 
     async def reconcile(self) -> None:
         """Tell the charger the bytes every account really stores (at start)."""

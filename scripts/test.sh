@@ -52,7 +52,8 @@ bash scripts/swift-functional.sh || sf_rc=$?
 
 rc=0
 # -X faulthandler: a crash (even at interpreter exit) prints the Python stacks.
-.venv/bin/python -X faulthandler -m pytest -q -p no:cacheprovider "$@" || rc=$?
+# --durations: the slowest tests, to keep the suite inside its ~20-minute budget.
+.venv/bin/python -X faulthandler -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests: failing" >&2
   rc=1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from daemon_helpers import Daemon, wait_gateway
+from guest_helpers import guest_files
 
 MiB = 1 << 20
 
@@ -109,6 +110,9 @@ plugins = {json.dumps(list(plugins))}
 [gateway]
 listen = "127.0.0.1:0"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [blocker.file]
 fsync = false
 
@@ -130,6 +134,22 @@ def start_cloud(data_dir: Path) -> tuple[Daemon, str]:
     url = wait_gateway(d)
     wait_nbd(data_dir / "nbd.sock")
     return d, url
+
+
+def register_guest(d: Daemon, disk: Path) -> tuple[str, str, str]:
+    """Upload the test guest's kernel and initrd and ``disk`` as an image booting them,
+    and create the flavor "tiny"; (image, kernel, ramdisk) ids."""
+    guest = guest_files()
+    kernel = d.archip("--json", "image", "upload", str(guest.kernel), "--name", "vmlinuz",
+                      "--disk-format", "aki", check=True).json()["id"]
+    ramdisk = d.archip("--json", "image", "upload", str(guest.initrd), "--name", "initrd",
+                       "--disk-format", "ari", check=True).json()["id"]
+    image = d.archip("--json", "image", "upload", str(disk), "--name", "guest-disk",
+                     "--disk-format", "raw", "--property", f"kernel_id={kernel}",
+                     "--property", f"ramdisk_id={ramdisk}", check=True).json()["id"]
+    d.archip("flavor", "create", "tiny", "--vcpus", "1", "--ram", "256", "--disk", "1",
+             check=True)
+    return image, kernel, ramdisk
 
 
 def owned_blocks(data_dir: Path, volume: str) -> list[str]:

@@ -23,7 +23,7 @@ def metric(name: str = "seq read", higher: bool = True, arch: float = 80.0,
     return Metric("nbd", name, "MiB/s" if higher else "ms", higher, ["archipelago"],
                   ["nbdkit-file"], {"archipelago": [arch * 0.9, arch, arch * 1.1],
                                     "nbdkit-file": [peer, peer * 1.2, peer * 0.8]},
-                  goal=goal, **kw)
+                  goals=[goal] if goal else [], **kw)
 
 
 def results(*ms: Metric, status: str = "ok") -> dict[str, Any]:
@@ -199,3 +199,16 @@ def test_regress_reports_benchmarks_missing_from_the_new_run(
     assert regress.main([str(old), str(new)]) == 0
     out = capsys.readouterr().out
     assert "nbd: 2 ratios (timeout in the new run)" in out and ", 2 missing" in out
+
+
+def test_goals_bind_the_path_they_name_and_old_results_still_load() -> None:
+    m = Metric("peers", "msg/s", "msg/s", True, ["asyncio", "C"], ["socket"],
+               {"asyncio": [2.0], "C": [6.0], "socket": [1.0]},
+               goals=[Goal("socket", 3.0, arch="asyncio"), Goal("socket", 5.0, arch="C")])
+    by_arch = {r["arch"]: r for r in rows(m)}
+    assert by_arch["asyncio"]["goal"] == "≥ 3× socket"
+    assert "goal MISSED" in by_arch["asyncio"]["verdict"]
+    assert by_arch["C"]["goal"] == "≥ 5× socket" and "goal met" in by_arch["C"]["verdict"]
+    legacy = {**metrics_to_json([metric()])[0], "goal": {"peer": "nbdkit-file", "min_ratio": 0.8}}
+    del legacy["goals"]
+    assert Metric.from_dict(legacy).goals == [Goal("nbdkit-file", 0.8)]

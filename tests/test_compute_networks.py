@@ -11,13 +11,16 @@ fixed (`--network NET=IP`), the others come from the ports the API reports.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from compute_helpers import kill_qemus, qemu_pids, start_cloud, wait_gateway
+from compute_helpers import kill_qemus, qemu_pids, register_guest, start_cloud, wait_gateway
 from daemon_helpers import Daemon
 from guest_helpers import Console, guest_files, need_qemu
+from metrics_helpers import scrape, value, wait_for
 from net_helpers import dnsmasq_pids, links, need_net_tools, netns_list, ns_name, scrub
 
 from archipelago.errors import Forbidden, InvalidArgument, NotFound, QuotaExceeded
@@ -80,22 +83,14 @@ class Cloud:
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     need_qemu()
     need_net_tools()
-    guest = guest_files()
+    guest_files()  # built (once per machine) before a daemon is started
     base = tmp_path_factory.mktemp("netcloud")
     d, url = start_cloud(base / "data")
     try:
-        kernel = d.archip("--json", "image", "upload", str(guest.kernel), "--name", "vmlinuz",
-                          "--disk-format", "aki", check=True).json()["id"]
-        ramdisk = d.archip("--json", "image", "upload", str(guest.initrd), "--name", "initrd",
-                           "--disk-format", "ari", check=True).json()["id"]
         disk = base / "disk.raw"
         with open(disk, "wb") as f:
             f.truncate(64 << 20)
-        image = d.archip("--json", "image", "upload", str(disk), "--name", "guest-disk",
-                         "--disk-format", "raw", "--property", f"kernel_id={kernel}",
-                         "--property", f"ramdisk_id={ramdisk}", check=True).json()["id"]
-        d.archip("flavor", "create", "tiny", "--vcpus", "1", "--ram", "256", "--disk", "1",
-                 check=True)
+        image, _, _ = register_guest(d, disk)
         ops = d.archip("--json", "user", "add", "ops", "--admin", check=True).json()
         # ops runs three guests at once (a new user may run two)
         d.archip("quota", "set", ops["uuid"], "cyclades.vm", "4", check=True)
@@ -172,6 +167,27 @@ def test_bad_input_is_refused_and_makes_nothing(cloud: Cloud) -> None:
     for i in range(2):
         n = cloud.network(f"u-{i}", f"10.89.{i}.0/24", user=u)
         cloud.call("DELETE", f"/networks/{n['id']}")
+
+
+def test_a_dnsmasq_that_dies_is_restarted_one_stopped_on_purpose_is_not(cloud: Cloud) -> None:
+    metrics = cloud.archip("--json", "daemon", "status").json()["metrics_url"]
+    restarts = value(scrape(metrics), "archipelago_dhcp_restarts_total")
+    n = cloud.network("watched", "10.91.0.0/24")
+    (pid,) = dnsmasq_pids(cloud.d.data_dir)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(metrics, lambda s: value(s, "archipelago_dhcp_restarts_total") == restarts + 1,
+             "the dnsmasq restart")
+    (again,) = dnsmasq_pids(cloud.d.data_dir)
+    assert again != pid
+    # stopped by the service itself (its network deleted while another one stays): not a
+    # restart; the exit's check runs under the service's lock before the next call's work
+    other = cloud.network("other", "10.92.0.0/24")
+    cloud.call("DELETE", f"/networks/{n['id']}")
+    last = cloud.network("last", "10.93.0.0/24")
+    for x in (other, last):
+        cloud.call("DELETE", f"/networks/{x['id']}")
+    assert dnsmasq_pids(cloud.d.data_dir) == []
+    assert value(scrape(metrics), "archipelago_dhcp_restarts_total") == restarts + 1
 
 
 def test_guests_dhcp_ping_isolation_firewall_restart_and_cleanup(cloud: Cloud) -> None:

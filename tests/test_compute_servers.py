@@ -28,6 +28,7 @@ from compute_helpers import (
     owned_blocks,
     qemu_pids,
     read_volume,
+    register_guest,
     start_cloud,
     wait_gateway,
     wait_nbd,
@@ -127,14 +128,10 @@ QUOTAS = {"cyclades.vm": "8", "cyclades.cpu": "16", "cyclades.total_cpu": "16",
 @pytest.fixture(scope="module")
 def cloud_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     need_qemu()
-    guest = guest_files()
+    guest_files()  # built (once per machine) before a daemon is started
     base = tmp_path_factory.mktemp("cloud")
     d, url = start_cloud(base / "data")
     try:
-        kernel = d.archip("--json", "image", "upload", str(guest.kernel), "--name", "vmlinuz",
-                          "--disk-format", "aki", check=True).json()["id"]
-        ramdisk = d.archip("--json", "image", "upload", str(guest.initrd), "--name", "initrd",
-                           "--disk-format", "ari", check=True).json()["id"]
         marker = f"ARCHIP-MARKER-{uuid.uuid4().hex[:12]}".encode()
         disk = base / "disk.raw"
         with open(disk, "wb") as f:  # 1 GiB: the marker, data in a few blocks, holes elsewhere
@@ -143,11 +140,7 @@ def cloud_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             for blk in (1, 2, 100):
                 f.seek(blk * 4 * MiB)
                 f.write(os.urandom(MiB))
-        image = d.archip("--json", "image", "upload", str(disk), "--name", "guest-disk",
-                         "--disk-format", "raw", "--property", f"kernel_id={kernel}",
-                         "--property", f"ramdisk_id={ramdisk}", check=True).json()["id"]
-        d.archip("flavor", "create", "tiny", "--vcpus", "1", "--ram", "256", "--disk", "1",
-                 check=True)
+        image, kernel, ramdisk = register_guest(d, disk)
         # the default limits (2 VMs) are a new user's; this file runs up to 3 guests at once
         # (and a failed test may hold one more until its cleanup): raise the admin's limits
         admin = json.loads((d.data_dir / "admin.json").read_text())["uuid"]

@@ -18,7 +18,7 @@ from api_helpers import ApiServer
 from host_plugin import EchoConfig, EchoPlugin, notes
 
 from archipelago import config as cfgmod
-from archipelago.errors import ConfigError, InvalidArgument
+from archipelago.errors import Busy, ConfigError, InvalidArgument
 from archipelago.instance import Instance
 from control.host import registry
 from control.host.events import outbox
@@ -231,3 +231,20 @@ def test_cli_db_status_and_plugin_commands(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == ConfigError.exit_code and "nosuch" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cli_db_copy_refuses_while_the_api_server_runs(tmp_path: Path) -> None:
+    env = {**os.environ, "ARCHIPELAGO_DATA_DIR": str(tmp_path)}
+    env.pop("ARCHIPELAGO_CONFIG", None)
+    inst = Instance(tmp_path)
+    inst.run_dir.mkdir(parents=True, exist_ok=True)
+    # a live API server as `gateway start` records it (this test process stands in for it)
+    (inst.run_dir / "gateway.json").write_text(json.dumps({"url": "http://x", "pid": os.getpid()}))
+    target = f"sqlite+aiosqlite:///{tmp_path / 'target.db'}"
+    cmd = [*ARCHIP, "db", "copy", "--to", target]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == Busy.exit_code and "is running" in r.stderr, r.stderr
+    assert not (tmp_path / "target.db").exists()  # nothing was touched
+    (inst.run_dir / "gateway.json").unlink()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

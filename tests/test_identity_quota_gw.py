@@ -88,6 +88,15 @@ def test_over_quota_is_413_with_a_clear_body_and_nothing_stored(api: ApiServer) 
         "project_usage": 1000, "project_pending": 0}
 
 
+def test_long_object_names_are_charged(api: ApiServer) -> None:
+    a = Account(api, "lou")
+    name = "n" * 1000  # the commission's name is cut to its 256 characters
+    assert a.put(name, b"l" * 123).status_code == 201
+    assert requests.delete(f"{a.base}/c/{name}", headers=a.h).status_code == 204
+    assert a.put(name + "x", b"l" * 77).status_code == 201
+    assert a.stored() == a.quota()["usage"] == 77
+
+
 def test_concurrent_overwrites_never_drift(api: ApiServer) -> None:
     a = Account(api, "wes")
     sizes = [(i * 7919) % 20000 for i in range(24)]
@@ -168,6 +177,7 @@ def test_a_crash_between_commit_and_accept_is_reconciled_at_start(tmp_path: Path
     with ApiServer(tmp_path) as srv:
         a = Account(srv, "xena")
         assert a.put("kept", b"k" * 700).status_code == 201
+        assert a.put("gone", b"g" * 300).status_code == 201
         ident = svc(srv)
         real = ident.accept
 
@@ -175,18 +185,49 @@ def test_a_crash_between_commit_and_accept_is_reconciled_at_start(tmp_path: Path
             raise RuntimeError("injected: the process died before the accept")
 
         ident.accept = crash
-        try:
-            assert a.put("new", b"n" * 300).status_code == 500  # committed, never accepted
+        try:  # a free stays pending until the commit: deleted, never accepted
+            assert requests.delete(f"{a.base}/c/gone", headers=a.h).status_code == 500
         finally:
             ident.accept = real
         assert srv.call(ident.pending("pithos:")) != []
+        assert a.quota()["usage"] == 1000  # the freed bytes are not reusable yet
         uuid, tok = a.uuid, a.h
     with ApiServer(tmp_path) as srv:  # the next start reconciles
         assert srv.call(svc(srv).pending("pithos:")) == []
         a2 = Account.__new__(Account)
         a2.api, a2.uuid, a2.h, a2.base = srv, uuid, tok, f"{srv.url}/v1/{uuid}"
         q = a2.quota()
-        assert a2.stored() == 1000 and q["usage"] == 1000 and q["pending"] == 0
+        assert a2.stored() == 700 and q["usage"] == 700 and q["pending"] == 0
+
+
+def test_a_crash_before_a_growth_is_given_back_is_reconciled_at_start(tmp_path: Path) -> None:
+    from control.identity.service import GatewayQuota
+
+    real = GatewayQuota.reject
+
+    async def crash(self: GatewayQuota, serial: Any) -> None:
+        raise RuntimeError("injected: the process died before giving the charge back")
+
+    with ApiServer(tmp_path) as srv:
+        a = Account(srv, "yuri", limit=1000)
+        assert a.put("kept", b"k" * 700).status_code == 201
+        with _FailCommit() as fault:
+            fault.on = True
+            assert a.put("lost", b"l" * 200).status_code == 500  # given back: undone
+            assert a.quota()["usage"] == 700 and a.quota()["pending"] == 0
+            GatewayQuota.reject = crash  # type: ignore[method-assign]
+            try:
+                assert a.put("lost", b"l" * 300).status_code == 500  # charged, not stored
+            finally:
+                GatewayQuota.reject = real  # type: ignore[method-assign]
+        assert a.quota()["usage"] == 1000 and a.put("x", b"x").status_code == 413
+        uuid, tok = a.uuid, a.h
+    with ApiServer(tmp_path) as srv:
+        a2 = Account.__new__(Account)
+        a2.api, a2.uuid, a2.h, a2.base = srv, uuid, tok, f"{srv.url}/v1/{uuid}"
+        q = a2.quota()
+        assert a2.stored() == 700 and q["usage"] == 700 and q["pending"] == 0
+        assert a2.put("x", b"x" * 300).status_code == 201
 
 
 def test_v1_users_of_an_older_instance_are_adopted_with_their_data(tmp_path: Path) -> None:

@@ -57,3 +57,10 @@ def test_fault_messages() -> None:
         "server x not found"
     assert _message("Not Found\n") == "Not Found"
     assert _message('{"a": 1, "b": 2}') == '{"a": 1, "b": 2}'
+
+
+def test_every_quota_resource_has_a_label() -> None:
+    from control.compute.quota import RESOURCES as COMPUTE
+    from control.ui.pages_home import LABELS
+
+    assert {r[0] for r in COMPUTE} | {"pithos.diskspace"} <= set(LABELS)

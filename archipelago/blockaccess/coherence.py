@@ -37,6 +37,7 @@ class GenPage:
 
     def __init__(self, path: str, writer: bool = False) -> None:
         self.path = path
+        self.held_off = 0  # exclusive()'s lock attempts refused by writers in flight
         flags = os.O_RDWR | os.O_CREAT if writer else os.O_RDONLY
         fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
         try:
@@ -82,6 +83,7 @@ class GenPage:
             # hold the byte: poll briefly instead of blocking the event loop
             delay = 0.0001
             while not _lock(fd, fcntl.F_WRLCK, s):
+                self.held_off += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.01)
             try:

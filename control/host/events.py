@@ -47,6 +47,10 @@ class EventBus:
         """Call ``handler`` for every committed event of ``event_type``."""
         self._handlers[event_type].append((owner, handler))
 
+    def wants(self, event_type: str) -> bool:
+        """True when some handler subscribes to ``event_type``."""
+        return bool(self._handlers.get(event_type))
+
     async def emit(self, conn: AsyncConnection, event: Event) -> None:
         """Write ``event`` to the outbox in ``conn``'s transaction (from Database.begin())."""
         if EVENTS_KEY not in conn.info:

@@ -13,6 +13,9 @@ class IdentityConfig:
 
     token_lifetime: int = field(default=30 * 86400, metadata=doc(
         "seconds a token stays valid (default 30 days)"))
+    token_cache_ttl: float = field(default=5.0, metadata=doc(
+        "seconds a validated token stays cached in the API server (0: off); a revocation "
+        "by another process (CLI, second API server) takes effect after at most this"))
     login_attempts: int = field(default=5, metadata=doc(
         "failed logins per user name or client address per login_window before 429"))
     login_window: float = field(default=300.0, metadata=doc(

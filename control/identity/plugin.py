@@ -66,7 +66,8 @@ class IdentityPlugin(Plugin):
         await self.service.open()
 
     async def start(self) -> None:
-        """Purge expired tokens now and then."""
+        """Purge expired tokens now and then; the hot path on its own SQLite thread."""
+        self.service.hot.start()
         self._purge = asyncio.create_task(self._purge_loop())
 
     async def _purge_loop(self) -> None:
@@ -80,7 +81,8 @@ class IdentityPlugin(Plugin):
             await asyncio.sleep(PURGE_EVERY)
 
     async def stop(self) -> None:
-        """Stop the purge task."""
+        """Stop the purge task and the hot path's thread."""
         if self._purge is not None:
             self._purge.cancel()
             await asyncio.gather(self._purge, return_exceptions=True)
+        await self.service.hot.stop()

@@ -77,6 +77,8 @@ class ProjectsMixin:
                 await self._set_limits(conn, uid, res, plim, mlim)
             if owner_uuid:
                 await conn.execute(members.insert().values(project=uid, user=owner_uuid))
+        if owner_uuid:
+            self.token_cache.drop_user(owner_uuid)  # type: ignore[attr-defined]
         return uid
 
     async def add_member(self, project: str, user: str) -> None:
@@ -90,6 +92,7 @@ class ProjectsMixin:
                     members.c.project == p.uuid, members.c.user == u))).first():
                 raise AlreadyExists(f"{user!r} is already a member of {p.name!r}")
             await conn.execute(members.insert().values(project=p.uuid, user=u))
+        self.token_cache.drop_user(u)  # type: ignore[attr-defined] -- its Principal.projects
 
     async def projects(self, include_system: bool = False) -> list[dict[str, Any]]:
         """Projects with their members and limits."""

@@ -11,7 +11,6 @@ resource's default for system projects).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,15 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from archipelago.errors import InvalidArgument, NotFound, QuotaExceeded
-from control.host.plugin import Event
-from control.host.webapi import fault_body, with_data
+from archipelago.errors import InvalidArgument, NotFound
+from control.host.webapi import fault_body
+from control.identity import ledger
+from control.identity.hot import HotPath
 from control.identity.tables import (
     commissions,
-    holdings,
-    limits,
-    members,
-    projects,
     resources,
 )
 from control.identity.tables import provisions as provision_rows
@@ -104,6 +100,7 @@ class QuotasMixin:
 
     db: Any
     events: Any
+    hot: HotPath
 
     # guards (other plugins' say on commissions, e.g. billing's deny_when_negative) -----
     def add_commission_guard(self, guard: CommissionGuard) -> None:
@@ -143,59 +140,18 @@ class QuotasMixin:
                                      r.service)
                     for r in await conn.execute(sa.select(resources).order_by(resources.c.name))}
 
-    # holdings ---------------------------------------------------------------
-    async def _default_limit(self, conn: AsyncConnection, project: str, resource: str,
-                             member: bool) -> int:
-        res = (await conn.execute(sa.select(resources.c.default_limit)
-                                  .where(resources.c.name == resource))).first()
-        if res is None:
-            raise NotFound(f"unknown resource {resource!r}")
-        proj = (await conn.execute(sa.select(projects.c.system)
-                                   .where(projects.c.uuid == project))).first()
-        if proj is None:
-            raise NotFound(f"unknown project {project!r}")
-        lim = (await conn.execute(sa.select(limits).where(
-            limits.c.project == project, limits.c.resource == resource))).first()
-        if lim is not None:
-            return int(lim.member_limit if member else lim.project_limit)
-        return int(res.default_limit) if proj.system else 0
-
-    async def _limit_of(self, conn: AsyncConnection, holder: str, source: str,
-                        resource: str) -> int:
-        kind, _, who = holder.partition(":")
-        if kind == "project" and not source and who:
-            return await self._default_limit(conn, who, resource, member=False)
-        skind, _, project = source.partition(":")
-        if kind == "user" and skind == "project" and who and project:
-            if (await conn.execute(sa.select(members.c.user).where(
-                    members.c.project == project, members.c.user == who))).first() is None:
-                raise NotFound(f"no holding {holder} in {source} (not a member)")
-            return await self._default_limit(conn, project, resource, member=True)
-        raise NotFound(f"unknown holding {holder!r} (source {source or None!r})")
-
+    # holdings and commissions (bodies in ledger.py, run by the hot path) ----------
     async def _holding(self, conn: AsyncConnection, holder: str, source: str,
                        resource: str, create: bool = True) -> tuple[int, int, int]:
-        """(limit, usage_min, usage_max), created with its project's limit on first use."""
-        key = (holdings.c.holder == holder, holdings.c.source == source,
-               holdings.c.resource == resource)
-        row = (await conn.execute(sa.select(holdings).where(*key).with_for_update())).first()
-        if row is not None:
-            return int(row.limit), int(row.usage_min), int(row.usage_max)
-        limit = await self._limit_of(conn, holder, source, resource)
-        if create:
-            await conn.execute(holdings.insert().values(holder=holder, source=source,
-                                                        resource=resource, limit=limit,
-                                                        usage_min=0, usage_max=0))
-        return limit, 0, 0
+        """(limit, usage_min, usage_max) in ``conn``'s transaction (ledger.holding)."""
+        return await conn.run_sync(
+            lambda c: ledger.holding(c, holder, source, resource, create))
 
-    async def _move(self, conn: AsyncConnection, p: Provision, dmin: int, dmax: int) -> None:
-        await self._holding(conn, p.holder, p.source or "", p.resource)
-        await conn.execute(holdings.update().where(
-            holdings.c.holder == p.holder, holdings.c.source == (p.source or ""),
-            holdings.c.resource == p.resource).values(
-            usage_min=holdings.c.usage_min + dmin, usage_max=holdings.c.usage_max + dmax))
+    async def holding_of(self, holder: str, source: str, resource: str) -> tuple[int, int, int]:
+        """(limit, usage_min, usage_max) of a holding, not creating it (a read)."""
+        return await self.hot.read(
+            lambda c: ledger.holding(c, holder, source, resource, create=False))
 
-    # commissions ------------------------------------------------------------
     async def issue_commission(self, provs: list[Provision], name: str = "", *,
                                force: bool = False, auto_accept: bool = False) -> int:
         """Reserve every provision at once; the serial, or QuotaExceeded/NotFound (nothing
@@ -206,64 +162,16 @@ class QuotasMixin:
             raise InvalidArgument("commission names are strings of at most 256 characters")
         if not force:
             await self._check_guards(provs)
-        async with self.db.begin() as conn:
-            for p in provs:
-                limit, umin, umax = await self._holding(conn, p.holder, p.source or "",
-                                                        p.resource)
-                if p.quantity >= 0 and not force and umax + p.quantity > limit:
-                    raise _over(p, "NoCapacityError", limit, umax)
-                if p.quantity < 0 and not force and umin + p.quantity < 0:
-                    raise _over(p, "NoQuantityError", limit, umin)
-                if p.quantity >= 0:
-                    await self._move(conn, p, 0, p.quantity)
-                else:
-                    await self._move(conn, p, p.quantity, 0)
-            r = await conn.execute(commissions.insert().values(
-                name=name, issue_time=time.time(), state="pending"))
-            serial = int(r.inserted_primary_key[0])
-            await conn.execute(provision_rows.insert(), [
-                {"serial": serial, "idx": i, "holder": p.holder, "source": p.source or "",
-                 "resource": p.resource, "quantity": p.quantity} for i, p in enumerate(provs)])
-            if auto_accept:
-                await self._resolve(conn, serial, accept=True)
-        return serial
-
-    async def _pending(self, conn: AsyncConnection, serial: int) -> tuple[str, list[Provision]]:
-        row = (await conn.execute(sa.select(commissions).where(
-            commissions.c.serial == serial).with_for_update())).first()
-        if row is None or row.state != "pending":
-            raise NotFound(f"no pending commission {serial}")
-        provs = [Provision(r.holder, r.source or None, r.resource, int(r.quantity))
-                 for r in await conn.execute(sa.select(provision_rows).where(
-                     provision_rows.c.serial == serial).order_by(provision_rows.c.idx))]
-        return row.name, provs
-
-    async def _resolve(self, conn: AsyncConnection, serial: int, accept: bool) -> None:
-        name, provs = await self._pending(conn, serial)
-        now = time.time()
-        for p in provs:
-            q = p.quantity
-            if accept:
-                await self._move(conn, p, q if q >= 0 else 0, q if q < 0 else 0)
-            else:
-                await self._move(conn, p, -q if q < 0 else 0, -q if q >= 0 else 0)
-            if accept and p.holder.startswith("user:") and p.source:
-                await self.events.emit(conn, Event("identity.commission.accepted", {
-                    "serial": serial, "name": name, "holder": p.holder,
-                    "user": p.holder[5:], "project": p.source.partition(":")[2],
-                    "resource": p.resource, "delta": q, "time": now}))
-        await conn.execute(commissions.update().where(commissions.c.serial == serial).values(
-            state="accepted" if accept else "rejected", resolved=now))
+        return await self.hot.write(lambda c, ev: ledger.issue(
+            c, ev, self.events, provs, name, force, auto_accept))
 
     async def accept(self, serial: int) -> None:
         """Make a pending commission usage; NotFound when it is not pending."""
-        async with self.db.begin() as conn:
-            await self._resolve(conn, serial, accept=True)
+        await self.hot.write(lambda c, ev: ledger.resolve(c, ev, self.events, serial, True))
 
     async def reject(self, serial: int) -> None:
         """Cancel a pending commission; NotFound when it is not pending."""
-        async with self.db.begin() as conn:
-            await self._resolve(conn, serial, accept=False)
+        await self.hot.write(lambda c, ev: ledger.resolve(c, ev, self.events, serial, False))
 
     async def resolve(self, accept: list[int], reject: list[int]) -> dict[str, Any]:
         """Bulk action: {"accepted": [..], "rejected": [..], "failed": [[serial, fault]]}."""
@@ -271,8 +179,7 @@ class QuotasMixin:
         for serials, ok, key in ((accept, True, "accepted"), (reject, False, "rejected")):
             for s in serials:
                 try:
-                    async with self.db.begin() as conn:
-                        await self._resolve(conn, s, accept=ok)
+                    await (self.accept(s) if ok else self.reject(s))
                     out[key].append(s)
                 except NotFound as e:
                     out["failed"].append([s, fault_body(404, e.message)])
@@ -299,10 +206,3 @@ class QuotasMixin:
         return {"serial": serial, "name": row.name, "issue_time": iso(row.issue_time),
                 "state": row.state, "provisions": provs}
 
-
-def _over(p: Provision, kind: str, limit: int, usage: int) -> QuotaExceeded:
-    what = "above its limit" if kind == "NoCapacityError" else "below zero"
-    err = QuotaExceeded(f"Quota exceeded: {p.resource} of {p.holder} would go {what} "
-                        f"(limit {limit}, usage {usage}, requested {p.quantity:+d})")
-    return with_data(err, {"provision": p.to_dict(), "name": kind, "limit": limit,
-                           "usage": usage})  # type: ignore[return-value]

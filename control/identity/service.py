@@ -4,22 +4,29 @@ and the gateway hooks it implements (pithos_gw.hooks Authenticator and QuotaChar
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from archipelago.errors import ArchipelagoError, NotFound, QuotaExceeded, Unauthorized
 from control.host.webapi import token_of
+from control.identity.hot import HotPath
 from control.identity.projects import ProjectsMixin
 from control.identity.providers import LocalProvider, ProxyProvider
 from control.identity.quotas import QuotasMixin, Resource, provisions
 from control.identity.throttle import Throttle
+from control.identity.tokencache import TokenCache
 from control.identity.users import Principal, UsersMixin
 from pithos_gw.hooks import DISKSPACE
 
 log = logging.getLogger("control.identity")
 #: Names of the gateway's commissions start with this (reconciled at its start).
 GATEWAY_PREFIX = "pithos:"
+#: Accounts whose quota room GatewayQuota remembers at most (all forgotten beyond).
+MAX_ROOM_VIEWS = 10_000
 
 
 class IdentityService(UsersMixin, QuotasMixin, ProjectsMixin):
@@ -31,6 +38,8 @@ class IdentityService(UsersMixin, QuotasMixin, ProjectsMixin):
         self.events = ctx.events
         self.instance = ctx.instance
         self.settings = settings
+        self.hot = HotPath(ctx.db, ctx.events)
+        self.token_cache = TokenCache(settings.token_cache_ttl)
         self.throttle = Throttle(settings.login_attempts, settings.login_window)
         self.local = LocalProvider(self, self.throttle)
         self.proxy = ProxyProvider(self, settings.proxy_header, settings.proxy_addresses,
@@ -110,13 +119,36 @@ class GatewayAuth:
         return u.uuid, token
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A gateway charge accepted at issue (its commission's serial and what it charged)."""
+
+    serial: int
+    account: str
+    delta: int
+    name: str
+
+
 class GatewayQuota:
     """pithos_gw QuotaCharger and AccountQuota: pithos.diskspace on the account's system
     project (X-Account-Meta-Quota-Bytes through the Swift API; admins set it)."""
 
-    def __init__(self, service: IdentityService) -> None:
+    def __init__(self, service: IdentityService,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
         self._users: set[str] = set()
+        self.clock = clock
+        #: account -> (limit, usage it has at least, until when the view is trusted):
+        #: lets ``check`` pass an upload without a database read (see there).
+        self._room: dict[str, tuple[int, int, float]] = {}
+
+    def _saw(self, account: str, limit: int, usage: int) -> None:
+        ttl = self.service.settings.token_cache_ttl
+        if ttl <= 0:
+            return
+        if len(self._room) >= MAX_ROOM_VIEWS:
+            self._room.clear()
+        self._room[account] = (limit, usage, self.clock() + ttl)
 
     async def _known(self, account: str) -> bool:
         if account in self._users:
@@ -129,20 +161,39 @@ class GatewayQuota:
         return True
 
     async def issue(self, account: str, delta: int, name: str) -> Any:
-        """Reserve ``delta`` bytes for the account's owner (QuotaExceeded: 413)."""
+        """Reserve ``delta`` bytes for the account's owner (QuotaExceeded: 413).
+
+        Growth is accepted in the same transaction (the upload is complete, only the
+        metadata commit follows; a failed commit gives it back by a compensating
+        commission, a crash before it is corrected by ``reconcile``): one write fewer
+        under the gateway's per-account lock. The limit is checked exactly as for a
+        pending charge (usage_max). Frees stay pending until the commit: the space
+        they release is only reusable once the deletion happened."""
         if not await self._known(account):
             return None
-        return await self.service.issue_commission(
-            provisions(account, account, DISKSPACE, delta), GATEWAY_PREFIX + " " + name)
+        provs = provisions(account, account, DISKSPACE, delta)
+        label = f"{GATEWAY_PREFIX} {name}"[:256]  # object names reach 1024 characters
+        if delta > 0:
+            serial = await self.service.issue_commission(provs, label, auto_accept=True)
+            room = self._room.get(account)
+            if room is not None:
+                self._room[account] = (room[0], room[1] + delta, room[2])
+            return Settled(serial, account, delta, name)
+        return await self.service.issue_commission(provs, label)
 
     async def accept(self, serial: Any) -> None:
         """After the metadata commit."""
-        if serial is not None:
+        if serial is not None and not isinstance(serial, Settled):
             await self.service.accept(serial)
 
     async def reject(self, serial: Any) -> None:
         """The metadata change failed."""
-        if serial is not None:
+        if isinstance(serial, Settled):
+            provs = provisions(serial.account, serial.account, DISKSPACE, -serial.delta)
+            await self.service.issue_commission(
+                provs, f"{GATEWAY_PREFIX} undo {serial.name}"[:256], force=True,
+                auto_accept=True)
+        elif serial is not None:
             await self.service.reject(serial)
 
     async def reconcile(self, usage: dict[str, int]) -> None:
@@ -159,9 +210,8 @@ class GatewayQuota:
 
     async def _holding(self, account: str) -> tuple[int, int]:
         """(limit, usage with pending charges) of the account's pithos.diskspace."""
-        async with self.service.db.read() as conn:
-            limit, _, usage = await self.service._holding(  # noqa: SLF001 -- same plugin
-                conn, f"user:{account}", f"project:{account}", DISKSPACE, create=False)
+        limit, _, usage = await self.service.holding_of(f"user:{account}", f"project:{account}",
+                                                        DISKSPACE)
         return limit, usage
 
     async def is_admin(self, account: str) -> bool:
@@ -181,12 +231,22 @@ class GatewayQuota:
             raise NotFound(f"no identity user owns account {account!r}")
         value = self.service.settings.default_diskspace if limit is None else limit
         await self.service.set_quota(account, DISKSPACE, value)
+        self._room.pop(account, None)
 
     async def check(self, account: str, delta: int) -> None:
-        """QuotaExceeded, worded as a refused commission, when ``delta`` would not fit."""
+        """QuotaExceeded, worded as a refused commission, when ``delta`` would not fit.
+
+        Advisory (the charge at commit decides): an upload that fits the room this
+        process saw less than token_cache_ttl seconds ago passes without a read (a
+        stale view only lets the commit refuse it instead); one that does not fit is
+        checked against the database, so nothing is refused on a stale view."""
         if delta <= 0 or not await self._known(account):
             return
+        room = self._room.get(account)
+        if room is not None and self.clock() < room[2] and room[1] + delta <= room[0]:
+            return
         limit, usage = await self._holding(account)
+        self._saw(account, limit, usage)
         if usage + delta > limit:
             raise QuotaExceeded(f"Quota exceeded: {DISKSPACE} of user:{account} would go "
                                 f"above its limit (limit {limit}, usage {usage}, "

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from archipelago.errors import AlreadyExists, InvalidArgument, NotFound, Unauthorized
 from archipelago.hashing import token_hash
 from control.host.plugin import Event
+from control.identity.hot import HotPath, run
 from control.identity.passwords import MAX_PASSWORD, hash_password, new_token, verify_password
 from control.identity.tables import members, projects, tokens, users
+from control.identity.tokencache import TokenCache
 
 #: User names: letters, digits and . _ @ + - (e-mail addresses fit); no ':' or '/'.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
@@ -56,6 +58,17 @@ class Principal:
     projects: tuple[str, ...]
 
 
+# One statement per token lookup: the user, the token's expiry and the user's projects.
+_TOKEN = sa.select(users.c.uuid, users.c.name, users.c.is_admin, users.c.active,
+                   tokens.c.expires, members.c.project).select_from(
+    tokens.join(users, tokens.c.user == users.c.uuid).outerjoin(
+        members, members.c.user == users.c.uuid)).where(tokens.c.hash == sa.bindparam("k"))
+
+
+def _token_rows(db: sa.Connection, key: str) -> list[Any]:
+    return list(run(db, _TOKEN, {"k": key}).fetchall())
+
+
 def check_name(name: str) -> str:
     """A valid user name, or InvalidArgument."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -76,6 +89,10 @@ class UsersMixin:
     events: Any
     settings: Any
     instance: Any
+    hot: HotPath
+    token_cache: TokenCache
+    #: The wall clock tokens expire by (tests inject theirs).
+    now: Any = staticmethod(time.time)
 
     async def _find(self, conn: AsyncConnection, who: str) -> Any:
         row = (await conn.execute(sa.select(users).where(
@@ -151,6 +168,7 @@ class UsersMixin:
             await conn.execute(users.update().where(users.c.uuid == row.uuid).values(active=active))
             if not active:
                 await conn.execute(tokens.delete().where(tokens.c.user == row.uuid))
+        self.token_cache.drop_user(row.uuid)
         return (await self.user(row.uuid))
 
     async def renew_token(self, who: str) -> str:
@@ -159,6 +177,7 @@ class UsersMixin:
             row = await self._find(conn, who)
             await conn.execute(tokens.delete().where(tokens.c.user == row.uuid))
             tok, _ = await self._issue_token(conn, row.uuid, "cli")
+        self.token_cache.drop_user(row.uuid)
         return tok
 
     async def set_password(self, who: str, password: str) -> None:
@@ -170,6 +189,7 @@ class UsersMixin:
             row = await self._find(conn, who)
             await conn.execute(users.update().where(users.c.uuid == row.uuid)
                                .values(password=hashed))
+        self.token_cache.drop_user(row.uuid)
 
     async def mint_token(self, who: str, lifetime: float | None = None) -> str:
         """A new token of an active user (for a service acting on its behalf)."""
@@ -181,23 +201,28 @@ class UsersMixin:
         return tok
 
     async def token_info(self, token: str) -> tuple[Principal, float]:
-        """(Principal, expiry) of a valid token; Unauthorized: unknown, expired or disabled."""
+        """(Principal, expiry) of a valid token; Unauthorized: unknown, expired or disabled.
+        Validated tokens are cached for [identity] token_cache_ttl seconds (tokencache)."""
         if not isinstance(token, str) or not 0 < len(token) <= 256:
             raise Unauthorized("Unauthorized: invalid token")
-        async with self.db.read() as conn:
-            row = (await conn.execute(
-                sa.select(users, tokens.c.expires).join(tokens, tokens.c.user == users.c.uuid)
-                .where(tokens.c.hash == token_hash(token)))).first()
-            if row is None:
+        key = token_hash(token)
+        hit = self.token_cache.get(key)
+        if hit is None:
+            rows = await self.hot.read(lambda c: _token_rows(c, key))
+            if not rows:
                 raise Unauthorized("Unauthorized: invalid token")
-            if row.expires <= time.time():
+            uuid, name, is_admin, active, expires = rows[0][:5]
+            if expires <= self.now():
                 raise Unauthorized("Unauthorized: token expired")
-            if not row.active:
+            if not active:
                 raise Unauthorized("Unauthorized: user disabled")
-            projs = [r[0] for r in await conn.execute(
-                sa.select(members.c.project).where(members.c.user == row.uuid))]
-        ordered = (row.uuid, *sorted(p for p in projs if p != row.uuid))
-        return Principal(row.uuid, row.name, bool(row.is_admin), ordered), float(row.expires)
+            projs = sorted(r[5] for r in rows if r[5] is not None and r[5] != uuid)
+            hit = Principal(uuid, name, bool(is_admin), (uuid, *projs)), float(expires)
+            self.token_cache.put(key, *hit)
+        elif hit[1] <= self.now():
+            self.token_cache.drop(key)
+            raise Unauthorized("Unauthorized: token expired")
+        return hit
 
     async def authenticate(self, token: str) -> Principal:
         """The Principal of a valid token; Unauthorized otherwise."""
@@ -228,8 +253,10 @@ class UsersMixin:
         """Forget one token (a web UI logout); True when it existed."""
         if not isinstance(token, str) or not 0 < len(token) <= 256:
             return False
+        key = token_hash(token)
         async with self.db.begin() as conn:
-            r = await conn.execute(tokens.delete().where(tokens.c.hash == token_hash(token)))
+            r = await conn.execute(tokens.delete().where(tokens.c.hash == key))
+        self.token_cache.drop(key)
         return bool(r.rowcount)
 
     async def purge_tokens(self) -> int:

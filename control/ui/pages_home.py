@@ -18,7 +18,7 @@ LABELS = {"pithos.diskspace": "File storage", "cyclades.disk": "Volumes",
           "cyclades.vm": "Servers", "cyclades.cpu": "CPUs of running servers",
           "cyclades.ram": "RAM of running servers", "cyclades.total_cpu": "CPUs of all servers",
           "cyclades.total_ram": "RAM of all servers", "cyclades.vmtime": "Server state",
-          "storage.volume": "Volume size"}
+          "cyclades.network.private": "Private networks", "storage.volume": "Volume size"}
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from archipelago.errors import (
@@ -25,9 +26,11 @@ from archipelago.errors import (
     NotFound,
     QuotaExceeded,
 )
+from archipelago.metrics import DHCP_RESTARTS
 from control.compute import quota
 from control.compute.model import ACTIVE, check_name
 from control.compute.network import store
+from control.compute.network.dhcp_watch import DhcpWatch
 from control.compute.network.host import NetHost
 from control.compute.network.model import (
     ENABLED,
@@ -41,6 +44,8 @@ from control.compute.network.model import (
 )
 
 log = logging.getLogger("control.compute")
+#: Seconds between two restarts of one network's dnsmasq.
+RESTART_GAP = 5.0
 
 
 class NetworkService:
@@ -51,6 +56,8 @@ class NetworkService:
         cfg = svc.cfg
         self.host = NetHost(svc.ctx.instance.data_dir, cfg.public_nat, cfg.public_uplink)
         self._lock = asyncio.Lock()
+        self.dhcp_watch = DhcpWatch(self._dhcp_exited)
+        self._restarted: dict[int, float] = {}  # network id -> monotonic time of its last
 
     @property
     def db(self) -> Any:
@@ -280,6 +287,7 @@ class NetworkService:
             nets = await store.network_list(conn)
             ports = await store.port_list(conn)
         if not nets:
+            self.dhcp_watch.track({})
             await self.host.teardown([])
             return
         await self.host.ensure()
@@ -287,7 +295,30 @@ class NetworkService:
             if n.id in changed or self.host.dhcp_pid(n.id) is None:
                 await self.host.bridge_up(n)
                 await self.host.dhcp(n, [p for p in ports if p.network_id == n.id])
+        self.dhcp_watch.track({n.id: self.host.dhcp_pid(n.id) for n in nets})
         await self.host.firewall(nets, ports)
+
+    async def _dhcp_exited(self, nid: int) -> None:
+        """A watched dnsmasq exited: restart it unless the service stopped it on purpose
+        (its network is gone, or a new dnsmasq already serves it)."""
+        async with self._lock:
+            if not await self._dhcp_missing(nid):
+                return
+        gap = time.monotonic() - self._restarted.get(nid, -RESTART_GAP)
+        if gap < RESTART_GAP:  # a dnsmasq that dies at once must not restart in a tight loop
+            await asyncio.sleep(RESTART_GAP - gap)
+        async with self._lock:
+            if await self._dhcp_missing(nid):
+                self._restarted[nid] = time.monotonic()
+                DHCP_RESTARTS.inc()
+                log.warning("the dnsmasq of network %d exited: restarting it", nid)
+                await self._apply([])
+
+    async def _dhcp_missing(self, nid: int) -> bool:
+        """Network ``nid`` exists and no dnsmasq serves it (call under the lock)."""
+        async with self.db.read() as conn:
+            ids = {n.id for n in await store.network_list(conn)}
+        return nid in ids and self.host.dhcp_pid(nid) is None
 
     async def restore(self) -> None:
         """Start of the API server: re-adopt (or rebuild) the namespace, bridges, dnsmasq."""
@@ -300,6 +331,7 @@ class NetworkService:
     async def close(self) -> None:
         """Daemon stop: remove everything unless a server with NICs still runs (its network
         then stays, and the next start re-adopts it)."""
+        await self.dhcp_watch.close()
         async with self._lock:
             async with self.db.read() as conn:
                 ports = await store.port_list(conn)
@@ -320,7 +352,7 @@ class NetworkService:
             return []
         out: list[NicSpec] = []
         async with self._lock:
-            # a missing namespace or a dead dnsmasq (nothing supervises it) comes back here
+            # a missing namespace (or a dnsmasq not restarted yet) comes back here
             await self._apply([] if self.host.exists() else list(nets))
             try:
                 for p in ports:
