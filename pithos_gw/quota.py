@@ -2,13 +2,14 @@
 account's usage (a new current version, a deletion).
 
 Each change runs: issue(delta) -> metadata commit -> accept, or reject when the commit
-fails. The delta is computed under a per-account lock held across issue, commit and
-accept, so concurrent writers of one account in this process never charge from the same
-stale size; the commit re-checks the size it was computed from (``expect_bytes``, under
-the path's lock), so a writer on another host sharing the database cannot either: the
-charge is rejected and computed again. A crash between commit and accept leaves a
-pending charge: ``reconcile`` (at start) drops pending charges and sets usage to the
-bytes really stored, so usage never drifts.
+fails. The delta is computed under a per-path lock held across issue, commit and
+accept, so concurrent writers of one object in this process never charge from the same
+stale size (writers of different objects do not interact: a delta is one path's, and the
+charger checks the limit atomically); the commit re-checks the size it was computed
+from (``expect_bytes``, under the name's database lock), so a writer on another host
+sharing the database cannot either: the charge is rejected and computed again. A crash
+between commit and accept leaves a pending charge: ``reconcile`` (at start) drops pending
+charges and sets usage to the bytes really stored, so usage never drifts.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ class ChargedMetaStore(MetaStore):
     def __init__(self, path: str | Path, charger: QuotaCharger, pool_size: int = 5) -> None:
         super().__init__(path, pool_size)
         self.charger = charger
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._locks: WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            WeakValueDictionary())
 
-    def _lock(self, account: str) -> asyncio.Lock:
-        lock = self._locks.get(account)
+    def _lock(self, path: tuple[str, str, str]) -> asyncio.Lock:
+        lock = self._locks.get(path)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[account] = lock
+            self._locks[path] = lock
         return lock
 
     async def _current_bytes(self, account: str, container: str, name: str) -> int:
@@ -55,7 +57,7 @@ class ChargedMetaStore(MetaStore):
     async def _charged(self, account: str, what: str, delta_of: Callable[[int], int],
                        container: str, name: str,
                        write: Callable[[int], Awaitable[T]]) -> T:
-        lock = self._lock(account)
+        lock = self._lock((account, container, name))
         for _ in range(CHARGE_ATTEMPTS):
             async with lock:
                 old = await self._current_bytes(account, container, name)

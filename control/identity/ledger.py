@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from archipelago.errors import NotFound, QuotaExceeded
 from control.host.events import EventBus
@@ -25,8 +26,12 @@ _KEY = (holdings.c.holder == _b("h"), holdings.c.source == _b("s"),
         holdings.c.resource == _b("r"))
 _HOLDING = sa.select(holdings.c.limit, holdings.c.usage_min, holdings.c.usage_max).where(
     *_KEY).with_for_update()
-_NEW_HOLDING = holdings.insert().values(holder=_b("h"), source=_b("s"), resource=_b("r"),
-                                        limit=_b("lim"), usage_min=0, usage_max=0)
+# First use of a holding by two transactions at once (two charges of a new account): the
+# second insert waits for the first and then does nothing; its move finds the row.
+_NEW_HOLDING = {name: d.insert(holdings).values(
+    holder=_b("h"), source=_b("s"), resource=_b("r"), limit=_b("lim"), usage_min=0,
+    usage_max=0).on_conflict_do_nothing()
+    for name, d in (("postgresql", postgresql), ("sqlite", sqlite))}
 _MOVE = holdings.update().where(*_KEY).values(usage_min=holdings.c.usage_min + _b("dmin"),
                                               usage_max=holdings.c.usage_max + _b("dmax"))
 # The move of an issue, answering the holding after it (one statement instead of a
@@ -89,7 +94,7 @@ def holding(db: sa.Connection, holder: str, source: str, resource: str,
         return int(row[0]), int(row[1]), int(row[2])
     limit = limit_of(db, holder, source, resource)
     if create:
-        run(db, _NEW_HOLDING, {**key, "lim": limit})
+        run(db, _NEW_HOLDING[db.dialect.name], {**key, "lim": limit})
     return limit, 0, 0
 
 
