@@ -16,9 +16,11 @@ better). The last line is machine-readable:
     rados_stack: ratio_4m_write=<x> ratio_4m_read=<y> clone_ratio=<z>
 
 Usage: .venv/bin/python -m benchmarks.rados_stack [--ceph-conf PATH] [--size 256]
-[--seconds 3] [--rounds 2]. Without --ceph-conf it starts (and always stops) a memstore
-cluster of its own. The sides alternate for ROUNDS rounds and each keeps its best (2
-rounds take about 50 s on 2 cores): numbers are CPU-bound and noisy on busy machines.
+[--seconds 3] [--rounds 3] [--ab]. Without --ceph-conf it starts (and always stops) a
+memstore cluster of its own. The sides alternate for ROUNDS rounds (about 25 s a round
+on 2 cores); each number is the median [min-max] over rounds and each ratio the median
+of the per-round ratios: numbers are CPU-bound and noisy on busy machines. ``--ab``
+adds the stack with the mapper peer's direct RADOS I/O off (ARCHIPELAGO_RADOS_NO_FAST=1).
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CLONES = 5
 
 
-def _archip(data_dir: Path, *args: str) -> str:
+def _archip(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     p = subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), *args],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+                       capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+                       env=None if env is None else {**os.environ, **env})
     if p.returncode != 0:
         raise SystemExit(f"archip {' '.join(args)} failed: {p.stderr.strip()}")
     return p.stdout
@@ -178,13 +181,15 @@ def _rbd_clone_run(conf: str, size: int) -> float:
     return statistics.median(times)
 
 
-def _stack_round(conf: str, size: int, seconds: float, runner: object) -> dict[str, float]:
-    """One archipelago run in a fresh daemon and namespace (removed afterwards)."""
+def _stack_round(conf: str, size: int, seconds: float, runner: object,
+                 env: dict[str, str] | None = None) -> dict[str, float]:
+    """One archipelago run in a fresh daemon (environment += ``env``) and namespace
+    (removed afterwards)."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     data_dir = Path(tempfile.mkdtemp(prefix="archip-bench-"))
     try:
         _archip(data_dir, "daemon", "start", "--no-nbd", "--backend", "rados", "--ceph-conf",
-                conf, "--pool", POOL, "--namespace", ns)
+                conf, "--pool", POOL, "--namespace", ns, env=env)
         return runner(_stack_run(data_dir, size, seconds))  # type: ignore[operator]
     finally:
         subprocess.run([sys.executable, "-m", "control", "--data-dir", str(data_dir), "daemon",
@@ -193,31 +198,37 @@ def _stack_round(conf: str, size: int, seconds: float, runner: object) -> dict[s
         purge(conf, ns, POOL)
 
 
-def _bench(conf: str, size: int, seconds: float, rounds: int
-           ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Alternate librbd, RadosBlocker and the stack; keep each side's best of ``rounds``."""
+#: The stack without the mapper peer's direct RADOS I/O (service/rados_io.py): the A/B side.
+NO_FAST = {"ARCHIPELAGO_RADOS_NO_FAST": "1"}
+
+
+def _bench(conf: str, size: int, seconds: float, rounds: int, ab: bool = False
+           ) -> list[list[dict[str, float]]]:
+    """Alternate librbd, RadosBlocker, the stack (and with ``ab`` the stack without
+    direct RADOS I/O) for ``rounds`` rounds; every side's results per round."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run  # type: ignore[assignment]
-    best: list[dict[str, float]] = [{}, {}, {}]
-
-    def keep(side: int, res: dict[str, float]) -> None:
-        for k, val in res.items():
-            old = best[side].get(k)
-            better = min if k == "clone_s" else max  # times: lower is better
-            best[side][k] = val if old is None else better(old, val)
-
+    runs: list[list[dict[str, float]]] = [[], [], [], []]
     for _ in range(rounds):
         rbd_res = _rbd_run(conf, size, seconds)
         rbd_res["clone_s"] = _rbd_clone_run(conf, size)
-        keep(1, rbd_res)
+        runs[1].append(rbd_res)
         # Reference: the RadosBlocker alone, in this process (what the stack adds on top).
-        keep(2, runner(_blocker_run(conf, size, seconds)))
-        keep(0, _stack_round(conf, size, seconds, runner))
-    return best[0], best[1], best[2]
+        runs[2].append(runner(_blocker_run(conf, size, seconds)))
+        runs[0].append(_stack_round(conf, size, seconds, runner))
+        if ab:
+            runs[3].append(_stack_round(conf, size, seconds, runner, NO_FAST))
+    return runs
+
+
+def _med(runs: list[dict[str, float]], k: str) -> tuple[float, float, float]:
+    """(median, min, max) of ``k`` over rounds (0s if absent)."""
+    vals = [r[k] for r in runs if k in r]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (0.0, 0.0, 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,30 +237,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceph-conf", help="an existing cluster (default: start a throwaway one)")
     ap.add_argument("--size", type=int, default=256, help="MiB per side (default 256)")
     ap.add_argument("--seconds", type=float, default=3.0, help="per random 4 KiB test")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="alternating rounds; each side keeps its best (default 2)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds; medians with [min-max] (default 3)")
+    ap.add_argument("--ab", action="store_true",
+                    help="also run the stack without direct RADOS I/O "
+                         "(ARCHIPELAGO_RADOS_NO_FAST=1), interleaved")
     a = ap.parse_args(argv)
     size = max(1, a.size // 4) * BLOCK
     with throwaway_cluster(a.ceph_conf, 6 * a.size + 1024) as conf:
-        stack, rbd_res, blocker = _bench(conf, size, a.seconds, max(1, a.rounds))
+        runs = _bench(conf, size, a.seconds, max(1, a.rounds), a.ab)
+    load = os.getloadavg()
     print(f"archipelago daemon on rados (client library) vs librbd (python3-rbd aio), "
-          f"{size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB), best of {a.rounds}")
-    print(f"{'test':<18}{'archipelago':>12}{'librbd':>10}{'ratio':>7}{'blocker':>10}"
-          f"{'stack/blocker':>15}")
+          f"{size // MiB} MiB, QD {QD_BIG} (4 MiB) / {QD_SMALL} (4 KiB), median [min-max] of "
+          f"{a.rounds} rounds, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     units = {"4m_write": "MiB/s", "4m_read": "MiB/s", "4k_write": "IOPS", "4k_read": "IOPS",
              "clone_s": "ms"}
+    sides = [("archipelago", 0), ("librbd", 1), ("blocker", 2)] + (
+        [("no-direct", 3)] if a.ab else [])
     ratio: dict[str, float] = {}
     for k, unit in units.items():
-        sv, rv = stack[k], rbd_res[k]
-        ratio[k] = sv / rv if rv else 0.0
         scale = 1000.0 if k == "clone_s" else 1.0
-        bv = blocker.get(k)
-        ref = f"{bv:>10.1f}{sv / bv:>15.2f}" if bv else f"{'-':>10}{'-':>15}"
-        print(f"{k + ' ' + unit:<18}{sv * scale:>12.1f}{rv * scale:>10.1f}{ratio[k]:>7.2f}{ref}")
-    print("ratios: throughput archipelago/librbd (higher is better); clone: time "
-          "archipelago/librbd (lower is better; rbd = snap create + protect + clone)")
-    print("blocker = RadosBlocker alone (benchmarks.rados), no daemon: stack/blocker is what "
-          "the client, segment, mapper and blocker peers cost")
+        cells = []
+        for label, i in sides:
+            m, lo, hi = _med(runs[i], k)
+            if m:
+                cells.append(f"{label} {m * scale:.0f} [{lo * scale:.0f}-{hi * scale:.0f}]")
+        per_round = [r0[k] / r1[k] for r0, r1 in zip(runs[0], runs[1], strict=True) if r1.get(k)]
+        ratio[k] = statistics.median(per_round) if per_round else 0.0
+        rng = f"[{min(per_round):.2f}-{max(per_round):.2f}]" if per_round else ""
+        print(f"{k + ' ' + unit:<16} ratio {ratio[k]:.2f} {rng}  " + "  ".join(cells))
+        if a.ab:
+            ab_r = [r3[k] / r1[k] for r3, r1 in zip(runs[3], runs[1], strict=True) if r1.get(k)]
+            if ab_r:
+                print(f"{'':<16} no-direct ratio {statistics.median(ab_r):.2f} "
+                      f"[{min(ab_r):.2f}-{max(ab_r):.2f}]")
+    print("ratios: archipelago/librbd per round, median [min-max] (throughput: higher is "
+          "better; clone: time, lower is better; rbd = snap create + protect + clone)")
+    print("blocker = RadosBlocker alone (benchmarks.rados), no daemon; no-direct = the stack "
+          "with the mapper peer's direct RADOS I/O off")
     print(f"rados_stack: ratio_4k_write={ratio['4k_write']:.2f} "
           f"ratio_4k_read={ratio['4k_read']:.2f}")
     print(f"rados_stack: ratio_4m_write={ratio['4m_write']:.2f} "

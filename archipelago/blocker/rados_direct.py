@@ -20,6 +20,7 @@ import ctypes
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,20 @@ _CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _lib: Any = None
 _pending: dict[int, tuple[Callable[[int], None], bool]] = {}
 _keys = itertools.count(1)
+_pinned = threading.local()
+
+
+def pin_thread_state() -> None:
+    """Keep the calling foreign thread's Python thread state between ctypes callbacks.
+
+    For a thread Python did not start, every callback creates a thread state and frees
+    it on return, and 3.11 maps and unmaps its frame stack each time: per completion an
+    mmap, a munmap and the TLB shootdown of every core running the process (a third of
+    a peer's CPU on small I/O). One PyGILState_Ensure never released keeps it.
+    """
+    if not getattr(_pinned, "done", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _pinned.done = True
 
 
 class _Done:
@@ -46,6 +61,7 @@ class _Done:
 
 def _on_complete(comp: int, arg: int) -> None:
     # A librados finisher thread (ctypes took the GIL): hand over and release.
+    pin_thread_state()
     fn, release = _pending.pop(arg or 0, (None, True))
     rv = _lib.rados_aio_get_return_value(comp)
     if release:  # librados holds its own reference during this call

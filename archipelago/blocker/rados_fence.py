@@ -217,6 +217,13 @@ class RadosFence:
             raise self.blk._map(-rc, f"fence {key}")
         self._ok[key] = (gen, own, now)
 
+    def registered(self, key: str, gen: int, addr: str) -> bool:
+        """True if ``addr`` was registered as a writer of ``key`` at ``gen`` (still current
+        when registered) less than REVALIDATE seconds ago; synchronous (hot paths)."""
+        ok = self._ok.get(key)
+        return (ok is not None and ok[0] == gen and addr in ok[1]
+                and time.monotonic() - ok[2] < REVALIDATE)
+
     async def forget(self, key: str) -> None:
         """Drop our registrations of ``key`` (its volume was closed here)."""
         ok = self._ok.pop(check_name(key), None)

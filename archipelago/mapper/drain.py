@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+_NOTIFIES: set[asyncio.Task[None]] = set()
+
 
 class Drain:
     """Shared entry for I/O, exclusive entry that waits for in-flight I/O to finish."""
@@ -33,6 +35,26 @@ class Drain:
             async with self._cond:
                 self._n -= 1
                 self._cond.notify_all()
+
+    def try_enter(self) -> bool:
+        """Enter shared without waiting (for I/O completing outside a task, e.g. an aio
+        write); False while an exclusive operation waits or runs. Pair with :meth:`leave`."""
+        if self._blocked:
+            return False
+        self._n += 1
+        return True
+
+    def leave(self) -> None:
+        """End a :meth:`try_enter` (in the loop thread); wakes a waiting exclusive entry."""
+        self._n -= 1
+        if self._n == 0 and self._blocked:
+            task = asyncio.get_running_loop().create_task(self._notify())
+            _NOTIFIES.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(_NOTIFIES.discard)
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ from archipelago.service.direct_io import make_direct_io
 from archipelago.service.fences import fence_files, rados_fence
 from archipelago.service.mapper_peer import MapperPeer
 from archipelago.service.peer_process import blocker_ports, child_args, load, run_child
+from archipelago.service.rados_io import make_rados_io
 from archipelago.service.spread import SpreadBlocker
 from archipelago.wire import MAPPER_PORT
 
@@ -84,6 +85,7 @@ async def serve(args: Any) -> int:
         peer = MapperPeer(link, port, mapper, spread, cfg.peers.max_inflight)
         peer.fast, peer.gens = fast, (None if fast is None else
                                       GenPage(str(inst.run_dir / "mapgen"), writer=True))
+        peer.rio = await make_rados_io(cfg, str(inst.run_dir), rfence, peer.rados_done)
         port.attach()
         log.info("mapper peer %s on port %d, blockers %s, %d stale locks broken", mapper.owner,
                  MAPPER_PORT, ports, n)

@@ -36,6 +36,8 @@ from archipelago.peers.registry import PeerLink
 from archipelago.peers.request import Request
 from archipelago.service.direct_io import DirectIO, fast_io
 from archipelago.service.forward import CURRENT, serve_read
+from archipelago.service.rados_io import RadosIO
+from archipelago.service.rados_serve import RadosServing
 from archipelago.service.spread import SpreadBlocker
 from archipelago.upkeep.diff import map_diff
 from archipelago.wire import DEFAULT_BLOCK_SIZE, decode_hashes, encode_extents, encode_hashes
@@ -56,7 +58,7 @@ class Handle:
     gen: int
 
 
-class MapperPeer(Peer):
+class MapperPeer(RadosServing, Peer):
     """Serve volume I/O and volume operations from one Mapper."""
 
     role = "mapper"
@@ -73,6 +75,7 @@ class MapperPeer(Peer):
         self.started = time.time()
         self.fast: DirectIO | None = None
         self.gens: GenPage | None = None
+        self.rio: RadosIO | None = None  # direct small I/O on RADOS (rados_io.py)
 
     def _vol(self, name: str) -> Volume:
         v = self.volumes.get(name)
@@ -289,6 +292,7 @@ class MapperPeer(Peer):
             "fast_writes": self.fast.writes if self.fast is not None else None,
             "fast_io": fast_io(self.fast),
             "peer_port": self.port.stats(),  # wake-ups, completion batches, adaptive spins
+            "rados_io": self.rio.stats() if self.rio is not None else None,
         }
 
     async def _close_all(self) -> None:
@@ -296,6 +300,8 @@ class MapperPeer(Peer):
             await self.fast.flush()
         await self.mapper.close()
         await self.spread.flush()
+        if self.rio is not None:
+            await self.rio.close()
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Refuse new requests, drain those in flight, close volumes (flush, unlock)."""
