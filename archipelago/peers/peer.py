@@ -21,6 +21,9 @@ from archipelago.peers.request import Request
 log = logging.getLogger(__name__)
 BATCH = 64
 NOWAKE = -2  # AP_NOWAKE: complete now, signal the client once per batch
+#: serve_inline's answers: run ``dispatch`` in a task; answered; started elsewhere (it stays
+#: in flight, no task, and its owner completes it later, e.g. a batch of RADOS ops)
+SPAWN, DONE, STARTED = 0, 1, 2
 _DATA_IN = (Op.WRITE, Op.CREATE)
 
 
@@ -54,14 +57,16 @@ class Peer:
         """Serve one request (override); PING never reaches it (answered in C)."""
         raise NotSupported(f"op {req.op.name} not supported by {type(self).__name__}")
 
-    def serve_inline(self, req: Request) -> bool:
-        """Answer ``req`` synchronously if that is cheap (override); False: run ``dispatch``.
+    def serve_inline(self, req: Request) -> int:
+        """Answer ``req`` synchronously if that is cheap (override): DONE (or True) when
+        answered, STARTED when it completes later without a task, SPAWN (or False): run
+        ``dispatch``.
 
         Must not block; may be attempted and declined (nothing visible done). Saves the
         task and a loop iteration per request, and the reply's wake-up goes out at the
         end of this drain instead of one iteration later.
         """
-        return False
+        return SPAWN
 
     def drain(self) -> bool:
         """Pull up to a batch of requests; True if any were taken."""
@@ -79,10 +84,10 @@ class Peer:
             n += 1
             req = Request(self.seg, idx, no)
             try:
-                inline = self.serve_inline(req)
+                how = int(self.serve_inline(req))
             except Exception:  # noqa: BLE001 - declined: dispatch redoes it and reports
-                inline = False
-            if inline:
+                how = SPAWN
+            if how == DONE:
                 self.metrics.done(req.op.name, None, False)
                 owner = req.d.owner
                 lib.ap_complete(base, idx, NOWAKE)
@@ -90,15 +95,20 @@ class Peer:
                 self.served += 1
                 continue
             self.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._run(req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if how != STARTED:
+                self.spawn(req)
         if pings[0]:  # answered in C: progress too (the pump spins again, not naps)
             n += pings[0]
             self.served += pings[0]
         for owner in woken:  # one wake-up per client per batch, sent now
             lib.ap_wake(base, owner, self.link.efds[owner])
         return n > 0
+
+    def spawn(self, req: Request) -> None:
+        """Serve ``req`` (counted in flight) through ``dispatch`` in a task."""
+        task = asyncio.get_running_loop().create_task(self._run(req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, req: Request) -> None:
         t0, failed, op = time.perf_counter(), True, req.op

@@ -83,8 +83,11 @@ class MapperPeer(RadosServing, Peer):
             raise StaleHandle(f"volume {name!r} is not open here (open it again)")
         return v
 
-    def serve_inline(self, req: Request) -> bool:
-        """Fast reads and in-place writes of cached, owned blocks, without a task."""
+    def serve_inline(self, req: Request) -> int:
+        """Fast reads and in-place writes of cached, owned blocks, without a task (on
+        RADOS: started there and completed by rados_done)."""
+        if self.rio is not None and self.rio.batch is not None:
+            return self.serve_rados(req)
         fast = self.fast
         if fast is None or self.stopping:
             return False

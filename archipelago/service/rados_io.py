@@ -30,12 +30,13 @@ from typing import Any
 from archipelago.blockaccess.locate import Locator
 from archipelago.blockaccess.objects import zero_fill
 from archipelago.blocker.rados_batch import AioBatch
+from archipelago.peers.peer import DONE, SPAWN, STARTED
 from archipelago.peers.request import Request
 
 log = logging.getLogger("archipelago.mapper-peer")
 #: The data client's address file in the blocker peers' CLIENTS_DIR (registered with theirs).
 ADDR_NAME = "mapper"
-DECLINE, DONE, STARTED = 0, 1, 2
+DECLINE = SPAWN  # Peer.serve_inline's answers: the mapper path does it
 #: Larger requests go through the blocker peers: their librados clients (one messenger
 #: thread each) copy big payloads in parallel, where this one client would serialize
 #: them (4 MiB reads ran at 0.6x of the blocker peers' path through it).
