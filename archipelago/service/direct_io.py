@@ -120,4 +120,5 @@ def fast_io(fast: DirectIO | None) -> dict[str, dict[str, int]]:
             "nbd_cache": {k: int(cache.get(kind, 0)) for k, kind in
                           (("reads", "read_hit"), ("writes", "write_hit"), ("fills", "fill"))},
             "nbd_cfilter": {k: int(cf.get(kind, 0)) for k, kind in
-                            (("reads", "read_hit"), ("writes", "write_hit"), ("passed", "passed"))}}
+                            (("reads", "read_hit"), ("writes", "write_hit"), ("passed", "passed"),
+                             ("holds", "hold"))}}
