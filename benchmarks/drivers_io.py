@@ -106,15 +106,19 @@ def run_nbd(cfg: Cfg) -> list[Metric]:
 
 # -- gateway --------------------------------------------------------------------------
 
-async def _swift_load(url: str, token: str, objects: int, small: int) -> dict[str, float]:
-    """The same client against any server: PUT/GET 64 MiB objects, 4 KiB objects x 8 clients."""
+async def _swift_load(url: str, key: str, objects: int, small: int,
+                      login: bool = True) -> dict[str, float]:
+    """The same client against any server: PUT/GET 64 MiB objects, 4 KiB objects x 8 clients
+    (``login``: v1 auth first, as against the API server; else ``key`` is the token)."""
     import aiohttp
 
     from benchmarks import gateway as gb
 
-    base, h, res = os.urandom(gb.BLOCK), {"X-Auth-Token": token}, {}
-    c = f"{url}/v1/bench/load"
+    base, res = os.urandom(gb.BLOCK), {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as s:
+        storage, token = (await gb.login(s, url, "bench", key) if login
+                          else (f"{url}/v1/bench", key))
+        h, c = {"X-Auth-Token": token}, f"{storage}/load"
         async with s.put(c, headers=h) as r:
             assert r.status in (201, 202), r.status
         t0 = time.perf_counter()
@@ -200,7 +204,7 @@ def run_gateway(cfg: Cfg) -> list[Metric]:
             log(f"gateway run {i + 1}/{cfg.repeat}")
             for path, cpu, u, k in servers:
                 c0, s0 = cpu(), self_cpu()
-                r = uvloop.run(_swift_load(u, k, objects, small))
+                r = uvloop.run(_swift_load(u, k, objects, small, login=path != ref))
                 add(put, path, r["put"], (cpu() - c0 + self_cpu() - s0) / moved)
                 add(get, path, r["get"])
                 add(sput, path, r["small_put"])
