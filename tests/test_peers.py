@@ -17,6 +17,7 @@ from peers_helpers import (
     ECHO_PORT,
     STRESS,
     Daemon,
+    daemon_fixture,
     make_daemon,
     run_busy_client,
     run_echo_peer,
@@ -31,13 +32,7 @@ from archipelago.peers.registry import PeerLink
 CTX = mp.get_context("spawn")
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    d = make_daemon()
-    try:
-        yield d
-    finally:
-        d.close()
+daemon = pytest.fixture(daemon_fixture)
 
 
 def start_echo(d: Daemon, port: int = ECHO_PORT) -> Any:

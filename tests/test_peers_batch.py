@@ -13,13 +13,12 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from peers_helpers import ECHO_PORT, Daemon, make_daemon, run_echo_peer
+from peers_helpers import ECHO_PORT, Daemon, daemon_fixture, run_echo_peer
 
 from archipelago.errors import ArchipelagoError, TimedOut
 from archipelago.peers.calls import _ABANDONED, BATCH
@@ -33,13 +32,7 @@ D_COMPLETED = 3
 CTX = mp.get_context("spawn")
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    d = make_daemon()
-    try:
-        yield d
-    finally:
-        d.close()
+daemon = pytest.fixture(scope="module")(daemon_fixture)
 
 
 def _start_echo(d: Daemon) -> Any:
