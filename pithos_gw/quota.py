@@ -97,7 +97,7 @@ class ChargedMetaStore(MetaStore):
                                    container, name, write)
 
     async def object_delete(self, account: str, container: str, name: str, *,
-                            expect: int = ANY, **kw: Any) -> bool:
+                            expect: int = ANY) -> bool:
         """Delete the current version, freeing its bytes (see MetaStore.object_delete)."""
         async def write(old: int) -> Any:
             done = await MetaStore.object_delete(self, account, container, name,
