@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from archipelago.peers.ops import Op
-from archipelago.peers.peer import NOWAKE
+from archipelago.peers.peer import NOWAKE, SPAWN
 from archipelago.peers.request import Request
 
 _READ, _WRITE = int(Op.READ), int(Op.WRITE)
@@ -23,13 +23,13 @@ class RadosServing:
     volumes: dict[str, Any]
 
     def serve_rados(self, req: Request) -> int:
-        """Start a READ/WRITE on RADOS from here (rados_io.py): DONE, STARTED or DECLINE."""
+        """Start a READ/WRITE on RADOS from here (rados_io.py): DONE, STARTED or SPAWN."""
         rio, op = self.rio, req.d.op  # an int: no Op enum built per request
         if rio is None or self.stopping or (op != _READ and op != _WRITE):
-            return 0
+            return SPAWN
         v = self.volumes.get(req.target)
         if v is None:
-            return 0
+            return SPAWN
         return rio.read(v, req) if op == _READ else rio.write(v, req)
 
     def rados_done(self, done: list[tuple[Any, int]]) -> None:
